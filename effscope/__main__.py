@@ -1,0 +1,5 @@
+"""`python -m effscope` runs the CLI."""
+
+from effscope.cli import main
+
+main()

@@ -1,0 +1,72 @@
+"""The base class of every registered block and model."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from effscope.knobs import Config
+
+__all__ = ["ConfiguredModule", "ImageModel", "TokenBlock"]
+
+
+class ConfiguredModule(nn.Module):
+    """An nn.Module built from one validated knob config.
+
+    Subclasses set `Config` (their frozen config dataclass) and `default_size`, and implement `example_args`,
+    which documents the input layout by building it.
+
+    Args:
+        config: the knob values; None takes the Config's defaults.
+        device: where parameters are created (`meta` builds without memory, for counting).
+        dtype: parameter dtype.
+    """
+
+    Config: ClassVar[type[Config]]
+    default_size: ClassVar[tuple[int, int]] = (28, 28)  # token grid for blocks, image size for models
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if config is None:
+            config = self.Config()
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    def example_args(
+        self,
+        batch: int = 1,
+        size: tuple[int, int] | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple[Any, ...]:
+        """Positional arguments for `forward`: random inputs of `batch` items at `size` (default_size if None)."""
+        raise NotImplementedError
+
+
+class TokenBlock(ConfiguredModule):
+    """A block on image tokens: `forward(x, hw)` with x (B, H*W, dim) on an H x W grid; its config has `dim`."""
+
+    def example_args(self, batch=1, size=None, *, device=None, dtype=None):
+        h, w = size or self.default_size
+        return torch.randn(batch, h * w, self.config.dim, device=device, dtype=dtype), (h, w)
+
+
+class ImageModel(ConfiguredModule):
+    """A classifier: `forward(images)` with images (B, in_chans, H, W) -> logits (B, num_classes)."""
+
+    default_size = (224, 224)
+    in_chans: ClassVar[int] = 3
+
+    def example_args(self, batch=1, size=None, *, device=None, dtype=None):
+        h, w = size or self.default_size
+        return (torch.randn(batch, self.in_chans, h, w, device=device, dtype=dtype),)

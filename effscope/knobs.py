@@ -1,0 +1,341 @@
+"""Knobs: the design choices of a block or model, each declared once as a field of a frozen config dataclass.
+
+A knob's field carries its domain, help text and unit. Validation, the CLI's `--set`, `blocks show`, search spaces
+and Optuna distributions all read that one declaration.
+
+    @dataclass(frozen=True)
+    class HiLoConfig(Config):
+        window_size: int = knob(2, IntRange(1, 14), help="Hi-Fi window side", unit="tokens")
+
+        def check(self) -> None:  # rules that tie knobs together
+            ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from effscope.errors import KnobError, SpecError, UnknownNameError
+from effscope.registry import did_you_mean
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+__all__ = [
+    "Choice",
+    "Config",
+    "Domain",
+    "FloatRange",
+    "IntRange",
+    "Knob",
+    "Seq",
+    "format_value",
+    "knob",
+    "knobs_of",
+    "parse_assignments",
+    "with_knobs",
+]
+
+_KNOB_KEY = "effscope_knob"
+
+
+def format_value(value: Any) -> str:
+    """Render a knob value the way the CLI accepts it back (tuples as "2,2,6,2")."""
+    if isinstance(value, tuple):
+        return ",".join(format_value(v) for v in value)
+    return str(value)
+
+
+class Domain:
+    """The set of values a knob may take."""
+
+    def normalize(self, value: Any) -> Any:
+        """Return the canonical form of `value` (lists become tuples), or raise ValueError if it is outside."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A short phrase naming the allowed values, e.g. "int in [1, 14]"."""
+        raise NotImplementedError
+
+    def parse(self, text: str) -> Any:
+        """Parse a command-line string; raise ValueError when it does not parse."""
+        raise NotImplementedError
+
+    def to_optuna(self, name: str) -> dict[str, BaseDistribution]:
+        """Optuna distributions sampling this domain, keyed by parameter name."""
+        raise NotImplementedError
+
+    def from_params(self, name: str, params: Mapping[str, Any]) -> Any:
+        """Rebuild a value from the Optuna parameters made by `to_optuna(name)`."""
+        return params[name]
+
+    def contains(self, value: Any) -> bool:
+        try:
+            self.normalize(value)
+        except ValueError:
+            return False
+        return True
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class IntRange(Domain):
+    """Integers low, low + step, ..., high (inclusive)."""
+
+    low: int
+    high: int
+    step: int = 1
+
+    def __post_init__(self) -> None:
+        if not (self.low <= self.high and self.step >= 1 and (self.high - self.low) % self.step == 0):
+            raise ValueError(
+                f"IntRange needs low <= high, step >= 1 and step dividing high - low, "
+                f"but got (low={self.low}, high={self.high}, step={self.step})"
+            )
+
+    def normalize(self, value: Any) -> int:
+        v = _as_int(value)
+        if not (self.low <= v <= self.high and (v - self.low) % self.step == 0):
+            raise ValueError(f"{v} is outside")
+        return v
+
+    def describe(self) -> str:
+        step = f" step {self.step}" if self.step != 1 else ""
+        return f"int in [{self.low}, {self.high}]{step}"
+
+    def parse(self, text: str) -> int:
+        return int(text.strip())
+
+    def to_optuna(self, name: str) -> dict[str, BaseDistribution]:
+        from optuna.distributions import IntDistribution
+
+        return {name: IntDistribution(self.low, self.high, step=self.step)}
+
+
+@dataclass(frozen=True)
+class FloatRange(Domain):
+    """Real numbers in [low, high]; `log` samples them log-uniformly in a search."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.low <= self.high and (not self.log or self.low > 0)):
+            raise ValueError(
+                f"FloatRange needs low <= high (and low > 0 when log), but got (low={self.low}, high={self.high})"
+            )
+
+    def normalize(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise ValueError(f"{value!r} is not a number")
+        if not self.low <= value <= self.high:
+            raise ValueError(f"{value} is outside")
+        return float(value)
+
+    def describe(self) -> str:
+        return f"float in [{self.low:g}, {self.high:g}]" + (" (log)" if self.log else "")
+
+    def parse(self, text: str) -> float:
+        return float(text.strip())
+
+    def to_optuna(self, name: str) -> dict[str, BaseDistribution]:
+        from optuna.distributions import FloatDistribution
+
+        return {name: FloatDistribution(self.low, self.high, log=self.log)}
+
+
+@dataclass(frozen=True)
+class Choice(Domain):
+    """One of a fixed set of options (ints, strings, bools or tuples of them)."""
+
+    options: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        if not self.options:
+            raise ValueError("Choice needs at least one option")
+
+    def normalize(self, value: Any) -> Any:
+        value = _to_tuple(value)
+        for option in self.options:
+            if type(option) is type(value) and option == value:
+                return option
+        raise ValueError(f"{value!r} is not an option")
+
+    def describe(self) -> str:
+        return "one of {" + ", ".join(repr(format_value(o)) if isinstance(o, tuple) else str(o)
+                                      for o in self.options) + "}"
+
+    def parse(self, text: str) -> Any:
+        wanted = text.replace(" ", "")
+        for option in self.options:
+            if format_value(option).replace(" ", "") == wanted:
+                return option
+        raise ValueError(f"{text!r} is not an option")
+
+    def to_optuna(self, name: str) -> dict[str, BaseDistribution]:
+        from optuna.distributions import CategoricalDistribution
+
+        # Optuna stores only scalars, so tuple options travel as their CLI spelling.
+        return {name: CategoricalDistribution([_scalar(o) for o in self.options])}
+
+    def from_params(self, name: str, params: Mapping[str, Any]) -> Any:
+        raw = params[name]
+        return self.parse(raw) if isinstance(raw, str) and not any(o == raw for o in self.options) else raw
+
+
+def _scalar(option: Any) -> Any:
+    return format_value(option) if isinstance(option, tuple) else option
+
+
+def _to_tuple(value: Any) -> Any:
+    return tuple(_to_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+@dataclass(frozen=True)
+class Seq(Domain):
+    """A fixed-length tuple whose items each lie in `item` (e.g. per-stage depths)."""
+
+    item: Domain
+    length: int
+
+    def normalize(self, value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list | tuple) or len(value) != self.length:
+            raise ValueError(f"{value!r} is not a sequence of {self.length}")
+        return tuple(self.item.normalize(v) for v in value)
+
+    def describe(self) -> str:
+        return f"{self.length} x ({self.item.describe()})"
+
+    def parse(self, text: str) -> tuple[Any, ...]:
+        return tuple(self.item.parse(part) for part in text.strip().strip("()[]").split(","))
+
+    def to_optuna(self, name: str) -> dict[str, BaseDistribution]:
+        out: dict[str, BaseDistribution] = {}
+        for i in range(self.length):
+            out.update(self.item.to_optuna(f"{name}[{i}]"))
+        return out
+
+    def from_params(self, name: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(self.item.from_params(f"{name}[{i}]", params) for i in range(self.length))
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One declared design choice: its name, default, domain, help text and unit."""
+
+    name: str
+    default: Any
+    domain: Domain
+    help: str
+    unit: str = ""
+
+    def check(self, value: Any, owner: str) -> Any:
+        """Return the canonical value, or raise KnobError naming the knob, the value and the domain."""
+        try:
+            return self.domain.normalize(value)
+        except ValueError:
+            raise KnobError(
+                f"knob '{self.name}' of {owner} must be {self.domain.describe()}, but got {format_value(value)!s}"
+            ) from None
+
+    def parse(self, text: str, owner: str) -> Any:
+        """Parse a command-line value and check it against the domain."""
+        try:
+            value = self.domain.parse(text)
+        except ValueError:
+            raise KnobError(
+                f"knob '{self.name}' of {owner} must be {self.domain.describe()}, but got '{text}'"
+            ) from None
+        return self.check(value, owner)
+
+
+def knob(default: Any, domain: Domain, *, help: str, unit: str = "") -> Any:
+    """Declare a config field as a knob (use as the field's default)."""
+    return dataclasses.field(default=default, metadata={_KNOB_KEY: (domain, help, unit)})
+
+
+def knobs_of(config: Config | type[Config]) -> dict[str, Knob]:
+    """The knobs a config class declares, in declaration order."""
+    cls = config if isinstance(config, type) else type(config)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if _KNOB_KEY in f.metadata:
+            domain, help_text, unit = f.metadata[_KNOB_KEY]
+            out[f.name] = Knob(f.name, f.default, domain, help_text, unit)
+    return out
+
+
+@dataclass(frozen=True)
+class Config:
+    """Base of every knob config: validates each knob on construction, then the cross-knob rules in `check`."""
+
+    owner_name: ClassVar[str] = ""  # name used in messages; defaults to the class name
+
+    def __post_init__(self) -> None:
+        owner = self.owner()
+        for name, k in knobs_of(self).items():
+            value = getattr(self, name)
+            canonical = k.check(value, owner)
+            if canonical is not value:
+                object.__setattr__(self, name, canonical)  # frozen: canonical form (tuples) set once here
+        self.check()
+
+    @classmethod
+    def owner(cls) -> str:
+        return cls.owner_name or cls.__name__
+
+    def check(self) -> None:
+        """Rules that tie knobs together; raise KnobError with the rule, the values and the fix."""
+
+    def derived(self) -> dict[str, Any]:
+        """Figures derived from the knobs and reported beside them (e.g. HiLo's alpha)."""
+        return {}
+
+    def knob_values(self) -> dict[str, Any]:
+        """The knob values of this config, by name."""
+        return {name: getattr(self, name) for name in knobs_of(self)}
+
+    def fail(self, rule: str, **values: Any) -> None:
+        """Raise KnobError for a broken cross-knob rule: "`rule` must hold, but got (a=1, b=2)"."""
+        got = ", ".join(f"{k}={format_value(v)}" for k, v in values.items())
+        raise KnobError(f"{self.owner()}: {rule} must hold, but got ({got})")
+
+
+def with_knobs(config: Config, overrides: Mapping[str, Any]) -> Config:
+    """Return `config` with some knobs replaced, validated; unknown names suggest the closest knob."""
+    declared = knobs_of(config)
+    for name in overrides:
+        if name not in declared:
+            raise UnknownNameError(
+                f"{config.owner()} has no knob '{name}'{did_you_mean(name, list(declared))} "
+                f"(knobs: {', '.join(declared)})"
+            )
+    return dataclasses.replace(config, **overrides)
+
+
+def parse_assignments(config: Config, assignments: Iterable[str]) -> dict[str, Any]:
+    """Parse CLI `knob=value` strings against a config's declared knobs."""
+    declared = knobs_of(config)
+    out: dict[str, Any] = {}
+    for text in assignments:
+        name, sep, raw = text.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise SpecError(f"--set takes knob=value (e.g. window_size=7), but got '{text}'")
+        if name not in declared:
+            raise UnknownNameError(
+                f"{config.owner()} has no knob '{name}'{did_you_mean(name, list(declared))} "
+                f"(knobs: {', '.join(declared)})"
+            )
+        out[name] = declared[name].parse(raw, config.owner())
+    return out

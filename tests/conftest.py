@@ -1,0 +1,13 @@
+"""Shared fixtures: deterministic seeds and few threads so the suite behaves the same on 2 cores and in CI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    yield
