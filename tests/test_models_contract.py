@@ -13,9 +13,13 @@ IDS = [s.name for s in SPECS]
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_exact_official_params(spec):
-    assert spec.reference is not None and spec.reference.params is not None, "every preset states its reference"
+    ref = spec.reference
+    assert ref is not None, "every preset states its reference"
+    if ref.params is None:  # no official implementation exists (CageViT): the family's own test bounds it
+        assert spec.notes, "a preset without an official count says why in its notes"
+        pytest.skip(spec.notes[0])
     n = sum(p.numel() for p in spec.build(device="meta").parameters())
-    assert n == spec.reference.params
+    assert n == ref.params
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
