@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from effscope import __version__
-from effscope.errors import EffscopeError
+from effscope.errors import EffscopeError, SpecError
 
 if TYPE_CHECKING:
     from effscope.spec import Spec
@@ -97,8 +97,10 @@ def _show(spec: Spec, assignments: list[str]) -> None:
     out.print(f"params: {_param_count(spec, config):,}")
     ref = spec.reference
     if ref is not None and config == spec.config:
-        parts = [f"params {ref.params:,}" if ref.params is not None else None,
-                 f"MACs {ref.macs / 1e9:.4f} G at {ref.size[0]}x{ref.size[1]}" if ref.macs else None]
+        parts = [
+            f"params {ref.params:,}" if ref.params is not None else None,
+            f"MACs {ref.macs / 1e9:.4f} G at {ref.size[0]}x{ref.size[1]}" if ref.macs else None,
+        ]
         shown = ", ".join(p for p in parts if p)
         if shown:
             out.print(f"reference ({ref.source}): {shown}")
@@ -155,6 +157,207 @@ def models_show(
     from effscope.spec import models
 
     _show(models().get(name), set_)
+
+
+def _fmt(value, spec: str = "", scale: float = 1.0) -> str:
+    """A table cell: '-' for a missing number (missing is never shown as 0)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return format(value / scale, spec) if spec else str(value)
+
+
+def _records_table(records) -> Table:
+    table = Table()
+    columns = (
+        "target",
+        "status",
+        "params",
+        "GMACs",
+        "p50 ms",
+        "p90 ms",
+        "IQR %",
+        "img/s",
+        "peak mem MB",
+        "J/img",
+        "flags",
+    )
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("target", "status", "flags") else "right")
+    for r in records:
+        f = r.flat()
+        iqr = f.get("latency_ms_iqr")
+        p50 = f.get("latency_ms_p50")
+        mem = f.get("peak_mem_bytes", f.get("peak_rss_bytes"))
+        table.add_row(
+            r.target + (f" @{f['height']}x{f['width']}" if f.get("height") else ""),
+            r.status if r.status == "ok" else f"[red]failed[/red]: {r.error}",
+            _fmt(f.get("params"), ",d"),
+            _fmt(f.get("macs"), ".4f", 1e9),
+            _fmt(p50, ".3f"),
+            _fmt(f.get("latency_ms_p90"), ".3f"),
+            _fmt(100 * iqr / p50 if iqr is not None and p50 else None, ".1f"),
+            _fmt(f.get("throughput_img_s"), ".1f"),
+            _fmt(mem, ".1f", 2**20),
+            _fmt(f.get("energy_j_per_img"), ".4f"),
+            f.get("flags") or "",
+        )
+    return table
+
+
+@app.command()
+def profile(
+    target: str = typer.Argument(None, help="Block, model preset, or module:callable returning an nn.Module."),
+    set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    suite: str = typer.Option(None, "--suite", help="Profile a named suite instead of one target: zoo."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32, or bf16/fp16 under autocast."),
+    batch: int = typer.Option(1, "--batch", help="Images (or token maps) per forward."),
+    resolution: str = typer.Option(None, "--resolution", help="Model input size: 224 or HxW."),
+    tokens: str = typer.Option(None, "--tokens", help="Block token grid: 28 or HxW."),
+    threads: int = typer.Option(None, "--threads", help="Torch intra-op threads (CPU); pinned for the run."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Run in channels_last memory format."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the target before timing."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Also time a CUDA graph replay (GPU)."),
+    flush_cache: bool = typer.Option(False, "--flush-cache", help="Flush the L2 cache before each timed run."),
+    attention: str = typer.Option("sdpa", "--attention", help="Attention core: sdpa or explicit."),
+    sweep: bool = typer.Option(False, "--sweep", help="Batch sweep (powers of two) for peak throughput."),
+    elementwise: bool = typer.Option(False, "--elementwise", help="Also count element-wise ops."),
+    no_latency: bool = typer.Option(False, "--no-latency", help="Skip latency timing."),
+    no_throughput: bool = typer.Option(False, "--no-throughput", help="Skip the throughput window."),
+    max_time: float = typer.Option(5.0, "--max-time", help="Cap on adaptive latency repeats, seconds."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Per-target limit, seconds; past it the target fails."),
+    db: str = typer.Option(None, "--db", help="Record store: SQLite file or SQLAlchemy URL (default ./effscope.db)."),
+    json_out: str = typer.Option(None, "--json", help="Also write this run's Records to a JSON file."),
+    csv_out: str = typer.Option(None, "--csv", help="Also write this run's Records to a CSV file."),
+) -> None:
+    """Count and measure a target (or a suite): params, MACs, latency, throughput, memory, energy."""
+    from effscope.profile.measure import Options
+    from effscope.profile.record import Workload
+    from effscope.profile.run import Plan, parse_size, plan_suite, validate_workload
+    from effscope.profile.store import RecordStore
+    from effscope.profile.target import resolve_target
+
+    if (target is None) == (suite is None):
+        raise SpecError("give either a TARGET or --suite NAME (not both, not neither)")
+    size = parse_size(resolution, "--resolution")
+    grid = parse_size(tokens, "--tokens")
+    if size and grid:
+        raise SpecError("--resolution is for models and --tokens for blocks; give one of them")
+    workload = validate_workload(
+        Workload(
+            device=device,
+            dtype=dtype,
+            batch=batch,
+            size=size or grid,
+            threads=threads,
+            channels_last=channels_last,
+            compile=compile_,
+            cuda_graph=cuda_graph,
+            flush_cache=flush_cache,
+            attention=attention,
+        )
+    )
+    if suite is not None:
+        if set_ or size or grid:
+            raise SpecError("--suite runs each target at its defaults; --set, --resolution and --tokens do not apply")
+        plans = plan_suite(suite, workload)
+    else:
+        resolved = resolve_target(target, assignments=set_)
+        if resolved.kind == "block" and size:
+            raise SpecError(f"'{target}' is a block: give its token grid with --tokens, not --resolution")
+        if resolved.kind == "model" and grid:
+            raise SpecError(f"'{target}' is a model: give its input size with --resolution, not --tokens")
+        plans = [Plan(resolved, workload)]
+    for path in (json_out, csv_out):
+        if path and not _parent_writable(path):
+            raise SpecError(f"cannot write '{path}': its folder does not exist or is not writable")
+    store = RecordStore(db)
+    options = Options(
+        elementwise=elementwise,
+        latency=not no_latency,
+        throughput=not no_throughput,
+        sweep=sweep,
+        max_time_s=max_time,
+        timeout_s=timeout,
+    )
+    provenance = {"command": " ".join(["effscope", *sys.argv[1:]])}
+    records = _run_with_progress(plans, options, store, provenance)
+    out.print(_records_table(records))
+    for r in records:
+        for name, why in r.missing.items():
+            out.print(f"[dim]{r.target}: {name} missing: {why}[/dim]")
+        warning = r.counts.get("crosscheck_warning") if r.counts else None
+        if warning:
+            err.print(f"warning: {r.target}: {warning}")
+    if suite is not None:
+        from effscope.profile.run import rank_correlation
+
+        corr = rank_correlation(records)
+        out.print(
+            f"MACs vs measured p50 latency across {corr['n']} targets: "
+            f"Spearman {corr['spearman']:.3f}, Kendall {corr['kendall']:.3f}"
+        )
+    out.print(f"{len(records)} record(s) stored in {store.url}")
+    if json_out or csv_out:
+        import pandas as pd
+
+        df = pd.DataFrame([r.flat() for r in records])
+        if json_out:
+            df.to_json(json_out, orient="records", indent=1)
+        if csv_out:
+            df.to_csv(csv_out, index=False)
+    if any(r.status != "ok" for r in records) and suite is None:
+        raise typer.Exit(1)
+
+
+def _parent_writable(path: str) -> bool:
+    import os
+    from pathlib import Path
+
+    parent = Path(path).expanduser().resolve().parent
+    return parent.is_dir() and os.access(parent, os.W_OK)
+
+
+def _run_with_progress(plans, options, store, provenance):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from effscope.profile.run import profile as run_profile
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("measuring", total=len(plans))
+
+        def advance(record):
+            progress.update(task, advance=1, description=f"measured {record.target}")
+
+        progress.update(task, description=f"measuring {plans[0].target.name}")
+        return run_profile(plans, options, store=store, provenance=provenance, on_record=advance)
+
+
+@app.command("device")
+def device_cmd() -> None:
+    """What effscope sees: CPU, threads, and GPU name, driver, clocks and power limits via NVML."""
+    from effscope.profile.env import cpu_info
+    from effscope.profile.telemetry import gpu_info, nvml_available
+
+    table = Table(title="device", title_justify="left")
+    table.add_column("property")
+    table.add_column("value")
+    for key, value in cpu_info().items():
+        table.add_row(f"cpu.{key}", str(value))
+    ok, reason = nvml_available()
+    if ok:
+        for key, value in gpu_info().items():
+            table.add_row(f"gpu.{key}", str(value))
+    else:
+        table.add_row("gpu", f"none visible ({reason})")
+    out.print(table)
 
 
 def main() -> None:

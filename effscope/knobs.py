@@ -172,8 +172,11 @@ class Choice(Domain):
         raise ValueError(f"{value!r} is not an option")
 
     def describe(self) -> str:
-        return "one of {" + ", ".join(repr(format_value(o)) if isinstance(o, tuple) else str(o)
-                                      for o in self.options) + "}"
+        return (
+            "one of {"
+            + ", ".join(repr(format_value(o)) if isinstance(o, tuple) else str(o) for o in self.options)
+            + "}"
+        )
 
     def parse(self, text: str) -> Any:
         wanted = text.replace(" ", "")

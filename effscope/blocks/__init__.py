@@ -1,8 +1,11 @@
 """Every block variant of the efficient-ViT papers effscope profiles; importing this module registers them all.
 
-One file per family. Look blocks up through `effscope.spec.blocks()`.
+One file per family, imported in the order `effscope blocks list` shows them (baselines first).
+Look blocks up through `effscope.spec.blocks()`.
 """
 
 from __future__ import annotations
 
-from effscope.blocks import vit  # noqa: F401  (each import registers its family's blocks)
+# The import order is the listing order, so keep isort away from it.
+# isort: off
+from effscope.blocks import vit, pvt, dw_shortcut, lightvit, hilo, cxv, cagevit  # noqa: F401  (register on import)

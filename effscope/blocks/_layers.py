@@ -130,8 +130,9 @@ class DropPath(nn.Module):
 class Mlp(nn.Module):
     """Linear -> GELU -> Linear on the last dim."""
 
-    def __init__(self, dim: int, hidden: int, out: int | None = None, *, bias: bool = True,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self, dim: int, hidden: int, out: int | None = None, *, bias: bool = True, device=None, dtype=None
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.fc1 = nn.Linear(dim, hidden, bias=bias, **dd)
@@ -170,7 +171,7 @@ class DWConvMlp(nn.Module):
 
 
 def init_transformer_weights(module: nn.Module) -> None:
-    """The init PVTv2, LITv2 and LightViT share: trunc-normal(0.02) Linear, unit LayerNorm, He-normal conv.
+    """The init PVTv2 and LITv2 share: trunc-normal(0.02) Linear, unit LayerNorm, He-normal conv.
 
     Apply with `model.apply(init_transformer_weights)`.
     """
