@@ -163,7 +163,9 @@ def _fmt(value, spec: str = "", scale: float = 1.0) -> str:
     """A table cell: '-' for a missing number (missing is never shown as 0)."""
     if value is None or (isinstance(value, float) and value != value):
         return "-"
-    return format(value / scale, spec) if spec else str(value)
+    if not spec:
+        return str(value)
+    return format(value if scale == 1.0 else value / scale, spec)
 
 
 def _records_table(records) -> Table:

@@ -45,7 +45,7 @@ _KNOB_KEY = "effscope_knob"
 
 def format_value(value: Any) -> str:
     """Render a knob value the way the CLI accepts it back (tuples as "2,2,6,2")."""
-    if isinstance(value, tuple):
+    if isinstance(value, tuple | list):  # lists: tuples after a JSON round trip
         return ",".join(format_value(v) for v in value)
     return str(value)
 

@@ -52,8 +52,7 @@ class Registry(Generic[T]):
         except KeyError:
             names = self.names()
             raise UnknownNameError(
-                f"unknown {self.kind} '{name}'{did_you_mean(name, names)} "
-                f"(known {self.kind}s: {', '.join(names)})"
+                f"unknown {self.kind} '{name}'{did_you_mean(name, names)} (known {self.kind}s: {', '.join(names)})"
             ) from None
 
     def names(self) -> list[str]:

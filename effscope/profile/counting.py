@@ -1,0 +1,666 @@
+"""Counting: parameters and multiply-accumulates (MACs) with fvcore, completed by handles and cross-checked.
+
+fvcore's `FlopCountAnalysis` is the primary counter (measurement.md §1): it traces the forward with torch.jit and
+counts one fused multiply-add as one MAC, which is the convention of every published number in blocks.md.
+effscope replaces fvcore's handle table with its own so that nothing FLOP-bearing is silently zero:
+
+- gemm (MACs): linear, matmul/mm/bmm/addmm/baddbmm/addbmm/mv/addmv/dot/vdot (prod(output) x contracted size, exact
+  under broadcasting), convolution (fvcore's formula: grouped and transposed), einsum (exact, from the operand
+  shapes and the contraction path torch ran, not fvcore's 3-digit parse), tensordot, bilinear, and
+  `scaled_dot_product_attention` with its backend variants: B*heads*Nq*Nk*(d_qk + d_v), any batch dims, the same
+  as the explicit q @ kᵀ, attn @ v path. Causal masks are not discounted (as FlopCounterMode).
+- norm (MACs, fvcore's convention): layer/group/instance norm 5 x numel with affine (4 without), eval batch norm
+  2 x numel (1 without affine).
+- interp (MACs): one MAC per tap per output element: nearest 1, (bi/tri)linear 2/4/8, bicubic 16; this is fvcore's
+  convention for upsample_nearest2d / upsample_bilinear2d / grid_sampler, extended to the other modes. The per-
+  location weight computation of grid_sample is ignored.
+- pool (its own number, never in MACs): one op per input element read, i.e. output numel x kernel volume for
+  avg/max pools (padding positions included; the input numel when the kernel is not a trace constant), and the
+  exact window sizes of adaptive pools (input numel when the windows tile it, e.g. a global average). fvcore adds
+  adaptive_avg_pool2d's input numel to its total; effscope keeps it out of MACs, so blocks.md §8 figures of
+  models with a pooled head read up to 0.07 % above effscope's macs.
+- elementwise (optional, its own number): numel of the output for pointwise ops (add, mul, gelu, softmax, ...) and
+  numel of the input for reductions (mean, sum, var, ...). SDPA adds what `attend`'s explicit path would execute
+  (the q scaling, the mask add, the softmax), so both attention paths give the same element-wise count too.
+  When not counted, these ops are listed in `uncounted_ops`, like every op with work and no handle; shape-only ops
+  (view, permute, cat, ...) and the tracer's size arithmetic are neither counted nor listed.
+
+An executed matmul-class or attention op that no handle counts, or that a handle counts as zero, raises CountError.
+Every count is cross-checked with torch's `FlopCounterMode` (with a formula for CPU SDPA, which it lacks, pytorch
+issue 195460): its total must equal 2 x the gemm MACs (it counts neither norms, pools, interpolation nor
+element-wise ops). The relative disagreement is returned; `strict=True` raises on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from effscope.errors import EffscopeError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["CROSSCHECK_RTOL", "CountError", "Counts", "count"]
+
+CROSSCHECK_RTOL = 1e-6  # both counters compute exact integers; any real disagreement is a missing or wrong formula
+
+Handle = Callable[[list, list], Counter]
+
+
+class CountError(EffscopeError, RuntimeError):
+    """A FLOP-bearing op was executed but not counted, or the two counters disagree under `strict=True`."""
+
+
+# --------------------------------------------------------------------------------------------- shapes of jit values
+
+
+def _shape(value: Any) -> list[int] | None:
+    """Static shape of a traced tensor value (None for None, non-tensors and unknown shapes)."""
+    return value.type().sizes() if value.isCompleteTensor() else None
+
+
+def _numel(value: Any) -> int:
+    shape = _shape(value)
+    return math.prod(shape) if shape is not None else 0
+
+
+def _const(value: Any) -> Any:
+    """A traced constant argument, lists included (None when it was computed from shapes at trace time)."""
+    node = value.node()
+    if node.kind() == "prim::ListConstruct":
+        items = [v.toIValue() for v in node.inputs()]
+        return None if any(i is None for i in items) else items
+    return value.toIValue()
+
+
+# ------------------------------------------------------------------------------------------------------ gemm handles
+
+
+def _matmul_like(a_index: int, key: str, batch_index: int | None = None) -> Handle:
+    """prod(output shape) x contracted size: exact for mm/bmm/matmul (broadcast included), linear, addmm, mv, dot."""
+
+    def handle(inputs: list, outputs: list) -> Counter:
+        k = _shape(inputs[a_index])[-1]
+        if batch_index is not None:  # addbmm sums the batch of products into one matrix
+            k *= _shape(inputs[batch_index])[0]
+        return Counter({key: _numel(outputs[0]) * k})
+
+    return handle
+
+
+def _conv(inputs: list, outputs: list) -> Counter:
+    from fvcore.nn.jit_handles import conv_flop_count
+
+    x, w, out = _shape(inputs[0]), _shape(inputs[1]), _shape(outputs[0])
+    return Counter({"conv": int(conv_flop_count(x, w, out, transposed=bool(inputs[6].toIValue())))})
+
+
+def _sdpa_macs(q: list[int], k: list[int], v: list[int], out: list[int]) -> int:
+    """B*heads*Nq*Nk*(d_qk + d_v); the output's batch dims already include broadcasting and query heads."""
+    return math.prod(out[:-2]) * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+def _sdpa(elementwise: bool) -> Handle:
+    def handle(inputs: list, outputs: list) -> Counter:
+        q, k, v, out = *(_shape(inputs[i]) for i in range(3)), _shape(outputs[0])
+        counts = Counter({"sdpa": _sdpa_macs(q, k, v, out)})
+        if elementwise:  # what attend's explicit path executes around the two products
+            logits = math.prod(out[:-2]) * q[-2] * k[-2]
+            counts.update({"mul": math.prod(q), "softmax": logits})
+            if len(inputs) > 3 and _shape(inputs[3]) is not None:
+                counts["add"] += logits
+        return counts
+
+    return handle
+
+
+def _parse_einsum(equation: str, shapes: list[list[int]]) -> tuple[list[str], str, dict[str, int]]:
+    """Operand subscripts, output subscripts and letter sizes, with '...' expanded to private letters."""
+    eq = equation.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    ell_ndim = max(
+        (len(s) - len(t.replace("...", "")) for t, s in zip(terms, shapes, strict=True) if "..." in t), default=0
+    )
+    ell = "".join(chr(0x3B1 + i) for i in range(ell_ndim))  # greek letters never clash with a-zA-Z
+    expanded = []
+    for t, s in zip(terms, shapes, strict=True):
+        n = len(s) - len(t.replace("...", ""))
+        expanded.append(t.replace("...", ell[ell_ndim - n :]) if "..." in t else t)
+    if not arrow:  # implicit output: the letters that appear once, sorted, after the broadcast dims
+        once = [c for c in sorted(set(lhs.replace("...", ""))) if lhs.count(c) == 1]
+        rhs = ell + "".join(once)
+    else:
+        rhs = rhs.replace("...", ell)
+    sizes: dict[str, int] = {}
+    for t, s in zip(expanded, shapes, strict=True):
+        for c, n in zip(t, s, strict=True):
+            sizes[c] = max(sizes.get(c, 1), n)
+    return expanded, rhs, sizes
+
+
+def einsum_macs(equation: str, shapes: Sequence[Sequence[int]], path: Sequence[int] | None = None) -> int:
+    """Exact MACs of an einsum as torch runs it: pairwise products along `path` (left to right without one).
+
+    Each pairwise product costs the product of the sizes of the letters left in the pair once letters needed by
+    neither the other operand, the later operands nor the output are summed out first (as torch does).
+    A single operand (a transpose or a reduction) costs no MACs.
+    """
+    terms, out, sizes = _parse_einsum(equation, [list(s) for s in shapes])
+    ops = [set(t) for t in terms]
+    # with a path, each pair's result goes last (opt_einsum's convention); without, torch folds left to right
+    pairs = [(path[i], path[i + 1]) for i in range(0, len(path), 2)] if path else [(0, 1)] * (len(ops) - 1)
+    macs = 0
+    for i, j in pairs:
+        a, b = ops[i], ops[j]
+        others = [o for n, o in enumerate(ops) if n not in (i, j)]
+        rest = set(out).union(*others)
+        a, b = a & (b | rest), b & (a | rest)  # letters nobody else needs are summed out before the product
+        macs += math.prod(sizes[c] for c in a | b)
+        ops = others + [(a | b) & rest] if path else [(a | b) & rest] + others
+    return macs
+
+
+def _einsum_operands(inputs: list) -> int:
+    return len(list(inputs[1].node().inputs()))
+
+
+def _einsum(inputs: list, outputs: list) -> Counter:
+    shapes = [_shape(v) for v in inputs[1].node().inputs()]
+    path = _const(inputs[2]) if len(inputs) > 2 else None
+    return Counter({"einsum": einsum_macs(inputs[0].toIValue(), shapes, path)})
+
+
+def _tensordot(inputs: list, outputs: list) -> Counter:
+    a, dims = _shape(inputs[0]), _const(inputs[2]) or []
+    return Counter({"tensordot": _numel(outputs[0]) * math.prod(a[d] for d in dims)})
+
+
+def _bilinear(inputs: list, outputs: list) -> Counter:
+    return Counter({"bilinear": _numel(outputs[0]) * _shape(inputs[0])[-1] * _shape(inputs[1])[-1]})
+
+
+_SDPA_OPS = (
+    "aten::scaled_dot_product_attention",
+    "aten::_scaled_dot_product_attention_math",
+    "aten::_scaled_dot_product_flash_attention",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_efficient_attention",
+    "aten::_scaled_dot_product_cudnn_attention",
+)
+
+# Every gemm op effscope counts; a test deletes an entry to check that the missing handle is caught.
+_GEMM_HANDLES: dict[str, Callable[[bool], Handle]] = {
+    "aten::linear": lambda ew: _matmul_like(0, "linear"),
+    "aten::matmul": lambda ew: _matmul_like(0, "matmul"),
+    "aten::mm": lambda ew: _matmul_like(0, "mm"),
+    "aten::bmm": lambda ew: _matmul_like(0, "bmm"),
+    "aten::mv": lambda ew: _matmul_like(0, "mv"),
+    "aten::dot": lambda ew: _matmul_like(0, "dot"),
+    "aten::vdot": lambda ew: _matmul_like(0, "dot"),
+    "aten::addmm": lambda ew: _matmul_like(1, "addmm"),
+    "aten::addmv": lambda ew: _matmul_like(1, "addmv"),
+    "aten::baddbmm": lambda ew: _matmul_like(1, "baddbmm"),
+    "aten::addbmm": lambda ew: _matmul_like(1, "addbmm", batch_index=1),
+    "aten::_convolution": lambda ew: _conv,
+    "aten::einsum": lambda ew: _einsum,
+    "aten::tensordot": lambda ew: _tensordot,
+    "aten::bilinear": lambda ew: _bilinear,
+    **{op: _sdpa for op in _SDPA_OPS},
+}
+
+_GEMM_KEYS = frozenset(  # the keys the handles above count MACs under
+    "linear matmul mm bmm mv dot addmm addmv baddbmm addbmm conv einsum tensordot bilinear sdpa".split()
+)
+
+# Ops that must never count as zero: anything matching this that runs without a handle raises CountError.
+_MATMUL_CLASS = re.compile(
+    r"::_?(matmul|mm|bmm|addmm|addmv|baddbmm|addbmm|mv|dot|vdot|linear|bilinear|einsum|tensordot|chain_matmul"
+    r"|linalg_multi_dot|linalg_matmul|linalg_vecdot|outer|ger|kron|cdist|convolution\w*|conv[123]d"
+    r"|conv_transpose[123]d|conv_tbc|deform_conv2d|\w*attention\w*|scaled_mm|int_mm)$"
+)
+
+# Pure data movement the tracer records and fvcore does not already ignore: neither counted nor listed.
+_DATA_MOVEMENT = tuple(
+    f"aten::{op}"
+    for op in (
+        "expand_as unflatten view_as reshape_as movedim moveaxis swapaxes swapdims flip repeat tile pixel_shuffle "
+        "pixel_unshuffle clone eye ones_like empty_like rand randn rand_like randn_like linspace meshgrid lift_fresh "
+        "alias channel_shuffle"
+    ).split()
+)
+
+
+# ------------------------------------------------------------------------------------------- norm / interp / pool
+
+
+def _norm(key: str, affine_index: int) -> Handle:
+    def handle(inputs: list, outputs: list) -> Counter:
+        return Counter({key: _numel(inputs[0]) * (5 if _shape(inputs[affine_index]) is not None else 4)})
+
+    return handle
+
+
+def _batch_norm(inputs: list, outputs: list) -> Counter:
+    if inputs[5].toIValue():  # training mode normalizes with batch statistics, like layer norm
+        return _norm("batch_norm", 1)(inputs, outputs)
+    return Counter({"batch_norm": _numel(inputs[0]) * (2 if _shape(inputs[1]) is not None else 1)})
+
+
+def _taps(key: str, taps: int) -> Handle:
+    def handle(inputs: list, outputs: list) -> Counter:
+        return Counter({key: _numel(outputs[0]) * taps})
+
+    return handle
+
+
+def _grid_sampler(inputs: list, outputs: list) -> Counter:
+    spatial = len(_shape(inputs[0])) - 2
+    taps = {0: 2**spatial, 1: 1, 2: 16}.get(inputs[2].toIValue(), 2**spatial)  # bilinear, nearest, bicubic
+    return Counter({"grid_sampler": _numel(outputs[0]) * taps})
+
+
+# taps per output element; the antialiased variants read more when downscaling (counted as their plain mode)
+_INTERP_TAPS = {
+    **{f"upsample_nearest{d}d": 1 for d in (1, 2, 3)},
+    **{f"_upsample_nearest_exact{d}d": 1 for d in (1, 2, 3)},
+    "upsample_linear1d": 2,
+    "upsample_bilinear2d": 4,
+    "_upsample_bilinear2d_aa": 4,
+    "upsample_trilinear3d": 8,
+    "upsample_bicubic2d": 16,
+    "_upsample_bicubic2d_aa": 16,
+}
+
+
+def _pool(key: str, spatial: int) -> Handle:
+    def handle(inputs: list, outputs: list) -> Counter:
+        kernel = _const(inputs[1])
+        if kernel is None:  # the kernel was computed from shapes: read each input element once
+            return Counter({key: _numel(inputs[0])})
+        kernel = list(kernel) * spatial if len(kernel) == 1 else list(kernel)
+        return Counter({key: _numel(outputs[0]) * math.prod(kernel)})
+
+    return handle
+
+
+def _adaptive_window_total(n_in: int, n_out: int) -> int:
+    """Sum of window lengths of an adaptive pool along one dim (torch's start/end rule)."""
+    return sum(-(-((i + 1) * n_in) // n_out) - (i * n_in) // n_out for i in range(n_out))
+
+
+def _adaptive_pool(key: str, spatial: int) -> Handle:
+    def handle(inputs: list, outputs: list) -> Counter:
+        x, out = _shape(inputs[0]), _shape(outputs[0])
+        reads = math.prod(x[:-spatial])
+        for n_in, n_out in zip(x[-spatial:], out[-spatial:], strict=True):
+            reads *= _adaptive_window_total(n_in, n_out)
+        return Counter({key: reads})
+
+    return handle
+
+
+def _non_gemm_handles() -> dict[str, tuple[str, Handle]]:
+    """op -> (category, handle) for norms, interpolation and pools."""
+    table: dict[str, tuple[str, Handle]] = {
+        "aten::layer_norm": ("norm", _norm("layer_norm", 2)),
+        "aten::group_norm": ("norm", _norm("group_norm", 2)),
+        "aten::instance_norm": ("norm", _norm("instance_norm", 1)),
+        "aten::batch_norm": ("norm", _batch_norm),
+        "aten::grid_sampler": ("interp", _grid_sampler),
+    }
+    for name, taps in _INTERP_TAPS.items():
+        table[f"aten::{name}"] = ("interp", _taps(name.lstrip("_"), taps))
+    for d in (1, 2, 3):
+        for kind in ("avg", "max"):
+            table[f"aten::{kind}_pool{d}d"] = ("pool", _pool(f"{kind}_pool{d}d", d))
+            table[f"aten::adaptive_{kind}_pool{d}d"] = ("pool", _adaptive_pool(f"adaptive_{kind}_pool{d}d", d))
+        table[f"aten::max_pool{d}d_with_indices"] = ("pool", _pool(f"max_pool{d}d", d))
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ element-wise ops
+
+_POINTWISE = (
+    "abs add sub rsub mul div neg reciprocal square sqrt rsqrt pow exp log log2 sin cos tanh sigmoid erf "
+    "relu relu6 gelu silu mish hardswish hardsigmoid hardtanh leaky_relu elu selu celu softplus clamp clamp_min "
+    "clamp_max maximum minimum softmax log_softmax masked_fill where lerp addcmul addcdiv"
+).split()
+_REDUCTIONS = "mean sum var std var_mean std_mean amax amin max min norm linalg_vector_norm logsumexp prod".split()
+
+
+def _is_shape_arithmetic(value: Any) -> bool:
+    """The tracer records size arithmetic (h * d in a reshape) as ops on 0-dim integer tensors: not work."""
+    shape = _shape(value)
+    return shape == [] and value.type().scalarType() in ("Long", "Int", "Bool")
+
+
+def _elementwise(op: str, name: str, use_input: bool, counting: bool) -> Handle:
+    """numel of the output (or input, for reductions); when not counting, a call to list as uncounted."""
+
+    def handle(inputs: list, outputs: list) -> Counter:
+        if _is_shape_arithmetic(outputs[0]):
+            return Counter()
+        if not counting:
+            return Counter({_UNCOUNTED + op: 1})
+        return Counter({name: _numel(inputs[0] if use_input else outputs[0])})
+
+    return handle
+
+
+_UNCOUNTED = "uncounted:"  # key prefix of element-wise calls that were seen but not counted
+
+
+def _elementwise_handles(counting: bool) -> dict[str, Handle]:
+    table: dict[str, Handle] = {}
+    for name in _POINTWISE:
+        for op in (f"aten::{name}", f"aten::{name}_"):
+            table[op] = _elementwise(op, name, use_input=False, counting=counting)
+    for name in _REDUCTIONS:
+        table[f"aten::{name}"] = _elementwise(f"aten::{name}", name, use_input=True, counting=counting)
+    return table
+
+
+# ------------------------------------------------------------------------------------------------------ the result
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Parameter and operation counts of one forward (batch and input size as given), each named with its unit.
+
+    Attributes:
+        params: parameters (shared ones once).
+        params_trainable: parameters with requires_grad.
+        macs: fused multiply-adds, fvcore's convention: gemm + norm + interp categories.
+        macs_by_category: macs split into "gemm" (linear, matmul, conv, attention), "norm" and "interp".
+        macs_by_operator: macs per operator ("linear", "conv", "sdpa", "layer_norm", ...).
+        macs_by_module: macs per module name at every depth ("" is the whole module).
+        pool_ops: elements read by pooling ops (not in macs).
+        pool_ops_by_operator: pool_ops per operator.
+        elementwise_ops: element-wise and reduction ops (None unless asked for; never in macs).
+        elementwise_ops_by_operator: elementwise_ops per operator (None unless asked for).
+        uncounted_ops: executed ops that carry work but that no handle counts, with how often they ran
+            (shape-only ops such as view or permute are not listed).
+        crosscheck_flops: FlopCounterMode's total, in FLOPs (None when the cross-check was off).
+        crosscheck_rel_diff: (crosscheck_flops - 2 x gemm MACs) / (2 x gemm MACs); None when off.
+    """
+
+    params: int
+    params_trainable: int
+    macs: int
+    macs_by_category: dict[str, int]
+    macs_by_operator: dict[str, int]
+    macs_by_module: dict[str, int]
+    pool_ops: int
+    pool_ops_by_operator: dict[str, int]
+    elementwise_ops: int | None = None
+    elementwise_ops_by_operator: dict[str, int] | None = None
+    uncounted_ops: dict[str, int] = field(default_factory=dict)
+    crosscheck_flops: int | None = None
+    crosscheck_rel_diff: float | None = None
+
+    @property
+    def flops(self) -> int:
+        """Floating-point operations: 2 per MAC."""
+        return 2 * self.macs
+
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers, flat and unit-named (one row of a table)."""
+        return {
+            "params": self.params,
+            "params_trainable": self.params_trainable,
+            "macs": self.macs,
+            "flops": self.flops,
+            "pool_ops": self.pool_ops,
+            "elementwise_ops": self.elementwise_ops,
+            "crosscheck_rel_diff": self.crosscheck_rel_diff,
+        }
+
+    def details(self) -> dict[str, Any]:
+        """The breakdowns (JSON-friendly)."""
+        return {
+            "macs_by_category": self.macs_by_category,
+            "macs_by_operator": self.macs_by_operator,
+            "macs_by_module": self.macs_by_module,
+            "pool_ops_by_operator": self.pool_ops_by_operator,
+            "elementwise_ops_by_operator": self.elementwise_ops_by_operator,
+            "uncounted_ops": self.uncounted_ops,
+            "crosscheck_flops": self.crosscheck_flops,
+        }
+
+
+# --------------------------------------------------------------------------------------------------------- count
+
+
+_PREFIX = "inner"  # the wrapped module's name inside the binding wrapper, stripped from module names
+
+
+@cache
+def _bound_class() -> type:
+    """The binding wrapper (defined on first use so that importing this module does not import torch)."""
+    import torch
+    from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
+
+    class Bound(torch.nn.Module):
+        """Binds a forward's non-tensor arguments: the tracer sees a module taking and returning only tensors."""
+
+        def __init__(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+            super().__init__()
+            setattr(self, _PREFIX, module)
+            self._leaves, self._spec = tree_flatten(args)
+            self._slots = [isinstance(leaf, torch.Tensor) for leaf in self._leaves]
+
+        def tensors(self) -> tuple[torch.Tensor, ...]:
+            return tuple(leaf for leaf, t in zip(self._leaves, self._slots, strict=True) if t)
+
+        def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            it = iter(tensors)
+            leaves = [next(it) if t else leaf for leaf, t in zip(self._leaves, self._slots, strict=True)]
+            out = getattr(self, _PREFIX)(*tree_unflatten(leaves, self._spec))
+            return tuple(x for x in tree_leaves(out) if isinstance(x, torch.Tensor))
+
+    return Bound
+
+
+def _strip(name: str) -> str | None:
+    """Module name inside the wrapper: 'inner.attn' -> 'attn', 'inner' -> ''; the wrapper itself -> None."""
+    if name == _PREFIX:
+        return ""
+    if name.startswith(_PREFIX + "."):
+        return name[len(_PREFIX) + 1 :]
+    return None
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Count the inference forward (eval batch norm, no dropout); restore each module's mode afterwards."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _handle_table(elementwise: bool) -> tuple[dict[str, Handle], dict[str, str], Counter]:
+    """(op -> handle, counted key -> category, zero-counted gemm ops filled while counting)."""
+    handles: dict[str, Handle] = {}
+    category: dict[str, str] = {}
+    zeros: Counter = Counter()
+
+    def tag(op: str, cat: str, handle: Handle) -> Handle:
+        def tagged(inputs: list, outputs: list) -> Counter:
+            counts = handle(inputs, outputs)
+            for key in counts:
+                if key.startswith(_UNCOUNTED):
+                    category.setdefault(key, "uncounted")
+                else:
+                    category.setdefault(key, cat if cat != "gemm" or key in _GEMM_KEYS else "elementwise")
+            if cat == "gemm" and not any(counts[k] for k in counts if k in _GEMM_KEYS) and _numel(outputs[0]):
+                if not (op == "aten::einsum" and _einsum_operands(inputs) < 2):  # a transpose or a reduction
+                    zeros[op] += 1
+            return counts
+
+        return tagged
+
+    for op, h in _elementwise_handles(counting=elementwise).items():
+        handles[op] = tag(op, "elementwise", h)
+    for op, (cat, h) in _non_gemm_handles().items():
+        handles[op] = tag(op, cat, h)
+    for op, make in _GEMM_HANDLES.items():
+        handles[op] = tag(op, "gemm", make(elementwise))
+    return handles, category, zeros
+
+
+def count(
+    module: nn.Module,
+    args: Any,
+    *,
+    elementwise: bool = False,
+    cross_check: bool = True,
+    strict: bool = False,
+) -> Counts:
+    """Count parameters and the MACs of one inference forward `module(*args)`.
+
+    Args:
+        module: any nn.Module, on a real device (torch 2.13's tracer cannot run convolutions on `meta`).
+        args: the forward's positional arguments (a tuple, or one tensor); non-tensors such as a block's (H, W)
+            are bound, so the count is for exactly this input.
+        elementwise: also count element-wise and reduction ops, in their own field.
+        cross_check: run the forward a second time under torch's FlopCounterMode and report the disagreement.
+        strict: raise CountError when the cross-check disagrees by more than CROSSCHECK_RTOL.
+
+    Raises:
+        CountError: an executed matmul-class or attention op was not counted or counted as zero; or, with
+            `strict`, the cross-check disagrees.
+    """
+    import torch
+
+    with warnings.catch_warnings():  # fvcore.nn scripts its losses on import, which torch now deprecates
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=DeprecationWarning)
+        from fvcore.nn import FlopCountAnalysis
+
+    args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
+    bound = _bound_class()(module, args)
+    handles, category, zeros = _handle_table(elementwise)
+    with _eval_mode(module), torch.no_grad(), _quiet_fvcore():
+        analysis = FlopCountAnalysis(bound, bound.tensors()).clear_op_handles().set_op_handle(**handles)
+        analysis.set_op_handle(**dict.fromkeys(_DATA_MOVEMENT))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        per_module = analysis.by_module_and_operator()
+        uncounted = Counter(analysis.unsupported_ops())
+
+    missed = {op: n for op, n in uncounted.items() if _MATMUL_CLASS.search(op)}
+    if missed or zeros:
+        what = ", ".join(f"{op} x{n}" for op, n in {**missed, **zeros}.items())
+        raise CountError(
+            f"matmul-class or attention ops ran but were counted as zero ({what}); every such op needs a handle "
+            "in effscope/profile/count.py (_GEMM_HANDLES) that returns its MACs"
+        )
+
+    by_cat: dict[str, dict[str, int]] = {cat: {} for cat in ("gemm", "norm", "interp", "pool", "elementwise")}
+    for key, n in sorted(per_module[""].items()):
+        if category[key] == "uncounted":
+            uncounted[key.removeprefix(_UNCOUNTED)] += int(n)
+        else:
+            by_cat[category[key]][key] = int(n)
+    mac_keys = {k for cat in ("gemm", "norm", "interp") for k in by_cat[cat]}
+    macs_by_module = {}
+    for name, ops in per_module.items():
+        inner = _strip(name)
+        if inner is not None:
+            macs_by_module[inner] = int(sum(n for k, n in ops.items() if k in mac_keys))
+
+    macs_by_category = {cat: sum(by_cat[cat].values()) for cat in ("gemm", "norm", "interp")}
+    result_flops = rel = None
+    if cross_check:
+        result_flops = _flop_counter_total(bound)
+        expected = 2 * macs_by_category["gemm"]
+        if result_flops == expected:
+            rel = 0.0
+        else:
+            rel = (result_flops - expected) / expected if expected else math.inf
+        if strict and abs(rel) > CROSSCHECK_RTOL:
+            raise CountError(
+                f"the counters disagree: FlopCounterMode counts {result_flops} FLOPs, fvcore with effscope's "
+                f"handles 2 x {macs_by_category['gemm']} gemm MACs = {expected} (relative difference {rel:+.3g}); "
+                "an op is missing a formula in one of them"
+            )
+
+    params = {id(p): p for p in module.parameters()}.values()
+    return Counts(
+        params=sum(p.numel() for p in params),
+        params_trainable=sum(p.numel() for p in params if p.requires_grad),
+        macs=sum(macs_by_category.values()),
+        macs_by_category=macs_by_category,
+        macs_by_operator={k: n for cat in ("gemm", "norm", "interp") for k, n in by_cat[cat].items()},
+        macs_by_module=macs_by_module,
+        pool_ops=sum(by_cat["pool"].values()),
+        pool_ops_by_operator=by_cat["pool"],
+        elementwise_ops=sum(by_cat["elementwise"].values()) if elementwise else None,
+        elementwise_ops_by_operator=by_cat["elementwise"] if elementwise else None,
+        uncounted_ops=dict(uncounted),
+        crosscheck_flops=result_flops,
+        crosscheck_rel_diff=rel,
+    )
+
+
+@contextmanager
+def _quiet_fvcore() -> Iterator[None]:
+    """fvcore logs every unsupported op; effscope reports them itself (Counts.uncounted_ops)."""
+    logger = logging.getLogger("fvcore.nn.jit_analysis")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# ------------------------------------------------------------------------------------------------ the cross-check
+
+
+def _sdpa_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of CPU flash attention (FlopCounterMode has no formula for it): 2 x the MACs of the two products."""
+    return 2 * math.prod(query[:-2]) * query[-2] * key[-2] * (query[-1] + value[-1])
+
+
+def _mv_flop(a, b, *args, out_shape=None, **kwargs) -> int:
+    return 2 * math.prod(a)
+
+
+def _addmv_flop(bias, a, b, *args, out_shape=None, **kwargs) -> int:
+    return 2 * math.prod(a)
+
+
+def _addbmm_flop(bias, a, b, *args, out_shape=None, **kwargs) -> int:
+    return 2 * math.prod(a) * b[-1]
+
+
+def _flop_counter_total(bound: nn.Module) -> int:
+    """torch's own count (real FLOPs) of the same forward, with the formulas it lacks added."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    aten = torch.ops.aten
+    mapping = {
+        aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flop,
+        aten.mv: _mv_flop,
+        aten.dot: _mv_flop,
+        aten.vdot: _mv_flop,
+        aten.addmv: _addmv_flop,
+        aten.addbmm: _addbmm_flop,
+    }
+    with _eval_mode(bound), torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        bound(*bound.tensors())
+    return int(counter.get_total_flops())

@@ -1,0 +1,345 @@
+"""One measurement job, run inside the dedicated worker process: build, count, time, and fill a Record.
+
+Everything that can fail for a given target (build, OOM, a crash in the forward) is caught here and turned into a
+failed Record with its reason; the worker (worker.py) covers what cannot be caught (a killed process, a hang).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from effscope.errors import EffscopeError
+from effscope.profile.record import Record, Workload
+
+__all__ = ["Job", "Options", "describe_failure", "run_job"]
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+LOW_CPU_UTIL = 0.9  # below this, other processes competed for the cores (measurement.md §2.6)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to measure and how long to spend on it.
+
+    Attributes:
+        count: params and MACs (fvcore with effscope's handles, cross-checked).
+        elementwise: also count element-wise ops, in their own column.
+        latency: per-iteration latency statistics.
+        throughput: images/s over one synchronized window of `window_s`.
+        sweep: a powers-of-two batch sweep for peak throughput (OOM-safe).
+        reference: time the fixed reference module in the same process, for ratios across sessions.
+        max_time_s: cap on the adaptive latency repeats.
+        window_s: throughput / energy window.
+        abort_above_ms: stop timing once the latency is clearly above this (search early abort).
+        timeout_s: wall-clock limit for the whole job, enforced by the worker.
+    """
+
+    count: bool = True
+    elementwise: bool = False
+    latency: bool = True
+    throughput: bool = True
+    sweep: bool = False
+    reference: bool = True
+    max_time_s: float = 5.0
+    window_s: float = 1.0
+    abort_above_ms: float | None = None
+    timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """A picklable measurement request sent to the worker."""
+
+    target: str
+    knobs: dict[str, Any]
+    workload: Workload
+    options: Options = field(default_factory=Options)
+    record_fields: dict[str, Any] = field(default_factory=dict)  # provenance copied into the Record
+
+
+def describe_failure(e: BaseException, device: str) -> str:
+    """One sentence for a failed measurement, naming out-of-memory plainly."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return f"out of memory on {device}: {text}"
+    if isinstance(e, MemoryError) or "can't allocate memory" in text or "not enough memory" in text:
+        return f"out of memory on {device}: {text}"
+    if isinstance(e, EffscopeError):
+        return text
+    return f"{type(e).__name__}: {text}"
+
+
+def run_job(job: Job) -> Record:
+    """Run one job in this process and return its Record (failed, with the reason, if anything raised)."""
+    record = Record(target=job.target, kind="unknown", workload=job.workload.as_dict(), **job.record_fields)
+    record.protocol = {"name": "effscope-v1", **_protocol(job.options)}
+    try:
+        _run(job, record)
+    except Exception as e:  # one target's failure is data, not a dead run
+        record.status = "failed"
+        record.error = describe_failure(e, job.workload.device)
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return record
+
+
+def _protocol(o: Options) -> dict[str, Any]:
+    return {
+        "warmup": "time-budgeted: >= 0.1 s and >= 10 iterations",
+        "repeats": f"adaptive until IQR/median <= 0.05 or {o.max_time_s:g} s",
+        "throughput_window_s": o.window_s,
+        "no_grad": True,
+        "eval": True,
+    }
+
+
+def _run(job: Job, record: Record) -> None:
+    from effscope.blocks._layers import attention_impl
+    from effscope.profile.env import environment
+    from effscope.profile.target import Bound, resolve_target
+    from effscope.profile.timing import set_threads
+
+    wl, opts = job.workload, job.options
+    device = torch.device(wl.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EffscopeError(
+            f"device '{wl.device}' was asked for, but this torch ({torch.__version__}) sees no CUDA device; "
+            "use --device cpu or install a CUDA build of torch"
+        )
+    if wl.threads:
+        set_threads(wl.threads)
+    torch.manual_seed(0)
+    target = resolve_target(job.target, job.knobs)
+    record.kind, record.family = target.kind, target.family
+    record.knobs, record.derived = target.knobs(), target.derived()
+    record.env = environment(
+        device,
+        dtype=wl.dtype,
+        threads=torch.get_num_threads(),
+        memory_format="channels_last" if wl.channels_last else "contiguous",
+        compiled=wl.compile,
+        cuda_graph=wl.cuda_graph,
+    )
+    baseline_rss = _reset_peak_rss()
+
+    with attention_impl(wl.attention):
+        module = target.build(device).eval()
+        if opts.count:
+            _count(module, target.example_args(module, 1, wl.size, device), opts, record)
+        args = target.example_args(module, wl.batch, wl.size, device)
+        if wl.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+            args = tuple(
+                a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.ndim == 4 else a
+                for a in args
+            )
+        bound = Bound(module, args)
+        tensors = bound.tensors(args)
+        runner = torch.compile(bound) if wl.compile else bound
+        amp_dtype = _AMP_DTYPES.get(wl.dtype)
+
+        def forward(cache: bool = True):
+            amp = (
+                torch.autocast(device.type, dtype=amp_dtype, cache_enabled=cache)
+                if amp_dtype
+                else contextlib.nullcontext()
+            )
+            with torch.no_grad(), amp:
+                return runner(*tensors)
+
+        _memory(forward, device, baseline_rss, record)
+        if opts.latency:
+            _latency(forward, device, wl, opts, record)
+        if opts.throughput:
+            _throughput(forward, device, wl, opts, record)
+        if opts.sweep:
+            _sweep(target, module, wl, opts, record, amp_dtype)
+    if opts.reference:
+        _reference(device, record)
+
+
+def _count(module, args, opts: Options, record: Record) -> None:
+    from effscope.profile.counting import count
+
+    c = count(module, args, elementwise=opts.elementwise)
+    record.counts = c.summary()
+    record.details["count"] = c.details()
+
+
+def _memory(forward, device: torch.device, baseline_rss: int | None, record: Record) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        forward()
+        torch.cuda.synchronize(device)
+        record.memory = {
+            "peak_mem_bytes": torch.cuda.max_memory_allocated(device),
+            "peak_mem_reserved_bytes": torch.cuda.max_memory_reserved(device),
+        }
+        return
+    forward()
+    peak = _peak_rss()
+    if baseline_rss is None or peak is None:
+        record.memory = {"peak_rss_bytes": None}
+        record.missing["peak_rss_bytes"] = "this OS does not expose a resettable peak RSS (/proc/self/clear_refs)"
+    else:
+        record.memory = {"peak_rss_bytes": max(0, peak - baseline_rss)}
+
+
+def _latency(forward, device, wl: Workload, opts: Options, record: Record) -> None:
+    from effscope.profile.timing import measure_latency
+
+    abort = None
+    if opts.abort_above_ms is not None:
+        limit = opts.abort_above_ms
+
+        def abort(samples_ms: list[float]) -> bool:
+            # clearly over budget: even the fastest third of the runs so far is above the limit
+            return len(samples_ms) >= 5 and sorted(samples_ms)[len(samples_ms) // 3] > limit
+
+    stats = measure_latency(
+        forward, device=device, max_time_s=opts.max_time_s, flush_cache=wl.flush_cache, abort_if=abort
+    )
+    record.latency = {
+        "latency_ms_p50": stats.median_ms,
+        "latency_ms_p10": stats.p10_ms,
+        "latency_ms_p90": stats.p90_ms,
+        "latency_ms_p99": stats.p99_ms,
+        "latency_ms_iqr": stats.iqr_ms,
+        "latency_ms_mean": stats.mean_ms,
+        "latency_n": stats.n,
+        "latency_timer": stats.timer,
+        "latency_wall_ms_p50": stats.wall_median_ms,
+        "latency_stable": stats.stable,
+        "cpu_util": stats.cpu_util,
+        "latency_aborted": stats.aborted,
+    }
+    record.details["latency_samples_ms"] = list(stats.samples_ms)
+    if stats.aborted:
+        record.flags.append("aborted-over-budget")
+    if not stats.stable:
+        record.flags.append("latency-unstable")
+    if wl.cuda_graph:
+        _cuda_graph_latency(forward, device, opts, record)
+
+
+def _cuda_graph_latency(forward, device, opts: Options, record: Record) -> None:
+    from effscope.profile.timing import measure_latency
+
+    if device.type != "cuda":
+        record.latency["latency_graph_ms_p50"] = None
+        record.missing["latency_graph_ms_p50"] = "CUDA graphs need a GPU"
+        return
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            forward(cache=False)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        forward(cache=False)  # autocast's weight cache must be off while capturing
+    stats = measure_latency(graph.replay, device=device, max_time_s=opts.max_time_s)
+    record.latency.update({"latency_graph_ms_p50": stats.median_ms, "latency_graph_ms_p90": stats.p90_ms})
+
+
+def _throughput(forward, device, wl: Workload, opts: Options, record: Record) -> None:
+    from effscope.profile.telemetry import GpuSampler, nvml_index
+    from effscope.profile.timing import measure_throughput
+
+    # The sampler covers exactly the synchronized window (not the warm-up), so energy / images is per image.
+    sampler = GpuSampler(nvml_index(device)) if device.type == "cuda" else None
+    t = measure_throughput(forward, batch=wl.batch, device=device, window_s=opts.window_s, sampler=sampler)
+    record.throughput = {"throughput_img_s": t.img_s, "throughput_batch": t.batch, "throughput_window_s": t.window_s}
+    tel = t.telemetry
+    reason = (
+        "energy and telemetry need an NVIDIA GPU (NVML); this run is on the CPU"
+        if sampler is None
+        else (tel.missing_reason if tel is not None else "no telemetry came back from the sampler")
+    )
+    if sampler is None or tel is None or tel.missing_reason:
+        record.energy = {"energy_j_per_img": None, "mean_power_w": None}
+        record.missing.update({"energy_j_per_img": reason, "mean_power_w": reason})
+        return
+    images = t.batch * t.iters
+    record.energy = {
+        "energy_j_per_img": tel.energy_j / images if tel.energy_j is not None else None,
+        "mean_power_w": tel.mean_power_w,
+        "sm_clock_mhz_mean": tel.sm_clock_mhz,
+        "temp_c_max": tel.temp_c_max,
+        "throttled": tel.throttled,
+    }
+    record.details["telemetry"] = tel.as_dict()
+    if tel.throttled:
+        record.flags.append("gpu-throttled")
+
+
+def _sweep(target, module, wl: Workload, opts: Options, record: Record, amp_dtype) -> None:
+    from effscope.profile.target import Bound
+    from effscope.profile.timing import batch_sweep
+
+    device = torch.device(wl.device)
+
+    def make_fn(batch: int):
+        args = target.example_args(module, batch, wl.size, device)
+        bound = Bound(module, args)
+        tensors = bound.tensors(args)
+
+        def fn():
+            amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+            with torch.no_grad(), amp:
+                return bound(*tensors)
+
+        return fn
+
+    result = batch_sweep(make_fn, device=device, window_s=opts.window_s)
+    record.throughput.update({"peak_throughput_img_s": result.peak_img_s, "peak_throughput_batch": result.peak_batch})
+    record.details["batch_sweep"] = result.as_dict() if hasattr(result, "as_dict") else str(result)
+
+
+def _reference(device: torch.device, record: Record) -> None:
+    from effscope.profile.timing import time_reference
+
+    ref = time_reference(device)
+    lat = record.latency.get("latency_ms_p50")
+    record.reference = {
+        "reference_id": ref.reference_id,
+        "reference_ms_p50": ref.median_ms,
+        "reference_cpu_util": ref.cpu_util,
+        "latency_vs_reference": lat / ref.median_ms if lat else None,
+    }
+    # The reference's matmuls use every thread, so a low ratio there means other processes took the cores
+    # (a small target may use fewer threads than it was given, which would mislead).
+    if ref.cpu_util is not None and ref.cpu_util < LOW_CPU_UTIL:
+        record.flags.append("cpu-contention")
+
+
+def _reset_peak_rss() -> int | None:
+    """Reset the kernel's peak-RSS mark (VmHWM) and return the current RSS, or None where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_kb("VmRSS") * 1024
+    except (OSError, TypeError):
+        return None
+
+
+def _peak_rss() -> int | None:
+    kb = _status_kb("VmHWM")
+    return kb * 1024 if kb is not None else None
+
+
+def _status_kb(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None

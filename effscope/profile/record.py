@@ -1,0 +1,143 @@
+"""Record: one measurement of one target under one workload, with its environment and provenance.
+
+A Record keeps its numbers in sections whose keys carry their units (`latency_ms_p50`, `peak_mem_bytes`), so the
+flat table (`Record.flat()`) needs no renaming. A number that could not be measured is None with a reason in
+`missing`, never 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Record", "Workload", "canonical_key"]
+
+DTYPES = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """How a target is run: device, precision, batch, input size and the runtime options.
+
+    Attributes:
+        device: "cpu", "cuda" or "cuda:N".
+        dtype: "fp32", or "bf16"/"fp16" run under autocast with fp32 parameters.
+        batch: images (or token maps) per forward.
+        size: image size (models) or token grid (blocks), (H, W); None = the target's default.
+        threads: torch intra-op threads (CPU); None = torch's current setting.
+        channels_last: convert the model and input to channels_last (4-D inputs only).
+        compile: torch.compile the module before timing.
+        cuda_graph: also time a captured CUDA graph replay (GPU only), beside eager.
+        flush_cache: zero a 256 MB buffer before each timed iteration (block micro-benchmarks).
+        attention: attention core, "sdpa" or "explicit".
+    """
+
+    device: str = "cpu"
+    dtype: str = "fp32"
+    batch: int = 1
+    size: tuple[int, int] | None = None
+    threads: int | None = None
+    channels_last: bool = False
+    compile: bool = False
+    cuda_graph: bool = False
+    flush_cache: bool = False
+    attention: str = "sdpa"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["size"] = list(self.size) if self.size else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Workload:
+        d = dict(d)
+        if d.get("size") is not None:
+            d["size"] = tuple(d["size"])
+        return cls(**d)
+
+
+def canonical_key(target: str, knobs: dict[str, Any], workload: Workload, device_name: str) -> str:
+    """A stable key for (architecture, workload, device): equal keys mean the same measurement (search cache)."""
+    payload = json.dumps(
+        {"target": target, "knobs": knobs, "workload": workload.as_dict(), "device": device_name},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Record:
+    """One row of results. Sections hold unit-named numbers; `details` holds the bulky breakdowns."""
+
+    target: str
+    kind: str  # "block", "model" or "custom"
+    workload: dict[str, Any]
+    family: str | None = None
+    knobs: dict[str, Any] = field(default_factory=dict)
+    derived: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"  # "ok" or "failed"
+    error: str | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    throughput: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    energy: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)  # field -> why it could not be measured
+    details: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
+    command: str | None = None
+    study: str | None = None
+    trial: int | None = None
+    created_at: str = field(default_factory=_now)
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> Record:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def flat(self) -> dict[str, Any]:
+        """One flat row for tables and DataFrames: sections merged, knobs as `knob.NAME`, env as `env.NAME`."""
+        from effscope.knobs import format_value
+
+        row: dict[str, Any] = {
+            "created_at": self.created_at,
+            "uid": self.uid,
+            "target": self.target,
+            "kind": self.kind,
+            "family": self.family,
+            "status": self.status,
+            "error": self.error,
+        }
+        row.update({f"knob.{k}": format_value(v) for k, v in self.knobs.items()})
+        row.update({f"derived.{k}": v for k, v in self.derived.items()})
+        workload = dict(self.workload)
+        size = workload.pop("size", None)
+        row.update(workload)
+        row["height"], row["width"] = (size or (None, None))[:2]
+        for section in (self.counts, self.latency, self.throughput, self.memory, self.energy, self.reference):
+            row.update(section)
+        row["flags"] = ",".join(self.flags)
+        row["missing"] = "; ".join(f"{k}: {v}" for k, v in self.missing.items())
+        row.update({f"env.{k}": v for k, v in self.env.items()})
+        row["protocol"] = self.protocol.get("name")
+        row.update({"key": self.key, "command": self.command, "study": self.study, "trial": self.trial})
+        return row

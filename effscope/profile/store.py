@@ -1,0 +1,164 @@
+"""The record store: an append-only table in a real database (an SQLite file by default, any SQLAlchemy URL).
+
+Each Record is inserted in its own committed transaction, so a crash loses at most the record being measured;
+re-running a measurement adds a row, nothing is ever updated or deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from effscope.errors import EffscopeError, SpecError
+from effscope.profile.record import Record
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["DEFAULT_DB", "RecordStore", "StoreError", "resolve_url"]
+
+DEFAULT_DB = "effscope.db"  # in the working directory; EFFSCOPE_DB overrides
+EXPORT_FORMATS = (".csv", ".parquet", ".json")
+
+
+class StoreError(EffscopeError):
+    """The database cannot be opened, reached or written."""
+
+
+def resolve_url(db: str | None) -> str:
+    """Turn a file path or an SQLAlchemy URL into a URL (a bare path means an SQLite file)."""
+    db = db or os.environ.get("EFFSCOPE_DB") or DEFAULT_DB
+    if "://" in db:
+        return db
+    return f"sqlite:///{Path(db).expanduser().resolve()}"
+
+
+def _safe(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+class RecordStore:
+    """Append-only Record table.
+
+    Args:
+        db: an SQLite file path or an SQLAlchemy URL (postgresql://user@host/db, sqlite:///path.db); None uses
+            $EFFSCOPE_DB or ./effscope.db.
+
+    Raises:
+        StoreError: the database cannot be created or reached; the message names the URL and what is allowed.
+    """
+
+    def __init__(self, db: str | None = None) -> None:
+        import sqlalchemy as sa
+
+        self.url = resolve_url(db)
+        if self.url.startswith("sqlite:///"):
+            path = Path(self.url.removeprefix("sqlite:///"))
+            if not path.parent.is_dir():
+                raise StoreError(f"cannot create the record store {path}: folder {path.parent} does not exist")
+            if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+                raise StoreError(f"cannot write the record store {path}: permission denied")
+        try:
+            self.engine = sa.create_engine(self.url, future=True)
+        except Exception as e:  # bad dialect, missing driver, malformed URL
+            raise StoreError(
+                f"cannot open the record store '{_safe(self.url)}' ({type(e).__name__}: {e}); "
+                "use an SQLite file path or an SQLAlchemy URL such as postgresql://user@host/dbname"
+            ) from None
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        meta = sa.MetaData()
+        self.table = sa.Table(
+            "effscope_records",
+            meta,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("uid", sa.String(32), nullable=False, unique=True),
+            sa.Column("created_at", sa.String(40), nullable=False),
+            sa.Column("target", sa.String(200), nullable=False, index=True),
+            sa.Column("kind", sa.String(16), nullable=False),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("device", sa.String(64)),
+            sa.Column("key", sa.String(64), index=True),
+            sa.Column("study", sa.String(200), index=True),
+            sa.Column("data", sa.Text, nullable=False),
+        )
+        try:
+            meta.create_all(self.engine)
+        except Exception as e:
+            raise StoreError(f"cannot reach the record store '{_safe(self.url)}': {_first_line(e)}") from None
+
+    def add(self, record: Record) -> int:
+        """Append one Record in its own transaction; returns its row id."""
+        row = {
+            "uid": record.uid,
+            "created_at": record.created_at,
+            "target": record.target,
+            "kind": record.kind,
+            "status": record.status,
+            "device": record.env.get("device_name") or record.workload.get("device"),
+            "key": record.key,
+            "study": record.study,
+            "data": record.to_json(),
+        }
+        try:
+            with self.engine.begin() as conn:
+                return int(conn.execute(self.table.insert().values(**row)).inserted_primary_key[0])
+        except Exception as e:
+            raise StoreError(f"cannot write to the record store '{_safe(self.url)}': {_first_line(e)}") from None
+
+    def records(
+        self, *, target: str | None = None, key: str | None = None, status: str | None = None, study: str | None = None
+    ) -> list[Record]:
+        """Records in insertion order, optionally filtered."""
+        import sqlalchemy as sa
+
+        q = sa.select(self.table.c.data).order_by(self.table.c.id)
+        for column, value in (("target", target), ("key", key), ("status", status), ("study", study)):
+            if value is not None:
+                q = q.where(self.table.c[column] == value)
+        with self.engine.connect() as conn:
+            return [Record.from_json(text) for (text,) in conn.execute(q)]
+
+    def latest(self, key: str) -> Record | None:
+        """The newest successful Record with this canonical key (the measurement cache), or None."""
+        found = self.records(key=key, status="ok")
+        return found[-1] if found else None
+
+    def dataframe(self, **filters: Any) -> pd.DataFrame:
+        """All (or filtered) records as one flat DataFrame, one row per Record."""
+        import pandas as pd
+
+        return pd.DataFrame([r.flat() for r in self.records(**filters)])
+
+    def export(self, path: str | Path, **filters: Any) -> Path:
+        """Write the records to CSV, Parquet or JSON, chosen by the file suffix."""
+        path = Path(path)
+        if path.suffix not in EXPORT_FORMATS:
+            raise SpecError(f"cannot export to '{path}': the suffix must be one of {', '.join(EXPORT_FORMATS)}")
+        if not path.parent.is_dir():
+            raise StoreError(f"cannot write {path}: folder {path.parent} does not exist")
+        df = self.dataframe(**filters)
+        try:
+            if path.suffix == ".csv":
+                df.to_csv(path, index=False)
+            elif path.suffix == ".parquet":
+                df.astype({c: "string" for c in df.columns if df[c].dtype == object}).to_parquet(path, index=False)
+            else:
+                df.to_json(path, orient="records", indent=1)
+        except OSError as e:
+            raise StoreError(f"cannot write {path}: {e.strerror}") from None
+        return path
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # WAL lets readers and one writer work at once; the busy timeout makes concurrent writers wait, not fail.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,0 +1,311 @@
+"""The counter against analytic ground truth, its failure modes, its cross-check, and the zoo's reference MACs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effscope.blocks._layers import attend, attention_impl, merge_heads, split_heads
+from effscope.errors import EffscopeError
+from effscope.profile.counting import _GEMM_HANDLES, _MATMUL_CLASS, CountError, Counts, count, einsum_macs
+from effscope.spec import blocks, models
+
+
+class Fn(nn.Module):
+    """A module whose forward is `fn(*args)`, for counting single ops."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
+def macs_of(fn, *args, **kw) -> Counts:
+    return count(Fn(fn), args, strict=True, **kw)
+
+
+# ------------------------------------------------------------------------------------------- analytic ground truth
+
+
+def test_linear():
+    m = nn.Linear(7, 3)
+    c = count(m, torch.randn(2, 5, 7), strict=True)
+    assert c.macs == 2 * 5 * 7 * 3 and c.flops == 2 * c.macs
+    assert c.params == c.params_trainable == 7 * 3 + 3
+    assert c.macs_by_operator == {"linear": 2 * 5 * 7 * 3} and c.crosscheck_flops == 2 * c.macs
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_conv2d_grouped_and_strided(groups):
+    m = nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=groups)
+    c = count(m, torch.randn(2, 4, 9, 9), strict=True)
+    assert c.macs == 2 * 8 * (4 // groups) * 9 * 5 * 5
+    assert c.macs_by_operator == {"conv": c.macs}
+
+
+def test_conv_transpose():
+    m = nn.ConvTranspose2d(4, 6, 2, stride=2)
+    c = count(m, torch.randn(1, 4, 5, 5), strict=True)
+    assert c.macs == 1 * 4 * 6 * 2 * 2 * 5 * 5  # each input pixel scatters a 2x2 kernel to 6 channels
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ((2, 3, 4, 5), (2, 3, 5, 6), 2 * 3 * 4 * 6 * 5),
+        ((3, 1, 4, 5), (2, 5, 6), 3 * 2 * 4 * 6 * 5),  # broadcast batch dims
+        ((4, 5), (2, 3, 5, 6), 2 * 3 * 4 * 6 * 5),  # fvcore's own handle would count 4*5*6 here
+        ((4, 5), (5,), 4 * 5),  # mv
+        ((5,), (5, 6), 5 * 6),
+        ((5,), (5,), 5),  # dot
+    ],
+)
+def test_matmul_exact_under_broadcasting(a, b, expected):
+    c = macs_of(torch.matmul, torch.randn(a), torch.randn(b))
+    assert c.macs == expected
+
+
+def test_bmm_baddbmm_addmm():
+    a, b = torch.randn(3, 4, 5), torch.randn(3, 5, 6)
+    assert macs_of(torch.bmm, a, b).macs == 3 * 4 * 5 * 6
+    assert macs_of(lambda x, y: torch.baddbmm(torch.randn(3, 4, 6), x, y), a, b).macs == 3 * 4 * 5 * 6
+    assert macs_of(lambda x, y: torch.addbmm(torch.randn(4, 6), x, y), a, b).macs == 3 * 4 * 5 * 6
+    assert macs_of(lambda x, y: torch.addmm(torch.randn(4, 6), x, y), a[0], b[0]).macs == 4 * 5 * 6
+
+
+@pytest.mark.parametrize(
+    ("equation", "shapes", "expected"),
+    [
+        ("bhnd,bhmd->bhnm", [(2, 3, 10, 8), (2, 3, 12, 8)], 2 * 3 * 10 * 12 * 8),
+        ("bhnm,bhmd->bhnd", [(2, 3, 10, 12), (2, 3, 12, 8)], 2 * 3 * 10 * 12 * 8),
+        ("bchw,bdhw->bcd", [(2, 4, 9, 9), (2, 5, 9, 9)], 2 * 4 * 5 * 81),
+        ("...ij,...jk->...ik", [(2, 3, 4, 5), (5, 6)], 2 * 3 * 4 * 5 * 6),
+        ("ij,jk,kl->il", [(4, 5), (5, 6), (6, 7)], 4 * 5 * 6 + 4 * 6 * 7),  # left to right: (AB)C
+        ("ij,jk", [(4, 5), (5, 6)], 4 * 5 * 6),  # implicit output
+        ("ij->ji", [(4, 5)], 0),  # a transpose is not a product
+    ],
+)
+def test_einsum_exact(equation, shapes, expected):
+    assert einsum_macs(equation, shapes) == expected
+    c = macs_of(lambda *ops: torch.einsum(equation, *ops), *(torch.randn(s) for s in shapes))
+    assert c.macs == expected
+
+
+def test_einsum_beats_fvcore_three_digit_parse():
+    from fvcore.nn import FlopCountAnalysis
+
+    q, k = torch.randn(1, 3, 1001, 7), torch.randn(1, 3, 13, 7)
+    exact = 3 * 1001 * 13 * 7  # 273,273: numpy's path printout rounds it to 4 significant digits
+    fn = Fn(lambda a, b: torch.einsum("bhnd,bhmd->bhnm", a, b))
+    assert FlopCountAnalysis(fn, (q, k)).unsupported_ops_warnings(False).total() != exact
+    assert count(fn, (q, k), strict=True).macs == exact
+
+
+def _sdpa_macs(b, h, nq, nk, d, dv):
+    return b * h * nq * nk * (d + dv)
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_sdpa_analytic_with_and_without_bias(mask):
+    q, k, v = torch.randn(2, 3, 10, 8), torch.randn(2, 3, 12, 8), torch.randn(2, 3, 12, 5)
+    bias = torch.randn(10, 12) if mask else None
+    c = macs_of(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=bias), q, k, v, elementwise=True)
+    assert c.macs == c.macs_by_operator["sdpa"] == _sdpa_macs(2, 3, 10, 12, 8, 5)
+    logits = 2 * 3 * 10 * 12
+    expected = Counter({"mul": q.numel(), "softmax": logits, "add": logits if mask else 0})
+    assert c.elementwise_ops_by_operator == {k: n for k, n in expected.items() if n}
+    assert c.crosscheck_rel_diff == 0.0  # CPU flash attention needs effscope's formula in FlopCounterMode
+
+
+@pytest.mark.parametrize("shape", [(6, 10, 8), (2, 2, 3, 10, 8)])
+def test_sdpa_any_batch_dims(shape):
+    q = torch.randn(shape)
+    c = macs_of(lambda q: F.scaled_dot_product_attention(q, q, q), q)
+    batch = q.numel() // (10 * 8)
+    assert c.macs == batch * 10 * 10 * (8 + 8)
+
+
+def test_pools_are_counted_apart_from_macs():
+    x = torch.randn(1, 3, 8, 8)
+    c = macs_of(lambda x: F.avg_pool2d(x, 2), x)
+    assert (c.macs, c.pool_ops, c.pool_ops_by_operator) == (0, x.numel(), {"avg_pool2d": x.numel()})
+    assert macs_of(lambda x: F.max_pool2d(x, 3, stride=1, padding=1), x).pool_ops == x.numel() * 9
+    assert macs_of(lambda x: F.max_pool2d(x, 2, return_indices=True)[0], x).pool_ops == x.numel()
+    x5 = torch.randn(1, 3, 4, 8, 8)
+    assert macs_of(lambda x: F.max_pool3d(x, 2), x5).pool_ops == x5.numel()
+    assert macs_of(lambda x: F.adaptive_avg_pool2d(x, 1), x).pool_ops == x.numel()
+    # 8 -> 3 adaptive windows are [0,3), [2,6), [5,8): 3 + 4 + 3 = 10 reads per dim
+    assert macs_of(lambda x: F.adaptive_max_pool2d(x, 3), x).pool_ops == 3 * 10 * 10
+    assert macs_of(lambda x: F.adaptive_avg_pool1d(x.flatten(2), 1), x).pool_ops == x.numel()
+    # a kernel computed from the input's shape is not a trace constant: each input element read once
+    assert macs_of(lambda x: F.avg_pool2d(x, (x.shape[-2] // 2, x.shape[-1] // 2)), x).pool_ops == x.numel()
+
+
+@pytest.mark.parametrize(("mode", "taps"), [("bilinear", 4), ("nearest", 1), ("bicubic", 16)])
+def test_grid_sample_taps(mode, taps):
+    x, grid = torch.randn(2, 3, 8, 8), torch.rand(2, 5, 6, 2) * 2 - 1
+    c = macs_of(lambda x, g: F.grid_sample(x, g, mode=mode, align_corners=False), x, grid)
+    assert c.macs == c.macs_by_category["interp"] == 2 * 3 * 5 * 6 * taps
+
+
+@pytest.mark.parametrize(("mode", "taps"), [("nearest", 1), ("bilinear", 4), ("bicubic", 16)])
+def test_upsample_taps(mode, taps):
+    x = torch.randn(1, 3, 4, 5)
+    c = macs_of(lambda x: F.interpolate(x, scale_factor=2, mode=mode), x)
+    assert c.macs == c.macs_by_category["interp"] == 3 * 8 * 10 * taps
+
+
+def test_norms_follow_fvcore_and_stay_out_of_the_crosscheck():
+    x = torch.randn(2, 5, 7)
+    c = count(nn.LayerNorm(7), x, strict=True)
+    assert c.macs == c.macs_by_category["norm"] == 5 * x.numel()
+    assert c.crosscheck_flops == 0 and c.crosscheck_rel_diff == 0.0
+    bn = nn.BatchNorm2d(3).train()
+    assert count(bn, torch.randn(2, 3, 4, 4)).macs == 2 * 2 * 3 * 4 * 4  # counted in eval mode
+    assert bn.training  # ... and the mode is restored
+
+
+def test_elementwise_is_optional_and_separate():
+    x = torch.randn(4, 6)
+    fn = Fn(lambda x: F.gelu(x).softmax(-1) + x * 2 - x.mean(-1, keepdim=True))
+    off = count(fn, x)
+    assert off.elementwise_ops is None and off.macs == 0
+    assert off.uncounted_ops == {
+        "aten::gelu": 1,
+        "aten::softmax": 1,
+        "aten::add": 1,
+        "aten::mul": 1,
+        "aten::mean": 1,
+        "aten::sub": 1,
+    }
+    on = count(fn, x, elementwise=True)
+    assert on.macs == 0 and on.uncounted_ops == {}
+    assert on.elementwise_ops_by_operator == {"gelu": 24, "softmax": 24, "add": 24, "mul": 24, "mean": 24, "sub": 24}
+    assert on.elementwise_ops == 6 * 24
+
+
+# ------------------------------------------------------------------------------ SDPA path == explicit path
+
+
+def test_vit_block_sdpa_and_explicit_paths_count_the_same():
+    m = blocks().get("vit").build()
+    args = m.example_args()
+    fast = count(m, args, elementwise=True, strict=True)
+    with attention_impl("explicit"):
+        slow = count(m, args, elementwise=True, strict=True)
+    assert fast.macs == slow.macs > 0
+    assert fast.macs_by_module == slow.macs_by_module
+    assert fast.macs_by_operator.pop("sdpa") == slow.macs_by_operator.pop("matmul")
+    assert fast.macs_by_operator == slow.macs_by_operator
+    assert fast.elementwise_ops_by_operator == slow.elementwise_ops_by_operator
+
+
+class ToyCrossAttention(nn.Module):
+    """Queries on all tokens, keys/values on a pooled set, d_v != d_qk, a logits bias: attend's general case."""
+
+    def __init__(self, dim=24, heads=2, d_qk=8, d_v=6):
+        super().__init__()
+        self.heads, self.scale = heads, d_qk**-0.5
+        self.q = nn.Linear(dim, heads * d_qk)
+        self.k = nn.Linear(dim, heads * d_qk)
+        self.v = nn.Linear(dim, heads * d_v)
+        self.proj = nn.Linear(heads * d_v, dim)
+        self.bias = nn.Parameter(torch.zeros(heads, 1, 1))
+
+    def forward(self, x, hw):
+        kv = F.avg_pool1d(x.transpose(1, 2), 2).transpose(1, 2)  # (B, N/2, dim)
+        q, k, v = (
+            split_heads(self.q(x), self.heads),
+            split_heads(self.k(kv), self.heads),
+            split_heads(self.v(kv), self.heads),
+        )
+        return self.proj(merge_heads(attend(q, k, v, scale=self.scale, bias=self.bias)))
+
+
+def test_toy_attention_paths_count_the_same():
+    m, x = ToyCrossAttention(), torch.randn(3, 20, 24)
+    fast = count(m, (x, (4, 5)), elementwise=True, strict=True)
+    with attention_impl("explicit"):
+        slow = count(m, (x, (4, 5)), elementwise=True, strict=True)
+    assert fast.macs_by_operator["sdpa"] == 3 * 2 * 20 * 10 * (8 + 6)
+    assert fast.macs == slow.macs and fast.macs_by_module == slow.macs_by_module
+    assert fast.elementwise_ops_by_operator == slow.elementwise_ops_by_operator
+    assert fast.pool_ops == slow.pool_ops == x.numel()
+
+
+# ------------------------------------------------------------------------------ reporting and failure modes
+
+
+def test_non_tensor_args_are_bound_and_module_names_are_clean():
+    m = blocks().get("vit").build()
+    c = count(m, m.example_args(1, (7, 7)))
+    assert c.macs_by_module[""] == c.macs
+    assert c.macs_by_module["attn.qkv"] == 49 * 128 * 384
+    assert not any(name.startswith("inner") for name in c.macs_by_module)
+    assert c.uncounted_ops == {"aten::add": 2, "aten::gelu": 1}  # not merge_heads' traced size arithmetic h * d
+    assert set(c.summary()) >= {"params", "macs", "flops", "pool_ops", "elementwise_ops", "crosscheck_rel_diff"}
+
+
+def test_importing_the_counter_is_cheap():
+    code = "import sys, effscope.profile as p; assert callable(p.count); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_trainable_params():
+    m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    m[0].requires_grad_(False)
+    c = count(m, torch.randn(1, 4))
+    assert (c.params, c.params_trainable) == (20 + 10, 10)
+
+
+def test_missing_handle_for_a_matmul_class_op_raises(monkeypatch):
+    monkeypatch.delitem(_GEMM_HANDLES, "aten::scaled_dot_product_attention")
+    m = blocks().get("vit").build()
+    with pytest.raises(CountError, match="scaled_dot_product_attention") as err:
+        count(m, m.example_args())
+    assert isinstance(err.value, EffscopeError)
+
+
+def test_handle_counting_zero_raises(monkeypatch):
+    monkeypatch.setitem(_GEMM_HANDLES, "aten::linear", lambda ew: lambda i, o: Counter({"linear": 0}))
+    with pytest.raises(CountError, match="aten::linear x1"):
+        count(nn.Linear(3, 4), torch.randn(2, 3))
+
+
+def test_every_gemm_handle_is_matmul_class():
+    assert all(_MATMUL_CLASS.search(op) for op in _GEMM_HANDLES)
+    assert not any(_MATMUL_CLASS.search(f"aten::{op}") for op in ("add", "softmax", "contiguous", "mean", "gelu"))
+
+
+def test_crosscheck_agrees_on_vit_and_reports_disagreement(monkeypatch):
+    m = blocks().get("vit").build()
+    c = count(m, m.example_args(), strict=True)
+    assert c.crosscheck_rel_diff == 0.0 and c.crosscheck_flops == 2 * c.macs_by_category["gemm"]
+    double = _GEMM_HANDLES["aten::linear"]
+    monkeypatch.setitem(_GEMM_HANDLES, "aten::linear", lambda ew: lambda i, o: double(ew)(i, o) + double(ew)(i, o))
+    off = count(m, m.example_args())
+    assert off.crosscheck_rel_diff < 0  # torch counts fewer: the doubled linear stands out
+    with pytest.raises(CountError, match="disagree"):
+        count(m, m.example_args(), strict=True)
+    assert count(m, m.example_args(), cross_check=False).crosscheck_rel_diff is None
+
+
+# ------------------------------------------------------------------------------ the zoo against blocks.md §8
+
+REFERENCED = [s for s in [*blocks(), *models()] if s.reference is not None and s.reference.macs]
+
+
+@pytest.mark.parametrize("spec", REFERENCED, ids=[f"{s.kind}-{s.name}" for s in REFERENCED])
+def test_reference_macs(spec):
+    """fvcore MACs (with handles, SDPA fast path on) at the reference size, batch 1, within 0.5 % of §8."""
+    m = spec.build()
+    c = count(m, m.example_args(1, spec.reference.size), strict=True)
+    assert c.macs == pytest.approx(spec.reference.macs, rel=5e-3)

@@ -1,0 +1,109 @@
+"""The record store: append-only, readable as a DataFrame, exportable, and clear about bad locations."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from effscope.profile.record import Record, Workload, canonical_key
+from effscope.profile.store import RecordStore, StoreError
+
+
+def _record(target="vit", p50=1.5, **kw):
+    r = Record(
+        target=target,
+        kind="block",
+        workload=Workload(size=(14, 14)).as_dict(),
+        knobs={"heads": 4, "depths": (2, 2)},
+        **kw,
+    )
+    r.counts = {"params": 10, "macs": 100, "flops": 200}
+    r.latency = {"latency_ms_p50": p50}
+    r.memory = {"peak_rss_bytes": None}
+    r.missing = {"peak_rss_bytes": "no /proc here"}
+    return r
+
+
+def test_append_only_and_dataframe(tmp_path):
+    db = tmp_path / "r.db"
+    store = RecordStore(str(db))
+    first = store.add(_record(p50=1.5))
+    second = store.add(_record(p50=1.7))  # the same measurement again: a new row, nothing overwritten
+    assert second == first + 1
+    again = RecordStore(str(db))  # a new connection sees both
+    df = again.dataframe()
+    assert list(df["latency_ms_p50"]) == [1.5, 1.7]
+    assert list(df["knob.depths"]) == ["2,2", "2,2"]
+    assert df.loc[0, "height"] == 14 and df.loc[0, "missing"] == "peak_rss_bytes: no /proc here"
+    assert pd.isna(df.loc[0, "peak_rss_bytes"])  # missing stays missing, never 0
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    store = RecordStore(str(tmp_path / "r.db"))
+    r = _record(study="s1", trial=3)
+    r.key = canonical_key("vit", r.knobs, Workload(), "cpu")
+    store.add(r)
+    (back,) = store.records()
+    assert back.uid == r.uid and back.knobs == {"heads": 4, "depths": [2, 2]} and back.trial == 3
+    assert store.latest(r.key).uid == r.uid and store.latest("nope") is None
+    assert [x.uid for x in store.records(study="s1")] == [r.uid] and store.records(study="s2") == []
+
+
+def test_failed_records_are_kept_and_not_served_from_the_cache(tmp_path):
+    store = RecordStore(str(tmp_path / "r.db"))
+    bad = _record(status="failed", error="out of memory on cpu")
+    bad.key = "k"
+    store.add(bad)
+    assert store.latest("k") is None
+    assert store.dataframe()["error"].tolist() == ["out of memory on cpu"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
+def test_export(tmp_path, suffix):
+    store = RecordStore(str(tmp_path / "r.db"))
+    store.add(_record(p50=2.0))
+    path = store.export(tmp_path / f"out{suffix}")
+    if suffix == ".csv":
+        back = pd.read_csv(path)
+    elif suffix == ".parquet":
+        back = pd.read_parquet(path)
+    else:
+        back = pd.DataFrame(json.loads(path.read_text()))
+    assert float(back["latency_ms_p50"][0]) == 2.0
+
+
+def test_canonical_key_is_stable_and_discriminating():
+    w = Workload(batch=2)
+    assert canonical_key("hilo", {"a": 1, "b": 2}, w, "cpu") == canonical_key("hilo", {"b": 2, "a": 1}, w, "cpu")
+    assert canonical_key("hilo", {"a": 1}, w, "cpu") != canonical_key("hilo", {"a": 1}, Workload(batch=4), "cpu")
+    assert canonical_key("hilo", {"a": 1}, w, "cpu") != canonical_key("hilo", {"a": 1}, w, "H100")
+
+
+def test_bad_locations_are_one_clear_sentence(tmp_path):
+    with pytest.raises(StoreError, match="folder .* does not exist"):
+        RecordStore(str(tmp_path / "no" / "such" / "r.db"))
+    with pytest.raises(StoreError, match="cannot open the record store 'nosuchdb://x'.*SQLAlchemy URL"):
+        RecordStore("nosuchdb://x")
+    pytest.importorskip("psycopg2")
+    with pytest.raises(
+        StoreError, match=r"cannot reach the record store 'postgresql\+psycopg2://u:\*\*\*@127.0.0.1:1/"
+    ):
+        RecordStore("postgresql+psycopg2://u:secret@127.0.0.1:1/db")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    if os.access(ro, os.W_OK):  # root ignores permissions
+        pytest.skip("running as root: permission checks do not apply")
+    with pytest.raises(StoreError, match="permission denied"):
+        RecordStore(str(ro / "r.db"))
+
+
+def test_export_rejects_unknown_formats(tmp_path):
+    from effscope.errors import SpecError
+
+    store = RecordStore(str(tmp_path / "r.db"))
+    with pytest.raises(SpecError, match="suffix must be one of .csv, .parquet, .json"):
+        store.export(tmp_path / "x.xlsx")
