@@ -1,171 +1,14 @@
-"""The `effscope` command line: parses, calls one library function, prints its result.
-
-Every EffscopeError reaches the user as one sentence on stderr with exit code 2 (`--debug` shows the traceback).
-"""
+"""`effscope profile` and `effscope device`."""
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from effscope import __version__
-from effscope.errors import EffscopeError, SpecError
-
-if TYPE_CHECKING:
-    from effscope.spec import Spec
-
-app = typer.Typer(
-    help="Hardware-aware efficiency profiler and architecture search for efficient vision transformers.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-blocks_app = typer.Typer(help="The block zoo: every block variant of the efficient-ViT papers.", no_args_is_help=True)
-models_app = typer.Typer(help="Backbones and their named presets.", no_args_is_help=True)
-app.add_typer(blocks_app, name="blocks")
-app.add_typer(models_app, name="models")
-
-# Piped output (logs, README excerpts) gets wide tables instead of rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-_state = {"debug": False}
-
-SET_HELP = "Knob value, knob=value (repeatable); tuples as 2,2,6,2."
-
-
-def _version(value: bool) -> None:
-    if value:
-        out.print(f"effscope {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
-) -> None:
-    _state["debug"] = debug
-
-
-def _configured(spec: Spec, assignments: list[str]):
-    from effscope.knobs import parse_assignments
-
-    return spec.configure(parse_assignments(spec.config, assignments))
-
-
-def _knob_table(spec: Spec, config) -> Table:
-    from effscope.knobs import format_value, knobs_of
-
-    table = Table(title=f"{spec.kind} {spec.name}: knobs", title_justify="left")
-    for col in ("knob", "value", "default", "domain", "unit", "help"):
-        table.add_column(col)
-    for k in knobs_of(config).values():
-        value = getattr(config, k.name)
-        table.add_row(
-            k.name,
-            format_value(value),
-            format_value(getattr(spec.config, k.name)),
-            k.domain.describe(),
-            k.unit,
-            k.help,
-        )
-    return table
-
-
-def _param_count(spec: Spec, config=None) -> int:
-    return sum(p.numel() for p in spec.build(config, device="meta").parameters())
-
-
-def _show(spec: Spec, assignments: list[str]) -> None:
-    from effscope.knobs import format_value
-
-    config = _configured(spec, assignments)
-    doc = (spec.module.__doc__ or "").strip().splitlines()
-    out.print(f"[bold]{spec.name}[/bold] ({spec.family}; {spec.paper})")
-    out.print(spec.summary)
-    for line in doc:
-        if line.strip().startswith(("Input", "Output")):
-            out.print(line.strip())
-    out.print(_knob_table(spec, config))
-    derived = config.derived()
-    if derived:
-        out.print("derived: " + ", ".join(f"{k} = {format_value(v)}" for k, v in derived.items()))
-    out.print(f"params: {_param_count(spec, config):,}")
-    ref = spec.reference
-    if ref is not None and config == spec.config:
-        parts = [
-            f"params {ref.params:,}" if ref.params is not None else None,
-            f"MACs {ref.macs / 1e9:.4f} G at {ref.size[0]}x{ref.size[1]}" if ref.macs else None,
-        ]
-        shown = ", ".join(p for p in parts if p)
-        if shown:
-            out.print(f"reference ({ref.source}): {shown}")
-    for note in spec.notes:
-        out.print(f"note: {note}")
-
-
-@blocks_app.command("list")
-def blocks_list() -> None:
-    """List every registered block: name, family, paper, one-line summary."""
-    from effscope.spec import blocks
-
-    table = Table()
-    for col in ("block", "family", "paper", "summary"):
-        table.add_column(col)
-    for spec in blocks():
-        table.add_row(spec.name, spec.family, spec.paper, spec.summary)
-    out.print(table)
-
-
-@blocks_app.command("show")
-def blocks_show(
-    name: str = typer.Argument(..., help="Block name (see `effscope blocks list`)."),
-    set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
-) -> None:
-    """Show a block's knobs (name, value, default, domain, unit, help), derived figures and parameter count."""
-    from effscope.spec import blocks
-
-    _show(blocks().get(name), set_)
-
-
-@models_app.command("list")
-def models_list() -> None:
-    """List every model preset with its parameter count beside the official implementation's."""
-    from effscope.spec import models
-
-    table = Table()
-    for col in ("model", "family", "params", "official params", "match", "summary"):
-        table.add_column(col, justify="right" if "params" in col else "left")
-    for spec in models():
-        n = _param_count(spec)
-        ref = spec.reference.params if spec.reference else None
-        match = "n/a" if ref is None else ("exact" if n == ref else f"off by {n - ref:+,}")
-        table.add_row(spec.name, spec.family, f"{n:,}", "-" if ref is None else f"{ref:,}", match, spec.summary)
-    out.print(table)
-
-
-@models_app.command("show")
-def models_show(
-    name: str = typer.Argument(..., help="Preset name (see `effscope models list`)."),
-    set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
-) -> None:
-    """Show a preset's knobs, derived figures and parameter count."""
-    from effscope.spec import models
-
-    _show(models().get(name), set_)
-
-
-def _fmt(value, spec: str = "", scale: float = 1.0) -> str:
-    """A table cell: '-' for a missing number (missing is never shown as 0)."""
-    if value is None or (isinstance(value, float) and value != value):
-        return "-"
-    if not spec:
-        return str(value)
-    return format(value if scale == 1.0 else value / scale, spec)
+from effscope.cli._app import SET_HELP, app, err, fmt, out
+from effscope.errors import SpecError
 
 
 def _records_table(records) -> Table:
@@ -193,14 +36,14 @@ def _records_table(records) -> Table:
         table.add_row(
             r.target + (f" @{f['height']}x{f['width']}" if f.get("height") else ""),
             r.status if r.status == "ok" else f"[red]failed[/red]: {r.error}",
-            _fmt(f.get("params"), ",d"),
-            _fmt(f.get("macs"), ".4f", 1e9),
-            _fmt(p50, ".3f"),
-            _fmt(f.get("latency_ms_p90"), ".3f"),
-            _fmt(100 * iqr / p50 if iqr is not None and p50 else None, ".1f"),
-            _fmt(f.get("throughput_img_s"), ".1f"),
-            _fmt(mem, ".1f", 2**20),
-            _fmt(f.get("energy_j_per_img"), ".4f"),
+            fmt(f.get("params"), ",d"),
+            fmt(f.get("macs"), ".4f", 1e9),
+            fmt(p50, ".3f"),
+            fmt(f.get("latency_ms_p90"), ".3f"),
+            fmt(100 * iqr / p50 if iqr is not None and p50 else None, ".1f"),
+            fmt(f.get("throughput_img_s"), ".1f"),
+            fmt(mem, ".1f", 2**20),
+            fmt(f.get("energy_j_per_img"), ".4f"),
             f.get("flags") or "",
         )
     return table
@@ -360,14 +203,3 @@ def device_cmd() -> None:
     else:
         table.add_row("gpu", f"none visible ({reason})")
     out.print(table)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    try:
-        app()
-    except EffscopeError as e:
-        if _state["debug"]:
-            raise
-        err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
