@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,53 @@ def test_debug_shows_the_traceback():
 def test_version():
     r = run("--version")
     assert r.returncode == 0 and r.stdout.startswith("effscope ")
+
+
+def test_profile_stores_a_record_and_writes_json(tmp_path):
+    import json
+
+    db, out = tmp_path / "r.db", tmp_path / "out.json"
+    r = run(
+        "profile", "vit", "--tokens", "7", "--max-time", "0.2", "--db", str(db), "--json", str(out)
+    )
+    assert r.returncode == 0, r.stderr
+    assert "vit @7x7" in r.stdout and "1 record(s) stored" in r.stdout
+    (row,) = json.loads(out.read_text())
+    assert row["status"] == "ok" and row["macs"] > 0 and row["height"] == 7
+    assert "energy_j_per_img: energy and telemetry need an NVIDIA GPU" in row["missing"]
+
+
+def test_profile_of_a_failing_target_exits_1_and_keeps_the_record(tmp_path):
+    from effscope.profile.store import RecordStore
+
+    db = tmp_path / "r.db"
+    r = subprocess.run(
+        [sys.executable, "-m", "effscope", "profile", "_targets:raising", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(Path(__file__).parent),
+    )
+    assert r.returncode == 1 and "forward exploded on purpose" in r.stdout
+    assert [x.status for x in RecordStore(str(db)).records()] == ["failed"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("profile", "hilo_atn"), "unknown target 'hilo_atn'; did you mean 'hilo'?"),
+        (("profile", "hilo", "--resolution", "224"), "'hilo' is a block: give its token grid with --tokens"),
+        (("profile", "litv2_s", "--tokens", "14"), "'litv2_s' is a model: give its input size with --resolution"),
+        (("profile", "hilo", "--set", "window_size=0"), "knob 'window_size' of hilo must be"),
+        (("profile", "hilo", "--dtype", "int8"), "--dtype must be one of fp32, bf16, fp16"),
+        (("profile", "hilo", "--db", "nosuchdb://x"), "cannot open the record store 'nosuchdb://x'"),
+        (("profile", "hilo", "--db", "/no/such/dir/r.db"), "folder /no/such/dir does not exist"),
+        (("profile", "hilo", "--json", "/no/such/dir/r.json"), "cannot write '/no/such/dir/r.json'"),
+        (("profile",), "give either a TARGET or --suite NAME"),
+        (("profile", "--suite", "zooo"), "unknown suite 'zooo' (suites: zoo)"),
+    ],
+)
+def test_profile_bad_input_is_one_sentence_and_exit_2(args, message):
+    r = run(*args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,99 @@
+"""Profiling runs end to end: a worker process per run, failures recorded with their reason, the run goes on."""
+
+from __future__ import annotations
+
+import pytest
+
+from effscope.errors import SpecError, UnknownNameError
+from effscope.profile.measure import Options
+from effscope.profile.record import Workload
+from effscope.profile.run import Plan, parse_size, profile, rank_correlation, validate_workload
+from effscope.profile.store import RecordStore
+from effscope.profile.target import resolve_target
+from effscope.profile.worker import Worker
+
+FAST = Options(max_time_s=0.2, window_s=0.2, reference=False, timeout_s=120)
+
+
+@pytest.fixture(scope="module")
+def worker():
+    with Worker() as w:
+        yield w
+
+
+def _plan(name, **workload):
+    return Plan(resolve_target(name), Workload(**workload))
+
+
+def test_a_registered_block_is_counted_and_measured(worker, tmp_path):
+    store = RecordStore(str(tmp_path / "r.db"))
+    (r,) = profile([_plan("vit", size=(7, 7))], FAST, store=store, worker=worker)
+    assert r.status == "ok", r.error
+    # vit block, dim 128, 49 tokens: qkv 3*128*128 + proj 128*128 + mlp 2*128*512 per token, + attention 2*49*128
+    per_token = 3 * 128 * 128 + 128 * 128 + 2 * 128 * 512
+    gemm = 49 * per_token + 2 * 49 * 49 * 128
+    assert r.counts["macs"] == gemm + 2 * 5 * 49 * 128  # + fvcore's 5 per element for the two layer norms
+    assert r.latency["latency_ms_p50"] > 0 and r.latency["latency_n"] >= 3
+    assert r.memory["peak_rss_bytes"] is not None and r.memory["peak_rss_bytes"] >= 0
+    assert r.energy["energy_j_per_img"] is None and "NVML" in r.missing["energy_j_per_img"]
+    assert r.env["torch_version"] and r.knobs["heads"] == 4
+    assert store.records()[0].uid == r.uid
+
+
+@pytest.mark.parametrize(
+    "target,expected",
+    [
+        ("_targets:raising", "RuntimeError: forward exploded on purpose"),
+        ("_targets:hungry", "out of memory on cpu"),
+        ("_targets:not_a_module", "must return a torch.nn.Module"),
+        ("_targets:killed", "measurement process died with SIGKILL"),
+    ],
+)
+def test_a_failing_target_becomes_a_failed_record_and_the_run_goes_on(worker, tmp_path, target, expected):
+    store = RecordStore(str(tmp_path / "r.db"))
+    bad, good = profile([_plan(target), _plan("_targets:tiny")], FAST, store=store, worker=worker)
+    assert bad.status == "failed" and expected in bad.error
+    assert good.status == "ok" and good.counts["macs"] == 64 and good.counts["params"] == 72
+    assert [r.status for r in store.records()] == ["failed", "ok"]  # both kept, in order
+
+
+def test_a_hung_target_times_out(worker, tmp_path):
+    opts = Options(max_time_s=0.2, window_s=0.2, reference=False, timeout_s=5)
+    (r,) = profile([_plan("_targets:sleepy")], opts, store=None, worker=worker)
+    assert r.status == "failed" and "timed out after 5 s" in r.error
+    (ok,) = profile([_plan("_targets:tiny")], FAST, store=None, worker=worker)  # a fresh process took over
+    assert ok.status == "ok"
+
+
+def test_early_abort_stops_a_candidate_over_budget(worker):
+    opts = Options(max_time_s=2.0, window_s=0.2, reference=False, throughput=False, abort_above_ms=1e-6)
+    (r,) = profile([_plan("vit", size=(7, 7))], opts, store=None, worker=worker)
+    assert r.latency["latency_aborted"] and "aborted-over-budget" in r.flags
+    assert r.latency["latency_n"] < 20
+
+
+def test_input_validation():
+    assert parse_size("224", "--resolution") == (224, 224)
+    assert parse_size("224x320", "--resolution") == (224, 320)
+    with pytest.raises(SpecError, match="N or HxW"):
+        parse_size("224x", "--resolution")
+    with pytest.raises(SpecError, match="--dtype must be one of fp32, bf16, fp16"):
+        validate_workload(Workload(dtype="int8"))
+    with pytest.raises(SpecError, match="--cuda-graph needs --device cuda"):
+        validate_workload(Workload(cuda_graph=True))
+    with pytest.raises(UnknownNameError, match="did you mean 'hilo'"):
+        resolve_target("hilo_atn")
+    with pytest.raises(SpecError, match="cannot import 'no_such_module'"):
+        resolve_target("no_such_module:fn")
+
+
+def test_rank_correlation_ignores_failed_and_missing():
+    from effscope.profile.record import Record
+
+    def rec(macs, p50, status="ok"):
+        r = Record(target="t", kind="block", workload={}, status=status)
+        r.counts, r.latency = {"macs": macs}, {"latency_ms_p50": p50}
+        return r
+
+    got = rank_correlation([rec(1, 1.0), rec(2, 3.0), rec(3, 2.0), rec(4, 9.0, "failed"), rec(5, None)])
+    assert got["n"] == 3 and got["spearman"] == pytest.approx(0.5)
