@@ -10,6 +10,8 @@ from rich.table import Table
 from effscope.cli._app import SET_HELP, app, err, fmt, out
 from effscope.errors import SpecError
 
+CROSSCHECK_TOLERANCE = 1e-6  # both counters are exact on matmul-class work, so any difference is a miscount
+
 
 def _records_table(records) -> Table:
     table = Table()
@@ -51,7 +53,9 @@ def _records_table(records) -> Table:
 
 @app.command()
 def profile(
-    target: str = typer.Argument(None, help="Block, model preset, or module:callable returning an nn.Module."),
+    targets: list[str] = typer.Argument(
+        None, help="Blocks, model presets, or module:callable returning an nn.Module (one or more)."
+    ),
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     suite: str = typer.Option(None, "--suite", help="Profile a named suite instead of one target: zoo."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
@@ -82,7 +86,7 @@ def profile(
     from effscope.profile.store import RecordStore
     from effscope.profile.target import resolve_target
 
-    if (target is None) == (suite is None):
+    if bool(targets) == (suite is not None):
         raise SpecError("give either a TARGET or --suite NAME (not both, not neither)")
     size = parse_size(resolution, "--resolution")
     grid = parse_size(tokens, "--tokens")
@@ -107,12 +111,16 @@ def profile(
             raise SpecError("--suite runs each target at its defaults; --set, --resolution and --tokens do not apply")
         plans = plan_suite(suite, workload)
     else:
-        resolved = resolve_target(target, assignments=set_)
-        if resolved.kind == "block" and size:
-            raise SpecError(f"'{target}' is a block: give its token grid with --tokens, not --resolution")
-        if resolved.kind == "model" and grid:
-            raise SpecError(f"'{target}' is a model: give its input size with --resolution, not --tokens")
-        plans = [Plan(resolved, workload)]
+        if set_ and len(targets) > 1:
+            raise SpecError("--set applies to one target; profile the others in their own command")
+        plans = []
+        for target in targets:
+            resolved = resolve_target(target, assignments=set_)
+            if resolved.kind == "block" and size:
+                raise SpecError(f"'{target}' is a block: give its token grid with --tokens, not --resolution")
+            if resolved.kind == "model" and grid:
+                raise SpecError(f"'{target}' is a model: give its input size with --resolution, not --tokens")
+            plans.append(Plan(resolved, workload))
     for path in (json_out, csv_out):
         if path and not _parent_writable(path):
             raise SpecError(f"cannot write '{path}': its folder does not exist or is not writable")
@@ -129,12 +137,24 @@ def profile(
     records = _run_with_progress(plans, options, store, provenance)
     out.print(_records_table(records))
     for r in records:
+        by_reason: dict[str, list[str]] = {}
         for name, why in r.missing.items():
-            out.print(f"[dim]{r.target}: {name} missing: {why}[/dim]")
-        warning = r.counts.get("crosscheck_warning") if r.counts else None
-        if warning:
-            err.print(f"warning: {r.target}: {warning}")
-    if suite is not None:
+            by_reason.setdefault(why, []).append(name)
+        for why, names in by_reason.items():
+            out.print(f"[dim]{r.target}: {', '.join(names)} missing: {why}[/dim]")
+        diff = r.counts.get("crosscheck_rel_diff")
+        if diff is not None and abs(diff) > CROSSCHECK_TOLERANCE:
+            err.print(
+                f"warning: {r.target}: fvcore and torch's FlopCounterMode disagree on matmul/conv/attention work "
+                f"by {100 * diff:+.3f} %; the MACs may be miscounted (see Record.details['count'])"
+            )
+        uncounted = r.details.get("count", {}).get("uncounted_ops")
+        if uncounted:
+            listed = ", ".join(f"{op} x{n}" for op, n in sorted(uncounted.items()))
+            out.print(
+                f"[dim]{r.target}: not in the MAC convention (element-wise; --elementwise counts them): {listed}[/dim]"
+            )
+    if len(records) > 2:
         from effscope.profile.run import rank_correlation
 
         corr = rank_correlation(records)
