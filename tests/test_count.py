@@ -309,3 +309,83 @@ def test_reference_macs(spec):
     m = spec.build()
     c = count(m, m.example_args(1, spec.reference.size), strict=True)
     assert c.macs == pytest.approx(spec.reference.macs, rel=5e-3)
+
+
+# ------------------------------------------------------------------------------ bytes moved (roofline estimate)
+
+
+def test_bytes_of_a_linear_split_into_activations_and_weights():
+    c = count(nn.Linear(7, 3), torch.randn(2, 5, 7), strict=True)
+    assert c.bytes_moved_est == 4 * (2 * 5 * 7 + 7 * 3 + 3 + 2 * 5 * 3)  # x, W, b read; y written; fp32
+    assert c.bytes_weights_est == 4 * (7 * 3 + 3)
+    assert c.bytes_by_operator == {"linear": c.bytes_moved_est}
+    assert c.summary()["bytes_moved_est"] == c.bytes_moved_est and "bytes_by_operator" in c.details()
+
+
+def test_bytes_of_a_matmul_and_a_conv():
+    c = macs_of(torch.matmul, torch.randn(2, 3, 4), torch.randn(4, 5))
+    assert (c.bytes_moved_est, c.bytes_weights_est) == (4 * (24 + 20 + 30), 0)  # both operands are inputs
+    conv = count(nn.Conv2d(4, 8, 3, stride=2, padding=1), torch.randn(2, 4, 9, 9), strict=True)
+    x, w, b, y = 2 * 4 * 9 * 9, 8 * 4 * 3 * 3, 8, 2 * 8 * 5 * 5
+    assert conv.bytes_moved_est == 4 * (x + w + b + y) and conv.bytes_weights_est == 4 * (w + b)
+    assert conv.bytes_by_operator == {"conv": conv.bytes_moved_est}
+
+
+def test_bytes_follow_the_dtype():
+    c = count(nn.Linear(8, 8).to(torch.bfloat16), torch.randn(4, 8, dtype=torch.bfloat16), cross_check=False)
+    assert c.bytes_moved_est == 2 * (32 + 64 + 8 + 32)
+
+
+def test_fused_sdpa_moves_only_its_operands_and_the_explicit_path_moves_the_scores():
+    q, k, v = (torch.randn(1, 2, 16, 8) for _ in range(3))
+    fused = macs_of(F.scaled_dot_product_attention, q, k, v)
+    assert fused.bytes_moved_est == 4 * 4 * 256  # q, k, v read, out written: the lower bound of a fused kernel
+    with attention_impl("explicit"):
+        explicit = macs_of(lambda q, k, v: attend(q, k, v, scale=8**-0.5), q, k, v)
+    assert explicit.macs == fused.macs and explicit.bytes_moved_est > fused.bytes_moved_est + 4 * 2 * 16 * 16
+
+
+def test_views_are_free_copies_and_broadcasts_are_counted_once():
+    x = torch.randn(2, 3, 4)
+    assert macs_of(lambda x: x.transpose(1, 2).contiguous(), x).bytes_by_operator == {"contiguous": 4 * 2 * 24}
+    assert macs_of(lambda x: x.contiguous().view(6, 4), x).bytes_moved_est == 0  # no copy happened
+    assert macs_of(lambda x: x.permute(0, 2, 1).reshape(2, 12), x).bytes_by_operator == {"reshape": 4 * 2 * 24}
+    assert macs_of(lambda x: torch.cat([x, x], 1), x).bytes_by_operator == {"cat": 4 * (24 + 24 + 48)}
+    b = macs_of(lambda r: r.expand(3, 4) * 2, torch.randn(1, 4))
+    assert b.bytes_moved_est == 4 * (4 + 12)  # the stride-0 rows are one row in memory
+
+
+class Lookup(nn.Module):
+    """A table gathered with a constant index and viewed to a shape read from the input: all batch-independent."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(100, 4))
+        self.register_buffer("index", torch.tensor([5, 7, 9]))
+
+    def forward(self, x):
+        bias = self.table[self.index].view(x.shape[1], 4)  # shape from x, data from the table only
+        return x + bias
+
+
+def test_tensors_computed_from_weights_alone_are_weights():
+    c = count(Lookup(), torch.randn(2, 3, 4), elementwise=True)
+    gathered = 4 * 12 + 8 * 3 + 4 * 12  # 12 table elements read (not 400), the int64 index, 12 written
+    assert c.bytes_by_operator["index"] == gathered
+    assert c.bytes_weights_est == gathered + 4 * 12  # + the add reading the bias
+    assert c.bytes_moved_est - c.bytes_weights_est == 4 * (24 + 24)  # the add reads x and writes the sum
+
+
+@pytest.mark.parametrize("name", ["vit", "lightvit"])
+def test_activation_bytes_scale_with_the_batch_and_weight_bytes_do_not(name):
+    m = blocks().get(name).build()
+    one, two = (count(m, m.example_args(b), cross_check=False) for b in (1, 2))
+    assert two.bytes_weights_est == one.bytes_weights_est > 4 * one.params * 0.99  # every weight is read
+    assert two.bytes_moved_est - two.bytes_weights_est == 2 * (one.bytes_moved_est - one.bytes_weights_est)
+
+
+def test_bytes_do_not_depend_on_the_elementwise_flag():
+    m = blocks().get("vit").build()
+    on, off = (count(m, m.example_args(1, (7, 7)), elementwise=e, cross_check=False) for e in (True, False))
+    assert on.bytes_moved_est == off.bytes_moved_est and on.bytes_by_operator == off.bytes_by_operator
+    assert {"linear", "sdpa", "layer_norm", "gelu", "add"} <= set(on.bytes_by_operator)

@@ -12,7 +12,7 @@ from effscope.profile.store import RecordStore
 from effscope.profile.target import resolve_target
 from effscope.profile.worker import Worker
 
-FAST = Options(max_time_s=0.2, window_s=0.2, reference=False, timeout_s=120)
+FAST = Options(max_time_s=0.2, window_s=0.2, reference=False, timeout_s=120, fresh_process=False)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,28 @@ def test_a_failing_target_becomes_a_failed_record_and_the_run_goes_on(worker, tm
     assert bad.status == "failed" and expected in bad.error
     assert good.status == "ok" and good.counts["macs"] == 64 and good.counts["params"] == 72
     assert [r.status for r in store.records()] == ["failed", "ok"]  # both kept, in order
+
+
+def test_cpu_peak_rss_is_only_reported_from_a_fresh_process():
+    from dataclasses import replace
+
+    with Worker() as w:
+        plans = [_plan("vit", size=(7, 7)), _plan("vit", size=(7, 7))]
+        first, reused = profile(plans, FAST, store=None, worker=w)
+        assert first.memory["peak_rss_bytes"] > 0
+        assert reused.memory["peak_rss_bytes"] is None and "reused worker" in reused.missing["peak_rss_bytes"]
+        again, fresh = profile(plans, replace(FAST, fresh_process=True), store=None, worker=w)
+        assert again.memory["peak_rss_bytes"] > 0 and fresh.memory["peak_rss_bytes"] > 0
+
+
+def test_reference_is_timed_before_and_after():
+    from dataclasses import replace
+
+    (r,) = profile([_plan("_targets:tiny")], replace(FAST, reference=True), store=None)
+    ref = r.reference
+    assert ref["reference_id"] == "ref-mlp-v1"
+    assert ref["reference_ms_p50"] == min(ref["reference_ms_p50_before"], ref["reference_ms_p50_after"])
+    assert ref["latency_vs_reference"] == r.latency["latency_ms_p50"] / ref["reference_ms_p50"]
 
 
 def test_a_hung_target_times_out(worker, tmp_path):

@@ -137,6 +137,14 @@ def profile(
     records = _run_with_progress(plans, options, store, provenance)
     out.print(_records_table(records))
     for r in records:
+        roof = r.roofline
+        if roof.get("intensity_mac_per_byte") is not None:
+            where = (
+                f", {100 * roof['roofline_fraction']:.1f} % of its roofline bound ({roof['roofline_bound_by']}-bound)"
+                if roof.get("roofline_fraction") is not None
+                else ""
+            )
+            out.print(f"[dim]{r.target}: {roof['intensity_mac_per_byte']:.2f} MAC/byte (estimated){where}[/dim]")
         by_reason: dict[str, list[str]] = {}
         for name, why in r.missing.items():
             by_reason.setdefault(why, []).append(name)
@@ -206,8 +214,27 @@ def _run_with_progress(plans, options, store, provenance):
 
 
 @app.command("device")
-def device_cmd() -> None:
-    """What effscope sees: CPU, threads, and GPU name, driver, clocks and power limits via NVML."""
+def device_cmd(
+    calibrate: bool = typer.Option(
+        False, "--calibrate", help="Measure peak matmul MAC/s per dtype and copy bandwidth; store them as a Record."
+    ),
+    device: str = typer.Option("cpu", "--device", help="With --calibrate: cpu, cuda or cuda:N."),
+    dtype: list[str] = typer.Option(
+        ["fp32", "bf16", "fp16"], "--dtype", help="With --calibrate: dtypes to measure (repeatable)."
+    ),
+    threads: int = typer.Option(None, "--threads", help="With --calibrate: torch intra-op threads (CPU), pinned."),
+    gemm_sizes: str = typer.Option(
+        None, "--gemm-sizes", help="With --calibrate: GEMM sizes n to try, e.g. 512,1024 (default by device type)."
+    ),
+    copy_mib: int = typer.Option(None, "--copy-mib", help="With --calibrate: copied tensor size, MiB."),
+    max_time: float = typer.Option(1.0, "--max-time", help="With --calibrate: cap on each timing's repeats, s."),
+    db: str = typer.Option(None, "--db", help="Record store: SQLite file or SQLAlchemy URL (default ./effscope.db)."),
+) -> None:
+    """What effscope sees: CPU, threads, and GPU name, driver, clocks and power limits via NVML; --calibrate
+    measures the roofline (peak matmul rate, copy bandwidth) that profiles are compared with."""
+    if calibrate:
+        _calibrate(device, dtype, threads, gemm_sizes, copy_mib, max_time, db)
+        return
     from effscope.profile.env import cpu_info
     from effscope.profile.telemetry import gpu_info, nvml_available
 
@@ -223,3 +250,60 @@ def device_cmd() -> None:
     else:
         table.add_row("gpu", f"none visible ({reason})")
     out.print(table)
+
+
+def _calibrate(device, dtypes, threads, gemm_sizes, copy_mib, max_time, db) -> None:
+    from effscope.profile.record import Workload
+    from effscope.profile.roofline import calibrate, calibration_table
+    from effscope.profile.run import validate_workload
+    from effscope.profile.store import RecordStore
+
+    validate_workload(Workload(device=device, threads=threads))
+    sizes = None
+    if gemm_sizes is not None:
+        try:
+            sizes = tuple(int(n) for n in gemm_sizes.split(","))
+        except ValueError:
+            sizes = ()
+        if not sizes or min(sizes) < 1:
+            raise SpecError(f"--gemm-sizes takes positive integers separated by commas, but got '{gemm_sizes}'")
+    if copy_mib is not None and copy_mib < 1:
+        raise SpecError(f"--copy-mib must be >= 1, but got {copy_mib}")
+    store = RecordStore(db)  # opened first: a bad --db fails before minutes of timing
+    cal = calibrate(
+        device,
+        dtypes=dtypes,
+        threads=threads,
+        sizes=sizes,
+        copy_bytes=copy_mib * 2**20 if copy_mib else None,
+        max_time_s=max_time,
+    )
+    record = cal.to_record(command=" ".join(["effscope", *sys.argv[1:]]))
+    store.add(record)
+    threads_note = f", {cal.threads} thread(s)" if cal.threads is not None else ""
+    table = Table(title=f"roofline of {cal.device_name} ({cal.device}{threads_note})", title_justify="left")
+    for col in ("dtype", "peak GMAC/s", "peak GFLOP/s", "GEMM n", "copy GB/s", "ridge MAC/B", "CPU util"):
+        table.add_column(col, justify="left" if col == "dtype" else "right")
+    for row in calibration_table(cal):
+        if "unsupported" in row:
+            table.add_row(row["dtype"], f"[dim]not measured: {row['unsupported']}[/dim]", "", "", "", "", "")
+            continue
+        table.add_row(
+            row["dtype"],
+            fmt(row["peak_mac_s"], ".1f", 1e9),
+            fmt(row["peak_flop_s"], ".1f", 1e9),
+            fmt(row["gemm_n"], "d"),
+            fmt(row["bandwidth_bytes_s"], ".1f", 1e9),
+            fmt(row["ridge_mac_per_byte"], ".2f"),
+            fmt(row["cpu_util"], ".2f"),
+        )
+    out.print(table)
+    if "cpu-contention" in cal.flags:
+        err.print(
+            "warning: other processes used the cores during the calibration (CPU time / wall time x threads < 0.9); "
+            "the roofs read low: run it again on an idle machine"
+        )
+    out.print(
+        f"copy of {cal.copy_bytes / 2**20:.0f} MiB, bytes read + written; calibration record {record.uid} "
+        f"stored in {store.url}"
+    )

@@ -43,6 +43,24 @@ def _knob_table(spec: Spec, config) -> Table:
     return table
 
 
+def _layout_lines(doc: str) -> list[str]:
+    """The docstring's "Input: ..." and "Output: ..." statements, each joined across its wrapped lines."""
+    items: list[str] = []
+    current: list[str] | None = None
+    for line in doc.splitlines():
+        text = line.strip()
+        if text.startswith(("Input", "Output")):
+            current = [text]
+            items.append("")
+        elif not text:
+            current = None
+        elif current is not None:
+            current.append(text)
+        if current is not None:
+            items[-1] = " ".join(current)
+    return items
+
+
 def _param_count(spec: Spec, config=None) -> int:
     return sum(p.numel() for p in spec.build(config, device="meta").parameters())
 
@@ -51,12 +69,10 @@ def _show(spec: Spec, assignments: list[str]) -> None:
     from effscope.knobs import format_value
 
     config = _configured(spec, assignments)
-    doc = (spec.module.__doc__ or "").strip().splitlines()
     out.print(f"[bold]{spec.name}[/bold] ({spec.family}; {spec.paper})")
     out.print(spec.summary)
-    for line in doc:
-        if line.strip().startswith(("Input", "Output")):
-            out.print(line.strip())
+    for line in _layout_lines(spec.module.__doc__ or ""):
+        out.print(line, highlight=False)
     out.print(_knob_table(spec, config))
     derived = config.derived()
     if derived:

@@ -24,6 +24,12 @@ effscope replaces fvcore's handle table with its own so that nothing FLOP-bearin
   (the q scaling, the mask add, the softmax), so both attention paths give the same element-wise count too.
   When not counted, these ops are listed in `uncounted_ops`, like every op with work and no handle; shape-only ops
   (view, permute, cat, ...) and the tracer's size arithmetic are neither counted nor listed.
+- bytes moved (an estimate, its own number, for the roofline's arithmetic intensity): every counted op above reads
+  its tensor inputs and writes its outputs once, at their traced dtype sizes, with no cache reuse across ops; views
+  are free, copies (contiguous/reshape of a strided tensor, cat, pad, roll, gathers, ...) are counted. A fused
+  kernel moves only its operands: SDPA's lower bound is q, k, v (mask) and the output. Bytes of tensors that do not
+  depend on the forward's inputs (weights, buffers, tensors made from them alone) are also reported apart, because
+  they are read once per forward whatever the batch.
 
 An executed matmul-class or attention op that no handle counts, or that a handle counts as zero, raises CountError.
 Every count is cross-checked with torch's `FlopCounterMode` (with a formula for CPU SDPA, which it lacks, pytorch
@@ -229,13 +235,13 @@ _MATMUL_CLASS = re.compile(
     r"|conv_transpose[123]d|conv_tbc|deform_conv2d|\w*attention\w*|scaled_mm|int_mm)$"
 )
 
-# Pure data movement the tracer records and fvcore does not already ignore: neither counted nor listed.
+# Pure data movement the tracer records and fvcore does not already ignore: neither counted nor listed. (Copies
+# such as clone, flip or pixel_shuffle are not here: they have handles that add only their bytes, see _COPY_OPS.)
 _DATA_MOVEMENT = tuple(
     f"aten::{op}"
     for op in (
-        "expand_as unflatten view_as reshape_as movedim moveaxis swapaxes swapdims flip repeat tile pixel_shuffle "
-        "pixel_unshuffle clone eye ones_like empty_like rand randn rand_like randn_like linspace meshgrid lift_fresh "
-        "alias channel_shuffle"
+        "expand_as unflatten view_as reshape_as movedim moveaxis swapaxes swapdims eye ones_like empty_like rand "
+        "randn rand_like randn_like linspace meshgrid lift_fresh alias"
     ).split()
 )
 
@@ -370,6 +376,143 @@ def _elementwise_handles(counting: bool) -> dict[str, Handle]:
     return table
 
 
+# ------------------------------------------------------------------------------------------------- bytes moved
+#
+# The estimate is what a perfect, unfused execution of the traced graph would move between memory and the cores:
+# each op reads each of its tensor inputs once and writes each of its outputs once, and nothing is reused from cache
+# across ops. Views (view, permute, slice, expand, ...) move nothing; a copy moves its input and its output. So it is
+# exact for a chain of memory-bound kernels and an upper bound where a runtime fuses ops (torch.compile), yet a
+# fused kernel such as SDPA counts only its q, k, v (mask) and output: the attention matrix it keeps on chip is not
+# traffic, which the explicit path (q @ kᵀ, softmax, @ v) does count. Cache reuse inside one op (a gemm re-reading
+# tiles) is not counted either, and ops listed in `uncounted_ops` move bytes this estimate leaves out.
+
+_BYTES = "bytes:"  # key prefix: bytes of input-dependent tensors an op reads or writes
+_WEIGHT_BYTES = "wbytes:"  # key prefix: bytes of input-independent tensors (parameters, buffers, what they make)
+
+# Data movement that materializes a new tensor: read the input(s), write the output.
+_COPY_OPS = (
+    "cat stack clone copy_ constant_pad_nd pad reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d "
+    "replication_pad2d replication_pad3d roll repeat tile flip pixel_shuffle pixel_unshuffle channel_shuffle im2col "
+    "col2im repeat_interleave tril triu"
+).split()
+_GATHER_OPS = "index index_select gather embedding take_along_dim".split()  # read at most what they write
+_MAYBE_COPY_OPS = "contiguous reshape flatten to type_as".split()  # a copy only when layout or dtype changes
+
+_OP_NAMES = {"convolution": "conv"}
+
+
+def _op_name(op: str) -> str:
+    """'aten::_convolution' -> 'conv', 'aten::add_' -> 'add', every SDPA variant -> 'sdpa'."""
+    name = op.removeprefix("aten::").strip("_")
+    return "sdpa" if "scaled_dot_product" in name else _OP_NAMES.get(name, name)
+
+
+def _is_tensor_list(value: Any) -> bool:
+    return value.node().kind() == "prim::ListConstruct" and "Tensor" in value.type().annotation_str
+
+
+def _tensors(values: list) -> list:
+    """The traced tensors among an op's inputs or outputs, list arguments (cat, einsum, index) unpacked; 0-dim
+    tensors (scalars and the tracer's size arithmetic) left out."""
+    found = []
+    for v in values:
+        if _is_tensor_list(v):
+            found.extend(t for t in v.node().inputs() if _shape(t))
+        elif _shape(v):
+            found.append(v)
+    return found
+
+
+def _stored(value: Any) -> int:
+    """Distinct elements behind a tensor: a broadcast (stride-0) dim is read once, not once per index."""
+    sizes, strides = _shape(value), value.type().strides()
+    if strides is None:
+        return math.prod(sizes)
+    return math.prod(n for n, s in zip(sizes, strides, strict=True) if s != 0 or n == 0)
+
+
+def _is_contiguous(value: Any) -> bool:
+    sizes, strides = _shape(value), value.type().strides()
+    if strides is None:
+        return True
+    expected = 1
+    for n, s in reversed(list(zip(sizes, strides, strict=True))):
+        if n != 1 and s != expected:
+            return False
+        expected *= n
+    return True
+
+
+def _itemsize(value: Any) -> int:
+    dtype = value.type().dtype()
+    return dtype.itemsize if dtype is not None else 4
+
+
+class _Dependence:
+    """Which traced tensors depend on the forward's inputs (the first `n_inputs` graph inputs); the others are
+    parameters, buffers, constants and tensors computed from them alone, whose bytes do not grow with the batch.
+
+    Only tensor edges are followed: a parameter viewed to a shape read from the input (x.shape) stays a weight.
+    """
+
+    def __init__(self, n_inputs: int) -> None:
+        self.n_inputs = n_inputs
+        self.memo: dict[int, bool] = {}
+
+    def __call__(self, value: Any) -> bool:
+        stack = [value]
+        while stack:  # iterative post-order: a model's graph is deeper than Python's recursion limit
+            v = stack[-1]
+            if v.unique() in self.memo:
+                stack.pop()
+                continue
+            node = v.node()
+            if node.kind() == "prim::Param":
+                self.memo[v.unique()] = v.offset() < self.n_inputs
+                stack.pop()
+                continue
+            pending = [u for u in self._sources(node) if u.unique() not in self.memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            self.memo[v.unique()] = any(self.memo[u.unique()] for u in self._sources(node))
+            stack.pop()
+        return self.memo[value.unique()]
+
+    @staticmethod
+    def _sources(node: Any) -> list:
+        # tensors, and lists or tuples of them (cat's input, unbind's output before prim::ListUnpack)
+        return [u for u in node.inputs() if "Tensor" in u.type().annotation_str or u.type().kind() == "TensorType"]
+
+
+def _bytes_moved(op: str, inputs: list, outputs: list, depends: _Dependence) -> Counter:
+    """Bytes one op reads and writes, split by whether the tensor depends on the forward's inputs."""
+    name = op.removeprefix("aten::").rstrip("_")
+    reads, writes = _tensors(inputs), _tensors(outputs)
+    if name in _MAYBE_COPY_OPS:
+        src, out = reads[0], writes[0]
+        copies = out.type().dtype() != src.type().dtype() or (not _is_contiguous(src) and _is_contiguous(out))
+        if not copies:
+            return Counter()
+    if name == "copy":  # dst.copy_(src) reads only src
+        reads = reads[1:]
+    moved = [(v, _stored(v) * _itemsize(v)) for v in reads + writes]
+    if name in _GATHER_OPS:  # a lookup reads (at most) the rows it writes, not the whole table
+        table, cap = reads[0], sum(_stored(w) * _itemsize(w) for w in writes)
+        moved = [(v, min(n, cap) if v is table else n) for v, n in moved]
+    key = _op_name(op)
+    counts: Counter = Counter()
+    for v, n in moved:
+        counts[(_BYTES if depends(v) else _WEIGHT_BYTES) + key] += n
+    return counts
+
+
+def _copy_handles() -> dict[str, Handle]:
+    """Data-movement ops that may copy: no operations, only the bytes added by the tagging wrapper."""
+    ops = [*_COPY_OPS, *_GATHER_OPS, *_MAYBE_COPY_OPS]
+    return {f"aten::{op}": (lambda inputs, outputs: Counter()) for op in ops}
+
+
 # ------------------------------------------------------------------------------------------------------ the result
 
 
@@ -392,6 +535,12 @@ class Counts:
             (shape-only ops such as view or permute are not listed).
         crosscheck_flops: FlopCounterMode's total, in FLOPs (None when the cross-check was off).
         crosscheck_rel_diff: (crosscheck_flops - 2 x gemm MACs) / (2 x gemm MACs); None when off.
+        bytes_moved_est: estimated bytes the forward moves to and from memory: every op reads its tensor inputs
+            (weights included) and writes its outputs once, no cache reuse across ops, views free, copies counted;
+            a fused kernel (SDPA) counts only its operands and output. See the "bytes moved" section above.
+        bytes_weights_est: the part of bytes_moved_est that does not depend on the input (parameters, buffers and
+            tensors computed from them alone): read once per forward whatever the batch.
+        bytes_by_operator: bytes_moved_est per operator ("linear", "sdpa", "contiguous", "add", ...).
     """
 
     params: int
@@ -407,6 +556,9 @@ class Counts:
     uncounted_ops: dict[str, int] = field(default_factory=dict)
     crosscheck_flops: int | None = None
     crosscheck_rel_diff: float | None = None
+    bytes_moved_est: int | None = None
+    bytes_weights_est: int | None = None
+    bytes_by_operator: dict[str, int] | None = None
 
     @property
     def flops(self) -> int:
@@ -423,6 +575,8 @@ class Counts:
             "pool_ops": self.pool_ops,
             "elementwise_ops": self.elementwise_ops,
             "crosscheck_rel_diff": self.crosscheck_rel_diff,
+            "bytes_moved_est": self.bytes_moved_est,
+            "bytes_weights_est": self.bytes_weights_est,
         }
 
     def details(self) -> dict[str, Any]:
@@ -435,6 +589,7 @@ class Counts:
             "elementwise_ops_by_operator": self.elementwise_ops_by_operator,
             "uncounted_ops": self.uncounted_ops,
             "crosscheck_flops": self.crosscheck_flops,
+            "bytes_by_operator": self.bytes_by_operator,
         }
 
 
@@ -492,16 +647,24 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
-def _handle_table(elementwise: bool) -> tuple[dict[str, Handle], dict[str, str], Counter]:
-    """(op -> handle, counted key -> category, zero-counted gemm ops filled while counting)."""
+def _handle_table(elementwise: bool, n_inputs: int = 0) -> tuple[dict[str, Handle], dict[str, str], Counter]:
+    """(op -> handle, counted key -> category, zero-counted gemm ops filled while counting).
+
+    Every handle also adds the op's bytes moved (`_bytes_moved`); `n_inputs` is the number of traced forward inputs
+    (the first graph inputs), which tells activations from weights.
+    """
     handles: dict[str, Handle] = {}
     category: dict[str, str] = {}
     zeros: Counter = Counter()
+    depends = _Dependence(n_inputs)
 
     def tag(op: str, cat: str, handle: Handle) -> Handle:
         def tagged(inputs: list, outputs: list) -> Counter:
             counts = handle(inputs, outputs)
+            counts.update(_bytes_moved(op, inputs, outputs, depends))
             for key in counts:
+                if key.startswith((_BYTES, _WEIGHT_BYTES)):
+                    continue
                 if key.startswith(_UNCOUNTED):
                     category.setdefault(key, "uncounted")
                 else:
@@ -519,6 +682,8 @@ def _handle_table(elementwise: bool) -> tuple[dict[str, Handle], dict[str, str],
         handles[op] = tag(op, cat, h)
     for op, make in _GEMM_HANDLES.items():
         handles[op] = tag(op, "gemm", make(elementwise))
+    for op, h in _copy_handles().items():
+        handles[op] = tag(op, "copy", h)
     return handles, category, zeros
 
 
@@ -552,7 +717,7 @@ def count(
 
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
     bound = _bound_class()(module, args)
-    handles, category, zeros = _handle_table(elementwise)
+    handles, category, zeros = _handle_table(elementwise, n_inputs=len(bound.tensors()))
     with _eval_mode(module), torch.no_grad(), _quiet_fvcore():
         analysis = FlopCountAnalysis(bound, bound.tensors()).clear_op_handles().set_op_handle(**handles)
         analysis.set_op_handle(**dict.fromkeys(_DATA_MOVEMENT))
@@ -569,8 +734,13 @@ def count(
         )
 
     by_cat: dict[str, dict[str, int]] = {cat: {} for cat in ("gemm", "norm", "interp", "pool", "elementwise")}
+    bytes_by_operator: Counter = Counter()
+    weight_bytes = 0
     for key, n in sorted(per_module[""].items()):
-        if category[key] == "uncounted":
+        if key.startswith((_BYTES, _WEIGHT_BYTES)):
+            bytes_by_operator[key.partition(":")[2]] += int(n)
+            weight_bytes += int(n) if key.startswith(_WEIGHT_BYTES) else 0
+        elif category[key] == "uncounted":
             uncounted[key.removeprefix(_UNCOUNTED)] += int(n)
         else:
             by_cat[category[key]][key] = int(n)
@@ -612,6 +782,9 @@ def count(
         uncounted_ops=dict(uncounted),
         crosscheck_flops=result_flops,
         crosscheck_rel_diff=rel,
+        bytes_moved_est=sum(bytes_by_operator.values()),
+        bytes_weights_est=weight_bytes,
+        bytes_by_operator=dict(bytes_by_operator.most_common()),
     )
 
 

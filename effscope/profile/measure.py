@@ -19,6 +19,7 @@ __all__ = ["Job", "Options", "describe_failure", "run_job"]
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 LOW_CPU_UTIL = 0.9  # below this, other processes competed for the cores (measurement.md §2.6)
+REFERENCE_DRIFT = 1.2  # the reference slowed by more than this between before and after the target: contention
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Options:
         window_s: throughput / energy window.
         abort_above_ms: stop timing once the latency is clearly above this (search early abort).
         timeout_s: wall-clock limit for the whole job, enforced by the worker.
+        module_times: time each stage/block with hooks (details["time_by_module_ms"], for the breakdown report).
+        fresh_process: run the job in a new worker process. CPU peak RSS is only honest in a fresh process (the
+            allocator keeps what earlier jobs freed); a search that has no CPU memory budget may reuse one.
     """
 
     count: bool = True
@@ -48,6 +52,8 @@ class Options:
     window_s: float = 1.0
     abort_above_ms: float | None = None
     timeout_s: float = 600.0
+    fresh_process: bool = True
+    module_times: bool = True
 
 
 @dataclass(frozen=True)
@@ -73,12 +79,18 @@ def describe_failure(e: BaseException, device: str) -> str:
     return f"{type(e).__name__}: {text}"
 
 
-def run_job(job: Job) -> Record:
-    """Run one job in this process and return its Record (failed, with the reason, if anything raised)."""
+def run_job(job: Job, *, first_in_process: bool = True) -> Record:
+    """Run one job in this process and return its Record (failed, with the reason, if anything raised).
+
+    Args:
+        job: what to measure.
+        first_in_process: False when earlier jobs ran in this process, whose freed memory makes CPU peak RSS
+            meaningless (it is then reported missing).
+    """
     record = Record(target=job.target, kind="unknown", workload=job.workload.as_dict(), **job.record_fields)
     record.protocol = {"name": "effscope-v1", **_protocol(job.options)}
     try:
-        _run(job, record)
+        _run(job, record, first_in_process)
     except Exception as e:  # one target's failure is data, not a dead run
         record.status = "failed"
         record.error = describe_failure(e, job.workload.device)
@@ -98,7 +110,7 @@ def _protocol(o: Options) -> dict[str, Any]:
     }
 
 
-def _run(job: Job, record: Record) -> None:
+def _run(job: Job, record: Record, first_in_process: bool) -> None:
     from effscope.blocks._layers import attention_impl
     from effscope.profile.env import environment
     from effscope.profile.target import Bound, resolve_target
@@ -125,12 +137,11 @@ def _run(job: Job, record: Record) -> None:
         compiled=wl.compile,
         cuda_graph=wl.cuda_graph,
     )
-    baseline_rss = _reset_peak_rss()
-
+    # Memory first, in a clean process: the baseline is taken before anything else allocates (the reference
+    # workload and fvcore's tracing would otherwise leave freed memory that the model reuses, hiding its peak).
+    baseline_rss = _reset_peak_rss() if first_in_process else None
     with attention_impl(wl.attention):
         module = target.build(device).eval()
-        if opts.count:
-            _count(module, target.example_args(module, 1, wl.size, device), opts, record)
         args = target.example_args(module, wl.batch, wl.size, device)
         if wl.channels_last:
             module = module.to(memory_format=torch.channels_last)
@@ -143,24 +154,74 @@ def _run(job: Job, record: Record) -> None:
         runner = torch.compile(bound) if wl.compile else bound
         amp_dtype = _AMP_DTYPES.get(wl.dtype)
 
-        def forward(cache: bool = True):
+        def forward(cache: bool = True, fn=runner):
             amp = (
                 torch.autocast(device.type, dtype=amp_dtype, cache_enabled=cache)
                 if amp_dtype
                 else contextlib.nullcontext()
             )
             with torch.no_grad(), amp:
-                return runner(*tensors)
+                return fn(*tensors)
 
-        _memory(forward, device, baseline_rss, record)
+        _memory(forward, device, baseline_rss, first_in_process, record)
+        reference_before = _time_reference(device) if opts.reference else None
         if opts.latency:
             _latency(forward, device, wl, opts, record)
         if opts.throughput:
             _throughput(forward, device, wl, opts, record)
+        if reference_before is not None:
+            _reference(reference_before, _time_reference(device), record)
         if opts.sweep:
             _sweep(target, module, wl, opts, record, amp_dtype)
-    if opts.reference:
-        _reference(device, record)
+        if opts.module_times:
+            record.details["time_by_module_ms"] = _module_times(lambda: forward(fn=bound), module, device)
+        if opts.count:  # last: tracing allocates, and its counts do not depend on timing
+            _count(module, target.example_args(module, 1, wl.size, device), opts, record)
+    _roofline(record)
+
+
+def _roofline(record: Record) -> None:
+    from effscope.profile.roofline import add_roofline
+
+    # Intensity and achieved MAC/s; the bound needs the device's calibration, which the process owning the record
+    # store adds (run.profile -> roofline.attach_calibration): the worker never opens the database.
+    add_roofline(record)
+
+
+def _module_times(forward, module: torch.nn.Module, device: torch.device, repeats: int = 5) -> dict[str, float]:
+    """Mean wall time per forward of each module two levels deep (stages, blocks), named as in macs_by_module.
+
+    Hooks synchronize the GPU around each module, which serializes execution: the times are for the report's
+    share-of-time breakdown, not a latency figure.
+    """
+    import time
+
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    totals: dict[str, float] = {}
+    starts: dict[str, float] = {}
+    handles = []
+    for name, sub in module.named_modules():
+        if not name or name.count(".") > 1:
+            continue
+
+        def pre(_m, _a, name=name):
+            sync()
+            starts[name] = time.perf_counter()
+
+        def post(_m, _a, _o, name=name):
+            sync()
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - starts[name]
+
+        handles += [sub.register_forward_pre_hook(pre), sub.register_forward_hook(post)]
+    try:
+        forward()  # warm
+        totals.clear()
+        for _ in range(repeats):
+            forward()
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: 1e3 * t / repeats for name, t in totals.items()}
 
 
 def _count(module, args, opts: Options, record: Record) -> None:
@@ -171,7 +232,7 @@ def _count(module, args, opts: Options, record: Record) -> None:
     record.details["count"] = c.details()
 
 
-def _memory(forward, device: torch.device, baseline_rss: int | None, record: Record) -> None:
+def _memory(forward, device: torch.device, baseline_rss: int | None, first_in_process: bool, record: Record) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -186,7 +247,11 @@ def _memory(forward, device: torch.device, baseline_rss: int | None, record: Rec
     peak = _peak_rss()
     if baseline_rss is None or peak is None:
         record.memory = {"peak_rss_bytes": None}
-        record.missing["peak_rss_bytes"] = "this OS does not expose a resettable peak RSS (/proc/self/clear_refs)"
+        record.missing["peak_rss_bytes"] = (
+            "measured in a reused worker process, where memory freed by earlier jobs hides this job's peak"
+            if not first_in_process
+            else "this OS does not expose a resettable peak RSS (/proc/self/clear_refs)"
+        )
     else:
         record.memory = {"peak_rss_bytes": max(0, peak - baseline_rss)}
 
@@ -302,21 +367,33 @@ def _sweep(target, module, wl: Workload, opts: Options, record: Record, amp_dtyp
     record.details["batch_sweep"] = result.as_dict() if hasattr(result, "as_dict") else str(result)
 
 
-def _reference(device: torch.device, record: Record) -> None:
+def _time_reference(device: torch.device):
     from effscope.profile.timing import time_reference
 
-    ref = time_reference(device)
+    return time_reference(device, max_time_s=1.0)
+
+
+def _reference(before, after, record: Record) -> None:
+    """Reference module timed before and after the target: ratios across sessions, and a contention check."""
     lat = record.latency.get("latency_ms_p50")
+    ref_ms = min(before.median_ms, after.median_ms)
     record.reference = {
-        "reference_id": ref.reference_id,
-        "reference_ms_p50": ref.median_ms,
-        "reference_cpu_util": ref.cpu_util,
-        "latency_vs_reference": lat / ref.median_ms if lat else None,
+        "reference_id": before.reference_id,
+        "reference_ms_p50": ref_ms,
+        "reference_ms_p50_before": before.median_ms,
+        "reference_ms_p50_after": after.median_ms,
+        "reference_cpu_util": min(before.cpu_util, after.cpu_util) if before.cpu_util is not None else None,
+        "latency_vs_reference": lat / ref_ms if lat else None,
     }
-    # The reference's matmuls use every thread, so a low ratio there means other processes took the cores
-    # (a small target may use fewer threads than it was given, which would mislead).
-    if ref.cpu_util is not None and ref.cpu_util < LOW_CPU_UTIL:
-        record.flags.append("cpu-contention")
+    # The reference's matmuls use every thread, so a low ratio there means other processes took the cores (a small
+    # target may use fewer threads than it was given, so its own ratio would mislead); a reference that slowed
+    # down between before and after means the machine changed under the target.
+    low_util = (
+        record.reference["reference_cpu_util"] is not None and record.reference["reference_cpu_util"] < LOW_CPU_UTIL
+    )
+    drift = max(before.median_ms, after.median_ms) / ref_ms
+    if low_util or drift > REFERENCE_DRIFT:
+        record.flags.append("cpu-contention" if before.cpu_util is not None else "device-contention")
 
 
 def _reset_peak_rss() -> int | None:

@@ -93,6 +93,7 @@ class Record:
     memory: dict[str, Any] = field(default_factory=dict)
     energy: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)
+    roofline: dict[str, Any] = field(default_factory=dict)  # intensity, bound, achieved fraction (roofline.py)
     flags: list[str] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)  # field -> why it could not be measured
     details: dict[str, Any] = field(default_factory=dict)
@@ -133,7 +134,8 @@ class Record:
         size = workload.pop("size", None)
         row.update(workload)
         row["height"], row["width"] = (size or (None, None))[:2]
-        for section in (self.counts, self.latency, self.throughput, self.memory, self.energy, self.reference):
+        sections = (self.counts, self.latency, self.throughput, self.memory, self.energy, self.reference, self.roofline)
+        for section in sections:
             row.update(section)
         row["flags"] = ",".join(self.flags)
         row["missing"] = "; ".join(f"{k}: {v}" for k, v in self.missing.items())

@@ -102,11 +102,13 @@ def profile(
     Returns:
         the Records in plan order, failed ones included.
     """
+    from effscope.profile.roofline import attach_calibration
     from effscope.profile.worker import Worker
 
     own = worker is None
     worker = worker or Worker()
     records = []
+    calibrations: dict = {}  # one roofline calibration lookup per (device, dtype, threads)
     try:
         for plan in plans:
             job = Job(plan.target.name, plan.target.knobs(), plan.workload, options, dict(provenance or {}))
@@ -115,6 +117,7 @@ def profile(
                 record.kind, record.family = plan.target.kind, plan.target.family
                 record.derived = plan.target.derived()
             if store is not None:
+                attach_calibration(record, store, calibrations)  # the roofline bound, when the device is calibrated
                 store.add(record)
             records.append(record)
             if on_record is not None:

@@ -25,6 +25,7 @@ def _serve(conn, mem_limit_bytes: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (mem_limit_bytes, mem_limit_bytes))
     from effscope.profile.measure import run_job
 
+    jobs_done = 0
     while True:
         try:
             job = conn.recv()
@@ -32,7 +33,8 @@ def _serve(conn, mem_limit_bytes: int | None) -> None:
             return
         if job is None:
             return
-        conn.send(run_job(job).to_json())
+        conn.send(run_job(job, first_in_process=jobs_done == 0).to_json())
+        jobs_done += 1
 
 
 class Worker:
@@ -48,6 +50,7 @@ class Worker:
         self._mem_limit = mem_limit_bytes
         self._proc: Any = None
         self._conn: Any = None
+        self._jobs_in_proc = 0
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
@@ -57,11 +60,15 @@ class Worker:
         self._proc.start()
         child.close()
         self._conn = parent
+        self._jobs_in_proc = 0
 
     def run(self, job: Job) -> Record:
         """Run `job` in the child; a dead or hung child yields a failed Record naming what happened."""
+        if self._proc is not None and job.options.fresh_process and self._jobs_in_proc:
+            self.close()
         if self._proc is None or not self._proc.is_alive():
             self._start()
+        self._jobs_in_proc += 1
         timeout = job.options.timeout_s
         try:
             self._conn.send(job)

@@ -1,0 +1,88 @@
+"""Reports: one self-contained HTML file per study or set of Records, read instead of tables.
+
+    build_report(output="reports/hilo.html", storage="effscope.db", study="hilo-search")
+
+data.py turns designs into plain data per figure (tested on its own); html.py renders it with plotly. plotly, optuna
+and pandas load only when a report is built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from effscope.report.data import ReportError
+
+if TYPE_CHECKING:
+    from effscope.profile.record import Record
+
+__all__ = ["DEFAULT_FOLDER", "ReportError", "build_report"]
+
+DEFAULT_FOLDER = "reports"
+
+
+def build_report(
+    *,
+    output: str | Path | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    db: str | None = None,
+    records_csv: str | Path | None = None,
+    records: Sequence[Record] | None = None,
+    plotlyjs: str = "inline",
+    command: str | None = None,
+) -> Path:
+    """Write one HTML report and return its path.
+
+    Give one source: `storage` (with `study`, optional when the storage holds one study), `db` (every Record in a
+    record store), `records_csv` (a Records export: CSV, Parquet or JSON) or `records` (Record objects, e.g. the
+    ones `effscope profile` just measured). `study` with `db` reads the study from that database (studies and
+    Records share one database).
+
+    Args:
+        output: the HTML file; None writes reports/<study or file name>.html under the working directory.
+        plotlyjs: "inline" (one offline file), "directory" (a shared plotly.min.js beside the report) or "cdn".
+        command: the command line that asked for the report, shown under provenance.
+
+    Raises:
+        ReportError: no or several sources, a missing or empty study, an unreadable file, an unwritable output.
+    """
+    from effscope.report import _load, html
+    from effscope.report.data import report_data
+
+    if plotlyjs not in html.PLOTLYJS_MODES:
+        raise ReportError(f"--plotlyjs must be one of {', '.join(html.PLOTLYJS_MODES)}, but got '{plotlyjs}'")
+    if study is not None and storage is None:
+        storage, db = db, None
+    given = [x for x in (storage, db, records_csv, records) if x is not None]
+    if len(given) != 1:
+        raise ReportError(
+            "give one source: --storage URL [--study NAME] for a search, --db URL for profile Records, "
+            f"or a RECORDS.csv file (got {len(given)})"
+        )
+    if storage is not None:
+        source = _load.load_study(storage, study)
+    elif db is not None:
+        source = _load.load_records_db(db)
+    elif records is not None:
+        source = _load.records_source(records)
+    else:
+        source = _load.load_records_file(records_csv)
+    path = Path(output) if output is not None else Path(DEFAULT_FOLDER) / f"{_file_name(source.name)}.html"
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise ReportError(f"the report is an HTML file: give -o a name ending in .html, not '{path}'")
+    document = html.render(report_data(source, command), plotlyjs=plotlyjs)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if plotlyjs == "directory":
+            html.write_plotlyjs(path.parent)
+        path.write_text(document, encoding="utf-8")
+    except OSError as e:
+        raise ReportError(f"cannot write the report '{path}': {e.strerror or e}") from None
+    return path
+
+
+def _file_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "report"

@@ -1,0 +1,151 @@
+"""Reading a report's source: an Optuna study and its Records, a Record store, or a Records export file.
+
+Reading never writes: a missing SQLite file or a database without the expected tables is an error, not a new,
+empty database.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from effscope.report.data import ReportError, Source, points_from_records, points_from_rows, points_from_trials
+
+__all__ = ["load_records_db", "load_records_file", "load_study", "records_source", "safe_url", "to_url"]
+
+RECORDS_TABLE = "effscope_records"
+EXPORT_SUFFIXES = (".csv", ".parquet", ".json")
+
+
+def to_url(location: str) -> str:
+    """An SQLAlchemy URL for a URL or a bare file path (an SQLite file)."""
+    if "://" in location:
+        return location
+    return f"sqlite:///{Path(location).expanduser().resolve()}"
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def _engine(location: str, what: str):
+    """An engine on an existing database (an SQLite file must exist), and the names of its tables."""
+    import sqlalchemy as sa
+
+    url = to_url(location)
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise ReportError(f"{what} '{location}' does not exist; give an existing SQLite file or a database URL")
+    try:
+        engine = sa.create_engine(url)
+        tables = set(sa.inspect(engine).get_table_names())
+    except Exception as e:  # bad dialect, missing driver, unreachable server, not a database
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ReportError(f"cannot read {what} '{safe_url(url)}': {text}") from None
+    return engine, tables, url
+
+
+def _records(engine, tables: set[str], study: str | None = None) -> list:
+    """Records in insertion order, read directly (RecordStore would create its table in a foreign database)."""
+    import sqlalchemy as sa
+
+    from effscope.profile.record import Record
+
+    if RECORDS_TABLE not in tables:
+        return []
+    table = sa.Table(RECORDS_TABLE, sa.MetaData(), autoload_with=engine)
+    query = sa.select(table.c.data).order_by(table.c.id)
+    if study is not None:
+        query = query.where(table.c.study == study)
+    with engine.connect() as conn:
+        return [Record.from_json(text) for (text,) in conn.execute(query)]
+
+
+def load_study(storage: str, study: str | None = None) -> Source:
+    """A study's finished trials joined to their Records (same database, see the search/report contract).
+
+    Raises:
+        ReportError: no such database or study, or a study without finished trials.
+    """
+    import optuna
+
+    engine, tables, url = _engine(storage, "the study storage")
+    if "studies" not in tables:
+        raise ReportError(f"'{safe_url(url)}' holds no Optuna study; give the storage that `effscope search` used")
+    names = optuna.get_all_study_names(storage=url)
+    if study is None:
+        if len(names) != 1:
+            listed = ", ".join(names) or "none"
+            raise ReportError(f"'{safe_url(url)}' holds {len(names)} studies ({listed}); name one with --study")
+        study = names[0]
+    if study not in names:
+        from effscope.registry import did_you_mean
+
+        raise ReportError(
+            f"no study named '{study}' in '{safe_url(url)}' "
+            f"(studies there: {', '.join(names) or 'none'}){did_you_mean(study, names)}"
+        )
+    loaded = optuna.load_study(study_name=study, storage=url)
+    trials = loaded.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "FAIL", "PRUNED")]
+    if not finished:
+        raise ReportError(f"study '{study}' has no finished trials yet; run `effscope search` on it first")
+    target = str(loaded.user_attrs.get("target") or "")
+    points = points_from_trials(finished, _records(engine, tables, study=study), target)
+    running = sum(1 for t in trials if t.state.name in ("RUNNING", "WAITING"))
+    directions = [d.name.lower() for d in loaded.directions]
+    return Source("study", study, points, safe_url(url), dict(loaded.user_attrs), directions, running)
+
+
+def load_records_db(db: str) -> Source:
+    """Every Record in a record store (`effscope profile --db`)."""
+    engine, tables, url = _engine(db, "the record store")
+    records = _records(engine, tables)
+    if not records:
+        raise ReportError(
+            f"'{safe_url(url)}' holds no effscope Records; measure something first with `effscope profile ... --db`"
+        )
+    name = Path(url.removeprefix("sqlite:///")).stem if url.startswith("sqlite:///") else engine.url.database
+    return Source("records", str(name or "records"), points_from_records(records), safe_url(url))
+
+
+def records_source(records) -> Source:
+    """Records already in memory (a profile run that reports on itself), named after their targets."""
+    records = list(records)
+    if not records:
+        raise ReportError("there are no Records to report on (the run measured nothing)")
+    targets = list(dict.fromkeys(r.target for r in records))
+    name = targets[0] if len(targets) == 1 else f"profile-{len(targets)}-targets"
+    return Source("records", name, points_from_records(records), "(in memory)")
+
+
+def load_records_file(path: str | Path) -> Source:
+    """Records exported to CSV, Parquet or JSON (`effscope profile --csv`, `RecordStore.export`)."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.suffix not in EXPORT_SUFFIXES:
+        raise ReportError(f"cannot read records from '{path}': the suffix must be one of {', '.join(EXPORT_SUFFIXES)}")
+    if not path.is_file():
+        raise ReportError(f"cannot read records from '{path}': no such file")
+    try:
+        if path.suffix == ".csv":
+            df = pd.read_csv(path)
+        elif path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_json(path, orient="records")
+    except Exception as e:  # any parser error: the file is not what it claims to be
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ReportError(f"cannot read records from '{path}': {text}") from None
+    if "target" not in df.columns:
+        raise ReportError(
+            f"'{path}' is not an effscope Records export (it has no 'target' column); "
+            "write one with `effscope profile --csv FILE`"
+        )
+    if df.empty:
+        raise ReportError(f"'{path}' holds no records")
+    df = df.astype(object).where(df.notna(), None)
+    return Source("records", path.stem, points_from_rows(df.to_dict(orient="records")), str(path))

@@ -1,0 +1,506 @@
+"""The report's data layer on small hand-built inputs, with exact expected values (no plotly, no browser)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from effscope.profile.record import Record
+from effscope.report.data import (
+    Budget,
+    Objective,
+    Point,
+    Source,
+    budget_slices,
+    eta_squared,
+    gap_section,
+    hover,
+    hypervolume_2d,
+    hypervolume_history,
+    least_violating,
+    module_shares,
+    pareto_front,
+    points_from_rows,
+    points_from_trials,
+    prediction_accuracy,
+    reference_drift,
+    report_data,
+    scaling_section,
+    slice_table,
+)
+
+GOLDEN = Path(__file__).parent / "golden" / "report_data_small_study.json"
+PROXY = {
+    "name": "synflow",
+    "label": "synflow (zero-cost proxy, not accuracy)",
+    "direction": "maximize",
+    "is_proxy": True,
+}
+
+
+def pt(name: str, lat: float | None, q: float | None, **kw) -> Point:
+    numbers = {"latency_ms_p50": lat, "quality": q, **kw.pop("numbers", {})}
+    return Point(id=name, target=kw.pop("target", "hilo"), numbers=numbers, **kw)
+
+
+def ids(points) -> list[str]:
+    return [p.id for p in points]
+
+
+# ------------------------------------------------------------------------------------------------------ front
+
+
+def test_pareto_front_maximize_keeps_ties_and_drops_dominated():
+    points = [
+        pt("A", 1, 1),
+        pt("B", 2, 3),
+        pt("C", 3, 2),  # dominated by B
+        pt("D", 4, 5),
+        pt("E", 2, 3),  # equal to B: neither dominates
+        pt("F", 1, 0.5),  # same latency as A, worse quality
+        pt("G", 2.5, 3),  # same quality as B, slower
+        pt("H", None, 9),  # unmeasured: ignored
+    ]
+    assert ids(pareto_front(points, "maximize")) == ["A", "B", "E", "D"]
+
+
+def test_pareto_front_minimize():
+    points = [pt("A", 1, 1), pt("B", 2, 3), pt("F", 1, 0.5), pt("Z", 0.5, 2)]
+    assert ids(pareto_front(points, "minimize")) == ["Z", "F"]
+
+
+def test_budget_slices_per_budget_and_only_feasible():
+    points = [
+        pt("fast", 1, 1, numbers={"latency_ms_p90": 2}, constraints={"latency": -0.8}),
+        pt("mid", 3, 4, numbers={"latency_ms_p90": 4}, constraints={"latency": -0.6}),
+        pt("mid-worse", 3.5, 3, numbers={"latency_ms_p90": 4.5}, constraints={"latency": -0.55}),
+        pt("slow", 8, 9, numbers={"latency_ms_p90": 9}, constraints={"latency": -0.1}),
+        pt("over", 9, 20, numbers={"latency_ms_p90": 12}, constraints={"latency": 0.2}),
+        pt("invalid", 1, 50, status="invalid", numbers={"latency_ms_p90": 1}, constraints={"valid": 1.0}),
+    ]
+    points[1].record_uid = "rec-mid"
+    points.append(dataclasses.replace(points[1], id="mid (cached)"))  # a cache hit: the same measurement again
+    budgets = [Budget("latency", "latency_ms_p90", 10.0, "ms"), Budget("latency", "latency_ms_p90", 5.0, "ms")]
+    slices = budget_slices(points, budgets, "maximize")
+    assert [(s.budget.limit, s.n_within, ids(s.front)) for s in slices] == [
+        (5.0, 3, ["fast", "mid"]),
+        (10.0, 4, ["fast", "mid", "slow"]),
+    ]
+    tight = budget_slices(points, [Budget("latency", "latency_ms_p90", 1.5, "ms")])
+    assert (tight[0].n_within, tight[0].front) == (0, [])
+    quality = Objective("synflow", "synflow", "maximize", True)
+    rows = slice_table(points, [Budget("latency", "latency_ms_p90", 1.5, "ms")], quality).rows
+    assert rows == [["latency_ms_p90 ≤ 1.5 ms", 0, "no design fits", None, None, None, ""]]
+    # without budgets: the whole feasible front
+    assert ids(budget_slices(points, [])[0].front) == ["fast", "mid", "slow"]
+
+
+def test_least_violating_ranks_by_total_violation_and_skips_invalid():
+    points = [
+        pt("half-over", 15, 3, constraints={"latency": 0.5, "memory": 0.0, "valid": 0.0}),
+        pt("both-over", 11, 2, constraints={"latency": 0.1, "memory": 0.2, "valid": 0.0}),
+        pt("nearly", 10.5, 1, constraints={"latency": 0.05, "memory": 0.0, "valid": 0.0}),
+        pt("nearly-better", 10.5, 4, constraints={"latency": 0.05, "memory": 0.0, "valid": 0.0}),
+        pt("invalid", None, None, status="invalid", constraints={"latency": 0.0, "memory": 0.0, "valid": 1.0}),
+        pt("failed", 3, 3, status="failed", constraints={"latency": 0.0, "memory": 0.0, "valid": 1.0}),
+    ]
+    assert ids(least_violating(points, k=3)) == ["nearly-better", "nearly", "both-over"]
+    assert math.isclose(points[1].violation, 0.3)
+
+
+def _nothing_feasible() -> Source:
+    points = [
+        pt("trial 0", 15, 3, trial=0, constraints={"latency": 0.5, "memory": 0.0, "valid": 0.0}),
+        pt("trial 1", 11, 2, trial=1, constraints={"latency": 0.1, "memory": 0.0, "valid": 0.0}),
+        pt("trial 2", None, None, trial=2, status="invalid", constraints={"valid": 1.0}),
+    ]
+    attrs = {"objectives": [PROXY], "budgets": [{"name": "latency", "statistic": "latency_ms_p90", "limit": 10}]}
+    return Source("study", "none-feasible", points, attrs=attrs, directions=["maximize", "minimize"])
+
+
+def test_nothing_feasible_shows_least_violating_and_says_so():
+    data = report_data(_nothing_feasible())
+    assert data.front is not None
+    assert set(data.front.groups) == {"infeasible", "least violating"}
+    assert [m.id for m in data.front.groups["least violating"]] == ["trial 1", "trial 0"]
+    assert data.front.notes[0].startswith("No design met every budget")
+    assert [r[0] for r in data.front.least_violating.rows] == ["trial 1", "trial 0"]
+    assert data.front.least_violating.rows[0][-2] == "latency +10.0 %"
+    assert data.summary.best_title == "Least-violating designs (nothing feasible)"
+    assert any("No design met every budget" in n for n in data.summary.notes)
+    assert data.insight is None or data.insight.hypervolume is None  # no feasible point: no hypervolume
+
+
+# --------------------------------------------------------------------------------------------- gap, scaling
+
+
+def test_gap_correlations_exact_and_cached_trials_count_once():
+    points = [
+        pt(f"d{i}", lat, 1.0, record_uid=f"r{i}", family="litv2", numbers={"macs": macs, "throughput_img_s": tp})
+        for i, (macs, lat, tp) in enumerate([(1e9, 1, 4), (2e9, 3, 3), (3e9, 2, 2), (4e9, 4, 1)])
+    ]
+    cached = dataclasses.replace(points[1], id="cached copy")  # same record: same measurement
+    gap = gap_section(Source("study", "s", [*points, cached]))
+    assert gap.correlations.rows == [["all designs", 4, 0.8, pytest.approx(4 / 6), -1.0, -1.0]]
+    assert [m.x for m in gap.series[0].markers] == [1.0, 2.0, 3.0, 4.0]  # MACs in G
+    # constant MACs: no gap to show
+    flat = [dataclasses.replace(p, numbers={**p.numbers, "macs": 1e9}) for p in points]
+    assert gap_section(Source("study", "s", flat)) is None
+
+
+def test_gap_correlations_per_family():
+    def fam(name, family, macs, lat):
+        return pt(name, lat, None, family=family, numbers={"macs": macs})
+
+    points = [fam("a1", "a", 1, 1), fam("a2", "a", 2, 2), fam("a3", "a", 3, 3)]
+    points += [fam("b1", "b", 1, 3), fam("b2", "b", 2, 2), fam("b3", "b", 3, 1)]
+    rows = gap_section(Source("records", "r", points)).correlations.rows
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("all designs", 6, 0.0, 0.0),
+        ("a", 3, 1.0, 1.0),
+        ("b", 3, -1.0, -1.0),
+    ]
+
+
+def test_scaling_slopes_and_names():
+    def block(target, size, lat, knobs, mem):
+        return Point(
+            id=f"{target} {size}",
+            target=target,
+            kind="block",
+            knobs=knobs,
+            size=(size, size),
+            numbers={"latency_ms_p50": lat, "peak_rss_bytes": mem},
+            workload={"device": "cpu", "size": [size, size]},
+        )
+
+    points = [
+        block("vit", 10, 1.0, {"heads": 2}, 2**20),
+        block("vit", 20, 16.0, {"heads": 2}, 4 * 2**20),  # 4x tokens, 16x time: quadratic
+        block("vit", 10, 2.0, {"heads": 4}, 2**20),
+        block("vit", 20, 8.0, {"heads": 4}, 2**20),  # linear; flat memory
+        block("hilo", 10, 1.0, {}, 2**20),  # one size only: no series
+    ]
+    s = scaling_section(Source("records", "r", points))
+    assert [x.name for x in s.series] == ["vit (heads=2)", "vit (heads=4)"]
+    assert [x.tokens for x in s.series] == [[100, 400], [100, 400]]
+    assert s.series[0].latency_slope == pytest.approx(2.0) and s.series[1].latency_slope == pytest.approx(1.0)
+    assert s.series[0].memory_slope == pytest.approx(1.0) and s.series[1].memory_slope == pytest.approx(0.0)
+    assert s.series[0].memory_mib == [1.0, 4.0]
+    assert s.x_label.startswith("tokens") and "RSS" in s.memory_label
+
+
+# --------------------------------------------------------------------------------------------------- insight
+
+
+def test_hypervolume_2d_exact():
+    assert hypervolume_2d([(3, 1), (5, 2)], (0, 4), "maximize") == 13.0
+    assert hypervolume_2d([(3, 1), (5, 2), (2, 3)], (0, 4), "maximize") == 13.0  # a dominated point adds nothing
+    assert hypervolume_2d([(1, 1), (2, 0.5)], (3, 2), "minimize") == 2.5
+    assert hypervolume_2d([(5, 9)], (0, 4), "maximize") == 0.0  # beyond the reference latency
+    assert hypervolume_2d([], (0, 4)) == 0.0
+
+
+def test_hypervolume_history_reference_point_is_stated():
+    points = [
+        pt("t0", 2, 1, trial=0, constraints={"latency": -0.5}),
+        pt("t1", 20, 9, trial=1, constraints={"latency": 0.5}),  # infeasible: never counts
+        pt("t2", 4, 3, trial=2, constraints={"latency": -0.2}),
+    ]
+    attrs = {"objectives": [PROXY], "budgets": [{"name": "latency", "statistic": "latency_ms_p90", "limit": 10}]}
+    source = Source("study", "s", points, attrs=attrs, directions=["maximize", "minimize"])
+    hv = hypervolume_history(source, Objective(**{k: PROXY[k] for k in ("name", "label", "direction", "is_proxy")}))
+    assert hv.reference == (pytest.approx(0.8), 10.0)  # worst feasible 1 - 10 % of range 2; loosest budget
+    # after t0: (10-2)*(1-0.8); after t2: + the strip that t2 adds
+    assert hv.values == [pytest.approx(8 * 0.2), pytest.approx(8 * 0.2), pytest.approx(2 * 0.2 + 6 * 2.2)]
+    assert hv.trials == [0, 1, 2]
+    assert "reference point" in hv.reference_text and "10 ms" in hv.reference_text
+
+
+def test_eta_squared_exact():
+    assert eta_squared(["a", "a", "b", "b"], [1, 1, 3, 3]) == 1.0
+    assert eta_squared(["a", "b", "a", "b"], [1, 1, 3, 3]) == 0.0
+    assert eta_squared(["a", "a", "b", "b"], [1, 2, 3, 4]) == pytest.approx(0.8)
+    assert eta_squared(["a", "a"], [1, 2]) is None  # one group
+    assert eta_squared(["a", "b"], [2, 2]) is None  # constant objective
+    # ten distinct numbers fall into five bins of two neighbours each
+    levels = list(range(10))
+    values = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert eta_squared(levels, values) == 1.0
+    assert eta_squared([(2, 2), (2, 2), (1, 1), (1, 1)], [1, 1, 3, 3]) == 1.0  # tuple knobs are categories
+
+
+# ----------------------------------------------------------------------------------------------- breakdown
+
+
+def test_module_shares_top_level_and_numbered_stages():
+    block = {"": 100, "norm1": 2, "attn": 40, "attn.qkv": 30, "mlp": 50, "mlp.fc1": 25, "drop_path": 0}
+    assert module_shares(block) == [("norm1", 2), ("attn", 40), ("mlp", 50), ("(outside submodules)", 8)]
+    model = {"": 100, "stem": 10, "stages": 80, "stages.0": 30, "stages.1": 50, "stages.0.blocks": 30, "head": 5}
+    assert module_shares(model) == [
+        ("stem", 10),
+        ("stages.0", 30),
+        ("stages.1", 50),
+        ("head", 5),
+        ("(outside submodules)", 5),
+    ]
+
+
+def test_breakdown_folds_small_parts_and_never_invents_time():
+    mbm = {"": 1000, "a": 500, "b": 470, "c": 10, "d": 10, "e": 10}
+    source = Source("records", "r", [pt("x", 1, None, macs_by_module=mbm)])
+    item = report_data(source).breakdown.items[0]
+    assert item.parts == ["a", "b", "other (parts < 2 % each)"]
+    assert item.macs_share == [50.0, 47.0, 3.0]
+    assert item.time_share is None
+    timed = Source("records", "r", [pt("x", 1, None, macs_by_module=mbm, time_by_module_ms={"a": 1, "b": 3})])
+    assert report_data(timed).breakdown.items[0].time_share[:2] == [25.0, 75.0]
+
+
+# ------------------------------------------------------------------------------------------------------ trust
+
+
+def test_prediction_accuracy_exact():
+    points = [
+        pt("a", 10, None, numbers={"predicted_latency_ms": 10.5}),
+        pt("b", 20, None, numbers={"predicted_latency_ms": 25}),
+        pt("c", 5, None),  # no prediction: not counted
+    ]
+    p = prediction_accuracy(points)
+    assert (p.ids, p.within, p.mape) == (["a", "b"], 0.5, pytest.approx(15.0))
+    assert prediction_accuracy(points[2:]) is None
+
+
+def test_reference_drift_in_measurement_order():
+    def rec(i, ms, when):
+        return pt(f"r{i}", 1, None, order=when, env={"device_name": "AMD EPYC"}, numbers={"reference_ms_p50": ms})
+
+    series, table = reference_drift([rec(2, 12.0, "2026-01-01T00:00:02"), rec(1, 10.0, "2026-01-01T00:00:01")])
+    assert (series[0].ids, series[0].ms, series[0].order) == (["r1", "r2"], [10.0, 12.0], [1, 2])
+    assert table.rows == [["AMD EPYC", 2, 11.0, 10.0, 12.0, pytest.approx(100 * 2 / 11)]]
+
+
+# ---------------------------------------------------------------------------------------------------- sources
+
+
+def _trial(number, values, attrs, constraints, state="COMPLETE", params=None):
+    return SimpleNamespace(
+        number=number,
+        state=SimpleNamespace(name=state),
+        values=values,
+        user_attrs=attrs,
+        constraints=constraints,
+        params=params or {},
+        datetime_complete=None,
+    )
+
+
+def test_points_from_trials_join_records_and_ignore_placeholder_values():
+    record = Record(
+        target="hilo",
+        kind="block",
+        family="litv2",
+        workload={"device": "cpu", "size": [14, 14]},
+        knobs={"heads": 2},
+        counts={"macs": 5e6, "params": 1000},
+        latency={"latency_ms_p50": 1.0, "latency_ms_p90": 1.2, "latency_ms_iqr": 0.1},
+        flags=["cpu-contention"],
+        details={"count": {"macs_by_module": {"": 5e6, "attn": 2e6, "mlp": 3e6}}},
+    )
+    trials = [
+        _trial(
+            0, [7.0, 1.0], {"knobs": {"heads": 2}, "record_uid": record.uid, "status": "measured"}, {"latency": -0.5}
+        ),
+        _trial(
+            1,
+            [0.0, 1e9],
+            {"knobs": {"heads": 3}, "record_uid": None, "status": "invalid", "reason": "heads must divide"},
+            {"valid": 1.0},
+        ),
+        _trial(2, None, {}, {}, state="RUNNING"),
+        _trial(3, None, {"knobs": {"heads": 4}}, {}, state="FAIL"),
+    ]
+    points = points_from_trials(trials, [record], target="hilo")
+    assert ids(points) == ["trial 0", "trial 1", "trial 3"]
+    good, invalid, failed = points
+    assert good.numbers["quality"] == 7.0 and good.get("latency_ms_iqr") == 0.1 and good.get("macs") == 5e6
+    assert good.flags == ("cpu-contention",) and good.family == "litv2" and good.size == (14, 14)
+    assert good.macs_by_module == {"": 5e6, "attn": 2e6, "mlp": 3e6} and good.feasible
+    assert invalid.get("quality") is None and invalid.get("latency_ms_p50") is None and not invalid.feasible
+    assert invalid.target == "hilo" and invalid.reason == "heads must divide"
+    assert failed.status == "failed" and not failed.measured
+
+
+def test_points_from_flat_rows():
+    row = {
+        "target": "vit",
+        "kind": "block",
+        "family": "vit",
+        "status": "ok",
+        "knob.heads": 4,
+        "knob.depths": "2,2,6,2",
+        "height": 14.0,
+        "width": 14.0,
+        "macs": 1e8,
+        "latency_ms_p50": 2.0,
+        "flags": "cpu-contention,latency-unstable",
+        "env.device_name": "AMD EPYC",
+        "trial": float("nan"),
+        "uid": "u1",
+    }
+    (p,) = points_from_rows([row, {**row, "uid": "u2"}])[:1]
+    assert p.id == "vit 14x14" and p.size == (14, 14) and p.knobs == {"heads": 4, "depths": "2,2,6,2"}
+    assert p.flags == ("cpu-contention", "latency-unstable") and p.env == {"device_name": "AMD EPYC"}
+    assert p.trial is None and p.get("macs") == 1e8
+    assert ids(points_from_rows([row, row])) == ["vit 14x14", "vit 14x14 (2)"]
+
+
+def test_proxies_are_always_named_as_proxies():
+    assert Objective("synflow", "synflow", "maximize", True).display == "synflow (proxy, not accuracy)"
+    assert Objective("s", "synflow (zero-cost proxy, not accuracy)", is_proxy=True).display.count("proxy") == 1
+    assert "does not say whether" in Objective("q", "quality", is_proxy=None).display
+    assert Objective("acc", "top-1 after 300 steps", is_proxy=False).display == "top-1 after 300 steps"
+
+
+# ----------------------------------------------------------------------------------------------------- golden
+
+
+def _small_study() -> Source:
+    knobs = [{"lofi_heads": i, "heads": 4} for i in range(5)]
+    lat = [1.0, 1.2, 1.5, 2.5, 3.0]
+    q = [1.0, 2.0, 1.5, 4.0, 5.0]
+    points = [
+        Point(
+            id=f"trial {i}" + (" (litv2)" if i == 3 else ""),
+            target="hilo",
+            family="litv2",
+            kind="block",
+            knobs=knobs[i],
+            numbers={
+                "quality": q[i],
+                "latency_ms_p50": lat[i],
+                "latency_ms_p90": lat[i] * 1.1,
+                "latency_ms_iqr": 0.05 * lat[i],
+                "macs": 1e8 * (i + 1),
+                "params": 1000 * (i + 1),
+            },
+            status="measured",
+            constraints={"latency": lat[i] * 1.1 / 3.0 - 1, "memory": 0.0, "valid": 0.0},
+            preset="litv2" if i == 3 else None,
+            trial=i,
+            record_uid=f"r{i}",
+            size=(14, 14),
+        )
+        for i in range(5)
+    ]
+    attrs = {
+        "target": "hilo",
+        "kind": "block",
+        "device_name": "AMD EPYC",
+        "objectives": [PROXY],
+        "budgets": [
+            {"name": "latency", "statistic": "latency_ms_p90", "limit": 3.0, "unit": "ms"},
+            {"name": "latency", "statistic": "latency_ms_p90", "limit": 2.0, "unit": "ms"},
+        ],
+        "command": "effscope search hilo",
+    }
+    return Source("study", "golden", points, storage="sqlite:///x.db", attrs=attrs, directions=["maximize", "minimize"])
+
+
+def test_report_data_matches_golden():
+    data = json.loads(json.dumps(dataclasses.asdict(report_data(_small_study())), default=str))
+    if os.environ.get("EFFSCOPE_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    assert data == golden, "report data changed; if intended, rerun with EFFSCOPE_UPDATE_GOLDEN=1 and review the diff"
+    # the parts a person checks first
+    assert [m["id"] for m in golden["front"]["groups"]["best"]] == ["trial 0", "trial 1", "trial 3 (litv2)"]
+    assert [r[2] for r in golden["front"]["slices"]["rows"]] == [
+        "trial 1",
+        "trial 0",
+        "trial 3 (litv2)",
+        "trial 1",
+        "trial 0",
+    ]
+    assert [p["id"] for p in golden["front"]["presets"]] == ["trial 3 (litv2)"]
+
+
+def test_hover_shows_every_knob_and_number():
+    p = pt(
+        "trial 7",
+        2.5,
+        0.75,
+        preset="litv2",
+        size=(14, 14),
+        knobs={"heads": 4, "depths": (2, 2, 6, 2), "qkv_bias": True},
+        numbers={"latency_ms_p90": 3.0, "macs": 3.5e9, "params": 13_984, "peak_mem_bytes": 2 * 2**20},
+        constraints={"latency": -0.1, "valid": 0.0},
+        flags=("gpu-throttled",),
+    )
+    lines = dict(hover(p, Objective("synflow", "synflow", "maximize", True)))
+    assert lines == {
+        "design": "trial 7",
+        "target": "hilo",
+        "status": "ok",
+        "preset": "litv2",
+        "input": "14x14",
+        "synflow (proxy, not accuracy)": 0.75,
+        "latency p50 (ms)": 2.5,
+        "latency p90 (ms)": 3.0,
+        "params": "13.98 K",
+        "MACs": "3.5 G",
+        "peak GPU memory (MiB)": 2.0,
+        "constraint latency": -0.1,
+        "constraint valid": 0.0,
+        "flags": "gpu-throttled",
+        "knob heads": "4",
+        "knob depths": "2,2,6,2",
+        "knob qkv_bias": "True",
+    }
+
+
+def test_sections_exist_only_with_their_data():
+    records = Source("records", "r", [pt("a", 1.0, None, numbers={"macs": 1e6})])
+    data = report_data(records)
+    assert (data.front, data.insight, data.gap, data.scaling, data.breakdown) == (None, None, None, None, None)
+    assert data.summary.best.rows[0][0] == "a" and data.provenance.rows
+
+
+def test_the_report_layer_imports_neither_torch_nor_optuna():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, effscope.report.html, effscope.report.data; print('torch' in sys.modules, 'optuna' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_parallel_coordinates_scaling_and_readable_ticks():
+    from effscope.report.data import parallel_coordinates
+
+    points = [
+        pt("a", 1.0, 0.0, knobs={"w": 2, "act": "gelu"}, constraints={"latency": -1}),
+        pt("b", 2.0, 50.0, knobs={"w": 7, "act": "relu"}, constraints={"latency": 1}),
+        pt("c", 3.0, 98.0, knobs={"w": 2, "act": "gelu"}, constraints={"latency": -1}),
+        pt("d", 4.0, 100.0, knobs={"act": "relu"}, constraints={"latency": -1}),
+    ]
+    axes, lines = parallel_coordinates(points, ["w", "act"], [("quality", "q"), ("latency_ms_p50", "ms")], points[:1])
+    assert [a.name for a in axes] == ["w", "act", "q", "ms"]
+    assert axes[0].ticks == [(0.0, "2"), (1.0, "7")]
+    assert axes[1].ticks == [(0.0, "gelu"), (1.0, "relu")]
+    assert axes[2].ticks == [(0.0, "0"), (0.5, "50"), (1.0, "100")]  # 98 would print on top of 100
+    assert [(ln.id, ln.group, ln.ys) for ln in lines] == [
+        ("a", "best", [0.0, 0.0, 0.0, 0.0]),
+        ("b", "infeasible", [1.0, 1.0, 0.5, 1 / 3]),
+        ("c", "feasible", [0.0, 0.0, 0.98, 2 / 3]),
+        ("d", "feasible", [None, 1.0, 1.0, 1.0]),
+    ]
