@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EFFSCOPE := $(VENV)/bin/effscope
 STAMP := $(VENV)/.effscope-installed
+DB := effscope.db
 
 .PHONY: demo test lint bench clean
 
@@ -14,9 +15,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# The main job on embedded defaults, on the CPU: the zoo, a few presets profiled, a small search, one report.
 demo: $(STAMP)
 	$(EFFSCOPE) blocks list
 	$(EFFSCOPE) models list
+	$(EFFSCOPE) profile pvtv2_b0 lightvit_t litv2_s --db $(DB) --max-time 3
+	$(EFFSCOPE) search hilo_block --trials 40 --db $(DB)
+	$(EFFSCOPE) report --storage $(DB) --study hilo_block-cpu -o reports/demo-cpu.html
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -24,6 +29,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check effscope tests benchmarks
 	$(VENV)/bin/ruff format --check effscope tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/measurement_fidelity.py
+	$(PY) benchmarks/search_throughput.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -66,9 +66,7 @@ def test_profile_stores_a_record_and_writes_json(tmp_path):
     import json
 
     db, out = tmp_path / "r.db", tmp_path / "out.json"
-    r = run(
-        "profile", "vit", "--tokens", "7", "--max-time", "0.2", "--db", str(db), "--json", str(out)
-    )
+    r = run("profile", "vit", "--tokens", "7", "--max-time", "0.2", "--db", str(db), "--json", str(out))
     assert r.returncode == 0, r.stderr
     assert "vit @7x7" in r.stdout and "1 record(s) stored" in r.stdout
     (row,) = json.loads(out.read_text())

@@ -167,7 +167,7 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
         reference_before = _time_reference(device) if opts.reference else None
         if opts.latency:
             _latency(forward, device, wl, opts, record)
-        if opts.throughput:
+        if opts.throughput and not record.latency.get("latency_aborted"):  # over budget: nothing more to learn
             _throughput(forward, device, wl, opts, record)
         if reference_before is not None:
             _reference(reference_before, _time_reference(device), record)

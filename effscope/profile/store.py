@@ -17,7 +17,7 @@ from effscope.profile.record import Record
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DEFAULT_DB", "RecordStore", "StoreError", "resolve_url"]
+__all__ = ["DEFAULT_DB", "RecordStore", "StoreError", "redact_url", "resolve_url"]
 
 DEFAULT_DB = "effscope.db"  # in the working directory; EFFSCOPE_DB overrides
 EXPORT_FORMATS = (".csv", ".parquet", ".json")
@@ -28,14 +28,24 @@ class StoreError(EffscopeError):
 
 
 def resolve_url(db: str | None) -> str:
-    """Turn a file path or an SQLAlchemy URL into a URL (a bare path means an SQLite file)."""
+    """Turn a file path or an SQLAlchemy URL into a URL (a bare path means an SQLite file).
+
+    A bare postgresql:// names the installed driver: SQLAlchemy 2.1 maps it to psycopg 3, while effscope's
+    `postgres` extra installs psycopg2.
+    """
+    import importlib.util
+
     db = db or os.environ.get("EFFSCOPE_DB") or DEFAULT_DB
-    if "://" in db:
-        return db
-    return f"sqlite:///{Path(db).expanduser().resolve()}"
+    if "://" not in db:
+        return f"sqlite:///{Path(db).expanduser().resolve()}"
+    if db.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        if importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + db.removeprefix("postgresql://")
+    return db
 
 
-def _safe(url: str) -> str:
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for messages."""
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
@@ -64,7 +74,7 @@ class RecordStore:
             self.engine = sa.create_engine(self.url, future=True)
         except Exception as e:  # bad dialect, missing driver, malformed URL
             raise StoreError(
-                f"cannot open the record store '{_safe(self.url)}' ({type(e).__name__}: {e}); "
+                f"cannot open the record store '{redact_url(self.url)}' ({type(e).__name__}: {e}); "
                 "use an SQLite file path or an SQLAlchemy URL such as postgresql://user@host/dbname"
             ) from None
         if self.engine.dialect.name == "sqlite":
@@ -87,7 +97,7 @@ class RecordStore:
         try:
             meta.create_all(self.engine)
         except Exception as e:
-            raise StoreError(f"cannot reach the record store '{_safe(self.url)}': {_first_line(e)}") from None
+            raise StoreError(f"cannot reach the record store '{redact_url(self.url)}': {_first_line(e)}") from None
 
     def add(self, record: Record) -> int:
         """Append one Record in its own transaction; returns its row id."""
@@ -106,7 +116,7 @@ class RecordStore:
             with self.engine.begin() as conn:
                 return int(conn.execute(self.table.insert().values(**row)).inserted_primary_key[0])
         except Exception as e:
-            raise StoreError(f"cannot write to the record store '{_safe(self.url)}': {_first_line(e)}") from None
+            raise StoreError(f"cannot write to the record store '{redact_url(self.url)}': {_first_line(e)}") from None
 
     def records(
         self, *, target: str | None = None, key: str | None = None, status: str | None = None, study: str | None = None

@@ -1,0 +1,307 @@
+"""`effscope search` and `effscope calibrate`."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.table import Table
+
+from effscope.cli._app import app, err, fmt, out
+from effscope.errors import SpecError
+
+STORAGE_HELP = (
+    "Study + Record database: an SQLite file or SQLAlchemy URL (postgresql://user@host/db for many machines)."
+)
+
+
+def _command() -> str:
+    return " ".join(["effscope", *sys.argv[1:]])
+
+
+def _storage(storage: str | None, db: str | None) -> str | None:
+    if storage and db and storage != db:
+        raise SpecError("--storage and --db name the same database; give one of them")
+    return storage or db
+
+
+def _list_table() -> Table:
+    from effscope.search.space import list_spaces
+
+    table = Table(title="search spaces (search_spaces/*.toml)", title_justify="left")
+    for col in ("space", "target", "kind", "quality", "budgets", "workload", "trials", "description"):
+        table.add_column(col)
+    for s in list_spaces():
+        budgets = ", ".join(f"{b.limit:g} ms" for b in s.latency_budgets)
+        w = s.workload
+        table.add_row(
+            s.name,
+            s.target if len(s.targets) == 1 else f"{len(s.targets)} blocks",
+            s.kind,
+            s.quality,
+            f"{s.latency_budget.statistic.removeprefix('latency_ms_')} <= {budgets}",
+            f"{w.device} {w.dtype} b{w.batch} {'x'.join(map(str, w.size or ()))}",
+            str(s.trials),
+            s.description,
+        )
+    return table
+
+
+def _knob_text(row: dict, space) -> str:
+    """The searched knobs of a design, compactly (a multi-block space names the block first)."""
+    from effscope.knobs import format_value
+
+    ts = space.target_named(row["block"]) if row.get("block") else space.targets[0]
+    shown = [k for k in ts.domains]
+    text = " ".join(f"{k}={format_value(row['knobs'][k])}" for k in shown if k in row["knobs"])
+    return f"{row['block']}: {text}" if row.get("block") else text
+
+
+def _quality_fmt(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+
+
+def _front_table(summary, space) -> Table:
+    b = summary.budget
+    table = Table(
+        title=f"Pareto designs: {summary.quality_label}"
+        + (" vs median latency (ms)" if len(summary.directions) > 1 else "")
+        + f", feasible under {b['statistic']} <= {b['limit']:g} ms",
+        title_justify="left",
+    )
+    for col in ("trial", "design", summary.quality_name, "p50 ms", "p90 ms", "params", "GMACs", "knobs"):
+        table.add_column(col, justify="left" if col in ("design", "knobs") else "right")
+    for r in summary.front:
+        table.add_row(
+            str(r["trial"]),
+            r["preset"] or r["status"],
+            _quality_fmt(r["quality"]),
+            fmt(r["latency_ms_p50"], ".3f"),
+            fmt(r["latency_ms_p90"], ".3f"),
+            fmt(r["params"], ",d"),
+            fmt(r["macs"], ".4f", 1e9),
+            _knob_text(r, space),
+        )
+    return table
+
+
+def _preset_table(summary) -> Table:
+    table = Table(title="published designs (enqueued first)", title_justify="left")
+    for col in ("trial", "preset", summary.quality_name, "p50 ms", "p90 ms", "position"):
+        table.add_column(col, justify="left" if col in ("preset", "position") else "right")
+    for r in summary.presets:
+        if r["on_front"]:
+            where = "on the front"
+        elif not r["feasible"]:
+            where = "infeasible: " + _why_infeasible(r, summary.budget)
+        elif r["dominated_by"] is not None:
+            where = f"dominated by trial {r['dominated_by']}"
+        else:
+            where = "feasible, not on the front"
+        table.add_row(
+            str(r["trial"]),
+            r["preset"],
+            _quality_fmt(r["quality"]),
+            fmt(r["latency_ms_p50"], ".3f"),
+            fmt(r["latency_ms_p90"], ".3f"),
+            where,
+        )
+    return table
+
+
+def _why_infeasible(r: dict, budget: dict) -> str:
+    v = r.get("violations", {})
+    if "valid" in v or r.get("status") in ("invalid", "failed"):
+        return r.get("reason") or r.get("status") or "invalid"
+    parts = []
+    if "latency" in v:
+        stat = r.get(budget["statistic"])
+        parts.append(f"{budget['statistic']} {fmt(stat, '.3f')} ms > {budget['limit']:g} ms")
+    if "memory" in v:
+        parts.append("peak memory over its limit")
+    return "; ".join(parts) or (r.get("reason") or r.get("status") or "")
+
+
+def _progress_text(p, quality: str) -> str:
+    best = ""
+    if p.best is not None:
+        lat = p.best.get("latency_ms_p50")
+        best = f" | best {quality} {_quality_fmt(p.best['quality'])}" + (
+            f" at {lat:.3f} ms (trial {p.best['trial']})" if lat is not None else f" (trial {p.best['trial']})"
+        )
+    return (
+        f"trials {p.done}/{p.cap} | running {p.running} | feasible {p.feasible} | front {p.front_size}"
+        f"{best} | {p.elapsed_s:.0f} s"
+    )
+
+
+def print_summary(result, space) -> None:
+    """The tables a finished (or interrupted) search prints: the front, the presets, the budget slices."""
+    s = result.summary
+    counts = ", ".join(f"{v} {k}" for k, v in s.counts.items() if v)
+    out.print(f"study {result.study_name} in {result.storage_url}: {s.trials} completed trials ({counts})")
+    out.print(f"quality objective: {s.quality_label}")
+    if s.front:
+        out.print(_front_table(s, space))
+    else:
+        out.print(f"no feasible design yet under {s.budget['statistic']} <= {s.budget['limit']:g} ms")
+    if s.presets:
+        out.print(_preset_table(s))
+    for sl in s.slices:
+        best = sl["best"]
+        tail = f"; best {s.quality_name} {_quality_fmt(best['quality'])} (trial {best['trial']})" if best else ""
+        out.print(f"under {sl['statistic']} <= {sl['limit']:g} ms: {sl['feasible']} feasible design(s){tail}")
+    for note in result.notes:
+        out.print(f"[dim]note: {note}[/dim]")
+
+
+@app.command()
+def search(
+    space: str = typer.Argument(None, help="A shipped space (effscope search --list) or a .toml file."),
+    list_: bool = typer.Option(False, "--list", help="List the shipped search spaces and exit."),
+    budget_ms: float = typer.Option(None, "--budget-ms", help="Latency budget in ms (replaces the space's)."),
+    trials: int = typer.Option(None, "--trials", help="Completed trials the study stops at (all workers)."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes on this machine."),
+    storage: str = typer.Option(None, "--storage", help=STORAGE_HELP),
+    db: str = typer.Option(None, "--db", help="Same as --storage (default ./effscope.db)."),
+    study: str = typer.Option(None, "--study", help="Study name (default <space>-<device>); the same name resumes."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda or cuda:N (replaces the space's)."),
+    data: str = typer.Option(None, "--data", help="ImageFolder directory: real proxy batches; needed by 'train'."),
+    seed: int = typer.Option(None, "--seed", help="Base sampler seed (worker i uses seed + i)."),
+    heartbeat: int = typer.Option(10, "--heartbeat", help="Seconds between worker heartbeats (stale trials retried)."),
+    predictor: str = typer.Option(
+        None, "--predictor", help="Latency table name or uid (effscope lut build): skips designs predicted over budget."
+    ),
+) -> None:
+    """Search a space's knobs for the best quality under a latency budget measured on the device."""
+    from effscope.search.space import load_space
+    from effscope.search.study import run_search
+
+    if list_:
+        out.print(_list_table())
+        return
+    if space is None:
+        raise SpecError("give a SPACE (a shipped name or a .toml file), or --list to see the shipped ones")
+    sp = load_space(space).with_overrides(budget_ms=budget_ms, device=device, trials=trials, data=data, seed=seed)
+    label = sp.quality
+    interactive = err.is_terminal
+    last = {"done": -1}
+
+    with err.status("starting the search", spinner="dots") if interactive else _Null() as status:
+
+        def progress(p) -> None:
+            text = _progress_text(p, label)
+            if interactive:
+                status.update(text)
+            elif p.done != last["done"]:
+                last["done"] = p.done
+                err.print(text, markup=False, highlight=False)
+
+        try:
+            result = run_search(
+                sp,
+                storage=_storage(storage, db),
+                study_name=study,
+                workers=workers,
+                command=_command(),
+                on_progress=progress,
+                heartbeat_s=heartbeat,
+                predictor=predictor,
+            )
+        except KeyboardInterrupt:
+            result = None
+    if result is None:
+        _interrupted(sp, _storage(storage, db), study)
+        raise typer.Exit(130)
+    print_summary(result, sp)
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, *_a, **_k) -> None:
+        return None
+
+
+def _interrupted(space, storage, study_name) -> None:
+    """After Ctrl-C: what was kept, and how to resume."""
+    import optuna
+
+    from effscope.search.study import default_study_name, storage_url, study_info, summarize
+
+    name = study_name or default_study_name(space)
+    url = storage_url(storage)
+    try:
+        st = optuna.load_study(study_name=name, storage=url)
+        s = summarize(st.get_trials(deepcopy=False), study_info(st))
+        err.print(f"interrupted: {s.trials} completed trial(s) are kept in {url} (study {name})")
+    except Exception:
+        err.print(f"interrupted: completed trials are kept in {url}")
+    err.print("re-run the same command to resume")
+
+
+@app.command()
+def calibrate(
+    space: str = typer.Argument(..., help="A model-level space (shipped name or .toml)."),
+    data: str = typer.Option(..., "--data", help="ImageFolder directory (root/<class>/<image>) to short-train on."),
+    samples: int = typer.Option(8, "--samples", help="Designs sampled from the space and short-trained."),
+    steps: int = typer.Option(None, "--steps", help="Training steps per design (default: the space's [train])."),
+    storage: str = typer.Option(None, "--storage", help=STORAGE_HELP),
+    db: str = typer.Option(None, "--db", help="Same as --storage (default ./effscope.db)."),
+    study: str = typer.Option(None, "--study", help="Study the calibration is stored with (default <space>-<device>)."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda or cuda:N (replaces the space's)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the design sample."),
+) -> None:
+    """Short-train a sample of a space and report each proxy's Kendall tau against it (stored with the study)."""
+    from effscope.search.calibrate import calibrate as run_calibrate
+    from effscope.search.space import load_space
+
+    sp = load_space(space).with_overrides(device=device, data=data, seed=seed)
+    with err.status("calibrating", spinner="dots") if err.is_terminal else _Null() as status:
+
+        def progress(i: int, n: int, row: dict) -> None:
+            text = f"design {i}/{n}: top-1 {fmt(row.get('train'), '.1f')} %"
+            if err.is_terminal:
+                status.update(text)
+            else:
+                err.print(text, markup=False, highlight=False)
+
+        result = run_calibrate(
+            sp,
+            samples=samples,
+            steps=steps,
+            storage=_storage(storage, db),
+            study_name=study,
+            command=_command(),
+            on_design=progress,
+        )
+    table = Table(
+        title=f"proxies vs short-training val top-1 ({result.train_steps} steps, {result.n} designs)",
+        title_justify="left",
+    )
+    for col in ("proxy", "label", "Kendall tau", "n"):
+        table.add_column(col, justify="right" if col in ("Kendall tau", "n") else "left")
+    for name, c in result.taus.items():
+        table.add_row(name, c["label"], fmt(c["kendall_tau"], "+.3f"), str(c["n"]))
+    out.print(table)
+    designs = Table(title="designs", title_justify="left")
+    for col in ("design", "top-1 %", *result.taus):
+        designs.add_column(col, justify="left" if col == "design" else "right")
+    for row in result.rows:
+        designs.add_row(
+            row["design"], fmt(row.get("train"), ".1f"), *[_quality_fmt(_num(row.get(n))) for n in result.taus]
+        )
+    out.print(designs)
+    for note in result.notes:
+        out.print(f"[dim]note: {note}[/dim]")
+    out.print(f"stored with study {result.study_name} in {result.storage_url} (study user_attrs['calibration'])")
+
+
+def _num(v):
+    return v if isinstance(v, int | float) else None

@@ -1,0 +1,23 @@
+"""Architecture search: Optuna over declared design knobs, under latency budgets measured on the target device.
+
+`import effscope.search` stays cheap: optuna and torch load when a search runs.
+"""
+
+from __future__ import annotations
+
+from effscope.search.objectives import OBJECTIVES, QualityObjective
+from effscope.search.space import Space, SpaceError, list_spaces, load_space
+from effscope.search.study import SearchResult, SearchSummary, run_search, summarize
+
+__all__ = [
+    "OBJECTIVES",
+    "QualityObjective",
+    "SearchResult",
+    "SearchSummary",
+    "Space",
+    "SpaceError",
+    "list_spaces",
+    "load_space",
+    "run_search",
+    "summarize",
+]

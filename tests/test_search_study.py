@@ -1,0 +1,378 @@
+"""The search end to end on tiny CPU spaces: contract data, the front, reproducibility, resume, Ctrl-C, SIGKILL
+recovery, several workers on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from glob import glob
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from effscope.errors import SpecError
+from effscope.profile.store import RecordStore
+from effscope.search.space import parse_space
+from effscope.search.study import run_search, storage_url, summarize
+
+TINY = """
+[space]
+target = "hilo"
+[workload]
+size = [7, 7]
+threads = 1
+[objectives]
+quality = "params"
+[budgets]
+latency_ms = [{budget}, 0.001]
+[search]
+trials = {trials}
+seed = 9
+[measure]
+max_time_s = {max_time}
+window_s = 0.05
+[knobs]
+heads = [1, 2]
+head_dim = 16
+lofi_heads = {{ low = 0, high = 2 }}
+window_size = [1, 7]
+mlp_ratio = [1.0, 2.0]
+"""
+
+
+def tiny(tmp_path: Path, *, budget: float = 100.0, trials: int = 6, max_time: float = 0.05, name: str = "tiny"):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(TINY.format(budget=budget, trials=trials, max_time=max_time))
+    return path
+
+
+def load(path: Path):
+    return parse_space(path.read_text(), name=path.stem, path=str(path))
+
+
+def trials_of(db: str, study: str = "tiny-cpu"):
+    url = storage_url(db)
+    return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+
+
+def cli(*args: str, cwd: Path | None = None, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "effscope", *args], capture_output=True, text=True, timeout=150, cwd=cwd, **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("search")
+    path = tiny(tmp)
+    result = run_search(load(path), storage=str(tmp / "a.db"), command="pytest")
+    return tmp, path, result
+
+
+# --------------------------------------------------------------------------------------------------- contract
+
+
+def test_study_and_trials_carry_the_contract_data(first_run):
+    tmp, _, result = first_run
+    study = optuna.load_study(study_name="tiny-cpu", storage=f"sqlite:///{tmp / 'a.db'}")
+    a = study.user_attrs
+    assert a["effscope_space"]["name"] == "tiny" and "[knobs]" in a["effscope_space"]["toml"]
+    assert a["target"] == "hilo" and a["kind"] == "block" and a["workload"]["size"] == [7, 7]
+    assert a["device_name"] and a["command"] == "pytest" and a["effscope_version"]
+    assert a["objectives"][0] == {
+        "name": "params",
+        "label": "parameters (capacity proxy, not accuracy)",
+        "direction": "maximize",
+        "is_proxy": True,
+    }
+    assert a["objectives"][1]["name"] == "latency_ms_p50" and not a["objectives"][1]["is_proxy"]
+    assert [b["limit"] for b in a["budgets"]] == [100.0, 0.001]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 6 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert trials[0].user_attrs["preset"] == "hilo (default)"  # the published design is trial 0
+    assert "heads" not in trials[0].params  # heads = 4 is outside the narrowed {1, 2}: no parameter, no sample
+    store = RecordStore(str(tmp / "a.db"))
+    statuses = set()
+    for t in trials:
+        u = t.user_attrs
+        assert list(t.constraints) == ["latency", "memory", "valid"]
+        statuses.add(u["status"])
+        assert u["quality_name"] == "params" and u["worker"]
+        if u["status"] == "invalid":  # lofi_heads > heads: completed with a reason, never a crash
+            assert t.constraints["valid"] == 1.0 and "lofi_heads <= heads" in u["reason"]
+            assert u["record_uid"] is None and t.values[0] == -math.inf
+            continue
+        assert t.constraints["valid"] == 0.0 and t.values == [u["quality"], u["latency_ms_p50"]]
+        assert u["quality"] == u["params"] and isinstance(u["knobs"], dict)
+        assert u["knobs"]["head_dim"] == (32 if u.get("preset") else 16)  # the preset is measured as published
+        p90 = u["latency_ms_p90"]
+        assert math.isclose(t.constraints["latency"], p90 / 100.0 - 1.0)
+        rec = [r for r in store.records() if r.uid == u["record_uid"]]
+        assert rec and rec[0].study == "tiny-cpu" and rec[0].key
+        if u["status"] == "measured":
+            assert rec[0].trial == t.number
+    assert {"measured", "invalid", "cached"} <= statuses  # seed 9 draws an invalid point and a repeat
+
+
+def test_front_holds_only_feasible_non_dominated_designs(first_run):
+    _, _, result = first_run
+    s = result.summary
+    assert s.front and all(r["feasible"] for r in s.front)
+    assert s.quality_label == "parameters (capacity proxy, not accuracy)"
+    slices = {sl["limit"]: sl for sl in s.slices}
+    assert slices[0.001]["feasible"] == 0 and slices[100.0]["feasible"] == s.feasible
+
+
+def test_summary_respects_constraints():
+    """A fast, infeasible design never reaches the front, whatever its values."""
+    dist = {"x": optuna.distributions.IntDistribution(0, 9)}
+
+    def trial(n, q, lat, latency_c, valid=0.0, preset=None):
+        attrs = {"quality": q, "latency_ms_p50": lat, "latency_ms_p90": lat, "knobs": {"x": n}, "status": "measured"}
+        if preset:
+            attrs["preset"] = preset
+        t = optuna.trial.create_trial(
+            params={"x": n},
+            distributions=dist,
+            values=[q, lat],
+            user_attrs=attrs,
+            system_attrs={"constraints:latency": latency_c, "constraints:memory": 0.0, "constraints:valid": valid},
+        )
+        t.number = n
+        return t
+
+    trials = [
+        trial(0, 10.0, 5.0, -0.5, preset="p"),  # feasible, dominated by 2
+        trial(1, 99.0, 0.1, 0.3),  # best in both values, but over budget
+        trial(2, 20.0, 4.0, -0.6),  # feasible front
+        trial(3, 5.0, 1.0, -0.9),  # feasible front (fastest)
+        trial(4, 50.0, 0.2, -0.9, valid=1.0),  # invalid
+    ]
+    info = {
+        "objectives": [{"name": "q", "label": "q (proxy)", "direction": "maximize"}, {"direction": "minimize"}],
+        "budgets": [{"name": "latency", "statistic": "latency_ms_p90", "limit": 10.0}],
+    }
+    s = summarize(trials, info)
+    assert [r["trial"] for r in s.front] == [3, 2] and s.feasible == 3
+    assert s.presets[0]["dominated_by"] == 2 and not s.presets[0]["on_front"]
+
+
+# --------------------------------------------------------------------------------------------------- runs
+
+
+def test_seeded_search_is_reproducible_and_the_cli_names_the_objective(first_run):
+    tmp, path, _ = first_run
+    r = cli("search", str(path), "--db", str(tmp / "b.db"))
+    assert r.returncode == 0, r.stderr
+    assert "Pareto designs: parameters (capacity proxy, not accuracy)" in r.stdout
+    assert "hilo (default)" in r.stdout and "trials 6/6" in r.stderr
+    a, b = trials_of(str(tmp / "a.db")), trials_of(str(tmp / "b.db"))
+    assert [t.params for t in a] == [t.params for t in b]
+    assert [t.user_attrs["status"] for t in a] == [t.user_attrs["status"] for t in b]
+    assert [t.values[0] for t in a] == [t.values[0] for t in b]
+
+
+def test_another_definition_under_the_same_study_name_is_refused(first_run):
+    tmp, path, _ = first_run
+    with pytest.raises(SpecError, match=r"study 'tiny-cpu' exists with other settings \(budgets differ\)"):
+        run_search(load(path).with_overrides(budget_ms=7.0), storage=str(tmp / "a.db"))
+
+
+def test_ctrl_c_keeps_completed_trials_and_rerun_resumes(tmp_path):
+    path = tiny(tmp_path, trials=5, max_time=0.15)
+    db = tmp_path / "c.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "effscope", "search", str(path), "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if db.exists():
+            try:
+                if sum(t.state == TrialState.COMPLETE for t in trials_of(str(db))) >= 2:
+                    break
+            except KeyError:  # the study is not created yet
+                pass
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted:" in stderr and "re-run the same command to resume" in stderr
+    assert "Traceback" not in stderr
+    before = {t.number: t.values for t in trials_of(str(db)) if t.state == TrialState.COMPLETE}
+    assert 2 <= len(before) < 5
+
+    r = cli("search", str(path), "--db", str(db))
+    assert r.returncode == 0, r.stderr
+    after = trials_of(str(db))
+    complete = [t for t in after if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 5
+    assert all(after[n].values == v for n, v in before.items())  # nothing completed was lost or redone
+    assert sum(1 for t in after if t.user_attrs.get("preset")) == 1  # presets are enqueued once
+
+
+def test_over_budget_designs_abort_early_and_complete_infeasible(tmp_path):
+    path = tiny(tmp_path, budget=0.001, trials=3, max_time=2.0)
+    result = run_search(load(path), storage=str(tmp_path / "d.db"))
+    measured = [t for t in trials_of(str(tmp_path / "d.db")) if t.user_attrs["status"] != "invalid"]
+    assert measured
+    for t in measured:
+        u = t.user_attrs
+        assert u["status"] == "aborted-over-budget" and "the fastest third ran above" in u["reason"]
+        assert "aborted-over-budget" in u["flags"] and t.constraints["latency"] > 0
+    assert not result.summary.front and result.summary.feasible == 0
+
+
+def test_multi_block_space_with_a_computed_proxy(tmp_path):
+    path = tmp_path / "zoo.toml"
+    path.write_text(
+        """
+[space]
+target = ["vit", "hilo"]
+[workload]
+size = [7, 7]
+threads = 1
+[objectives]
+quality = "synflow"
+[budgets]
+latency_ms = 100
+[search]
+trials = 4
+seed = 1
+[measure]
+max_time_s = 0.05
+window_s = 0.05
+[knobs.vit]
+heads = [1, 2]
+[knobs.hilo]
+heads = [1, 2]
+lofi_heads = 1
+"""
+    )
+    result = run_search(load(path), storage=str(tmp_path / "z.db"), study_name="zoo")
+    trials = trials_of(str(tmp_path / "z.db"), "zoo")
+    assert [t.user_attrs.get("preset") for t in trials[:2]] == ["vit (default)", "hilo (default)"]
+    assert {t.params["block"] for t in trials} <= {"vit", "hilo"}
+    for t in trials:
+        assert all(p == "block" or p.startswith(t.params["block"] + ".") for p in t.params)
+        if t.user_attrs["status"] in ("measured", "cached"):
+            assert math.isfinite(t.user_attrs["quality"]) and t.user_attrs["quality_name"] == "synflow"
+    assert result.summary.quality_label == "synflow (zero-cost proxy, not accuracy)"
+
+
+def test_sigkilled_worker_loses_no_completed_trial_and_its_trial_is_retried(tmp_path):
+    # No invalid or repeated designs here: every trial measures, so the survivor outlives the heartbeat grace.
+    text = TINY.format(budget=100.0, trials=10, max_time=0.4)
+    text = text.replace("lofi_heads = { low = 0, high = 2 }", "lofi_heads = 0")
+    path = tmp_path / "tiny.toml"
+    path.write_text(text.replace("mlp_ratio = [1.0, 2.0]", "mlp_ratio = { low = 1.0, high = 4.0 }"))
+    db = tmp_path / "k.db"
+    pids: list[int] = []
+    out: dict = {}
+
+    def progress(p):
+        pids[:] = p.worker_pids
+
+    def run():
+        out["result"] = run_search(
+            load(path), storage=str(db), workers=2, heartbeat_s=1, grace_s=2, on_progress=progress, poll_s=0.3
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    victim, killed_trial, completed_before = None, None, {}
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and victim is None:
+        time.sleep(0.2)
+        if len(pids) < 2 or not db.exists():
+            continue
+        trials = trials_of(str(db))
+        running = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("worker")]
+        if sum(t.state == TrialState.COMPLETE for t in trials) >= 2 and running:
+            victim_trial = running[0]
+            pid = int(victim_trial.user_attrs["worker"].rsplit(":", 1)[1])
+            if pid in pids:
+                completed_before = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
+                os.kill(pid, signal.SIGKILL)
+                victim, killed_trial = pid, victim_trial
+    assert victim is not None, "no running trial to kill"
+    thread.join(150)
+    assert not thread.is_alive()
+    trials = trials_of(str(db))
+    assert all(trials[n].values == v for n, v in completed_before.items())
+    assert trials[killed_trial.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed_trial.number]
+    assert retries and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed_trial.params
+    workers = {t.user_attrs["worker"] for t in trials if t.state == TrialState.COMPLETE}
+    assert len(workers) == 2  # both workers wrote trials into the one SQLite file
+    assert any("SIGKILL" in n for n in out["result"].notes)
+
+
+# --------------------------------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture
+def postgres_url():
+    """A private PostgreSQL server on 127.0.0.1 (a free port, a temp dir), with one database; stopped afterwards."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries are not installed (.ci/run installs Debian's postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="effscope-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root: run it as nobody, who owns the temp dir
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+        os.chmod(root, 0o755)
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
+        as_user = ["runuser", "-u", "nobody", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def pg(*cmd: str) -> None:
+        subprocess.run([*as_user, *cmd], cwd=root, check=True, capture_output=True, timeout=60)
+
+    data = root / "data"
+    pg(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync")
+    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+       f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off", "start")  # fmt: skip
+    try:
+        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "effscope")
+        yield f"postgresql://postgres@127.0.0.1:{port}/effscope"
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
+    path = tiny(tmp_path, trials=6)
+    result = run_search(load(path), storage=postgres_url, workers=2, heartbeat_s=2)
+    trials = trials_of(postgres_url)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 6 and len(complete) <= 7  # the cap may overshoot by workers - 1
+    assert len({t.user_attrs["worker"] for t in complete}) == 2
+    store = RecordStore(storage_url(postgres_url))
+    uids = {r.uid for r in store.records(study="tiny-cpu")}
+    assert {t.user_attrs["record_uid"] for t in complete if t.user_attrs["record_uid"]} <= uids
+    assert result.storage_url == storage_url(postgres_url) and result.summary.trials == len(complete)
