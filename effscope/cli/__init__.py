@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from effscope.cli import profile, report, search, zoo  # noqa: F401  (register commands)
+from effscope.cli import lut, profile, report, search, zoo  # noqa: F401  (register commands)
 from effscope.cli._app import app, err, state
 from effscope.errors import EffscopeError
 

@@ -149,7 +149,8 @@ def profile(
         for name, why in r.missing.items():
             by_reason.setdefault(why, []).append(name)
         for why, names in by_reason.items():
-            out.print(f"[dim]{r.target}: {', '.join(names)} missing: {why}[/dim]")
+            shown = ", ".join(names) if len(names) <= 3 else f"{', '.join(names[:2])} and {len(names) - 2} more"
+            out.print(f"[dim]{r.target}: {shown} missing: {why}[/dim]")
         diff = r.counts.get("crosscheck_rel_diff")
         if diff is not None and abs(diff) > CROSSCHECK_TOLERANCE:
             err.print(

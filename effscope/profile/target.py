@@ -78,7 +78,7 @@ def resolve_target(name: str, overrides: dict[str, Any] | None = None, assignmen
             return Target(name, spec.kind, spec.family, spec.configure(values), spec)
     known = blocks().names() + models().names()
     raise UnknownNameError(
-        f"unknown target '{name}'{did_you_mean(name, known)}: give a block (effscope blocks list), "
+        f"unknown target '{name}'{did_you_mean(name, known) or ';'} a target is a block (effscope blocks list), "
         "a model preset (effscope models list) or module:callable returning an nn.Module"
     )
 

@@ -444,7 +444,8 @@ class SearchObjective:
             status="predicted-infeasible",
             reason=(
                 f"predicted {b.statistic} {p:.3g} ms > {b.limit:g} ms x {self.predictor.margin:.3g} (budget x "
-                f"(1 + 2 x MAPE {self.predictor.mape:.3f})) by latency table '{self.predictor.table.name}'; not measured"
+                f"(1 + 2 x MAPE {self.predictor.mape:.3f})) by latency table '{self.predictor.table.name}'; "
+                "not measured"
             ),
             record_uid=None,
             flags=[],
