@@ -37,6 +37,7 @@ __all__ = [
     "knob",
     "knobs_of",
     "parse_assignments",
+    "to_jsonable",
     "with_knobs",
 ]
 
@@ -194,6 +195,15 @@ class Choice(Domain):
     def from_params(self, name: str, params: Mapping[str, Any]) -> Any:
         raw = params[name]
         return self.parse(raw) if isinstance(raw, str) and not any(o == raw for o in self.options) else raw
+
+
+def to_jsonable(value: Any) -> Any:
+    """Knob values as JSON types (tuples as lists, recursively), for storage and Optuna attributes."""
+    if isinstance(value, tuple | list):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    return value
 
 
 def _scalar(option: Any) -> Any:

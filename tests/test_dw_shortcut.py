@@ -4,52 +4,38 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _fvcore import fvcore_macs, param_count
 from torch import nn
 
-from effscope.blocks._layers import attention_impl
 from effscope.blocks.dw_shortcut import DWShortcut, DWShortcutBlock, DWShortcutConfig
 from effscope.errors import InputSizeError
 from effscope.models.vit_dw import ViTDW, ViTDWConfig
 from effscope.spec import models
 
 
-def _params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def _macs(m: nn.Module, args) -> float:
-    from fvcore.nn import FlopCountAnalysis
-
-    with attention_impl("explicit"), torch.no_grad():
-        count = FlopCountAnalysis(m.eval(), args)
-        count.unsupported_ops_warnings(False)
-        count.uncalled_modules_warnings(False)
-        return count.total()
-
-
 # blocks.md §8: the shortcut module alone, C = 128 on 28 x 28 (params exact: k^2 C + C conv + 2C BN affine)
 @pytest.mark.parametrize("k,params,macs", [(3, 1_536, 1.10e6), (5, 3_584, 2.71e6), (7, 6_656, 5.12e6)])
 def test_shortcut_module_matches_reference(k, params, macs):
     m = DWShortcut(128, (k,))
-    assert _params(m) == params
-    assert _macs(m, (torch.randn(1, 128, 28, 28),)) == pytest.approx(macs, rel=5e-3)
+    assert param_count(m) == params
+    assert fvcore_macs(m, (torch.randn(1, 128, 28, 28),)) == pytest.approx(macs, rel=5e-3)
 
 
 def test_parallel_kernels_are_independent_branches_summed():
     m = DWShortcut(128, (3, 5, 7)).eval()
-    assert _params(m) == 1_536 + 3_584 + 6_656
+    assert param_count(m) == 1_536 + 3_584 + 6_656
     x = torch.randn(2, 128, 9, 11)
     with torch.no_grad():
         g = nn.functional.gelu(x)
         expected = sum(branch(g) for branch in m.branches)
         torch.testing.assert_close(m(x), expected)
-    assert DWShortcutConfig(kernels=(3, 5, 7)).derived()["shortcut_params"] == _params(m)
+    assert DWShortcutConfig(kernels=(3, 5, 7)).derived()["shortcut_params"] == param_count(m)
 
 
 def test_default_block_is_vit_block_plus_shortcut():
     m = DWShortcutBlock()
-    assert _params(m) == _params(m.blocks[0]) + 1_536
-    assert _macs(m, m.example_args(1)) == pytest.approx(313.60e6, rel=5e-3)
+    assert param_count(m) == param_count(m.blocks[0]) + 1_536
+    assert fvcore_macs(m, m.example_args(1)) == pytest.approx(313.60e6, rel=5e-3)
 
 
 @pytest.mark.parametrize("span", [1, 3])
@@ -88,14 +74,14 @@ def test_shortcut_order_is_gelu_bn_dwconv():
 def test_vit_dw_params(knobs, params):
     spec = models().get("vit_tiny_dw")
     m = spec.build(spec.configure(knobs), device="meta")
-    assert _params(m) == params
-    dw = sum(_params(b.shortcut) for b in m.blocks)
+    assert param_count(m) == params
+    dw = sum(param_count(b.shortcut) for b in m.blocks)
     assert dw == 12 * 12 * m.config.dim  # 27,648 for D = 192: 0.50 % of ViT-Tiny
 
 
 def test_vit_tiny_dw_fvcore_macs():
     m = models().get("vit_tiny_dw").build()
-    assert _macs(m, m.example_args(1)) == pytest.approx(1.2630e9, rel=5e-3)
+    assert fvcore_macs(m, m.example_args(1)) == pytest.approx(1.2630e9, rel=5e-3)
 
 
 def test_span_groups_blocks_and_keeps_the_remainder():
@@ -103,7 +89,7 @@ def test_span_groups_blocks_and_keeps_the_remainder():
     assert ViTDWConfig(depth=10, span=4).groups == (4, 4, 2)
     m = ViTDW(ViTDWConfig(depth=10, span=4), device="meta")
     assert [len(b.blocks) for b in m.blocks] == [4, 4, 2]
-    saved = _params(ViTDW(ViTDWConfig(), device="meta")) - _params(ViTDW(ViTDWConfig(span=2), device="meta"))
+    saved = param_count(ViTDW(ViTDWConfig(), device="meta")) - param_count(ViTDW(ViTDWConfig(span=2), device="meta"))
     assert saved == 6 * 12 * 192  # half the shortcuts
 
 

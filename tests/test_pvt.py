@@ -7,6 +7,7 @@ import functools
 
 import pytest
 import torch
+from _fvcore import fvcore_macs, param_count
 from torch import nn
 
 from effscope.blocks._layers import attention_impl
@@ -16,20 +17,6 @@ from effscope.models.pvtv2 import PVTv2, PVTv2Config
 from effscope.spec import models
 
 
-def _params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def _macs(m: nn.Module, args) -> float:
-    from fvcore.nn import FlopCountAnalysis
-
-    with attention_impl("explicit"), torch.no_grad():
-        count = FlopCountAnalysis(m.eval(), args)
-        count.unsupported_ops_warnings(False)
-        count.uncalled_modules_warnings(False)
-        return count.total()
-
-
 # blocks.md §8: C = 128, 4 heads, mlp ratio 4, 28 x 28 tokens (params exact, recomputed from the 0.1K figures)
 @pytest.mark.parametrize(
     "sr,params,macs",
@@ -37,20 +24,20 @@ def _macs(m: nn.Module, args) -> float:
 )
 def test_sra_block_matches_reference(sr, params, macs):
     m = PVTBlock(PVTSRAConfig(sr_ratio=sr))
-    assert _params(m) == params
-    assert _macs(m, m.example_args(1)) == pytest.approx(macs, rel=5e-3)
+    assert param_count(m) == params
+    assert fvcore_macs(m, m.example_args(1)) == pytest.approx(macs, rel=5e-3)
 
 
 def test_linear_sra_block_matches_reference():
     m = PVTLinearSRABlock()
-    assert _params(m) == 220_160
-    assert _macs(m, m.example_args(1)) == pytest.approx(145.44e6, rel=5e-3)
+    assert param_count(m) == 220_160
+    assert fvcore_macs(m, m.example_args(1)) == pytest.approx(145.44e6, rel=5e-3)
 
 
 def test_sr_adds_a_strided_conv_and_a_layer_norm():
     dim = 128
     for r in (2, 4, 8):
-        extra = _params(PVTBlock(PVTSRAConfig(sr_ratio=r))) - _params(PVTBlock(PVTSRAConfig(sr_ratio=1)))
+        extra = param_count(PVTBlock(PVTSRAConfig(sr_ratio=r))) - param_count(PVTBlock(PVTSRAConfig(sr_ratio=1)))
         assert extra == r * r * dim * dim + dim + 2 * dim
 
 
@@ -123,8 +110,8 @@ def b0() -> PVTv2:
 
 def test_b0_params_and_fvcore_macs(b0):
     m = b0
-    assert _params(m) == PRESETS["pvtv2_b0"][0]
-    assert _macs(m, m.example_args(1)) == pytest.approx(PRESETS["pvtv2_b0"][1], rel=5e-3)
+    assert param_count(m) == PRESETS["pvtv2_b0"][0]
+    assert fvcore_macs(m, m.example_args(1)) == pytest.approx(PRESETS["pvtv2_b0"][1], rel=5e-3)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -142,7 +129,7 @@ def test_shallow_extrapolation_is_exact():
     config = PVTv2Config(depths=(2, 1, 3, 1))
     total, per_block = _shallow_count(PVTv2Config())
     m = PVTv2(config)
-    assert _macs(m, m.example_args(1)) == total + per_block[0] + 2 * per_block[2]
+    assert fvcore_macs(m, m.example_args(1)) == total + per_block[0] + 2 * per_block[2]
 
 
 def test_b0_every_stage_attends_to_49_keys(b0):

@@ -425,52 +425,21 @@ class QualityProcess:
     """
 
     def __init__(self, *, threads: int | None = None) -> None:
-        import multiprocessing as mp
+        from effscope.profile.child import ChildProcess
 
-        self._ctx = mp.get_context("spawn")
-        self._threads = threads
-        self._proc: Any = None
-        self._conn: Any = None
+        self._child = ChildProcess(_serve, (threads,), "quality process")
 
     def call(self, fn, kwargs: dict[str, Any], *, timeout: float) -> Any:
         """Run fn(**kwargs) in the process; raise QualityError with the reason when it fails."""
-        if self._proc is None or not self._proc.is_alive():
-            parent, child = self._ctx.Pipe()
-            self._proc = self._ctx.Process(
-                target=_serve, args=(child, self._threads), daemon=True, name="effscope-quality"
-            )
-            self._proc.start()
-            child.close()
-            self._conn = parent
+        from effscope.profile.child import ChildDied, ChildTimedOut
+
         try:
-            self._conn.send((fn, kwargs))
-            if not self._conn.poll(timeout):
-                self._kill()
-                raise QualityError(f"quality computation timed out after {timeout:g} s (process stopped)")
-            status, value = self._conn.recv()
-        except (EOFError, BrokenPipeError, ConnectionResetError):
-            self._proc.join(5)
-            code = self._proc.exitcode
-            self._proc = None
-            what = signal.Signals(-code).name if code is not None and code < 0 else f"exit code {code}"
-            raise QualityError(f"quality process died ({what}; likely out of memory)") from None
+            status, value = self._child.request((fn, kwargs), timeout)
+        except (ChildTimedOut, ChildDied) as e:
+            raise QualityError(f"quality computation failed: {e}") from None
         if status != "ok":
             raise QualityError(value)
         return value
 
-    def _kill(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.join(5)
-        self._proc = None
-
     def close(self) -> None:
-        if self._proc is not None and self._proc.is_alive():
-            try:
-                self._conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-            self._proc.join(5)
-            if self._proc.is_alive():
-                self._proc.kill()
-        self._proc = None
+        self._child.close()

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from effscope.errors import EffscopeError, KnobError, SpecError, UnknownNameError
-from effscope.knobs import Config, with_knobs
+from effscope.knobs import Config, to_jsonable, with_knobs
 
 if TYPE_CHECKING:
     from effscope.profile.record import Record, Workload
@@ -669,7 +669,7 @@ def build_table(
                 {
                     "role": role,
                     "target": ts.name,
-                    "knobs": _jsonable(config.knob_values()),
+                    "knobs": to_jsonable(config.knob_values()),
                     "features": knob_features(ts, config.knob_values()),
                     "n_blocks": len(calls),
                     "block_sum": total,
@@ -737,14 +737,6 @@ def _notes(space: Space) -> list[str]:
     fam = space.targets[0].family or ""
     how = "pure-python decomposition" if fam in DECOMPOSERS else "meta-device tracing (slow screening)"
     return [f"model-level space ({fam}): blocks from {how}; the stem, final norm and head are left to the correction"]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
 
 
 # --------------------------------------------------------------------------------------------------- after a search

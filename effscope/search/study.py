@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from effscope.errors import EffscopeError, KnobError, SpecError, UnknownNameError
+from effscope.knobs import to_jsonable
 from effscope.search.objectives import OBJECTIVES, QualityError, label_for
 from effscope.search.space import ZOO_PARAM, Space
 
@@ -264,14 +265,6 @@ def _worst(direction: str) -> float:
     return -math.inf if direction == "maximize" else math.inf
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
-
-
 def _fastest_third(record: Record) -> float | None:
     samples = sorted(record.details.get("latency_samples_ms") or [])
     return samples[len(samples) // 3] if samples else None
@@ -369,9 +362,9 @@ class SearchObjective:
             else:
                 target = resolve_target(ts.name, overrides)
         except (KnobError, UnknownNameError, SpecError) as e:
-            attrs.update(knobs=_jsonable({**ts.base.knob_values(), **overrides}), status="invalid", reason=str(e))
+            attrs.update(knobs=to_jsonable({**ts.base.knob_values(), **overrides}), status="invalid", reason=str(e))
             return self._finish(trial, attrs, quality=None, record=None, valid=False)
-        attrs["knobs"] = _jsonable(target.knobs())
+        attrs["knobs"] = to_jsonable(target.knobs())
 
         key = canonical_key(target.name, target.knobs(), space.workload, self.device_name)
         record = self._cached(key)

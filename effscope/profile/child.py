@@ -1,0 +1,95 @@
+"""A spawned child process that answers one request at a time: started on demand, replaced when it dies or hangs.
+
+The measurement worker and the search's quality process are both built on it, so a crash, an OOM kill or a hang
+in the work becomes a reason in the parent instead of a dead run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["ChildDied", "ChildProcess", "ChildTimedOut"]
+
+
+class ChildDied(Exception):
+    """The child exited or was killed while answering; the message names how."""
+
+
+class ChildTimedOut(Exception):
+    """The child did not answer in time and was stopped."""
+
+
+class ChildProcess:
+    """A spawned process running `serve(conn, *args)`, which answers each request received on `conn`.
+
+    Args:
+        serve: the child's main loop; it returns when it receives None.
+        args: extra arguments for `serve` (picklable).
+        what: how messages name the process ("measurement process").
+    """
+
+    def __init__(self, serve: Callable[..., None], args: tuple[Any, ...], what: str) -> None:
+        self._ctx = mp.get_context("spawn")  # no fork: a clean CUDA context and no inherited threads
+        self._serve, self._args, self.what = serve, args, what
+        self._proc: Any = None
+        self._conn: Any = None
+        self.requests = 0  # requests sent to the current process
+
+    def request(self, payload: Any, timeout: float) -> Any:
+        """Send `payload` and return the reply.
+
+        Raises:
+            ChildTimedOut: no reply within `timeout` seconds (the process is killed).
+            ChildDied: the process ended before replying.
+        """
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        self.requests += 1
+        try:
+            self._conn.send(payload)
+            if not self._conn.poll(timeout):
+                self._kill()
+                raise ChildTimedOut(f"timed out after {timeout:g} s ({self.what} stopped)")
+            return self._conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            raise ChildDied(self._death_reason()) from None
+
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(
+            target=self._serve, args=(child, *self._args), daemon=True, name=f"effscope-{self.what.split()[0]}"
+        )
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        self.requests = 0
+
+    def _death_reason(self) -> str:
+        self._proc.join(5)
+        code = self._proc.exitcode
+        self._proc = None
+        if code is not None and code < 0:
+            hint = " (killed: likely out of memory)" if -code == signal.SIGKILL else ""
+            return f"{self.what} died with {signal.Signals(-code).name}{hint}"
+        return f"{self.what} exited with code {code}"
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(5)
+        self._proc = None
+
+    def close(self) -> None:
+        """Stop the process (politely, then firmly)."""
+        if self._proc is not None and self._proc.is_alive():
+            try:
+                self._conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            self._proc.join(5)
+            if self._proc.is_alive():
+                self._proc.kill()
+        self._proc = None

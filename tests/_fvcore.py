@@ -1,0 +1,23 @@
+"""Raw fvcore counts, the convention blocks.md §8 was measured in (attention written out, so fvcore sees it)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from effscope.blocks._layers import attention_impl
+
+
+def param_count(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def fvcore_macs(m: nn.Module, args) -> float:
+    """fvcore's total with effscope's explicit attention path (no effscope handles: what §8's numbers are)."""
+    from fvcore.nn import FlopCountAnalysis
+
+    with attention_impl("explicit"), torch.no_grad():
+        count = FlopCountAnalysis(m.eval(), args)
+        count.unsupported_ops_warnings(False)
+        count.uncalled_modules_warnings(False)
+        return count.total()
