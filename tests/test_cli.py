@@ -65,10 +65,24 @@ def test_version():
 def test_profile_stores_a_record_and_writes_json(tmp_path):
     import json
 
-    db, out = tmp_path / "r.db", tmp_path / "out.json"
-    r = run("profile", "vit", "--tokens", "7", "--max-time", "0.2", "--db", str(db), "--json", str(out))
+    db, out, html = tmp_path / "r.db", tmp_path / "out.json", tmp_path / "r.html"
+    r = run(
+        "profile",
+        "vit",
+        "--tokens",
+        "7",
+        "--max-time",
+        "0.2",
+        "--db",
+        str(db),
+        "--json",
+        str(out),
+        "--report",
+        str(html),
+    )
     assert r.returncode == 0, r.stderr
     assert "vit @7x7" in r.stdout and "1 record(s) stored" in r.stdout
+    assert f"report written to {html}" in r.stdout and "<html" in html.read_text()
     (row,) = json.loads(out.read_text())
     assert row["status"] == "ok" and row["macs"] > 0 and row["height"] == 7
     assert "energy_j_per_img: energy and telemetry need an NVIDIA GPU" in row["missing"]

@@ -174,9 +174,10 @@ def test_summary_respects_constraints():
 
 def test_seeded_search_is_reproducible_and_the_cli_names_the_objective(first_run):
     tmp, path, _ = first_run
-    r = cli("search", str(path), "--db", str(tmp / "b.db"))
+    r = cli("search", str(path), "--db", str(tmp / "b.db"), "--report", str(tmp / "b.html"))
     assert r.returncode == 0, r.stderr
     assert "Pareto designs: parameters (capacity proxy, not accuracy)" in r.stdout
+    assert f"report written to {tmp / 'b.html'}" in r.stdout and "Pareto front" in (tmp / "b.html").read_text()
     assert "hilo (default)" in r.stdout and "trials 6/6" in r.stderr
     a, b = trials_of(str(tmp / "a.db")), trials_of(str(tmp / "b.db"))
     assert [t.params for t in a] == [t.params for t in b]

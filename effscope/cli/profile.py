@@ -78,6 +78,7 @@ def profile(
     db: str = typer.Option(None, "--db", help="Record store: SQLite file or SQLAlchemy URL (default ./effscope.db)."),
     json_out: str = typer.Option(None, "--json", help="Also write this run's Records to a JSON file."),
     csv_out: str = typer.Option(None, "--csv", help="Also write this run's Records to a CSV file."),
+    report: str = typer.Option(None, "--report", help="Also write an HTML report of this run's Records to this file."),
 ) -> None:
     """Count and measure a target (or a suite): params, MACs, latency, throughput, memory, energy."""
     from effscope.profile.measure import Options
@@ -121,7 +122,7 @@ def profile(
             if resolved.kind == "model" and grid:
                 raise SpecError(f"'{target}' is a model: give its input size with --resolution, not --tokens")
             plans.append(Plan(resolved, workload))
-    for path in (json_out, csv_out):
+    for path in (json_out, csv_out, report):
         if path and not _parent_writable(path):
             raise SpecError(f"cannot write '{path}': its folder does not exist or is not writable")
     store = RecordStore(db)
@@ -180,6 +181,10 @@ def profile(
             df.to_json(json_out, orient="records", indent=1)
         if csv_out:
             df.to_csv(csv_out, index=False)
+    if report:
+        from effscope.report import build_report
+
+        out.print(f"report written to {build_report(output=report, records=records, command=provenance['command'])}")
     if any(r.status != "ok" for r in records) and suite is None:
         raise typer.Exit(1)
 

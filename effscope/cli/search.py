@@ -174,6 +174,7 @@ def search(
     predictor: str = typer.Option(
         None, "--predictor", help="Latency table name or uid (effscope lut build): skips designs predicted over budget."
     ),
+    report: str = typer.Option(None, "--report", help="Also write the study's HTML report to this file."),
 ) -> None:
     """Search a space's knobs for the best quality under a latency budget measured on the device."""
     from effscope.search.space import load_space
@@ -216,6 +217,11 @@ def search(
         _interrupted(sp, _storage(storage, db), study)
         raise typer.Exit(130)
     print_summary(result, sp)
+    if report:
+        from effscope.report import build_report
+
+        path = build_report(output=report, storage=result.storage_url, study=result.study_name, command=_command())
+        out.print(f"report written to {path}")
 
 
 class _Null:
