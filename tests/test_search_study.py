@@ -65,6 +65,19 @@ def trials_of(db: str, study: str = "tiny-cpu"):
     return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
 
 
+def _completed_rows(db: Path) -> int:
+    """COMPLETE trials in an SQLite study file, read with plain sqlite3 (0 while the schema does not exist yet)."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
 def cli(*args: str, cwd: Path | None = None, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "effscope", *args], capture_output=True, text=True, timeout=150, cwd=cwd, **kw
@@ -203,12 +216,8 @@ def test_ctrl_c_keeps_completed_trials_and_rerun_resumes(tmp_path):
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        if db.exists():
-            try:
-                if sum(t.state == TrialState.COMPLETE for t in trials_of(str(db))) >= 2:
-                    break
-            except KeyError:  # the study is not created yet
-                pass
+        if _completed_rows(db) >= 2:  # read-only: opening an Optuna storage here would race its creation
+            break
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -377,3 +386,27 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
     uids = {r.uid for r in store.records(study="tiny-cpu")}
     assert {t.user_attrs["record_uid"] for t in complete if t.user_attrs["record_uid"]} <= uids
     assert result.storage_url == storage_url(postgres_url) and result.summary.trials == len(complete)
+
+
+def test_storage_creation_retries_a_concurrent_schema_creation(monkeypatch):
+    from effscope.search import study as study_mod
+
+    monkeypatch.setattr(study_mod.time, "sleep", lambda s: None)
+    calls = []
+
+    def flaky(url, **kw):
+        calls.append(url)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: alembic_version.version_num")
+        return "storage"
+
+    assert study_mod._create_rdb_storage(flaky, "sqlite:///x.db", {}) == "storage" and len(calls) == 3
+
+    def broken(url, **kw):
+        calls.append(url)
+        raise RuntimeError("connection refused")
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="connection refused"):
+        study_mod._create_rdb_storage(broken, "sqlite:///x.db", {})
+    assert len(calls) == 1  # other errors are not retried

@@ -74,12 +74,30 @@ def open_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
                     grace_period=int(grace_s or 3 * heartbeat_s),
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
                 )
-            storage = RDBStorage(url, **kwargs)
+            storage = _create_rdb_storage(RDBStorage, url, kwargs)
         _sqlite_fast_commits(storage.engine)
         return storage
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StoreError(f"cannot open the study storage '{redact_url(url)}': {first}") from None
+
+
+def _create_rdb_storage(rdb_storage, url: str, kwargs: dict[str, Any], attempts: int = 5):
+    """RDBStorage(url), retried when another process is creating the same schema at that moment.
+
+    Optuna creates its tables on first connection without a lock; two processes doing it at once (a reader
+    beside a starting search, machines starting together on one PostgreSQL) collide on alembic_version.
+    """
+    for attempt in range(attempts):
+        try:
+            return rdb_storage(url, **kwargs)
+        except Exception as e:
+            text = str(e)
+            racing = "alembic_version" in text or "already exists" in text
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def storage_url(storage: str | None) -> str:
