@@ -167,13 +167,14 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
         reference_before = _time_reference(device) if opts.reference else None
         if opts.latency:
             _latency(forward, device, wl, opts, record)
-        if opts.throughput and not record.latency.get("latency_aborted"):  # over budget: nothing more to learn
+        over_budget = bool(record.latency.get("latency_aborted"))  # nothing more to learn from its timing
+        if opts.throughput and not over_budget:
             _throughput(forward, device, wl, opts, record)
         if reference_before is not None:
             _reference(reference_before, _time_reference(device), record)
         if opts.sweep:
             _sweep(target, module, wl, opts, record, amp_dtype)
-        if opts.module_times:
+        if opts.module_times and not over_budget:
             record.details["time_by_module_ms"] = _module_times(lambda: forward(fn=bound), module, device)
         if opts.count:  # last: tracing allocates, and its counts do not depend on timing
             _count(module, target.example_args(module, 1, wl.size, device), opts, record)
