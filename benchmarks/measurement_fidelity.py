@@ -6,7 +6,8 @@ Reports, per target:
 and the profiler's own overhead: the timing loop's cost per iteration (an empty callable), and the wall time of a
 full `effscope profile` job (worker start, build, count, time) beside the time spent in timed iterations.
 
-Usage: python benchmarks/measurement_fidelity.py [--device cpu|cuda] [--threads N] [--out reports/FILE.json]
+Usage: python benchmarks/measurement_fidelity.py [--device cpu|cuda] [--threads N] [--targets vit hilo ...]
+           [--max-time S] [--timer-time S] [--out reports/FILE.json]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.utils.benchmark as tbench
@@ -29,7 +31,14 @@ from effscope.profile.run import Plan, profile
 from effscope.profile.target import Bound, resolve_target
 from effscope.profile.timing import measure_latency, set_threads
 
-TARGETS = [("vit", (14, 14)), ("hilo", (28, 28)), ("lightvit", (28, 28)), ("pvtv2_b0", None), ("litv2_s", None)]
+# target -> token grid (blocks) or None (a model at its own input size)
+TARGETS: dict[str, tuple[int, int] | None] = {
+    "vit": (14, 14),
+    "hilo": (28, 28),
+    "lightvit": (28, 28),
+    "pvtv2_b0": None,
+    "litv2_s": None,
+}
 
 
 def _forward(name: str, size, device: torch.device):
@@ -46,30 +55,46 @@ def _forward(name: str, size, device: torch.device):
     return fn
 
 
-def _timer_median_ms(fn, device: torch.device, threads: int) -> float:
+def _timer_median_ms(fn, threads: int, min_run_time: float) -> float:
+    # Timer synchronizes CUDA itself, so on a GPU this is wall time per call, launches included.
     timer = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-    return timer.blocked_autorange(min_run_time=2.0).median * 1e3
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--out", default=None, help="also write the results as JSON here")
-    a = parser.parse_args()
-    device = torch.device(a.device)
-    set_threads(a.threads)
+def run(
+    device: str = "cpu",
+    *,
+    threads: int | None = None,
+    targets: list[str] | None = None,
+    max_time_s: float = 3.0,
+    timer_time_s: float = 2.0,
+) -> dict[str, Any]:
+    """Measure repeatability, agreement with torch.utils.benchmark and the profiler's overhead; returns the results.
+
+    Args:
+        device: "cpu", "cuda" or "cuda:N".
+        threads: torch intra-op threads (default: torch's current setting), pinned for the run.
+        targets: names from TARGETS (default: all of them).
+        max_time_s: cap on each of the two adaptive effscope latency measurements per target.
+        timer_time_s: torch.utils.benchmark's blocked_autorange min_run_time per target.
+    """
+    unknown = sorted(set(targets or ()) - set(TARGETS))
+    if unknown:
+        raise SystemExit(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
+    dev = torch.device(device)
+    threads = threads or torch.get_num_threads()
+    set_threads(threads)
     rows = []
     with attention_impl("sdpa"):
-        for name, size in TARGETS:
-            fn = _forward(name, size, device)
-            first = measure_latency(fn, device=device, max_time_s=3.0)
-            second = measure_latency(fn, device=device, max_time_s=3.0)
-            timer_ms = _timer_median_ms(fn, device, a.threads)
+        for name in targets or TARGETS:
+            fn = _forward(name, TARGETS[name], dev)
+            first = measure_latency(fn, device=dev, max_time_s=max_time_s)
+            second = measure_latency(fn, device=dev, max_time_s=max_time_s)
+            timer_ms = _timer_median_ms(fn, threads, timer_time_s)
             rows.append(
                 {
                     "target": name,
-                    "size": size,
+                    "size": TARGETS[name],
                     "median_ms_1": first.median_ms,
                     "median_ms_2": second.median_ms,
                     "repeat_ratio": second.median_ms / first.median_ms,
@@ -77,65 +102,81 @@ def main() -> None:
                     "timer_median_ms": timer_ms,
                     "agreement_ratio": first.median_ms / timer_ms,
                     "cpu_util": first.cpu_util,
+                    "timer": first.timer,
                 }
             )
 
-    empty = measure_latency(lambda: None, device=device, max_time_s=1.0, min_iters=1000)
+    empty = measure_latency(lambda: None, device=dev, max_time_s=1.0, min_iters=1000)
     t0 = time.perf_counter()
     (record,) = profile(
-        [Plan(resolve_target("vit"), Workload(device=a.device, size=(14, 14), threads=a.threads))],
+        [Plan(resolve_target("vit"), Workload(device=device, size=(14, 14), threads=threads))],
         Options(max_time_s=1.0, window_s=1.0),
         store=None,
     )
     job_wall_s = time.perf_counter() - t0
-    timed_s = sum(record.details.get("latency_samples_ms", [])) / 1e3
+    return {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "device": device,
+        "processor": platform.processor() or platform.machine(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "max_time_s": max_time_s,
+        "timer_time_s": timer_time_s,
+        "rows": rows,
+        "worst_repeat_dev": max(abs(r["repeat_ratio"] - 1) for r in rows),
+        "worst_agreement_dev": max(abs(r["agreement_ratio"] - 1) for r in rows),
+        "median_repeat_ratio": statistics.median(r["repeat_ratio"] for r in rows),
+        "loop_overhead_us": 1e3 * empty.median_ms,
+        "loop_overhead_n": empty.n,
+        "job_status": record.status,
+        "job_wall_s": job_wall_s,
+        "job_timed_s": sum(record.details.get("latency_samples_ms", [])) / 1e3,
+        "job_reference_ms_p50": record.reference.get("reference_ms_p50"),
+    }
 
-    print(
-        f"device {a.device} ({platform.processor() or platform.machine()}), threads {a.threads}, "
-        f"torch {torch.__version__}"
-    )
+
+def print_results(res: dict[str, Any]) -> None:
+    print(f"device {res['device']} ({res['processor']}), threads {res['threads']}, torch {res['torch']}")
     print(
         f"{'target':10} {'median1 ms':>11} {'median2 ms':>11} {'repeat':>8} {'Timer ms':>9} {'agree':>7} "
         f"{'IQR %':>6} {'cpu util':>8}"
     )
-    for r in rows:
+    for r in res["rows"]:
         print(
             f"{r['target']:10} {r['median_ms_1']:11.3f} {r['median_ms_2']:11.3f} {r['repeat_ratio']:8.4f} "
             f"{r['timer_median_ms']:9.3f} {r['agreement_ratio']:7.4f} {100 * r['rel_iqr_1']:6.1f} "
             f"{r['cpu_util'] if r['cpu_util'] is not None else float('nan'):8.2f}"
         )
-    repeat_dev = max(abs(r["repeat_ratio"] - 1) for r in rows)
-    agree_dev = max(abs(r["agreement_ratio"] - 1) for r in rows)
     print(
-        f"worst repeatability deviation {100 * repeat_dev:.2f} % "
-        f"(target {'1' if device.type == 'cuda' else '5'} %); worst Timer disagreement {100 * agree_dev:.2f} % "
-        "(target 3 %)"
+        f"worst repeatability deviation {100 * res['worst_repeat_dev']:.2f} % "
+        f"(target {'1' if res['device'].startswith('cuda') else '5'} %); worst Timer disagreement "
+        f"{100 * res['worst_agreement_dev']:.2f} % (target 3 %)"
     )
-    print(f"timing-loop overhead: {1e3 * empty.median_ms:.2f} us per iteration (empty callable, n={empty.n})")
+    print(
+        f"timing-loop overhead: {res['loop_overhead_us']:.2f} us per iteration "
+        f"(empty callable, n={res['loop_overhead_n']})"
+    )
+    ref = res["job_reference_ms_p50"]
     print(
         f"one profile job (vit @14x14, spawn + build + count + latency + 1 s throughput + reference): "
-        f"{job_wall_s:.1f} s wall, of which {timed_s:.2f} s in timed latency iterations; "
-        f"reference module p50 {record.reference.get('reference_ms_p50', float('nan')):.3f} ms"
+        f"{res['job_wall_s']:.1f} s wall, of which {res['job_timed_s']:.2f} s in timed latency iterations; "
+        f"reference module p50 {ref if ref is not None else float('nan'):.3f} ms"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--targets", nargs="+", default=None, help=f"subset of: {', '.join(TARGETS)}")
+    parser.add_argument("--max-time", type=float, default=3.0, help="cap per effscope latency measurement, s")
+    parser.add_argument("--timer-time", type=float, default=2.0, help="torch.utils.benchmark min_run_time, s")
+    parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    a = parser.parse_args()
+    res = run(a.device, threads=a.threads, targets=a.targets, max_time_s=a.max_time, timer_time_s=a.timer_time)
+    print_results(res)
     if a.out:
-        Path(a.out).write_text(
-            json.dumps(
-                {
-                    "command": " ".join([Path(sys.executable).name, *sys.argv]),
-                    "device": a.device,
-                    "threads": a.threads,
-                    "torch": torch.__version__,
-                    "rows": rows,
-                    "worst_repeat_dev": repeat_dev,
-                    "worst_agreement_dev": agree_dev,
-                    "loop_overhead_us": 1e3 * empty.median_ms,
-                    "job_wall_s": job_wall_s,
-                    "job_timed_s": timed_s,
-                    "median_repeat_ratio": statistics.median(r["repeat_ratio"] for r in rows),
-                },
-                indent=1,
-            )
-        )
+        Path(a.out).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":
