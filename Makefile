@@ -7,7 +7,7 @@ EFFSCOPE := $(VENV)/bin/effscope
 STAMP := $(VENV)/.effscope-installed
 DB := effscope.db
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,27 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/measurement_fidelity.py
 	$(PY) benchmarks/search_throughput.py
+
+# One call that proves effscope on a GPU (benchmarks/gpu_check.py): 330 s by default, results in $(OUT).
+# It needs neither a venv nor a network: .venv's Python when there is one, else python3 with its own CUDA torch,
+# plus the wheels in .whl/ (make gpu-wheels) for whatever that Python lacks.
+OUT ?= reports/gpu-check
+GPU_CHECK_PY := $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	$(GPU_CHECK_PY) benchmarks/gpu_check.py --out $(OUT) $(GPU_CHECK_ARGS)
+
+# Wheels for an offline GPU machine (default: CPython 3.12 on x86_64 Linux) of what CUDA images usually lack; carry
+# .whl/ along with the working tree. fvcore publishes only a source archive: it is pure Python, so it is built here.
+GPU_WHEELS_PYTHON ?= 3.12
+GPU_WHEELS ?= 'optuna>=5,<6' alembic mako colorlog 'sqlalchemy>=2' greenlet 'plotly>=5.20' iopath yacs termcolor \
+	tqdm packaging
+gpu-wheels:
+	rm -rf .whl && mkdir -p .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --implementation cp \
+	  --python-version $(GPU_WHEELS_PYTHON) --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	$(PYTHON) -m pip wheel -q --no-deps -w .whl 'fvcore>=0.1.5.post20221221'
+	@ls .whl && du -sh .whl
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

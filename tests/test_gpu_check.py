@@ -1,0 +1,270 @@
+"""benchmarks/gpu_check.py: the step budgets with fake steps, the summary, the wheel bootstrap, bad input, and the
+whole check in its CPU quick mode (so the kit cannot rot between GPU runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
+
+
+@pytest.fixture(scope="module")
+def kit():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses resolve annotations through the module's entry
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------------------------------------ budgets
+
+
+def test_deadlines_are_cumulative_shares_and_leave_the_summary_its_reserve(kit):
+    steps = [kit.Step("a", 0.5, ""), kit.Step("b", 0.25, ""), kit.Step("c", 0.25, "")]
+    d = kit.step_deadlines(steps, 100.0, 45.0)
+    usable = 45.0 - kit.SUMMARY_RESERVE_S
+    assert d == pytest.approx([100 + usable * 0.5, 100 + usable * 0.75, 100 + usable])
+    assert sum(s.share for s in kit.STEPS) == pytest.approx(1.0)
+
+
+def _fake(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_each_outcome_is_recorded_and_a_hung_step_is_killed_with_its_children(kit, tmp_path):
+    work, log = tmp_path / "work", tmp_path / "log.txt"
+    work.mkdir()
+    grandchild = tmp_path / "grandchild.pid"
+    fragment = "import json, sys; open(sys.argv[1], 'w').write(json.dumps({'data': %s}))"
+    codes = {  # the hung step first: steps after it get only their own share, which keeps the test short
+        "hung": (
+            "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+            f" open({str(grandchild)!r}, 'w').write(str(p.pid)); time.sleep(60)",
+            False,
+        ),
+        "ok": (fragment % "{'x': 1}", True),
+        "partial": (fragment % "{'incomplete': 'ran 2 of 3'}", True),
+        "failing": ("import sys; print('something broke here'); sys.exit(3)", False),
+        "after": (fragment % "{'y': 2}", True),
+    }
+    steps = [kit.Step(name, 1.0, f"fake {name}") for name in codes]
+
+    def command_for(step, _deadline):
+        code, writes = codes[step.name]
+        return _fake(code) + ([str(work / f"{step.name}.json")] if writes else [])
+
+    limit = 5 * 3.0 + kit.SUMMARY_RESERVE_S
+    t0 = time.time()
+    results = kit.run_steps(steps, command_for, limit=limit, work=work, log=log, echo=lambda _: None, min_step_s=0.5)
+    wall = time.time() - t0
+    by = {r.step: r for r in results}
+    assert [r.status for r in results] == ["out of time", "ok", "partial", "failed", "ok"]
+    assert "deadline" in by["hung"].reason and by["hung"].wall_s < 3.0 + 1.0
+    assert by["ok"].data == {"x": 1}
+    assert by["partial"].reason == "ran 2 of 3"
+    assert "exit code 3" in by["failing"].reason and "something broke here" in by["failing"].reason
+    assert by["after"].data == {"y": 2}  # the steps after a hung one still run
+    assert wall < limit - kit.SUMMARY_RESERVE_S + 1.0  # never past the limit
+    pid = int(grandchild.read_text())
+    time.sleep(0.2)
+    assert not _alive(pid), "the hung step's own children must be killed with it"
+    assert "===== step failing" in log.read_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "State:\tZ" in status.read_text())
+
+
+def test_a_step_without_time_left_is_skipped(kit, tmp_path):
+    steps = [kit.Step("long", 0.8, ""), kit.Step("starved", 0.2, "")]
+    results = kit.run_steps(
+        steps,
+        lambda step, _d: _fake("import time; time.sleep(60)" if step.name == "long" else "pass"),
+        limit=kit.SUMMARY_RESERVE_S + 5.0,  # "starved" gets 1 s, under the 2 s minimum
+        work=tmp_path,
+        log=tmp_path / "log.txt",
+        echo=lambda _: None,
+        min_step_s=2.0,
+    )
+    assert [r.status for r in results] == ["out of time", "skipped"]
+
+
+# ------------------------------------------------------------------------------------------------ summary
+
+
+def test_summary_shows_every_step_and_never_prints_a_missing_number_as_zero(kit):
+    result = {
+        "command": "python benchmarks/gpu_check.py",
+        "device": "cuda",
+        "quick": False,
+        "limit_s": 330,
+        "wall_s": 300.2,
+        "started_utc": "2026-11-27T00:00:00+00:00",
+        "machine": {
+            "python": "3.12.1",
+            "torch": "2.11.0",
+            "torch_cuda_build": "12.8",
+            "cudnn": 90100,
+            "effscope": "0.1.0",
+            "fvcore": "0.1.5",
+            "optuna": "5.0.0",
+            "plotly": "7.1.0",
+            "SQLAlchemy": "2.0",
+            "cpu": {"cpu_model": "Xeon", "cpu_logical": 16},
+            "gpu": {"name": "NVIDIA H100", "driver_version": "570", "cuda_driver_version": "12.8"},
+        },
+        "steps": [
+            {"step": "device", "status": "failed", "wall_s": 1.0, "budget_s": 30, "reason": "boom", "data": {}},
+            {
+                "step": "zoo",
+                "status": "partial",
+                "wall_s": 100.0,
+                "budget_s": 120,
+                "reason": "2 target(s) not run for lack of time",
+                "data": {
+                    "rows": [
+                        {
+                            "target": "litv2_s",
+                            "group": "bf16 batch 64",
+                            "status": "ok",
+                            "error": None,
+                            "macs": 3.7e9,
+                            "latency_ms_p50": 20.0,
+                            "latency_ms_p90": 21.0,
+                            "throughput_img_s": 3200.0,
+                            "peak_mem_bytes": 2**30,
+                            "peak_rss_bytes": None,
+                            "energy_j_per_img": None,
+                            "mean_power_w": None,
+                            "flags": "",
+                            "missing": {"energy_j_per_img": "NVML has no energy counter here"},
+                        }
+                    ],
+                    "not_run": ["hilo (bf16 batch 64)", "vit (bf16 batch 64)"],
+                    "correlations": {},
+                },
+            },
+            {"step": "search", "status": "skipped", "wall_s": 0.0, "budget_s": 2, "reason": "no time", "data": {}},
+        ],
+    }
+    text = kit.render_summary(result)
+    assert "NVIDIA H100 (driver 570" in text
+    for step in ("| device | failed", "| zoo | partial", "| search | skipped"):
+        assert step in text
+    row = next(line for line in text.splitlines() if line.startswith("| litv2_s"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[6] == "3,200" and cells[7] == "1024" and cells[8] == "-" and cells[9] == "-"
+    assert "NVML has no energy counter here" in text
+    assert "Not run for lack of time: hilo (bf16 batch 64), vit (bf16 batch 64)" in text
+
+
+def test_plain_makes_strict_json(kit):
+    value = kit.plain({"a": (1, float("nan")), "b": float("inf"), "c": Path("x"), 3: None})
+    assert value == {"a": [1, None], "b": None, "c": "x", "3": None}
+    json.dumps(value, allow_nan=False)
+
+
+# ------------------------------------------------------------------------------------------------ set-up
+
+
+def _wheel(folder: Path, name: str) -> Path:
+    """A minimal pure-Python wheel holding module `name` (pip installs it offline)."""
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    dist = f"{name}-1.0.dist-info"
+    files = {
+        f"{name}.py": "VALUE = 42\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{p},,\n" for p in files) + f"{dist}/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as z:
+        for p, text in {**files, f"{dist}/RECORD": record}.items():
+            z.writestr(p, text)
+    return path
+
+
+def test_missing_modules_are_installed_from_carried_wheels(kit, tmp_path, monkeypatch):
+    name = "effscope_carried_probe"
+    (tmp_path / ".whl").mkdir()
+    _wheel(tmp_path / ".whl", name)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    env = kit.ensure_packages(tmp_path, needed=(name,), site=tmp_path / "site")
+    assert importlib.import_module(name).VALUE == 42
+    assert env["PYTHONPATH"].split(os.pathsep)[:2] == [str(tmp_path / "site"), str(tmp_path)]
+    sys.modules.pop(name, None)
+
+
+def test_missing_modules_without_wheels_is_one_sentence(kit, tmp_path):
+    with pytest.raises(kit.CheckError, match="lacks effscope_absent_probe.*make gpu-wheels"):
+        kit.ensure_packages(tmp_path, needed=("effscope_absent_probe",))
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
+        (["--device", "cpu", "--limit", "0"], "--limit must be a positive number"),
+        pytest.param(
+            ["--device", "cuda"],
+            "no CUDA device is visible",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("torch") is not None and __import__("torch").cuda.is_available(),
+                reason="a GPU is visible here",
+            ),
+        ),
+    ],
+)
+def test_bad_input_is_one_sentence_and_exit_2(args, phrase, tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *args, "--out", str(tmp_path / "out")], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert phrase in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+def test_quick_mode_runs_every_step_on_the_cpu(kit, tmp_path):
+    out = tmp_path / "out"
+    # A generous limit: budgets are shares of it, so a loaded machine does not turn the steps into timeouts.
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(out), "--limit", "600"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=700)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert set(files) == set(kit.OUTPUT_FILES) and len(files) <= 8
+    result = json.loads((out / "results.json").read_text())
+    steps = {s["step"]: s for s in result["steps"]}
+    assert list(steps) == [s.name for s in kit.STEPS]
+    assert all(s["status"] == "ok" for s in steps.values()), {k: (s["status"], s["reason"]) for k, s in steps.items()}
+    assert steps["device"]["data"]["calibration"]["peak_mac_s"]["fp32"] > 0
+    presets = steps["presets"]["data"]
+    assert presets["ok"] == {"fp32": presets["presets"], "bf16": presets["presets"]}
+    zoo = steps["zoo"]["data"]["rows"]
+    assert [r["status"] for r in zoo] == ["ok"] * len(zoo) and {r["dtype"] for r in zoo} == {"bf16", "fp32"}
+    assert all(r["energy_j_per_img"] is None and r["missing"]["energy_j_per_img"] for r in zoo)
+    assert steps["search"]["data"]["trials"] == 4
+    assert steps["predictor"]["data"]["spaces"]["hilo_block"]["validation"]["n_holdout"] >= 1
+    summary = (out / "summary.md").read_text()
+    for heading in ("## Steps", "## Roofline", "## Every preset", "## Zoo", "## Measurement fidelity", "## Search"):
+        assert heading in summary
+    # A second run into the same folder refuses instead of mixing two checks in one database.
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already holds an earlier check" in again.stderr
