@@ -1019,6 +1019,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.time()  # --limit counts from here: installing wheels and checking imports use it too
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu (with --quick)")
@@ -1044,15 +1045,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return check(settings, out, limit, env)
+    return check(settings, out, limit, env, started)
 
 
-def check(settings: Settings, out: Path, limit: float, env: dict[str, str]) -> int:
+def check(settings: Settings, out: Path, limit: float, env: dict[str, str], started: float) -> int:
     """Run every step, then write results.json and summary.md; 0 when every step ended ok or partial."""
     import datetime
 
-    started = time.time()
-    started_utc = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    started_utc = datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds")
     machine = describe_machine(settings.device)
     log = out / LOG
     with tempfile.TemporaryDirectory(prefix="effscope-gpu-check-") as work:
