@@ -55,6 +55,10 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} '{name}'{did_you_mean(name, names)} (known {self.kind}s: {', '.join(names)})"
             ) from None
 
+    def __getitem__(self, name: str) -> T:
+        """`registry[name]`, the same as `get` (an unknown name raises UnknownNameError, a LookupError)."""
+        return self.get(name)
+
     def names(self) -> list[str]:
         """Registered names in registration order."""
         return list(self._entries)
