@@ -60,7 +60,8 @@ def open_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    from effscope.profile.store import StoreError, redact_url
+    from effscope.profile.store import StoreError
+    from effscope.urls import mask_command, mask_url
 
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -79,7 +80,7 @@ def open_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
         return storage
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StoreError(f"cannot open the study storage '{redact_url(url)}': {first}") from None
+        raise StoreError(f"cannot open the study storage '{mask_url(url)}': {mask_command(first)}") from None
 
 
 def _create_rdb_storage(rdb_storage, url: str, kwargs: dict[str, Any], attempts: int = 5):
@@ -101,10 +102,10 @@ def _create_rdb_storage(rdb_storage, url: str, kwargs: dict[str, Any], attempts:
 
 
 def storage_url(storage: str | None) -> str:
-    """The database URL of a study: the record store's rule (a path means an SQLite file)."""
-    from effscope.profile.store import resolve_url
+    """The database URL of a study: the one rule of `effscope.urls.database_url` (a path means an SQLite file)."""
+    from effscope.urls import database_url
 
-    return resolve_url(storage)
+    return database_url(storage)
 
 
 def device_name_for(workload) -> str:
@@ -183,6 +184,7 @@ def prepare_study(
     import optuna
 
     from effscope import __version__
+    from effscope.urls import mask_command
 
     signature = space.signature()
     try:
@@ -220,7 +222,7 @@ def prepare_study(
             "device_name": device_name,
             "objectives": objectives_attr(space),
             "budgets": budgets,
-            "command": command,
+            "command": mask_command(command),
             "effscope_version": __version__,
         }
         for key, value in attrs.items():
