@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 _KNOB_KEY = "effscope_knob"
+_BOOL_SPELLINGS = {True: ("true", "1", "yes", "on"), False: ("false", "0", "no", "off")}
 
 
 def format_value(value: Any) -> str:
@@ -184,6 +185,8 @@ class Choice(Domain):
         for option in self.options:
             if format_value(option).replace(" ", "") == wanted:
                 return option
+            if isinstance(option, bool) and wanted.lower() in _BOOL_SPELLINGS[option]:
+                return option  # true/false as TOML writes them, and the other usual spellings
         raise ValueError(f"{text!r} is not an option")
 
     def to_optuna(self, name: str) -> dict[str, BaseDistribution]:

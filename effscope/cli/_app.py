@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from effscope import __version__
 
@@ -22,6 +23,25 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 state = {"debug": False}
 
 SET_HELP = "Knob value, knob=value (repeatable); tuples as 2,2,6,2."
+
+
+def command_line() -> str:
+    """This command line as stored with Records, studies and reports (passwords in URLs masked)."""
+    from effscope.urls import mask_command
+
+    return mask_command(" ".join(["effscope", *sys.argv[1:]]))
+
+
+def esc(text) -> str:
+    """User or exception text for a rich string: its brackets shown as typed, never read as markup."""
+    return escape(str(text))
+
+
+def shown_url(url: str) -> str:
+    """A database URL as printed: password masked, brackets escaped."""
+    from effscope.urls import mask_url
+
+    return esc(mask_url(url))
 
 
 def fmt(value, spec: str = "", scale: float = 1.0) -> str:

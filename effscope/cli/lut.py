@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 from rich.table import Table
 
-from effscope.cli._app import app, err, fmt, out
+from effscope.cli._app import app, command_line, err, esc, fmt, out, shown_url
 
 lut_app = typer.Typer(help="Latency lookup tables: predict to reject, never to accept.", no_args_is_help=True)
 app.add_typer(lut_app, name="lut")
@@ -41,14 +39,14 @@ def build(
         samples=samples,
         holdout=holdout,
         seed=seed,
-        command=" ".join(["effscope", *sys.argv[1:]]),
+        command=command_line(),
         on_progress=progress,
     )
     v = table.validation
     out.print(
-        f"latency table '{table.name}' (uid {table.uid}) in {store.url}: {len(table.entries)} block entries "
-        f"({v['measured']} measured, {v['cached']} reused), {v['n_train']} training and {v['n_holdout']} held-out "
-        f"designs, predicting {table.statistic}"
+        f"latency table '{esc(table.name)}' (uid {table.uid}) in {shown_url(store.url)}: {len(table.entries)} block "
+        f"entries ({v['measured']} measured, {v['cached']} reused), {v['n_train']} training and {v['n_holdout']} "
+        f"held-out designs, predicting {table.statistic}"
     )
     t = Table(title=f"held-out validation ({v['n_holdout']} designs measured as wholes)", title_justify="left")
     for col in ("predictor", "MAPE", "within 5 %", "within 10 %", "Kendall tau"):
@@ -71,5 +69,5 @@ def build(
             )
     out.print(t)
     for note in table.notes:
-        out.print(f"[dim]note: {note}[/dim]")
-    out.print(f"use it: effscope search {space} --predictor {table.name}")
+        out.print(f"[dim]note: {esc(note)}[/dim]")
+    out.print(f"use it: effscope search {esc(space)} --predictor {esc(table.name)}")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 from rich.table import Table
 
-from effscope.cli._app import SET_HELP, app, err, fmt, out
+from effscope.cli._app import SET_HELP, app, command_line, err, esc, fmt, out, shown_url
 from effscope.errors import SpecError
 
 CROSSCHECK_TOLERANCE = 1e-6  # both counters are exact on matmul-class work, so any difference is a miscount
@@ -36,8 +34,8 @@ def _records_table(records) -> Table:
         p50 = f.get("latency_ms_p50")
         mem = f.get("peak_mem_bytes", f.get("peak_rss_bytes"))
         table.add_row(
-            r.target + (f" @{f['height']}x{f['width']}" if f.get("height") else ""),
-            r.status if r.status == "ok" else f"[red]failed[/red]: {r.error}",
+            esc(r.target + (f" @{f['height']}x{f['width']}" if f.get("height") else "")),
+            r.status if r.status == "ok" else f"[red]failed[/red]: {esc(r.error)}",
             fmt(f.get("params"), ",d"),
             fmt(f.get("macs"), ".4f", 1e9),
             fmt(p50, ".3f"),
@@ -46,7 +44,7 @@ def _records_table(records) -> Table:
             fmt(f.get("throughput_img_s"), ".1f"),
             fmt(mem, ".1f", 2**20),
             fmt(f.get("energy_j_per_img"), ".4f"),
-            f.get("flags") or "",
+            esc(f.get("flags") or ""),
         )
     return table
 
@@ -81,11 +79,13 @@ def profile(
     report: str = typer.Option(None, "--report", help="Also write an HTML report of this run's Records to this file."),
 ) -> None:
     """Count and measure a target (or a suite): params, MACs, latency, throughput, memory, energy."""
+    from effscope.output import check_output
     from effscope.profile.measure import Options
     from effscope.profile.record import Workload
-    from effscope.profile.run import Plan, parse_size, plan_suite, validate_workload
+    from effscope.profile.run import Plan, check_device, parse_size, plan_suite, validate_options, validate_workload
     from effscope.profile.store import RecordStore
     from effscope.profile.target import resolve_target
+    from effscope.urls import database_url
 
     if bool(targets) == (suite is not None):
         raise SpecError("give either a TARGET or --suite NAME (not both, not neither)")
@@ -107,6 +107,17 @@ def profile(
             attention=attention,
         )
     )
+    options = validate_options(
+        Options(
+            elementwise=elementwise,
+            latency=not no_latency,
+            throughput=not no_throughput,
+            sweep=sweep,
+            max_time_s=max_time,
+            timeout_s=timeout,
+        )
+    )
+    check_device(workload.device)
     if suite is not None:
         if set_ or size or grid:
             raise SpecError("--suite runs each target at its defaults; --set, --resolution and --tokens do not apply")
@@ -122,19 +133,16 @@ def profile(
             if resolved.kind == "model" and grid:
                 raise SpecError(f"'{target}' is a model: give its input size with --resolution, not --tokens")
             plans.append(Plan(resolved, workload))
-    for path in (json_out, csv_out, report):
-        if path and not _parent_writable(path):
-            raise SpecError(f"cannot write '{path}': its folder does not exist or is not writable")
-    store = RecordStore(db)
-    options = Options(
-        elementwise=elementwise,
-        latency=not no_latency,
-        throughput=not no_throughput,
-        sweep=sweep,
-        max_time_s=max_time,
-        timeout_s=timeout,
-    )
-    provenance = {"command": " ".join(["effscope", *sys.argv[1:]])}
+    url = database_url(db)
+    for path in (json_out, csv_out):  # before measuring: never onto the database, never into nowhere
+        if path:
+            check_output(path, databases=[url])
+    if report:
+        from effscope.report import check_report_output
+
+        check_report_output(report, protect=[url])
+    store = RecordStore(url)
+    provenance = {"command": command_line()}
     records = _run_with_progress(plans, options, store, provenance)
     out.print(_records_table(records))
     for r in records:
@@ -145,24 +153,25 @@ def profile(
                 if roof.get("roofline_fraction") is not None
                 else ""
             )
-            out.print(f"[dim]{r.target}: {roof['intensity_mac_per_byte']:.2f} MAC/byte (estimated){where}[/dim]")
+            out.print(f"[dim]{esc(r.target)}: {roof['intensity_mac_per_byte']:.2f} MAC/byte (estimated){where}[/dim]")
         by_reason: dict[str, list[str]] = {}
         for name, why in r.missing.items():
             by_reason.setdefault(why, []).append(name)
         for why, names in by_reason.items():
             shown = ", ".join(names) if len(names) <= 3 else f"{', '.join(names[:2])} and {len(names) - 2} more"
-            out.print(f"[dim]{r.target}: {shown} missing: {why}[/dim]")
+            out.print(f"[dim]{esc(r.target)}: {esc(shown)} missing: {esc(why)}[/dim]")
         diff = r.counts.get("crosscheck_rel_diff")
         if diff is not None and abs(diff) > CROSSCHECK_TOLERANCE:
             err.print(
-                f"warning: {r.target}: fvcore and torch's FlopCounterMode disagree on matmul/conv/attention work "
+                f"warning: {esc(r.target)}: fvcore and torch's FlopCounterMode disagree on matmul/conv/attention work "
                 f"by {100 * diff:+.3f} %; the MACs may be miscounted (see Record.details['count'])"
             )
         uncounted = r.details.get("count", {}).get("uncounted_ops")
         if uncounted:
             listed = ", ".join(f"{op} x{n}" for op, n in sorted(uncounted.items()))
             out.print(
-                f"[dim]{r.target}: not in the MAC convention (element-wise; --elementwise counts them): {listed}[/dim]"
+                f"[dim]{esc(r.target)}: not in the MAC convention (element-wise; --elementwise counts them): "
+                f"{esc(listed)}[/dim]"
             )
     if len(records) > 2:
         from effscope.profile.run import rank_correlation
@@ -172,29 +181,23 @@ def profile(
             f"MACs vs measured p50 latency across {corr['n']} targets: "
             f"Spearman {corr['spearman']:.3f}, Kendall {corr['kendall']:.3f}"
         )
-    out.print(f"{len(records)} record(s) stored in {store.url}")
+    out.print(f"{len(records)} record(s) stored in {shown_url(store.url)}")
     if json_out or csv_out:
         import pandas as pd
 
+        from effscope.profile.store import write_table
+
         df = pd.DataFrame([r.flat() for r in records])
-        if json_out:
-            df.to_json(json_out, orient="records", indent=1)
-        if csv_out:
-            df.to_csv(csv_out, index=False)
+        for path, fmt_ in ((json_out, "json"), (csv_out, "csv")):
+            if path:
+                out.print(f"records written to {esc(write_table(df, path, fmt_, databases=[store.url]))}")
     if report:
         from effscope.report import build_report
 
-        out.print(f"report written to {build_report(output=report, records=records, command=provenance['command'])}")
+        path = build_report(output=report, records=records, command=provenance["command"], protect=[store.url])
+        out.print(f"report written to {esc(path)}")
     if any(r.status != "ok" for r in records) and suite is None:
         raise typer.Exit(1)
-
-
-def _parent_writable(path: str) -> bool:
-    import os
-    from pathlib import Path
-
-    parent = Path(path).expanduser().resolve().parent
-    return parent.is_dir() and os.access(parent, os.W_OK)
 
 
 def _run_with_progress(plans, options, store, provenance):
@@ -213,9 +216,9 @@ def _run_with_progress(plans, options, store, provenance):
         task = progress.add_task("measuring", total=len(plans))
 
         def advance(record):
-            progress.update(task, advance=1, description=f"measured {record.target}")
+            progress.update(task, advance=1, description=f"measured {esc(record.target)}")
 
-        progress.update(task, description=f"measuring {plans[0].target.name}")
+        progress.update(task, description=f"measuring {esc(plans[0].target.name)}")
         return run_profile(plans, options, store=store, provenance=provenance, on_record=advance)
 
 
@@ -248,23 +251,23 @@ def device_cmd(
     table.add_column("property")
     table.add_column("value")
     for key, value in cpu_info().items():
-        table.add_row(f"cpu.{key}", str(value))
+        table.add_row(f"cpu.{key}", esc(value))
     ok, reason = nvml_available()
     if ok:
         for key, value in gpu_info().items():
-            table.add_row(f"gpu.{key}", str(value))
+            table.add_row(f"gpu.{key}", esc(value))
     else:
-        table.add_row("gpu", f"none visible ({reason})")
+        table.add_row("gpu", f"none visible ({esc(reason)})")
     out.print(table)
 
 
 def _calibrate(device, dtypes, threads, gemm_sizes, copy_mib, max_time, db) -> None:
     from effscope.profile.record import Workload
     from effscope.profile.roofline import calibrate, calibration_table
-    from effscope.profile.run import validate_workload
+    from effscope.profile.run import check_device, validate_workload
     from effscope.profile.store import RecordStore
 
-    validate_workload(Workload(device=device, threads=threads))
+    check_device(validate_workload(Workload(device=device, threads=threads)).device)
     sizes = None
     if gemm_sizes is not None:
         try:
@@ -284,7 +287,7 @@ def _calibrate(device, dtypes, threads, gemm_sizes, copy_mib, max_time, db) -> N
         copy_bytes=copy_mib * 2**20 if copy_mib else None,
         max_time_s=max_time,
     )
-    record = cal.to_record(command=" ".join(["effscope", *sys.argv[1:]]))
+    record = cal.to_record(command=command_line())
     store.add(record)
     threads_note = f", {cal.threads} thread(s)" if cal.threads is not None else ""
     table = Table(title=f"roofline of {cal.device_name} ({cal.device}{threads_note})", title_justify="left")
@@ -292,7 +295,7 @@ def _calibrate(device, dtypes, threads, gemm_sizes, copy_mib, max_time, db) -> N
         table.add_column(col, justify="left" if col == "dtype" else "right")
     for row in calibration_table(cal):
         if "unsupported" in row:
-            table.add_row(row["dtype"], f"[dim]not measured: {row['unsupported']}[/dim]", "", "", "", "", "")
+            table.add_row(row["dtype"], f"[dim]not measured: {esc(row['unsupported'])}[/dim]", "", "", "", "", "")
             continue
         table.add_row(
             row["dtype"],
@@ -311,5 +314,5 @@ def _calibrate(device, dtypes, threads, gemm_sizes, copy_mib, max_time, db) -> N
         )
     out.print(
         f"copy of {cal.copy_bytes / 2**20:.0f} MiB, bytes read + written; calibration record {record.uid} "
-        f"stored in {store.url}"
+        f"stored in {shown_url(store.url)}"
     )

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
-from effscope.cli._app import app, out
+from effscope.cli._app import app, command_line, esc, out
 
 
 @app.command()
@@ -32,6 +30,6 @@ def report(
         db=db,
         records_csv=records,
         plotlyjs=plotlyjs,
-        command=" ".join(["effscope", *sys.argv[1:]]),
+        command=command_line(),
     )
-    out.print(f"report written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    out.print(f"report written to {esc(path)} ({path.stat().st_size / 1e6:.1f} MB)")

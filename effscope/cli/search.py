@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 from rich.table import Table
 
-from effscope.cli._app import app, err, fmt, out
+from effscope.cli._app import app, command_line, err, esc, fmt, out, shown_url
 from effscope.errors import SpecError
 
 STORAGE_HELP = (
     "Study + Record database: an SQLite file or SQLAlchemy URL (postgresql://user@host/db for many machines)."
 )
-
-
-def _command() -> str:
-    return " ".join(["effscope", *sys.argv[1:]])
 
 
 def _storage(storage: str | None, db: str | None) -> str | None:
@@ -54,7 +48,7 @@ def _knob_text(row: dict, space) -> str:
     ts = space.target_named(row["block"]) if row.get("block") else space.targets[0]
     shown = [k for k in ts.domains]
     text = " ".join(f"{k}={format_value(row['knobs'][k])}" for k in shown if k in row["knobs"])
-    return f"{row['block']}: {text}" if row.get("block") else text
+    return esc(f"{row['block']}: {text}" if row.get("block") else text)
 
 
 def _quality_fmt(v) -> str:
@@ -76,7 +70,7 @@ def _front_table(summary, space) -> Table:
     for r in summary.front:
         table.add_row(
             str(r["trial"]),
-            r["preset"] or r["status"],
+            esc(r["preset"] or r["status"]),
             _quality_fmt(r["quality"]),
             fmt(r["latency_ms_p50"], ".3f"),
             fmt(r["latency_ms_p90"], ".3f"),
@@ -102,11 +96,11 @@ def _preset_table(summary) -> Table:
             where = "feasible, not on the front"
         table.add_row(
             str(r["trial"]),
-            r["preset"],
+            esc(r["preset"]),
             _quality_fmt(r["quality"]),
             fmt(r["latency_ms_p50"], ".3f"),
             fmt(r["latency_ms_p90"], ".3f"),
-            where,
+            esc(where),
         )
     return table
 
@@ -137,12 +131,21 @@ def _progress_text(p, quality: str) -> str:
     )
 
 
+def summary_line(result, cap: int) -> str:
+    """The search's first line: completed trials (by status) against the cap; failed and running ones apart."""
+    s = result.summary
+    kinds = ", ".join(f"{v} {k}" for k, v in s.counts.items() if v)
+    text = f"study {result.study_name} in {shown_url(result.storage_url)}: {s.trials} of {cap} trials completed"
+    text += f" ({esc(kinds)})" if kinds else ""
+    apart = [f"{n} {what}" for n, what in ((s.failed, "failed"), (s.running, "still running")) if n]
+    return text + (f"; not counted: {', '.join(apart)}" if apart else "")
+
+
 def print_summary(result, space) -> None:
     """The tables a finished (or interrupted) search prints: the front, the presets, the budget slices."""
     s = result.summary
-    counts = ", ".join(f"{v} {k}" for k, v in s.counts.items() if v)
-    out.print(f"study {result.study_name} in {result.storage_url}: {s.trials} completed trials ({counts})")
-    out.print(f"quality objective: {s.quality_label}")
+    out.print(summary_line(result, space.trials))
+    out.print(f"quality objective: {esc(s.quality_label)}")
     if s.front:
         out.print(_front_table(s, space))
     else:
@@ -154,7 +157,29 @@ def print_summary(result, space) -> None:
         tail = f"; best {s.quality_name} {_quality_fmt(best['quality'])} (trial {best['trial']})" if best else ""
         out.print(f"under {sl['statistic']} <= {sl['limit']:g} ms: {sl['feasible']} feasible design(s){tail}")
     for note in result.notes:
-        out.print(f"[dim]note: {note}[/dim]")
+        out.print(f"[dim]note: {esc(note)}[/dim]")
+
+
+def failure_lines(result) -> list[str]:
+    """One sentence per worker that ended early (stderr), and the exit code: 2 when one met an EffscopeError (an
+    unwritable database: the user can act on it), 1 when one crashed or was killed, 0 when none did."""
+    lines = []
+    for f in result.failures:
+        if f.cause == "error":
+            lines.append(f"error: worker {f.worker} stopped: {f.reason}")
+        elif f.cause == "crash":
+            lines.append(f"error: worker {f.worker} crashed ({f.reason}); its traceback is above")
+        else:
+            lines.append(f"error: worker {f.worker} {f.reason}")
+    if lines:
+        lines.append("completed trials are kept; re-run the same command to resume")
+    return lines
+
+
+def failure_exit_code(result) -> int:
+    if not result.failures:
+        return 0
+    return 2 if any(f.cause == "error" for f in result.failures) else 1
 
 
 @app.command()
@@ -186,6 +211,11 @@ def search(
     if space is None:
         raise SpecError("give a SPACE (a shipped name or a .toml file), or --list to see the shipped ones")
     sp = load_space(space).with_overrides(budget_ms=budget_ms, device=device, trials=trials, data=data, seed=seed)
+    if report:  # before minutes of searching: an unwritable report (or one onto the database) fails now
+        from effscope.report import check_report_output
+        from effscope.urls import database_url
+
+        check_report_output(report, protect=[database_url(_storage(storage, db))])
     label = sp.quality
     interactive = err.is_terminal
     last = {"done": -1}
@@ -195,7 +225,7 @@ def search(
         def progress(p) -> None:
             text = _progress_text(p, label)
             if interactive:
-                status.update(text)
+                status.update(esc(text))
             elif p.done != last["done"]:
                 last["done"] = p.done
                 err.print(text, markup=False, highlight=False)
@@ -206,7 +236,7 @@ def search(
                 storage=_storage(storage, db),
                 study_name=study,
                 workers=workers,
-                command=_command(),
+                command=command_line(),
                 on_progress=progress,
                 heartbeat_s=heartbeat,
                 predictor=predictor,
@@ -217,11 +247,15 @@ def search(
         _interrupted(sp, _storage(storage, db), study)
         raise typer.Exit(130)
     print_summary(result, sp)
+    for line in failure_lines(result):
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
     if report:
         from effscope.report import build_report
 
-        path = build_report(output=report, storage=result.storage_url, study=result.study_name, command=_command())
-        out.print(f"report written to {path}")
+        path = build_report(output=report, storage=result.storage_url, study=result.study_name, command=command_line())
+        out.print(f"report written to {esc(path)}")
+    if failure_exit_code(result):
+        raise typer.Exit(failure_exit_code(result))
 
 
 class _Null:
@@ -246,9 +280,9 @@ def _interrupted(space, storage, study_name) -> None:
     try:
         st = optuna.load_study(study_name=name, storage=url)
         s = summarize(st.get_trials(deepcopy=False), study_info(st))
-        err.print(f"interrupted: {s.trials} completed trial(s) are kept in {url} (study {name})")
+        err.print(f"interrupted: {s.trials} completed trial(s) are kept in {shown_url(url)} (study {esc(name)})")
     except Exception:
-        err.print(f"interrupted: completed trials are kept in {url}")
+        err.print(f"interrupted: completed trials are kept in {shown_url(url)}")
     err.print("re-run the same command to resume")
 
 
@@ -274,7 +308,7 @@ def calibrate(
         def progress(i: int, n: int, row: dict) -> None:
             text = f"design {i}/{n}: top-1 {fmt(row.get('train'), '.1f')} %"
             if err.is_terminal:
-                status.update(text)
+                status.update(esc(text))
             else:
                 err.print(text, markup=False, highlight=False)
 
@@ -284,7 +318,7 @@ def calibrate(
             steps=steps,
             storage=_storage(storage, db),
             study_name=study,
-            command=_command(),
+            command=command_line(),
             on_design=progress,
         )
     table = Table(
@@ -301,12 +335,15 @@ def calibrate(
         designs.add_column(col, justify="left" if col == "design" else "right")
     for row in result.rows:
         designs.add_row(
-            row["design"], fmt(row.get("train"), ".1f"), *[_quality_fmt(_num(row.get(n))) for n in result.taus]
+            esc(row["design"]), fmt(row.get("train"), ".1f"), *[_quality_fmt(_num(row.get(n))) for n in result.taus]
         )
     out.print(designs)
     for note in result.notes:
-        out.print(f"[dim]note: {note}[/dim]")
-    out.print(f"stored with study {result.study_name} in {result.storage_url} (study user_attrs['calibration'])")
+        out.print(f"[dim]note: {esc(note)}[/dim]")
+    out.print(
+        f"stored with study {esc(result.study_name)} in {shown_url(result.storage_url)} "
+        "(study user_attrs['calibration'])"
+    )
 
 
 def _num(v):

@@ -11,7 +11,27 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ChildDied", "ChildProcess", "ChildTimedOut"]
+__all__ = ["ChildDied", "ChildProcess", "ChildTimedOut", "start_shielded"]
+
+
+def start_shielded(proc) -> None:
+    """Start a spawned process with SIGINT blocked: a Ctrl-C that reaches it stays pending instead of interrupting it.
+
+    A terminal's Ctrl-C goes to the whole foreground process group; a child still importing its modules would die
+    with a KeyboardInterrupt traceback. The parent handles Ctrl-C and stops its children itself. A child that
+    should react to SIGINT later (a search worker, once in its own session) unblocks it and then receives any
+    SIGINT that arrived meanwhile. The parent blocks it only while starting the child (the mask is inherited), so
+    its own Ctrl-C is delayed, never lost.
+    """
+    from multiprocessing import resource_tracker
+
+    # Spawning starts multiprocessing's resource tracker once, and its start unblocks SIGINT: start it first.
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        proc.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class ChildDied(Exception):
@@ -62,7 +82,7 @@ class ChildProcess:
         self._proc = self._ctx.Process(
             target=self._serve, args=(child, *self._args), daemon=True, name=f"effscope-{self.what.split()[0]}"
         )
-        self._proc.start()
+        start_shielded(self._proc)
         child.close()
         self._conn = parent
         self.requests = 0

@@ -106,6 +106,12 @@ class Record:
     created_at: str = field(default_factory=_now)
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
 
+    def __post_init__(self) -> None:
+        if self.command:
+            from effscope.urls import mask_command
+
+            self.command = mask_command(self.command)  # a --db URL's password is never stored
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), default=str)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -15,7 +17,17 @@ if TYPE_CHECKING:
     from effscope.profile.store import RecordStore
     from effscope.profile.worker import Worker
 
-__all__ = ["SUITES", "Plan", "parse_size", "plan_suite", "profile", "rank_correlation", "validate_workload"]
+__all__ = [
+    "SUITES",
+    "Plan",
+    "check_device",
+    "parse_size",
+    "plan_suite",
+    "profile",
+    "rank_correlation",
+    "validate_options",
+    "validate_workload",
+]
 
 
 @dataclass(frozen=True)
@@ -40,23 +52,65 @@ def parse_size(text: str | None, what: str) -> tuple[int, int] | None:
     return (values[0], values[-1])
 
 
-def validate_workload(w: Workload) -> Workload:
-    """Check the workload's values; one sentence per mistake."""
+def validate_workload(w: Workload, where: str | None = None) -> Workload:
+    """Check the workload's values; one sentence per mistake.
+
+    Args:
+        where: for a workload read from a file, the file as messages name it ("search space x.toml"); each
+            mistake then names the file and its [workload] key instead of the command-line option.
+    """
     from effscope.blocks._layers import ATTENTION_IMPLS
 
+    def name(key: str) -> str:
+        return f"{where}: [workload] {key.replace('-', '_')}" if where else f"--{key}"
+
     if w.dtype not in DTYPES:
-        raise SpecError(f"--dtype must be one of {', '.join(DTYPES)}, but got '{w.dtype}'")
-    if not (w.device == "cpu" or w.device == "cuda" or w.device.startswith("cuda:")):
-        raise SpecError(f"--device must be cpu, cuda or cuda:N, but got '{w.device}'")
+        raise SpecError(f"{name('dtype')} must be one of {', '.join(DTYPES)}, but got '{w.dtype}'")
+    if not (w.device == "cpu" or w.device == "cuda" or re.fullmatch(r"cuda:\d+", w.device)):
+        raise SpecError(f"{name('device')} must be cpu, cuda or cuda:N, but got '{w.device}'")
     if w.batch < 1:
-        raise SpecError(f"--batch must be >= 1, but got {w.batch}")
+        raise SpecError(f"{name('batch')} must be >= 1, but got {w.batch}")
     if w.threads is not None and w.threads < 1:
-        raise SpecError(f"--threads must be >= 1, but got {w.threads}")
+        raise SpecError(f"{name('threads')} must be >= 1, but got {w.threads}")
     if w.attention not in ATTENTION_IMPLS:
-        raise SpecError(f"--attention must be one of {', '.join(ATTENTION_IMPLS)}, but got '{w.attention}'")
+        raise SpecError(f"{name('attention')} must be one of {', '.join(ATTENTION_IMPLS)}, but got '{w.attention}'")
     if w.cuda_graph and not w.device.startswith("cuda"):
-        raise SpecError("--cuda-graph needs --device cuda (CUDA graphs exist only on NVIDIA GPUs)")
+        raise SpecError(f"{name('cuda-graph')} needs --device cuda (CUDA graphs exist only on NVIDIA GPUs)")
     return w
+
+
+def validate_options(o: Options) -> Options:
+    """Check the time limits of a profiling run; one sentence per mistake."""
+    for option, value in (("--timeout", o.timeout_s), ("--max-time", o.max_time_s)):
+        if not (math.isfinite(value) and value > 0):
+            raise SpecError(f"{option} must be a positive number of seconds, but got {value:g}")
+    return o
+
+
+def check_device(device: str) -> None:
+    """Check that this machine's torch can run on `device` (cheap: no CUDA context is created).
+
+    Raises:
+        SpecError: a CUDA device on a torch built without CUDA, or an index past the visible devices.
+    """
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.backends.cuda.is_built():
+        raise SpecError(
+            f"--device {device} asks for a CUDA device, but this torch ({torch.__version__}) is built without CUDA; "
+            "use --device cpu or install a CUDA build of torch"
+        )
+    count = torch.cuda.device_count()  # NVML first where available: no context is created here
+    index = torch.device(device).index or 0
+    if index >= count:
+        raise SpecError(
+            f"--device {device} asks for a CUDA device, but this machine shows {count} (cuda:0 to cuda:{count - 1}); "
+            "use --device cpu or one of those"
+            if count
+            else f"--device {device} asks for a CUDA device, but torch sees none on this machine; use --device cpu"
+        )
 
 
 def _suite_zoo(base: Workload) -> list[Plan]:

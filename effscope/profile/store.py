@@ -7,19 +7,19 @@ re-running a measurement adds a row, nothing is ever updated or deleted.
 from __future__ import annotations
 
 import os
-import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from effscope.errors import EffscopeError, SpecError
 from effscope.profile.record import Record
+from effscope.urls import DEFAULT_DB, database_url, mask_command, mask_url, sqlite_path
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DEFAULT_DB", "RecordStore", "StoreError", "redact_url", "resolve_url"]
+__all__ = ["DEFAULT_DB", "EXPORT_FORMATS", "RecordStore", "StoreError", "write_table"]
 
-DEFAULT_DB = "effscope.db"  # in the working directory; EFFSCOPE_DB overrides
 EXPORT_FORMATS = (".csv", ".parquet", ".json")
 
 
@@ -27,26 +27,23 @@ class StoreError(EffscopeError):
     """The database cannot be opened, reached or written."""
 
 
-def resolve_url(db: str | None) -> str:
-    """Turn a file path or an SQLAlchemy URL into a URL (a bare path means an SQLite file).
+def write_table(df: pd.DataFrame, path: str | Path, fmt: str, *, databases: Iterable[str | None] = ()) -> Path:
+    """Write a table of Records as csv, parquet or json, atomically and never onto one of `databases`.
 
-    A bare postgresql:// names the installed driver: SQLAlchemy 2.1 maps it to psycopg 3, while effscope's
-    `postgres` extra installs psycopg2.
+    Raises:
+        OutputError: the path is unusable or the write failed (one sentence; nothing half-written is left).
     """
-    import importlib.util
+    from effscope.output import write_atomic
 
-    db = db or os.environ.get("EFFSCOPE_DB") or DEFAULT_DB
-    if "://" not in db:
-        return f"sqlite:///{Path(db).expanduser().resolve()}"
-    if db.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
-        if importlib.util.find_spec("psycopg2") is not None:
-            return "postgresql+psycopg2://" + db.removeprefix("postgresql://")
-    return db
+    def write(tmp: Path) -> None:
+        if fmt == "csv":
+            df.to_csv(tmp, index=False)
+        elif fmt == "parquet":
+            df.astype({c: "string" for c in df.columns if df[c].dtype == object}).to_parquet(tmp, index=False)
+        else:
+            df.to_json(tmp, orient="records", indent=1)
 
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ***, for messages."""
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+    return write_atomic(path, write, databases=databases)
 
 
 class RecordStore:
@@ -63,9 +60,9 @@ class RecordStore:
     def __init__(self, db: str | None = None) -> None:
         import sqlalchemy as sa
 
-        self.url = resolve_url(db)
-        if self.url.startswith("sqlite:///"):
-            path = Path(self.url.removeprefix("sqlite:///"))
+        self.url = database_url(db)
+        path = sqlite_path(self.url)
+        if path is not None:
             if not path.parent.is_dir():
                 raise StoreError(f"cannot create the record store {path}: folder {path.parent} does not exist")
             if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
@@ -74,7 +71,7 @@ class RecordStore:
             self.engine = sa.create_engine(self.url, future=True)
         except Exception as e:  # bad dialect, missing driver, malformed URL
             raise StoreError(
-                f"cannot open the record store '{redact_url(self.url)}' ({type(e).__name__}: {e}); "
+                f"cannot open the record store '{mask_url(self.url)}' ({type(e).__name__}: {_first_line(e)}); "
                 "use an SQLite file path or an SQLAlchemy URL such as postgresql://user@host/dbname"
             ) from None
         if self.engine.dialect.name == "sqlite":
@@ -97,7 +94,7 @@ class RecordStore:
         try:
             meta.create_all(self.engine)
         except Exception as e:
-            raise StoreError(f"cannot reach the record store '{redact_url(self.url)}': {_first_line(e)}") from None
+            raise StoreError(f"cannot reach the record store '{mask_url(self.url)}': {_first_line(e)}") from None
 
     def add(self, record: Record) -> int:
         """Append one Record in its own transaction; returns its row id."""
@@ -116,7 +113,7 @@ class RecordStore:
             with self.engine.begin() as conn:
                 return int(conn.execute(self.table.insert().values(**row)).inserted_primary_key[0])
         except Exception as e:
-            raise StoreError(f"cannot write to the record store '{redact_url(self.url)}': {_first_line(e)}") from None
+            raise StoreError(f"cannot write to the record store '{mask_url(self.url)}': {_first_line(e)}") from None
 
     def records(
         self, *, target: str | None = None, key: str | None = None, status: str | None = None, study: str | None = None
@@ -143,23 +140,11 @@ class RecordStore:
         return pd.DataFrame([r.flat() for r in self.records(**filters)])
 
     def export(self, path: str | Path, **filters: Any) -> Path:
-        """Write the records to CSV, Parquet or JSON, chosen by the file suffix."""
+        """Write the records to CSV, Parquet or JSON, chosen by the file suffix (never onto this database)."""
         path = Path(path)
         if path.suffix not in EXPORT_FORMATS:
             raise SpecError(f"cannot export to '{path}': the suffix must be one of {', '.join(EXPORT_FORMATS)}")
-        if not path.parent.is_dir():
-            raise StoreError(f"cannot write {path}: folder {path.parent} does not exist")
-        df = self.dataframe(**filters)
-        try:
-            if path.suffix == ".csv":
-                df.to_csv(path, index=False)
-            elif path.suffix == ".parquet":
-                df.astype({c: "string" for c in df.columns if df[c].dtype == object}).to_parquet(path, index=False)
-            else:
-                df.to_json(path, orient="records", indent=1)
-        except OSError as e:
-            raise StoreError(f"cannot write {path}: {e.strerror}") from None
-        return path
+        return write_table(self.dataframe(**filters), path, path.suffix[1:], databases=[self.url])
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -171,4 +156,5 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 
 def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return mask_command(text)  # a driver may quote the URL it was given

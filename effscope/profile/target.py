@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +33,13 @@ class Target:
         return self.config.derived() if self.config is not None else {}
 
     def build(self, device: torch.device | str | None = None) -> nn.Module:
-        """Instantiate the module on `device` (fp32 parameters; autocast handles lower precision)."""
+        """Instantiate the module on `device` (fp32 parameters; autocast handles lower precision).
+
+        A `module:callable` target imports its module here, in the measurement process, so an import that
+        raises or hangs is one failed Record under the job's timeout, never a dead run.
+        """
         if self.kind == "custom":
-            module = self.factory()
+            module = (self.factory or _import_callable(self.name))()
             if not isinstance(module, nn.Module):
                 raise SpecError(f"'{self.name}' must return a torch.nn.Module, but it returned {type(module).__name__}")
             return module.to(device) if device is not None else module
@@ -69,7 +73,8 @@ def resolve_target(name: str, overrides: dict[str, Any] | None = None, assignmen
     if ":" in name:
         if overrides or assignments:
             raise SpecError(f"--set applies to registered blocks and models, not to the callable '{name}'")
-        return Target(name, "custom", factory=_import_callable(name))
+        _check_callable(name)  # found, but not imported: user code runs only in the measurement process
+        return Target(name, "custom")
     for registry in (blocks(), models()):
         if name in registry:
             spec = registry.get(name)
@@ -83,16 +88,67 @@ def resolve_target(name: str, overrides: dict[str, Any] | None = None, assignmen
     )
 
 
+_CALLABLE_FORMS = "module:callable (a module importable from here) or path/to/file.py:callable"
+
+
+def _split_callable(text: str) -> tuple[str, str]:
+    where, _, attr = text.rpartition(":")
+    if not where or not attr.isidentifier():
+        raise SpecError(f"target '{text}' is not {_CALLABLE_FORMS}")
+    return where, attr
+
+
+def _check_callable(text: str) -> None:
+    """Check that the module or file of `module:callable` exists, without running any of its code.
+
+    Raises:
+        SpecError: malformed, or no such module or file.
+    """
+    import importlib.util
+    import os
+    from importlib.machinery import PathFinder
+    from pathlib import Path
+
+    where, _ = _split_callable(text)
+    if where.endswith(".py"):
+        if not Path(where).expanduser().is_file():
+            raise SpecError(f"cannot find the file '{where}' of target '{text}'")
+        return
+    top = where.split(".")[0]
+    # Top-level names only: finding a submodule would import (run) its parent packages here.
+    if not top.isidentifier() or not (
+        top in sys.modules or importlib.util.find_spec(top) or PathFinder.find_spec(top, [os.getcwd()])
+    ):
+        raise SpecError(f"cannot import '{where}' for target '{text}': no module named '{top}'; give {_CALLABLE_FORMS}")
+
+
 def _import_callable(text: str):
-    module_name, _, attr = text.partition(":")
+    """Import the callable of `module:callable` or `path/to/file.py:callable` (the working folder is searched too)."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    where, attr = _split_callable(text)
     try:
-        module = importlib.import_module(module_name)
+        if where.endswith(".py"):
+            path = Path(where).expanduser().resolve()
+            name = f"_effscope_file_{path.stem}_{abs(hash(str(path))):x}"  # two files may share a stem
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # dataclasses and pickling look modules up by name
+            spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.append(os.getcwd())  # `effscope` run as a console script does not search the cwd
+            module = importlib.import_module(where)
     except ImportError as e:
-        raise SpecError(f"cannot import '{module_name}' for target '{text}': {e}") from None
+        raise SpecError(f"cannot import '{where}' for target '{text}': {e}") from None
     try:
         fn = getattr(module, attr)
     except AttributeError:
-        raise SpecError(f"module '{module_name}' has no attribute '{attr}' (target '{text}')") from None
+        raise SpecError(f"module '{where}' has no attribute '{attr}' (target '{text}')") from None
     if not callable(fn):
         raise SpecError(f"'{text}' is not callable; it must return a torch.nn.Module")
     return fn

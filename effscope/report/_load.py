@@ -6,36 +6,24 @@ empty database.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from effscope.report.data import ReportError, Source, points_from_records, points_from_rows, points_from_trials
+from effscope.urls import database_url, mask_command, mask_url, sqlite_path
 
-__all__ = ["load_records_db", "load_records_file", "load_study", "records_source", "safe_url", "to_url"]
+__all__ = ["load_records_db", "load_records_file", "load_study", "records_source"]
 
 RECORDS_TABLE = "effscope_records"
 EXPORT_SUFFIXES = (".csv", ".parquet", ".json")
-
-
-def to_url(location: str) -> str:
-    """An SQLAlchemy URL for a URL or a bare file path (an SQLite file)."""
-    if "://" in location:
-        return location
-    return f"sqlite:///{Path(location).expanduser().resolve()}"
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password."""
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def _engine(location: str, what: str):
     """An engine on an existing database (an SQLite file must exist), and the names of its tables."""
     import sqlalchemy as sa
 
-    url = to_url(location)
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
+    url = database_url(location)
+    path = sqlite_path(url)
+    if path is not None:
         if not path.is_file():
             raise ReportError(f"{what} '{location}' does not exist; give an existing SQLite file or a database URL")
     try:
@@ -43,7 +31,7 @@ def _engine(location: str, what: str):
         tables = set(sa.inspect(engine).get_table_names())
     except Exception as e:  # bad dialect, missing driver, unreachable server, not a database
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ReportError(f"cannot read {what} '{safe_url(url)}': {text}") from None
+        raise ReportError(f"cannot read {what} '{mask_url(url)}': {mask_command(text)}") from None
     return engine, tables, url
 
 
@@ -73,18 +61,18 @@ def load_study(storage: str, study: str | None = None) -> Source:
 
     engine, tables, url = _engine(storage, "the study storage")
     if "studies" not in tables:
-        raise ReportError(f"'{safe_url(url)}' holds no Optuna study; give the storage that `effscope search` used")
+        raise ReportError(f"'{mask_url(url)}' holds no Optuna study; give the storage that `effscope search` used")
     names = optuna.get_all_study_names(storage=url)
     if study is None:
         if len(names) != 1:
             listed = ", ".join(names) or "none"
-            raise ReportError(f"'{safe_url(url)}' holds {len(names)} studies ({listed}); name one with --study")
+            raise ReportError(f"'{mask_url(url)}' holds {len(names)} studies ({listed}); name one with --study")
         study = names[0]
     if study not in names:
         from effscope.registry import did_you_mean
 
         raise ReportError(
-            f"no study named '{study}' in '{safe_url(url)}' "
+            f"no study named '{study}' in '{mask_url(url)}' "
             f"(studies there: {', '.join(names) or 'none'}){did_you_mean(study, names)}"
         )
     loaded = optuna.load_study(study_name=study, storage=url)
@@ -96,7 +84,7 @@ def load_study(storage: str, study: str | None = None) -> Source:
     points = points_from_trials(finished, _records(engine, tables, study=study), target)
     running = sum(1 for t in trials if t.state.name in ("RUNNING", "WAITING"))
     directions = [d.name.lower() for d in loaded.directions]
-    return Source("study", study, points, safe_url(url), dict(loaded.user_attrs), directions, running)
+    return Source("study", study, points, mask_url(url), dict(loaded.user_attrs), directions, running)
 
 
 def load_records_db(db: str) -> Source:
@@ -105,10 +93,10 @@ def load_records_db(db: str) -> Source:
     records = _records(engine, tables)
     if not records:
         raise ReportError(
-            f"'{safe_url(url)}' holds no effscope Records; measure something first with `effscope profile ... --db`"
+            f"'{mask_url(url)}' holds no effscope Records; measure something first with `effscope profile ... --db`"
         )
     name = Path(url.removeprefix("sqlite:///")).stem if url.startswith("sqlite:///") else engine.url.database
-    return Source("records", str(name or "records"), points_from_records(records), safe_url(url))
+    return Source("records", str(name or "records"), points_from_records(records), mask_url(url))
 
 
 def records_source(records) -> Source:

@@ -19,6 +19,7 @@ from typing import Any
 from effscope.errors import EffscopeError
 from effscope.knobs import format_value
 from effscope.stats import kendall_tau, spearman_rho
+from effscope.urls import mask_command, mask_url
 
 __all__ = [
     "Budget",
@@ -1436,22 +1437,22 @@ def provenance_section(source: Source, command: str | None = None) -> Table:
         rows.append(["protocol", "effscope-v1 (warm-up, adaptive repeats to IQR/median ≤ 5 %, synchronized windows)"])
     if source.attrs.get("effscope_version"):
         rows.append(["effscope (search)", str(source.attrs["effscope_version"])])
-    rows.append(["storage", source.storage or "-"])
+    rows.append(["storage", mask_url(source.storage) if source.storage else "-"])
     rows.append(["study" if source.kind == "study" else "records", source.name])
     space = source.attrs.get("effscope_space") or {}
     if space:
         rows.append(["search space", f"{space.get('name', '')} ({space.get('path', '')})"])
     if source.attrs.get("command"):
-        rows.append(["search command", source.attrs["command"]])
+        rows.append(["search command", mask_command(str(source.attrs["command"]))])
     if source.kind != "study":
-        cmds = distinct(p.command for p in pts)
+        cmds = distinct(mask_command(p.command) for p in pts if p.command)
         if cmds != "-":
             rows.append(["profile commands", cmds])
     times = sorted(p.order for p in pts if p.order)
     if times:
         rows.append(["measured between", f"{times[0]} and {times[-1]}"])
     if command:
-        rows.append(["report command", command])
+        rows.append(["report command", mask_command(command)])
     return Table(["field", "value"], rows)
 
 

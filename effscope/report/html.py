@@ -789,10 +789,12 @@ def write_plotlyjs(folder: Path) -> Path:
     """Write the shared plotly.min.js into `folder` (once; reports beside it load it with a relative path)."""
     import plotly.offline
 
+    from effscope.output import write_atomic
+
     path = folder / PLOTLYJS_FILE
     text = plotly.offline.get_plotlyjs()
     if not path.is_file() or path.stat().st_size != len(text.encode()):
-        path.write_text(text, encoding="utf-8")
+        write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
 

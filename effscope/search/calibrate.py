@@ -97,11 +97,11 @@ def calibrate(
         if steps < 1:
             raise SpecError(f"--steps must be >= 1, but got {steps}")
         space = dataclasses.replace(space, train={**space.train, "steps": steps})
+    url = storage_url(storage)  # a bad location fails before the data is read
     open_imagefolder(space.data)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage_url(storage)
     RecordStore(url)
     optuna_storage = open_storage(url)
     device_name = device_name_for(space.workload)

@@ -417,6 +417,8 @@ def load_table(store: RecordStore, name_or_uid: str) -> LatencyTable:
     """
     import sqlalchemy as sa
 
+    from effscope.urls import mask_url
+
     t = _lut_table(store)
     with store.engine.connect() as conn:
         row = conn.execute(
@@ -428,8 +430,8 @@ def load_table(store: RecordStore, name_or_uid: str) -> LatencyTable:
         if row is None:
             names = sorted({n for (n,) in conn.execute(sa.select(t.c.name))})
             raise PredictorError(
-                f"no latency table '{name_or_uid}' in {store.url} (stored: {', '.join(names) or 'none'}); build one "
-                "with `effscope lut build SPACE`"
+                f"no latency table '{name_or_uid}' in {mask_url(store.url)} (stored: {', '.join(names) or 'none'}); "
+                "build one with `effscope lut build SPACE`"
             )
     return LatencyTable.from_json(row[0])
 

@@ -387,6 +387,8 @@ def find_space(name_or_path: str) -> Path:
     """A path to a TOML file, or the name of a shipped space ("hilo_block")."""
     path = Path(name_or_path).expanduser()
     if path.suffix == ".toml" or path.exists() or "/" in name_or_path:
+        if path.is_dir():
+            raise SpaceError(f"search space '{name_or_path}' is a folder; give a .toml file or a shipped space's name")
         if not path.is_file():
             raise SpaceError(f"search space file '{name_or_path}' does not exist")
         return path
@@ -552,7 +554,8 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
             channels_last=wl.get("channels_last", bool, False),
             compile=wl.get("compile", bool, False),
             attention=wl.get("attention", str, "sdpa"),
-        )
+        ),
+        where,
     )
 
     # objectives

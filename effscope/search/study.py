@@ -12,10 +12,12 @@ machines); heartbeats fail and retry the trial of a killed worker (§1.6), and r
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -37,6 +39,8 @@ __all__ = [
     "SearchProgress",
     "SearchResult",
     "SearchSummary",
+    "TrialSlots",
+    "WorkerFailure",
     "default_study_name",
     "open_storage",
     "prepare_study",
@@ -45,6 +49,7 @@ __all__ = [
 ]
 
 HEARTBEAT_S = 10
+MAX_SEED = 2**32 - 1  # numpy's seed range, which Optuna's samplers use
 MAX_RETRY = 2  # a design that kills its worker twice is not tried a third time
 
 
@@ -60,7 +65,8 @@ def open_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    from effscope.profile.store import StoreError, redact_url
+    from effscope.profile.store import StoreError
+    from effscope.urls import mask_command, mask_url
 
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -79,7 +85,7 @@ def open_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
         return storage
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StoreError(f"cannot open the study storage '{redact_url(url)}': {first}") from None
+        raise StoreError(f"cannot open the study storage '{mask_url(url)}': {mask_command(first)}") from None
 
 
 def _create_rdb_storage(rdb_storage, url: str, kwargs: dict[str, Any], attempts: int = 5):
@@ -101,10 +107,10 @@ def _create_rdb_storage(rdb_storage, url: str, kwargs: dict[str, Any], attempts:
 
 
 def storage_url(storage: str | None) -> str:
-    """The database URL of a study: the record store's rule (a path means an SQLite file)."""
-    from effscope.profile.store import resolve_url
+    """The database URL of a study: the one rule of `effscope.urls.database_url` (a path means an SQLite file)."""
+    from effscope.urls import database_url
 
-    return resolve_url(storage)
+    return database_url(storage)
 
 
 def device_name_for(workload) -> str:
@@ -183,6 +189,7 @@ def prepare_study(
     import optuna
 
     from effscope import __version__
+    from effscope.urls import mask_command
 
     signature = space.signature()
     try:
@@ -220,7 +227,7 @@ def prepare_study(
             "device_name": device_name,
             "objectives": objectives_attr(space),
             "budgets": budgets,
-            "command": command,
+            "command": mask_command(command),
             "effscope_version": __version__,
         }
         for key, value in attrs.items():
@@ -649,9 +656,11 @@ def run_worker(
             their own when this process exits (their pipes close), which is what a spawned worker does.
 
     Returns the number of trials this worker ran.
+
+    Raises:
+        StoreError: the study storage cannot be written (a full disk, a lost server); completed trials stay.
     """
     import optuna
-    from optuna.study import MaxTrialsCallback
 
     from effscope.profile.store import RecordStore
     from effscope.profile.worker import Worker
@@ -662,8 +671,8 @@ def run_worker(
     storage = open_storage(args.url, heartbeat_s=args.heartbeat_s, grace_s=args.grace_s)
     sampler = make_sampler(args.space, args.space.seed + args.worker_id)
     study = optuna.load_study(study_name=args.study_name, storage=storage, sampler=sampler)
-    cap = args.space.trials
-    if len(study.get_trials(deepcopy=False, states=_complete())) >= cap:
+    slots = TrialSlots(study, storage, args.url, args.space.trials)
+    if slots.counts()[0] >= slots.cap:
         return 0
     store = RecordStore(args.url)
     _sqlite_fast_commits(store.engine)
@@ -684,41 +693,205 @@ def run_worker(
     if objective_hook is not None:
         objective_hook(objective)
 
-    def orphaned(study: optuna.Study, _trial) -> None:
-        if os.getppid() != args.parent_pid:  # the coordinator is gone: finish this trial and stop
-            study.stop()
+    def orphaned() -> bool:
+        return os.getppid() != args.parent_pid  # the coordinator is gone: finish this trial and stop
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna warns on enqueued presets outside a narrowed range
-            study.optimize(
-                objective,
-                n_trials=cap,
-                callbacks=[MaxTrialsCallback(cap, states=_complete()), orphaned],
-                gc_after_trial=False,
-            )
+            while not orphaned():
+                trial = slots.claim(stop=orphaned)
+                if trial is None:
+                    break
+                _run_trial(study, storage, trial, slots.trial_id(trial), objective)
     except KeyboardInterrupt:
         linger = True  # a child may be mid-job: let it finish quietly
-    except BaseException:
+    except BaseException as e:
         objective.close()
+        cause = _storage_cause(e) if isinstance(e, Exception) else None
+        if cause is not None:  # a full disk, a lost server: one sentence, completed trials are stored
+            raise _storage_error(args.url, cause) from None
         raise
-    if linger:  # (KeyboardInterrupt: the running trial is marked FAIL by Optuna; completed ones are stored)
+    if linger:  # (KeyboardInterrupt: the running trial is marked FAIL; completed ones are stored)
         objective.close()
     return len(objective.timings)
 
 
-def _worker_process(args: _WorkerArgs) -> None:
-    """Entry point of a spawned worker: its own session, so a terminal Ctrl-C reaches the coordinator only."""
+class TrialSlots:
+    """The trial cap, exact across processes and machines: a trial starts only while the study holds fewer than
+    `cap` completed + running trials, and the count and the start happen under one lock.
+
+    The lock is an advisory lock on the database (PostgreSQL), or an flock on the SQLite file (SQLite's own locks
+    are POSIX record locks, which an flock does not touch). Running trials count only once they have a heartbeat
+    (the claimer records the first one under the lock), so a trial left RUNNING by an older, crashed process
+    never blocks the cap; a dead worker's trial frees its slot once the heartbeat goes stale and it is failed.
+    """
+
+    LOCK_CLASS = 0x0EFF5C  # first key of the PostgreSQL advisory lock (the second is the study id)
+
+    def __init__(self, study, storage, url: str, cap: int, *, poll_s: float = 0.5) -> None:
+        from effscope.urls import sqlite_path
+
+        self.study, self.storage, self.cap, self.poll_s = study, storage, cap, poll_s
+        self.study_id = storage.get_study_id_from_name(study.study_name)
+        self._sqlite = sqlite_path(url)
+
+    def counts(self) -> tuple[int, int]:
+        """(completed trials, running trials with a heartbeat) of the study."""
+        import sqlalchemy as sa
+
+        query = sa.text(
+            "SELECT "
+            "(SELECT COUNT(*) FROM trials WHERE study_id = :s AND state = 'COMPLETE'), "
+            "(SELECT COUNT(*) FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+            "WHERE t.study_id = :s AND t.state = 'RUNNING')"
+        )
+        with self.storage.engine.connect() as conn:
+            complete, running = conn.execute(query, {"s": self.study_id}).one()
+        return int(complete), int(running)
+
+    def claim(self, stop: Callable[[], bool] = lambda: False):
+        """Start the next trial (a queued one first, as Optuna's ask does), or return None once the cap is reached.
+
+        While the remaining slots are held by running trials, wait (they may still fail and free a slot) unless
+        `stop()` says otherwise.
+        """
+        from optuna.storages import fail_stale_trials
+        from optuna.trial import TrialState
+
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # experimental API; Optuna expects heartbeats under optimize() only
+                fail_stale_trials(self.study)
+            with self._lock():
+                complete, running = self.counts()
+                if complete >= self.cap:
+                    return None
+                if complete + running < self.cap:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        trial = self.study.ask()
+                    try:
+                        self.storage.record_heartbeat(self.trial_id(trial))  # counted from now on
+                    except BaseException:  # never leave a trial RUNNING that no heartbeat can expire
+                        with contextlib.suppress(Exception):
+                            self.study.tell(trial, state=TrialState.FAIL)
+                        raise
+                    return trial
+            if stop():
+                return None
+            time.sleep(self.poll_s)
+
+    def trial_id(self, trial) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+
+    @contextlib.contextmanager
+    def _lock(self):
+        engine = self.storage.engine
+        if engine.dialect.name == "postgresql":
+            import sqlalchemy as sa
+
+            key = {"a": self.LOCK_CLASS, "b": self.study_id}
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:a, :b)"), key)
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:a, :b)"), key)
+                    conn.commit()
+            return
+        if self._sqlite is None:  # another database: no lock (the cap may overshoot by workers - 1)
+            yield
+            return
+        import fcntl
+
+        fd = os.open(self._sqlite, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+
+def _run_trial(study, storage, trial, trial_id: int, objective) -> None:
+    """Run one claimed trial with a heartbeat and tell its result; an objective that raises fails the trial."""
+    from optuna.trial import TrialState
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(storage.get_heartbeat_interval()):
+            with contextlib.suppress(Exception):  # a missed beat is retried; a lost database ends the trial anyway
+                storage.record_heartbeat(trial_id)
+
+    thread = threading.Thread(target=beat, name="effscope-heartbeat", daemon=True)
+    thread.start()
+    try:
+        values = objective(trial)
+    except BaseException:  # KeyboardInterrupt included: the trial is failed, completed ones stay
+        stop.set()
+        thread.join()
+        with contextlib.suppress(Exception):  # the storage itself may be what failed: keep the first error
+            study.tell(trial, state=TrialState.FAIL)
+        raise
+    stop.set()
+    thread.join()
+    study.tell(trial, values)
+
+
+def _storage_cause(e: BaseException) -> BaseException | None:
+    """The database or OS error behind `e` (Optuna wraps a failed commit in StorageInternalError), or None."""
+    import sqlalchemy.exc
+    from optuna.exceptions import StorageInternalError
+
+    while e is not None:
+        if isinstance(e, sqlalchemy.exc.OperationalError | sqlalchemy.exc.DatabaseError | OSError):
+            return e
+        e = e.__cause__ if isinstance(e, StorageInternalError) else None
+    return None
+
+
+def _storage_error(url: str, e: BaseException) -> EffscopeError:
+    from effscope.profile.store import StoreError
+    from effscope.urls import mask_command, mask_url
+
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return StoreError(f"cannot write the study storage '{mask_url(url)}': {mask_command(text)}")
+
+
+def _worker_process(args: _WorkerArgs, report) -> None:
+    """Entry point of a spawned worker: its own session, so a terminal Ctrl-C reaches the coordinator only.
+
+    A worker that fails sends one sentence to the coordinator on `report` and exits non-zero: 2 for an
+    EffscopeError (a full disk, a lost database), 1 for anything else (a bug: its traceback is printed too).
+    """
     import sys
+    import traceback
 
     os.setsid()
+    code = 0
     try:
+        # Started shielded (see start_shielded): a Ctrl-C or the coordinator's SIGINT that came meanwhile is
+        # delivered here, where it stops the worker quietly.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         run_worker(args, linger=False)
     except KeyboardInterrupt:  # stopped before its first trial began: nothing to clean up
         pass
+    except EffscopeError as e:
+        code = _report(report, str(e), 2)
+    except Exception as e:
+        traceback.print_exc()
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        code = _report(report, f"{type(e).__name__}: {text}" if text else type(e).__name__, 1)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)  # the idle children see their pipes close and exit; nothing waits for their teardown
+    os._exit(code)  # the idle children see their pipes close and exit; nothing waits for their teardown
+
+
+def _report(conn, text: str, code: int) -> int:
+    with contextlib.suppress(OSError):
+        conn.send(text)
+    return code
 
 
 # --------------------------------------------------------------------------------------------------- results
@@ -744,6 +917,9 @@ class SearchProgress:
 class SearchSummary:
     """The data of a finished (or interrupted) search: counts, the feasible front and the presets' positions.
 
+    `trials` counts COMPLETE trials only and `counts` splits them by effscope status (measured, cached, invalid,
+    ...); failed and still-running trials are counted apart and never as completed.
+
     Rows are plain dicts: trial, preset, status, quality, latency_ms_p50, latency_ms_p90, params, macs, knobs,
     feasible, on_front, dominated_by.
     """
@@ -758,6 +934,8 @@ class SearchSummary:
     presets: list[dict[str, Any]]
     slices: list[dict[str, Any]]
     budget: dict[str, Any]
+    failed: int = 0
+    running: int = 0
 
 
 @dataclass
@@ -770,6 +948,20 @@ class SearchResult:
     summary: SearchSummary
     notes: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    failures: list[WorkerFailure] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """A worker process that ended before the search was done.
+
+    cause: "error" (an EffscopeError such as an unwritable database: `reason` is its sentence), "crash" (any other
+    exception, a bug: its traceback went to stderr) or "killed" (a signal).
+    """
+
+    worker: str
+    cause: str
+    reason: str
 
 
 def _row(t) -> dict[str, Any]:
@@ -837,8 +1029,6 @@ def summarize(trials, space_info: dict[str, Any]) -> SearchSummary:
     for t in complete:
         s = t.user_attrs.get("status", "unknown")
         counts[s] = counts.get(s, 0) + 1
-    counts["failed-trial"] = sum(1 for t in trials if t.state == TrialState.FAIL)
-    counts["running"] = sum(1 for t in trials if t.state == TrialState.RUNNING)
     rows = [_row(t) for t in complete]
     feasible = [r for r in rows if r["feasible"]]
     front = pareto(feasible, directions)
@@ -870,6 +1060,8 @@ def summarize(trials, space_info: dict[str, Any]) -> SearchSummary:
         directions=directions,
         counts=counts,
         trials=len(complete),
+        failed=sum(1 for t in trials if t.state == TrialState.FAIL),
+        running=sum(1 for t in trials if t.state == TrialState.RUNNING),
         feasible=len(feasible),
         front=unique,
         presets=presets,
@@ -944,6 +1136,7 @@ def run_search(
 
     import optuna
 
+    from effscope.profile.child import start_shielded
     from effscope.profile.store import RecordStore
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -951,6 +1144,13 @@ def run_search(
         raise SpecError(f"--workers must be >= 1, but got {workers}")
     if heartbeat_s < 1:
         raise SpecError(f"the heartbeat must be >= 1 s, but got {heartbeat_s}")
+    if not 0 <= space.seed <= MAX_SEED - (workers - 1):
+        raise SpecError(
+            f"the sampler seed (--seed, or [search] seed in the space) must be an integer in "
+            f"[0, {MAX_SEED - (workers - 1)}] (worker i samples with seed + i; samplers take 0 to 2**32 - 1), "
+            f"but got {space.seed}"
+        )
+    make_sampler(space, space.seed)  # a sampler that cannot start (gp without scipy) fails here, not in a worker
     if space.quality == "train" and not space.data:
         raise SpecError("quality 'train' needs --data DIR (an ImageFolder: root/<class>/<image>)")
     if space.data:
@@ -961,21 +1161,22 @@ def run_search(
     device_name = device_name_for(space.workload)
     url = storage_url(storage)
     RecordStore(url)  # creates the Record table (and an SQLite file) before any worker starts
-    optuna_storage = open_storage(url)
-    name = study_name or default_study_name(space)
-    study, created, notes = prepare_study(space, optuna_storage, name, device_name=device_name, command=command)
     table = None
-    if predictor is not None:
+    if predictor is not None:  # checked before the study exists: a bad name leaves no empty study behind
         from effscope.search.predictor import check_compatible, load_table
 
         table = load_table(RecordStore(url), predictor)
         check_compatible(table, space, device_name)
+    optuna_storage = open_storage(url)
+    name = study_name or default_study_name(space)
+    study, created, notes = prepare_study(space, optuna_storage, name, device_name=device_name, command=command)
+    if table is not None:
         study.set_user_attr("predictor", table.summary())
     if space.workload.device == "cpu" and workers > 1 and not space.workload.threads:
         notes.append(f"{workers} workers time on one CPU; set [workload] threads so they do not oversubscribe it")
 
     ctx = mp.get_context("spawn")
-    procs = []
+    procs, reports = [], []
     done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
     if done >= space.trials:
         notes.append(f"the study already has {done} completed trials (cap {space.trials}); raise --trials to go on")
@@ -983,9 +1184,12 @@ def run_search(
         args = _WorkerArgs(
             space, url, name, wid, device_name, command, heartbeat_s, grace_s, os.getpid(), table and table.uid
         )
-        p = ctx.Process(target=_worker_process, args=(args,), name=f"effscope-search-{wid}", daemon=False)
-        p.start()
+        receive, send = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker_process, args=(args, send), name=f"effscope-search-{wid}", daemon=False)
+        start_shielded(p)
+        send.close()
         procs.append(p)
+        reports.append(receive)
     try:
         while any(p.is_alive() for p in procs):
             for p in procs:
@@ -995,18 +1199,26 @@ def run_search(
     except KeyboardInterrupt:
         _stop(procs)
         raise
-    for p in procs:
-        if p.exitcode:
-            why = signal.Signals(-p.exitcode).name if p.exitcode < 0 else f"exit code {p.exitcode}"
-            notes.append(f"worker {p.name} ended with {why}; its running trial is retried after the heartbeat grace")
-    if any(p.exitcode for p in procs):
+    failures = [_failure(p, r) for p, r in zip(procs, reports, strict=True) if p.exitcode]
+    for f in failures:
+        if f.cause == "killed":
+            notes.append(f"worker {f.worker} {f.reason}; its running trial is retried after the heartbeat grace")
+    if any(f.cause == "killed" for f in failures):  # the others failed their own trial before they stopped
         notes += _fail_stale(url, name, heartbeat_s, grace_s)
     if table is not None:
         from effscope.search.predictor import finish_search
 
         notes += finish_search(study, space, table, RecordStore(url), device_name=device_name, command=command)
     summary = summarize(study.get_trials(deepcopy=False), study_info(study))
-    return SearchResult(name, url, created, summary, notes, time.monotonic() - started)
+    return SearchResult(name, url, created, summary, notes, time.monotonic() - started, failures)
+
+
+def _failure(proc, report) -> WorkerFailure:
+    """Why a worker process ended with a non-zero exit code (its one sentence, or the signal)."""
+    if proc.exitcode < 0:
+        return WorkerFailure(proc.name, "killed", f"was killed by {signal.Signals(-proc.exitcode).name}")
+    reason = report.recv() if report.poll() else f"exited with code {proc.exitcode}"
+    return WorkerFailure(proc.name, "error" if proc.exitcode == 2 else "crash", reason)
 
 
 def _fail_stale(url: str, name: str, heartbeat_s: int, grace_s: int | None) -> list[str]:
@@ -1021,9 +1233,15 @@ def _fail_stale(url: str, name: str, heartbeat_s: int, grace_s: int | None) -> l
         return []
     time.sleep((grace_s or 3 * heartbeat_s) + heartbeat_s)
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    except Exception as e:  # the storage itself may be what is broken: the next run fails them instead
+        cause = _storage_cause(e)
+        if cause is None:
+            raise
+        return [f"the dead worker's trial stays RUNNING until the next run ({_storage_error(url, cause)})"]
     failed = sorted({t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
     if not failed:
         return []
@@ -1031,13 +1249,14 @@ def _fail_stale(url: str, name: str, heartbeat_s: int, grace_s: int | None) -> l
 
 
 def _stop(procs, timeout: float = 30.0) -> None:
-    """Ask every worker to stop (SIGINT: Optuna fails the running trial), then wait; kill the stragglers."""
+    """Ask every worker to stop (SIGINT: its running trial is failed), then wait; kill the stragglers.
+
+    A worker still starting up keeps the signal pending until it can handle it (see `start_shielded`).
+    """
     for p in procs:
         if p.is_alive():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(p.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + timeout
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))

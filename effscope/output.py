@@ -1,0 +1,133 @@
+"""Output files (Records exports, reports): checked before any work, never written onto a database in use, and
+written to a temporary file in the same folder that replaces the target only once it is complete.
+
+A failed write (a full disk, a vanished folder) therefore leaves the old file, or none, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from effscope.errors import EffscopeError
+
+__all__ = ["OutputError", "check_output", "write_atomic"]
+
+# SQLite keeps a database in up to four files; writing over any of them corrupts it.
+_SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+class OutputError(EffscopeError):
+    """An output file cannot be written: no such folder, not writable, a folder, or a database in use."""
+
+
+def _database_files(databases: Iterable[str | Path | None]) -> list[Path]:
+    from effscope.urls import sqlite_path
+
+    files = []
+    for db in databases:
+        if db is None:
+            continue
+        path = sqlite_path(str(db)) if "://" in str(db) else Path(db).expanduser().resolve()
+        if path is not None:
+            files += [Path(f"{path}{suffix}") for suffix in _SQLITE_COMPANIONS]
+    return files
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a == b:
+        return True
+    try:
+        sa, sb = a.stat(), b.stat()
+    except OSError:  # one does not exist: only equal paths are the same file
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def check_output(path: str | Path, *, databases: Iterable[str | Path | None] = (), create_folder: bool = False) -> Path:
+    """Check that `path` can be written, before any work is done; returns it resolved.
+
+    Args:
+        databases: database URLs or files in use; `path` must be none of them (compared by resolved path and by
+            inode, so another spelling or a hard link is caught too).
+        create_folder: the file's folder may be missing when its own parent exists (it is created on writing);
+            folders are never created further up.
+
+    Raises:
+        OutputError: one sentence naming the path and what is wrong with it.
+    """
+    given = str(path)
+    path = Path(path).expanduser().resolve()
+    for db in _database_files(databases):
+        if _same_file(path, db):
+            raise OutputError(
+                f"cannot write '{given}': it is a database this command uses ({db}); choose another file name"
+            )
+    folder = path.parent
+    if not folder.is_dir():
+        if not (create_folder and folder.parent.is_dir()):
+            raise OutputError(f"cannot write '{given}': folder {folder} does not exist")
+        folder = folder.parent  # the folder is made on writing: its parent must take it
+    if path.is_dir():
+        raise OutputError(f"cannot write '{given}': it is a folder; give a file name")
+    if path.exists():
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise OutputError(f"cannot write '{given}': it is not a regular file")
+        if not os.access(path, os.W_OK) or not mode & stat.S_IWUSR:
+            raise OutputError(f"cannot write '{given}': the file is read-only")
+    try:  # the real test (permissions, read-only mounts, /proc): create and remove a file there
+        probe = _temp_name(folder, path.name)
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"cannot write '{given}': folder {folder} does not take new files ({_cause(e)})") from None
+    return path
+
+
+def write_atomic(
+    path: str | Path,
+    write: Callable[[Path], None],
+    *,
+    databases: Iterable[str | Path | None] = (),
+    create_folder: bool = False,
+) -> Path:
+    """Check `path` (see `check_output`), let `write(tmp)` fill a temporary file beside it, then rename it into place.
+
+    The temporary file keeps the target's suffix (writers that infer a format from it see the same one).
+
+    Raises:
+        OutputError: the path is unusable, or writing failed (a full disk, ...); nothing is left behind.
+    """
+    given = str(path)
+    path = check_output(path, databases=databases, create_folder=create_folder)
+    try:
+        path.parent.mkdir(exist_ok=True)  # create_folder: one level, its parent was checked
+    except OSError as e:
+        raise OutputError(f"cannot write '{given}': cannot create folder {path.parent} ({_cause(e)})") from None
+    tmp = _temp_name(path.parent, path.name)
+    try:
+        # umask-respecting permissions like any new file; an existing file keeps its own
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write '{given}': {_cause(e)}; nothing was written") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _temp_name(folder: Path, name: str) -> Path:
+    return folder / f".{secrets.token_hex(4)}.tmp.{name}"
+
+
+def _cause(e: OSError) -> str:
+    return e.strerror or str(e) or type(e).__name__

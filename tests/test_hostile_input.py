@@ -1,0 +1,123 @@
+"""Bad input, as a hostile but realistic user types it: one table of (command, exit code, a phrase the message must
+contain). Every case must end with that code, print no traceback, and never print the password of a URL.
+
+The cases run through the console entry point in this process (`effscope.cli.main`, with file-descriptor capture):
+each fails during validation, before anything is measured, so the table stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+PW = "s3cretpw"  # the password in every URL below; it must never be printed
+
+CASES = [
+    # 1. an export or report is never written onto a database in use (its path, another spelling, its -wal file)
+    (["profile", "vit", "--db", "{tmp}/x.db", "--csv", "{tmp}/x.db"], 2, "it is a database this command uses"),
+    (["profile", "vit", "--db", "{tmp}/x.db", "--json", "{tmp}/../{name}/x.db"], 2, "it is a database this command"),
+    (["profile", "vit", "--json", "effscope.db"], 2, "it is a database this command uses"),  # the default database
+    (["profile", "vit", "--db", "{tmp}/x.db", "--json", "{tmp}/x.db-wal"], 2, "it is a database this command uses"),
+    (["search", "hilo_block", "--db", "{tmp}/r.html", "--report", "{tmp}/r.html"], 2, "it is a database this command"),
+    (["report", "--db", "{tmp}/r.html", "-o", "{tmp}/r.html"], 2, "it is a database this command uses"),
+    # 2, 3. database URLs: one rule everywhere, passwords masked in every message
+    (["profile", "vit", "--db", f"postgresql://u:{PW}@localhost:notaport/db"], 2, "is not a database URL"),
+    (
+        ["profile", "vit", "--db", f"nosuchdb://u:{PW}@host/db"],
+        2,
+        "cannot open the record store 'nosuchdb://u:***@host",
+    ),
+    (["report", "--storage", f"postgresql://u:{PW}@127.0.0.1:1/db"], 2, "'postgresql+psycopg2://u:***@127.0.0.1:1/db'"),
+    # 4. the sampler seed is checked before any worker starts
+    (["search", "hilo_block", "--seed", "-1", "--db", "{tmp}/s.db"], 2, "must be an integer in [0, 4294967295]"),
+    (["search", "hilo_block", "--seed", "4294967295", "--workers", "2", "--db", "{tmp}/s.db"], 2, "[0, 4294967294]"),
+    # 8. unusable output paths are found before measuring
+    (["profile", "vit", "--json", "{tmp}"], 2, "it is a folder; give a file name"),
+    (["profile", "vit", "--json", "{tmp}/ro.json"], 2, "the file is read-only"),
+    (["profile", "vit", "--json", "/proc/effscope.json"], 2, "folder /proc does not take new files"),
+    (["profile", "vit", "--csv", "/no/such/dir/r.csv"], 2, "folder /no/such/dir does not exist"),
+    (["profile", "vit", "--report", "{tmp}/r.txt"], 2, "the report is an HTML file"),
+    (["search", "hilo_block", "--db", "{tmp}/s.db", "--report", "/no/such/dir/r.html"], 2, "folder /no/such/dir does"),
+    # 9. in-memory SQLite, time limits and devices are checked up front, by every command
+    (["search", "hilo_block", "--storage", "sqlite://"], 2, "'sqlite://' is an in-memory SQLite database"),
+    (["profile", "vit", "--db", "sqlite:///:memory:"], 2, "is an in-memory SQLite database"),
+    (["report", "--storage", "sqlite://"], 2, "is an in-memory SQLite database"),
+    (["lut", "build", "hilo_block", "--db", "sqlite://"], 2, "is an in-memory SQLite database"),
+    (["calibrate", "lightvit", "--data", "{tmp}/nodata", "--storage", "sqlite://"], 2, "is an in-memory SQLite"),
+    (["profile", "vit", "--timeout", "0"], 2, "--timeout must be a positive number of seconds, but got 0"),
+    (["profile", "vit", "--timeout", "-1"], 2, "--timeout must be a positive number of seconds, but got -1"),
+    (["profile", "vit", "--max-time", "-1"], 2, "--max-time must be a positive number of seconds, but got -1"),
+    (["profile", "vit", "--max-time", "nan"], 2, "--max-time must be a positive number of seconds, but got nan"),
+    (["profile", "vit", "--device", "cuda:99"], 2, "--device cuda:99 asks for a CUDA device, but"),
+    pytest.param(
+        ["profile", "vit", "--device", "cuda"],
+        2,
+        "--device cuda asks for a CUDA device, but",
+        marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device"),
+    ),
+    (["device", "--calibrate", "--device", "cuda:99"], 2, "--device cuda:99 asks for a CUDA device, but"),
+    # 11. smaller ones
+    (["report", "--db", "{tmp}/x.db", "-o", "/nonexistent/dir/r.html"], 2, "folder /nonexistent/dir does not exist"),
+    (["search", "{tmp}/spacedir"], 2, "is a folder; give a .toml file or a shipped space's name"),
+    (["search", "{tmp}/tpu.toml", "--db", "{tmp}/s.db"], 2, "tpu.toml: [workload] device must be cpu, cuda or cuda:N"),
+    (["search", "hilo_block", "--predictor", "nope", "--db", "{tmp}/s.db"], 2, "no latency table 'nope'"),
+    (["profile", "cagevit", "--set", "qkv_bias=maybe"], 2, "knob 'qkv_bias' of"),
+    # 6. a module:callable target is looked up, never imported, in the command's own process
+    (["profile", "nosuchmod:build"], 2, "no module named 'nosuchmod'"),
+    (["profile", "{tmp}/missing.py:build"], 2, "cannot find the file"),
+    (["profile", "nosuchmod:"], 2, "is not module:callable"),
+]
+
+TPU_SPACE = """
+[space]
+target = "hilo"
+[workload]
+device = "tpu"
+"""
+
+
+def _ids(case) -> str:
+    args = case.values[0] if hasattr(case, "values") else case[0]
+    return " ".join(args).replace("{tmp}/", "")
+
+
+@pytest.fixture
+def place(tmp_path, monkeypatch):
+    """A working folder with a read-only file, a folder, a space naming an unknown device; the cwd is there."""
+    ro = tmp_path / "ro.json"
+    ro.write_text("[]")
+    ro.chmod(0o444)
+    (tmp_path / "spacedir").mkdir()
+    (tmp_path / "tpu.toml").write_text(TPU_SPACE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EFFSCOPE_DB", raising=False)
+    return tmp_path
+
+
+def effscope(monkeypatch, capfd, args: list[str]) -> tuple[int, str, str]:
+    """Run the console entry point on `args`: (exit code, stdout, stderr). An uncaught exception fails the test."""
+    from effscope.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["effscope", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("args,code,phrase", CASES, ids=[_ids(c) for c in CASES])
+def test_bad_input_is_one_sentence_with_its_exit_code(place, monkeypatch, capfd, args, code, phrase):
+    args = [a.format(tmp=place, name=place.name) for a in args]
+    got, out, err = effscope(monkeypatch, capfd, args)
+    assert got == code, out + err
+    assert phrase in err, err
+    assert len(err.strip().splitlines()) == 1, err  # one sentence
+    assert "Traceback" not in out + err
+    assert PW not in out + err
+    assert not list(Path(place).glob(".*.tmp.*"))  # no temporary file left behind
