@@ -607,7 +607,7 @@ def step_search(ctx: Context) -> dict[str, Any]:
     if not interrupted and code != 0:
         raise CheckError(f"`effscope search` exited with code {code} (its output is in {LOG})")
     data = _search_data(ctx.db, study)
-    data["interrupted"] = interrupted
+    data["interrupted"], data["exit_code"] = interrupted, code
     if interrupted:
         data["incomplete"] = f"stopped at the step's budget after {data['trials']} of {s.search_trials} trials"
         if data["trials"] and not html.exists():
@@ -1071,6 +1071,8 @@ def check(settings: Settings, out: Path, limit: float, env: dict[str, str], star
             return 130
     if log.exists() and log.stat().st_size > LOG_MAX_BYTES:
         _trim(log)
+    if (out / DB).exists():
+        _settle(out / DB)
     result = {
         "command": " ".join(["python", "benchmarks/gpu_check.py", *sys.argv[1:]]),
         "device": settings.device,
@@ -1088,6 +1090,17 @@ def check(settings: Settings, out: Path, limit: float, env: dict[str, str], star
     print(summary)
     print(f"results in {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0 if all(s.status in ("ok", "partial") for s in steps) else 1
+
+
+def _settle(db: Path) -> None:
+    """Fold a killed step's write-ahead log into the database file: the last connection to close does that, and
+    removes the -wal and -shm files."""
+    import sqlite3
+
+    try:
+        sqlite3.connect(db).close()
+    except sqlite3.Error as e:
+        print(f"warning: {db} could not be opened to settle its write-ahead log: {e}", file=sys.stderr)
 
 
 def _trim(log: Path) -> None:

@@ -242,6 +242,27 @@ def test_bad_input_is_one_sentence_and_exit_2(args, phrase, tmp_path):
 # ------------------------------------------------------------------------------------------------ end to end
 
 
+def test_a_search_at_its_budget_is_stopped_like_ctrl_c_and_reported_from_the_storage(kit, tmp_path):
+    """The GPU search usually ends this way. Two trials are stored first, so the check does not depend on how many
+    trials this machine completes before the stop."""
+    import dataclasses
+
+    out = tmp_path / "out"
+    out.mkdir()
+    db = out / kit.DB
+    first = [sys.executable, "-m", "effscope", "search", "hilo_block", "--trials", "2", "--db", str(db)]
+    first += ["--study", "gpu-check-hilo_block"]
+    assert subprocess.run(first, capture_output=True, text=True, timeout=600, cwd=ROOT).returncode == 0
+    settings = dataclasses.replace(kit.settings_for("cpu", True), search_trials=1000)
+    deadline = time.time() + kit.STOP_GRACE_S + settings.report_reserve_s + 3.0  # 3 s of searching, then Ctrl-C
+    ctx = kit.Context(settings, out, deadline, tmp_path / "search.json")
+    data = kit.step_search(ctx)
+    assert data["interrupted"] and data["trials"] >= 2
+    assert data["exit_code"] == 130  # it stopped its workers and exited as after Ctrl-C, it was not killed
+    assert data["incomplete"] == f"stopped at the step's budget after {data['trials']} of 1000 trials"
+    assert (out / kit.SEARCH_HTML).stat().st_size > 0  # written from the storage after the stop
+
+
 def test_quick_mode_runs_every_step_on_the_cpu(kit, tmp_path):
     out = tmp_path / "out"
     # Budgets are shares of the limit: a generous one keeps a loaded machine from turning steps into timeouts (idle,
