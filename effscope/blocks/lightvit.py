@@ -256,8 +256,9 @@ class LightViTMerge(TokenBlock):
     """LightViT's ResidualMergePatch (§3.5): halves the grid and maps in_dim -> out_dim channels.
 
     Image tokens: Linear(LN(2x2 space-to-depth, order (0,0),(1,0),(0,1),(1,1))) + Linear(MaxPool 2x2 s2), both
-    linears without bias; global tokens: Linear(LN(x)) without bias. An odd side is zero-padded to even for the
-    space-to-depth (the max pool ignores the missing row/column), giving a ceil(H/2) x ceil(W/2) grid.
+    linears without bias; global tokens: Linear(LN(x)) without bias. An odd side is zero-padded to even before
+    both branches, as LightViT's detection code does: the max pool of an edge window sees the padded zeros
+    (max(x, 0) there), giving a ceil(H/2) x ceil(W/2) grid.
 
     Input: x (B, num_tokens + H*W, in_dim), global tokens first, and hw = (H, W).
     Output: (x (B, num_tokens + ceil(H/2)*ceil(W/2), out_dim), (ceil(H/2), ceil(W/2))).
@@ -280,11 +281,11 @@ class LightViTMerge(TokenBlock):
         b, _, c = x.shape
         h, w = hw
         grid = x[:, nt:].reshape(b, h, w, c)
-        # MaxPool3d((2, 2, 1)) on the channels-last map, as the official code does; ceil_mode keeps odd edges.
-        res = F.max_pool3d(grid, (2, 2, 1), (2, 2, 1), ceil_mode=True)
-        h2, w2 = res.shape[1], res.shape[2]
-        if h % 2 or w % 2:
+        if h % 2 or w % 2:  # zero-pad first, as the official (detection) code: the max pool sees the zeros too
             grid = F.pad(grid, (0, 0, 0, w % 2, 0, h % 2))
+        h2, w2 = (h + 1) // 2, (w + 1) // 2
+        # MaxPool3d((2, 2, 1)) on the channels-last map, as the official code does.
+        res = F.max_pool3d(grid, (2, 2, 1), (2, 2, 1))
         # (B, H2, a, W2, b, C) -> (B, H2, W2, b, a, C): channel block b*2 + a is offset (a, b) = the official order.
         s2d = grid.reshape(b, h2, 2, w2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h2 * w2, 4 * c)
         img = self.reduction(self.norm(s2d)) + self.res_proj(res.reshape(b, h2 * w2, c))
