@@ -15,11 +15,14 @@ from effscope.errors import UnknownNameError
 
 __all__ = [
     "ATTENTION_IMPLS",
+    "CPU_SDPA_MIN_LOGITS",
     "DWConvMlp",
     "DropPath",
     "Mlp",
     "attend",
     "attention_impl",
+    "attention_rule",
+    "choose_attention",
     "init_transformer_weights",
     "merge_heads",
     "pad_to_multiple",
@@ -28,15 +31,22 @@ __all__ = [
     "window_reverse",
 ]
 
-ATTENTION_IMPLS = ("sdpa", "explicit")
-_ATTENTION_IMPL: ContextVar[str] = ContextVar("effscope_attention_impl", default="sdpa")
+ATTENTION_IMPLS = ("auto", "sdpa", "explicit")
+_ATTENTION_IMPL: ContextVar[str] = ContextVar("effscope_attention_impl", default="auto")
+
+# The automatic choice, measured on the zoo's own attention calls by benchmarks/attention_core.py (CPU, torch 2.13):
+# on the CPU, SDPA with an additive bias falls back to its math kernel (slower than matmul-softmax-matmul), and
+# without one its fused kernel only wins once the logits it never writes are large; below that its per-call cost
+# loses to the three plain ops. On CUDA the fused kernels (flash / memory-efficient, which take a bias) are kept.
+CPU_SDPA_MIN_LOGITS = 1 << 20  # batch x heads x Nq x Nk of one call
 
 
 @contextmanager
 def attention_impl(name: str) -> Iterator[None]:
-    """Select the attention core inside the block: "sdpa" (fused, the default) or "explicit" (matmul-softmax-matmul).
+    """Select the attention core inside the block: "auto" (the default: per call, see `attention_rule`), "sdpa"
+    (fused) or "explicit" (matmul-softmax-matmul, as the official implementations).
 
-    Both compute the same function; "explicit" exists to verify "sdpa" and to count with tools that miss SDPA.
+    All three compute the same function; "explicit" also serves to count with tools that miss SDPA.
     """
     if name not in ATTENTION_IMPLS:
         raise UnknownNameError(f"unknown attention implementation '{name}' (choose from {', '.join(ATTENTION_IMPLS)})")
@@ -45,6 +55,30 @@ def attention_impl(name: str) -> Iterator[None]:
         yield
     finally:
         _ATTENTION_IMPL.reset(token)
+
+
+def choose_attention(device_type: str, has_bias: bool, logits: int) -> str:
+    """The automatic attention core for one call: "sdpa" or "explicit".
+
+    Args:
+        device_type: the tensors' device type ("cpu", "cuda", ...).
+        has_bias: whether an additive logits bias (mask) is given.
+        logits: batch x heads x Nq x Nk of the call.
+    """
+    if device_type != "cpu":
+        return "sdpa"
+    return "sdpa" if not has_bias and logits >= CPU_SDPA_MIN_LOGITS else "explicit"
+
+
+def attention_rule(device_type: str, impl: str | None = None) -> str:
+    """The attention core that `attend` uses on this device type, in words (recorded in every Record's
+    environment). `impl` is the selected mode (default: the current one)."""
+    impl = impl or _ATTENTION_IMPL.get()
+    if impl != "auto":
+        return f"{impl} (forced)"
+    if device_type != "cpu":
+        return "auto: sdpa"
+    return f"auto: explicit with an additive bias or under {CPU_SDPA_MIN_LOGITS:,} logits per call, else sdpa"
 
 
 def attend(
@@ -62,7 +96,10 @@ def attend(
     Returns:
         (..., Nq, dv).
     """
-    if _ATTENTION_IMPL.get() == "sdpa":
+    impl = _ATTENTION_IMPL.get()
+    if impl == "auto":
+        impl = choose_attention(q.device.type, bias is not None, q.numel() // q.shape[-1] * k.shape[-2])
+    if impl == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     logits = (q * scale) @ k.transpose(-2, -1)
     if bias is not None:
