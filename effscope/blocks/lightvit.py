@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effscope.blocks._base import TokenBlock
-from effscope.blocks._layers import DropPath, attend, merge_heads, window_partition, window_reverse
+from effscope.blocks._layers import DropPath, attend, merge_heads
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
 from effscope.spec import Reference, register_block
@@ -101,11 +101,14 @@ class LightViTAttention(nn.Module):
         hp, wp = h + ph, w + pw
         qkv = self.qkv(x)  # (B, NT + Hp*Wp, 3C) = [q | k | v], heads inside each
         grid = qkv[:, nt:].view(b, hp, wp, 3 * c)
+        hg, wg = hp // ws, wp // ws
 
-        # Local window self-attention with relative position bias.
-        q, k, v = window_partition(grid, ws).view(-1, ws * ws, 3, heads, d).permute(2, 0, 3, 1, 4)
+        # Local window self-attention with relative position bias. One copy gathers every window's q, k and v per
+        # head, each contiguous so the products read them in place; one copy puts the result back on the map.
+        windows = grid.view(b, hg, ws, wg, ws, 3, heads, d).permute(5, 0, 1, 3, 6, 2, 4, 7)
+        q, k, v = windows.reshape(3, b * hg * wg, heads, ws * ws, d)
         local = attend(q, k, v, scale=self.scale, bias=self.relative_position_bias())  # (B*nW, heads, ws², d)
-        x_img = window_reverse(merge_heads(local), ws, hp, wp)
+        x_img = local.view(b, hg, wg, heads, ws, ws, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, hp, wp, c)
         if ph or pw:  # crop before the global steps, which see only the real tokens
             x_img, grid = x_img[:, :h, :w], grid[:, :h, :w]
         x_img = x_img.reshape(b, h * w, c)
@@ -118,8 +121,15 @@ class LightViTAttention(nn.Module):
         x_glb = merge_heads(attend(q_glb, k_img, v_img, scale=self.scale))  # (B, NT, C)
         # Global broadcast: every image query attends to the NT aggregated tokens.
         k_glb, v_glb = self.kv_global(x_glb).view(b, nt, 2, heads, d).permute(2, 0, 3, 1, 4)
-        x_img = x_img + merge_heads(attend(q_img, k_glb, v_glb, scale=self.scale))
-        return self.proj(torch.cat([x_glb, x_img], dim=1))
+        broadcast = attend(q_img, k_glb, v_glb, scale=self.scale).transpose(1, 2)  # (B, H*W, heads, d)
+        x_img = x_img.view(b, h * w, heads, d)
+        if torch.is_grad_enabled():  # autograd has no out= variants
+            return self.proj(torch.cat([x_glb, (x_img + broadcast).reshape(b, h * w, c)], dim=1))
+        # Inference: [x_glb ; x_img + broadcast] written in place, without the head-merge and concatenation copies.
+        out = x_img.new_empty(b, nt + h * w, c)
+        out[:, :nt] = x_glb
+        torch.add(x_img, broadcast, out=out[:, nt:].view(b, h * w, heads, d))
+        return self.proj(out)
 
 
 class BiAttn(nn.Module):
