@@ -26,7 +26,16 @@ import effscope.models  # noqa: F401
 from effscope.blocks._base import ConfiguredModule
 from effscope.spec import blocks, models
 
-__all__ = ["BLOCK_CASES", "MODEL_CASES", "PRESET_CASES", "Case", "Pair", "build_pair", "randomize_"]
+__all__ = [
+    "BLOCK_BENCH_CASES",
+    "BLOCK_CASES",
+    "MODEL_CASES",
+    "PRESET_CASES",
+    "Case",
+    "Pair",
+    "build_pair",
+    "randomize_",
+]
 
 # Official-only state that the official module computes itself (effscope keeps it non-persistent or has none).
 _OFFICIAL_ONLY = re.compile(r"(^|\.)(relative_position_index|num_batches_tracked)$")
@@ -146,9 +155,12 @@ def build_pair(
     seed: int = 0,
     randomize: bool = True,
     state: dict[str, torch.Tensor] | None = None,
+    batch: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> Pair:
     """Build effscope's module (random weights from `seed`, or `state`), the official one with the same weights,
-    and effscope's example input, all in `dtype`, in eval mode. Random weights and inputs are fp32-representable."""
+    and effscope's example input (`batch` items, default the case's), all in `dtype` on `device`, in eval mode.
+    Random weights and inputs are fp32-representable."""
     spec = _spec(case.target)
     config = dataclasses.replace(spec.config, **case.knobs)  # validated; also reaches plain fields (num_classes)
     torch.manual_seed(seed)
@@ -163,9 +175,9 @@ def build_pair(
     theirs = case.official(official, config, case.size).to(torch.float64)
     load_official(case, theirs, ours.state_dict())
     torch.manual_seed(seed + 1)
-    args = ours.example_args(case.batch, case.size, dtype=torch.float32)
-    ours, theirs = ours.to(dtype).eval(), theirs.to(dtype).eval()
-    args = tuple(a.to(dtype) if isinstance(a, torch.Tensor) else a for a in args)
+    args = ours.example_args(batch or case.batch, case.size, dtype=torch.float32)
+    ours, theirs = ours.to(device, dtype).eval(), theirs.to(device, dtype).eval()
+    args = tuple(a.to(device, dtype) if isinstance(a, torch.Tensor) else a for a in args)
     return Pair(case, ours, theirs, args)
 
 
@@ -910,4 +922,28 @@ PRESET_CASES: dict[str, Case] = {
         (*_CXV_MODEL, *_LINEAR_RULES),
         _QKV_SPLIT,
     ),
+}
+
+
+def _block_bench(target: str, official, call, rules=(), splits=None, knobs=None, size=(28, 28)) -> Case:
+    return Case(target, target, knobs or {}, size, 1, official, call, rules, splits or {})
+
+
+# Every block with official code at its registered config and grid, for the speed comparison. The DW-shortcut
+# block runs with a class token and no qkv bias, as the official ViT (the registered default has neither).
+BLOCK_BENCH_CASES: dict[str, Case] = {
+    c.name: c
+    for c in (
+        _block_bench("pvt_sra", _pvt_block, _call_x_hw, _PVT_RULES),
+        _block_bench("pvt_linear_sra", _pvt_block, _call_x_hw, _PVT_RULES),
+        _block_bench("lightvit", _lightvit_block("lightvit"), _call_x_hw),
+        _block_bench("lightvit_merge", _lightvit_merge("lightvit"), _call_x_hw, _MERGE_RULES),
+        _block_bench("hilo", _hilo_block(False), _call_x, _HILO_RULES),
+        _block_bench("convffn", _convffn_block(False), _call_x, _CONVFFN_RULES),
+        _block_bench("dtm", _dtm(False), _call_x, _DTM_RULES),
+        _block_bench("dw_shortcut", _dw_transformer, _call_x, _DW_RULES, knobs={"prefix_tokens": 1, "qkv_bias": False}),
+        _block_bench("cxv_nystrom", _cxv("nystrom"), _call_x, _NYSTROM_RULES, size=(32, 32)),
+        _block_bench("cxv_performer", _cxv("performer"), _call_x, _PERFORMER_RULES, _QKV_SPLIT, size=(32, 32)),
+        _block_bench("cxv_linear", _cxv("linear"), _call_x, _LINEAR_RULES, _QKV_SPLIT, size=(32, 32)),
+    )
 }

@@ -1,0 +1,187 @@
+"""Time effscope against the official implementations, interleaved in one process, per preset and block.
+
+For each target and batch: build effscope's module and the official one with the same weights
+(official_pairs.build_pair), check that their outputs agree, then run R rounds; each round times a chunk of
+forwards of one and a chunk of the other (the order alternates between rounds, so drift hits both alike) and
+records ours / theirs. The table shows the median of those per-round ratios (<= 1.00 means effscope is not slower)
+with the middle half of the ratios in brackets, the ratio of the two fastest chunks (contention only adds time, so
+it is the steadier figure on a shared machine), and the median ms per forward of each. The load average is printed
+before and after: the numbers are only as quiet as the machine.
+
+Usage:
+    python benchmarks/vs_official.py --official DIR                       # CPU, fp32, batch 1 and 8
+    python benchmarks/vs_official.py --official DIR --device cuda --dtype bf16 --batch 64
+    python benchmarks/vs_official.py --official DIR --only lightvit_t hilo --rounds 21 --out FILE.json
+
+DIR holds the official checkouts (official_code.py). On the CPU the official LITv2 DTM runs the kernel
+transcription in official_code.py (the official extension raises "Not implemented on the CPU"), so the LITv2 and
+DTM rows compare effscope's grid_sample DTM against that transcription, not against compiled official code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from official_code import Official, commits
+from official_pairs import BLOCK_BENCH_CASES, PRESET_CASES, Case, build_pair
+
+from effscope.blocks._layers import attention_impl, attention_rule
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _chunk(fn, n: int, device: torch.device) -> float:
+    """Seconds per call over n calls."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / n
+
+
+def compare(
+    case: Case, official: Official, *, batch: int, device: torch.device, dtype: str, rounds: int, chunk_s: float
+) -> dict:
+    """One target at one batch: agreement, then `rounds` interleaved chunks of ours and theirs."""
+    amp = dtype in ("bf16", "fp16")
+    pair = build_pair(case, official, dtype=torch.float32, batch=batch, device=device)
+    ctx = (lambda: torch.autocast(device.type, dtype=_DTYPES[dtype])) if amp else contextlib.nullcontext
+
+    def ours():
+        with torch.no_grad(), ctx():
+            return pair.run_ours()
+
+    def theirs():
+        with torch.no_grad(), ctx():
+            return pair.run_theirs()
+
+    a, b = ours(), theirs()
+    agree = ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+    for _ in range(2):  # warm-up: allocator, caches, lazy inits
+        ours(), theirs()
+    one = max(_chunk(ours, 1, device), _chunk(theirs, 1, device))
+    n = max(1, round(chunk_s / one))
+    ratios, ms_ours, ms_theirs = [], [], []
+    for r in range(rounds):
+        if r % 2:
+            tb, ta = _chunk(theirs, n, device), _chunk(ours, n, device)
+        else:
+            ta, tb = _chunk(ours, n, device), _chunk(theirs, n, device)
+        ratios.append(ta / tb)
+        ms_ours.append(ta * 1e3)
+        ms_theirs.append(tb * 1e3)
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return {
+        "target": case.name,
+        "batch": batch,
+        "ratio_median": statistics.median(ratios),
+        "ratio_q1": q[0],
+        "ratio_q3": q[2],
+        "ms_ours": statistics.median(ms_ours),
+        "ms_official": statistics.median(ms_theirs),
+        "ratio_of_min": min(ms_ours) / min(ms_theirs),  # robust to contention, which only adds time
+        "iters_per_chunk": n,
+        "rounds": rounds,
+        "max_rel_diff": agree,
+    }
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--official", required=True, type=Path, help="folder holding the official checkouts")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=sorted(_DTYPES), help="bf16/fp16 run under autocast")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    p.add_argument("--rounds", type=int, default=11)
+    p.add_argument("--chunk-s", type=float, default=0.25, help="seconds of forwards per timed chunk")
+    p.add_argument("--only", nargs="*", help="preset or block names (default: all with official code)")
+    p.add_argument("--attention", default="auto", help="effscope's attention core: auto, sdpa or explicit")
+    p.add_argument("--out", type=Path, help="also write the rows as JSON")
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    official = Official(args.official)
+    cases = [*PRESET_CASES.values(), *BLOCK_BENCH_CASES.values()]
+    if args.only:
+        unknown = set(args.only) - {c.name for c in cases}
+        if unknown:
+            raise SystemExit(f"unknown targets {sorted(unknown)}; choose from {[c.name for c in cases]}")
+        cases = [c for c in cases if c.name in args.only]
+    header = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "torch": str(torch.__version__),
+        "attention": args.attention,
+        "attention_rule": attention_rule(device.type, args.attention),
+        "official_commits": commits(args.official),
+        "load_before": _load(),
+    }
+    print(f"# {header['command']}")
+    print(f"# {device} ({header['device_name']}), {args.dtype}, {header['threads']} threads, torch {header['torch']}")
+    print(f"# effscope attention core: {header['attention_rule']}")
+    print(f"# load average before: {header['load_before']}")
+    print(
+        f"{'target':16s} {'batch':>5s} {'ours/official':>13s} {'[q1-q3]':>13s} {'min/min':>8s} {'ours ms':>9s} "
+        f"{'official ms':>11s} {'max rel diff':>12s}"
+    )
+    rows = []
+    with attention_impl(args.attention):
+        for batch in args.batch:
+            for case in cases:
+                row = compare(
+                    case,
+                    official,
+                    batch=batch,
+                    device=device,
+                    dtype=args.dtype,
+                    rounds=args.rounds,
+                    chunk_s=args.chunk_s,
+                )
+                rows.append(row)
+                print(
+                    f"{row['target']:16s} {batch:5d} {row['ratio_median']:12.3f}x "
+                    f"[{row['ratio_q1']:.2f}-{row['ratio_q3']:.2f}] {row['ratio_of_min']:7.3f}x {row['ms_ours']:9.2f} "
+                    f"{row['ms_official']:11.2f} {row['max_rel_diff']:12.1e}",
+                    flush=True,
+                )
+    header["load_after"] = _load()
+    worst = max(rows, key=lambda r: r["ratio_median"]) if rows else None
+    print(f"# load average after: {header['load_after']}")
+    if worst:
+        w = worst
+        print(f"# slowest relative to official: {w['target']} at batch {w['batch']}: {w['ratio_median']:.3f}x")
+    if args.out:
+        args.out.write_text(json.dumps({**header, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
