@@ -18,12 +18,12 @@ import json
 import os
 import statistics
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from interleave import interleaved
 from torch.overrides import TorchFunctionMode
 
 import effscope.blocks  # noqa: F401
@@ -33,7 +33,6 @@ from effscope.spec import blocks, models
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TIE = 0.05  # ratios within 5 % of 1 are a tie: either choice is right
-WARMUP_S = 0.3
 
 
 class _Capture(TorchFunctionMode):
@@ -61,17 +60,6 @@ def _key(call: tuple) -> tuple:
         None if bias is None else tuple(bias.shape),
         str(q.dtype),
     )
-
-
-def _time(fn, n: int, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - t0) / n
 
 
 def collect(batches: list[int], device: torch.device, dtype: str) -> tuple[dict, Counter, dict]:
@@ -105,24 +93,9 @@ def measure(call: tuple, device: torch.device, rounds: int, chunk_s: float) -> t
 
         return fn
 
-    sdpa, explicit = run("sdpa"), run("explicit")
     with torch.no_grad():
-        # Warm up for real: the explicit path's logits are fresh allocations, and glibc serves large ones from
-        # mmap (page faults on every call) until its dynamic threshold has grown past them.
-        t_end = time.perf_counter() + WARMUP_S
-        while time.perf_counter() < t_end:
-            sdpa(), explicit()
-        n = max(1, round(chunk_s / max(_time(sdpa, 1, device), _time(explicit, 1, device))))
-        ratios, ts, te = [], [], []
-        for r in range(rounds):
-            if r % 2:
-                b, a = _time(explicit, n, device), _time(sdpa, n, device)
-            else:
-                a, b = _time(sdpa, n, device), _time(explicit, n, device)
-            ratios.append(a / b)
-            ts.append(a)
-            te.append(b)
-    return statistics.median(ratios), statistics.median(ts) * 1e3, statistics.median(te) * 1e3
+        t = interleaved(run("sdpa"), run("explicit"), rounds=rounds, chunk_s=chunk_s, device=device)
+    return t.ratio_median, statistics.median(t.a) * 1e3, statistics.median(t.b) * 1e3
 
 
 def main(argv: list[str] | None = None) -> int:

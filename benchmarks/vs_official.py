@@ -27,31 +27,16 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+from interleave import interleaved
 from official_code import Official, commits
 from official_pairs import BLOCK_BENCH_CASES, PRESET_CASES, Case, build_pair
 
 from effscope.blocks._layers import attention_impl, attention_rule
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _chunk(fn, n: int, device: torch.device) -> float:
-    """Seconds per call over n calls."""
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - t0) / n
 
 
 def compare(
@@ -72,30 +57,17 @@ def compare(
 
     a, b = ours(), theirs()
     agree = ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
-    for _ in range(2):  # warm-up: allocator, caches, lazy inits
-        ours(), theirs()
-    one = max(_chunk(ours, 1, device), _chunk(theirs, 1, device))
-    n = max(1, round(chunk_s / one))
-    ratios, ms_ours, ms_theirs = [], [], []
-    for r in range(rounds):
-        if r % 2:
-            tb, ta = _chunk(theirs, n, device), _chunk(ours, n, device)
-        else:
-            ta, tb = _chunk(ours, n, device), _chunk(theirs, n, device)
-        ratios.append(ta / tb)
-        ms_ours.append(ta * 1e3)
-        ms_theirs.append(tb * 1e3)
-    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    t = interleaved(ours, theirs, rounds=rounds, chunk_s=chunk_s, device=device)
+    q1, q3 = t.ratio_quartiles
     return {
         "target": case.name,
         "batch": batch,
-        "ratio_median": statistics.median(ratios),
-        "ratio_q1": q[0],
-        "ratio_q3": q[2],
-        "ms_ours": statistics.median(ms_ours),
-        "ms_official": statistics.median(ms_theirs),
-        "ratio_of_min": min(ms_ours) / min(ms_theirs),  # robust to contention, which only adds time
-        "iters_per_chunk": n,
+        "ratio_median": t.ratio_median,
+        "ratio_q1": q1,
+        "ratio_q3": q3,
+        "ratio_of_min": t.ratio_of_min,
+        "ms_ours": statistics.median(t.a) * 1e3,
+        "ms_official": statistics.median(t.b) * 1e3,
         "rounds": rounds,
         "max_rel_diff": agree,
     }
