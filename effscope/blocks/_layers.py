@@ -101,9 +101,12 @@ def attend(
         impl = choose_attention(q.device.type, bias is not None, q.numel() // q.shape[-1] * k.shape[-2])
     if impl == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
-    logits = (q * scale) @ k.transpose(-2, -1)
+    if q.shape[-1] <= k.shape[-2]:  # scale the smaller of q (Nq x d) and the logits (Nq x Nk)
+        logits = (q * scale) @ k.transpose(-2, -1)
+    else:
+        logits = (q @ k.transpose(-2, -1)).mul_(scale)  # a fresh product: in place, autograd allows it
     if bias is not None:
-        logits = logits + bias
+        logits += bias
     return logits.softmax(dim=-1) @ v
 
 
@@ -193,7 +196,7 @@ class DWConvMlp(nn.Module):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.fc1 = nn.Linear(dim, hidden, **dd)
-        self.relu = nn.ReLU() if relu_after_fc1 else nn.Identity()
+        self.relu = nn.ReLU(inplace=True) if relu_after_fc1 else nn.Identity()  # in place, as the official Mlp
         self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, **dd)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim, **dd)

@@ -139,7 +139,7 @@ class NystromAttention(nn.Module):
         # softmax(q̃ kᵀ) v is ordinary attention of the m landmark queries over every key (q already scaled).
         context = attend(q_land, k, v, scale=1.0)  # (B, h, m, d)
         out = (kernel_1 @ iterative_pinv(kernel_2, self.pinv_iters)) @ context
-        out = out + self.res_conv(v)
+        out += self.res_conv(v)  # in place, as the official code: `out` is a fresh product
         out = merge_heads(out[:, :, pad:])  # tokens are independent from here on: drop the padding before proj
         return self.drop(self.proj(out))
 
