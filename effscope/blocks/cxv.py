@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from effscope.blocks._base import ConfiguredModule
@@ -225,13 +226,20 @@ class ImageLinearAttention(nn.Module):
         dd = {"device": device, "dtype": dtype}
         self.heads, self.head_dim = heads, head_dim
         inner = heads * head_dim
-        # The official to_q, to_k, to_v convs fused into one (same weights, one launch).
+        # The official to_q, to_k, to_v convs as one parameter (one state-dict entry).
         self.qkv = nn.Conv2d(dim, 3 * inner, kernel_size, padding=kernel_size // 2, **dd)
         self.proj = nn.Conv2d(inner, dim, kernel_size, padding=kernel_size // 2, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, hh, ww = x.shape
-        q, k, v = self.qkv(x).view(b, 3, self.heads, self.head_dim, hh * ww).unbind(1)  # each (B, h, d, n)
+        if b == 1:  # one conv; its q, k, v slices are read in place
+            q, k, v = self.qkv(x).view(b, 3, self.heads, self.head_dim, hh * ww).unbind(1)  # each (B, h, d, n)
+        else:  # three convs over the weight's thirds, as the official: a batch of slices would be copied
+            w, bias, pad = self.qkv.weight.chunk(3), self.qkv.bias.chunk(3), self.qkv.padding
+            q, k, v = (
+                F.conv2d(x, wi, bi, padding=pad).view(b, self.heads, self.head_dim, hh * ww)
+                for wi, bi in zip(w, bias, strict=True)
+            )
         scale = self.head_dim**-0.25
         q = (q * scale).softmax(-2)
         k = (k * scale).softmax(-1)

@@ -85,9 +85,11 @@ class LightViTAttention(nn.Module):
         self.register_buffer("relative_position_index", index.to(device or "cpu"), persistent=False)
 
     def relative_position_bias(self) -> torch.Tensor:
-        """(heads, ws², ws²) logits bias shared by every window."""
+        """(heads, ws², ws²) logits bias shared by every window, contiguous (a small copy that lets the add into
+        every window's logits run on contiguous memory)."""
         n = self.window_size**2
-        return self.relative_position_bias_table[self.relative_position_index].view(n, n, -1).permute(2, 0, 1)
+        table = self.relative_position_bias_table[self.relative_position_index]
+        return table.view(n, n, -1).permute(2, 0, 1).contiguous()
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """x: (B, NT + H*W, dim) -> (B, NT + H*W, dim)."""
