@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, call in sorted(examples.items(), key=lambda kv: kv[0][0]):
         q, k, _, bias, _ = call
         logits = q.numel() // q.shape[-1] * k.shape[-2]
-        choice = choose_attention(device.type, bias is not None, logits)
+        choice = choose_attention(device.type, bias is not None, q.shape[-2], k.shape[-2])
         ratio, ms_s, ms_e = measure(call, device, args.rounds, args.chunk_s)
         faster = "sdpa" if ratio < 1 else "explicit"
         ok = choice == faster or abs(ratio - 1) <= TIE

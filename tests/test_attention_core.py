@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from effscope.blocks._layers import (
-    CPU_SDPA_MIN_LOGITS,
+    CPU_SDPA_FEW_KEYS,
+    CPU_SDPA_MIN_KEYS,
     attend,
     attention_impl,
     attention_rule,
@@ -38,14 +39,16 @@ def _qkv(b: int, h: int, nq: int, nk: int, d: int = 8, dtype=torch.double):
 
 
 def test_rule_on_the_cpu_and_elsewhere():
-    big = CPU_SDPA_MIN_LOGITS
-    assert choose_attention("cpu", has_bias=True, logits=100 * big) == "explicit"  # SDPA's math fallback is slower
-    assert choose_attention("cpu", has_bias=False, logits=big - 1) == "explicit"
-    assert choose_attention("cpu", has_bias=False, logits=big) == "sdpa"
-    assert choose_attention("cuda", has_bias=True, logits=1) == "sdpa"
+    many, few = CPU_SDPA_MIN_KEYS, CPU_SDPA_FEW_KEYS
+    assert choose_attention("cpu", True, queries=4096, keys=4096) == "explicit"  # SDPA's math fallback is slower
+    assert choose_attention("cpu", False, queries=8, keys=many) == "sdpa"  # long key rows: aggregation, ViT
+    assert choose_attention("cpu", False, queries=3136, keys=many - 1) == "explicit"  # 49-key SRA / Lo-Fi / MSA
+    assert choose_attention("cpu", False, queries=many, keys=few - 1) == "sdpa"  # a few keys for many queries
+    assert choose_attention("cpu", False, queries=many - 1, keys=few - 1) == "explicit"  # tiny windows
+    assert choose_attention("cuda", True, queries=1, keys=1) == "sdpa"
 
 
-SMALL, LARGE = (2, 2, 16, 16), (4, 4, 256, 256)  # 1,024 and 1,048,576 logits
+SMALL, LARGE = (2, 2, 16, 16), (2, 2, 8, 256)  # 16 and 256 keys
 
 
 @pytest.mark.parametrize(
@@ -77,7 +80,7 @@ def test_forced_cores_and_unknown_names():
 
 
 def test_rule_in_words_and_in_the_environment():
-    assert attention_rule("cpu", "auto").startswith("auto: explicit with an additive bias")
+    assert attention_rule("cpu", "auto").startswith("auto: sdpa without a bias when Nk >= 196")
     assert attention_rule("cuda", "auto") == "auto: sdpa"
     assert attention_rule("cpu", "explicit") == "explicit (forced)"
     assert env.environment("cpu", dtype=torch.float32)["attention_core"] == attention_rule("cpu", "auto")

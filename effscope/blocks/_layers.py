@@ -15,7 +15,8 @@ from effscope.errors import UnknownNameError
 
 __all__ = [
     "ATTENTION_IMPLS",
-    "CPU_SDPA_MIN_LOGITS",
+    "CPU_SDPA_FEW_KEYS",
+    "CPU_SDPA_MIN_KEYS",
     "DWConvMlp",
     "DropPath",
     "Mlp",
@@ -34,11 +35,15 @@ __all__ = [
 ATTENTION_IMPLS = ("auto", "sdpa", "explicit")
 _ATTENTION_IMPL: ContextVar[str] = ContextVar("effscope_attention_impl", default="auto")
 
-# The automatic choice, measured on the zoo's own attention calls by benchmarks/attention_core.py (CPU, torch 2.13):
-# on the CPU, SDPA with an additive bias falls back to its math kernel (slower than matmul-softmax-matmul), and
-# without one its fused kernel only wins once the logits it never writes are large; below that its per-call cost
-# loses to the three plain ops. On CUDA the fused kernels (flash / memory-efficient, which take a bias) are kept.
-CPU_SDPA_MIN_LOGITS = 1 << 20  # batch x heads x Nq x Nk of one call
+# The automatic choice, measured on every attention call the zoo makes by benchmarks/attention_core.py (CPU, 2
+# threads, fp32, torch 2.13; reports/attention_core_cpu.json). On the CPU, SDPA with an additive bias falls back to
+# its math kernel (1.6-2x slower than matmul-softmax-matmul); without one, its fused kernel wins when the keys are
+# many (the logits it never writes are long rows) or fewer than a SIMD vector for many queries (short softmax rows
+# vectorize poorly in the explicit path), and loses to the explicit path's three plain ops everywhere else (small
+# windows, 49-key Lo-Fi / SRA / MSA attention). On CUDA the fused kernels (flash / memory-efficient, which take a
+# bias) are kept.
+CPU_SDPA_MIN_KEYS = 196
+CPU_SDPA_FEW_KEYS = 16  # below this, SDPA when there are at least CPU_SDPA_MIN_KEYS queries
 
 
 @contextmanager
@@ -57,17 +62,22 @@ def attention_impl(name: str) -> Iterator[None]:
         _ATTENTION_IMPL.reset(token)
 
 
-def choose_attention(device_type: str, has_bias: bool, logits: int) -> str:
+def choose_attention(device_type: str, has_bias: bool, queries: int, keys: int) -> str:
     """The automatic attention core for one call: "sdpa" or "explicit".
 
     Args:
         device_type: the tensors' device type ("cpu", "cuda", ...).
         has_bias: whether an additive logits bias (mask) is given.
-        logits: batch x heads x Nq x Nk of the call.
+        queries: Nq, the query length.
+        keys: Nk, the key length.
     """
     if device_type != "cpu":
         return "sdpa"
-    return "sdpa" if not has_bias and logits >= CPU_SDPA_MIN_LOGITS else "explicit"
+    if has_bias:
+        return "explicit"
+    many_keys = keys >= CPU_SDPA_MIN_KEYS
+    few_keys_many_queries = keys < CPU_SDPA_FEW_KEYS and queries >= CPU_SDPA_MIN_KEYS
+    return "sdpa" if many_keys or few_keys_many_queries else "explicit"
 
 
 def attention_rule(device_type: str, impl: str | None = None) -> str:
@@ -78,7 +88,10 @@ def attention_rule(device_type: str, impl: str | None = None) -> str:
         return f"{impl} (forced)"
     if device_type != "cpu":
         return "auto: sdpa"
-    return f"auto: explicit with an additive bias or under {CPU_SDPA_MIN_LOGITS:,} logits per call, else sdpa"
+    return (
+        f"auto: sdpa without a bias when Nk >= {CPU_SDPA_MIN_KEYS} or (Nk < {CPU_SDPA_FEW_KEYS} and "
+        f"Nq >= {CPU_SDPA_MIN_KEYS}), else explicit"
+    )
 
 
 def attend(
@@ -98,7 +111,7 @@ def attend(
     """
     impl = _ATTENTION_IMPL.get()
     if impl == "auto":
-        impl = choose_attention(q.device.type, bias is not None, q.numel() // q.shape[-1] * k.shape[-2])
+        impl = choose_attention(q.device.type, bias is not None, q.shape[-2], k.shape[-2])
     if impl == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     if q.shape[-1] <= k.shape[-2]:  # scale the smaller of q (Nq x d) and the logits (Nq x Nk)
