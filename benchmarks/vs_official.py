@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -40,16 +41,26 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def compare(
-    case: Case, official: Official, *, batch: int, device: torch.device, dtype: str, rounds: int, chunk_s: float
+    case: Case,
+    official: Official,
+    *,
+    batch: int,
+    device: torch.device,
+    dtype: str,
+    rounds: int,
+    chunk_s: float,
+    control: bool = False,
 ) -> dict:
-    """One target at one batch: agreement, then `rounds` interleaved chunks of ours and theirs."""
+    """One target at one batch: agreement, then `rounds` interleaved chunks of ours and theirs. With `control`,
+    "ours" is a copy of the official module (an A/A run: how far from 1.00 the harness itself lands)."""
     amp = dtype in ("bf16", "fp16")
     pair = build_pair(case, official, dtype=torch.float32, batch=batch, device=device)
     ctx = (lambda: torch.autocast(device.type, dtype=_DTYPES[dtype])) if amp else contextlib.nullcontext
+    twin = copy.deepcopy(pair.theirs) if control else None
 
     def ours():
         with torch.no_grad(), ctx():
-            return pair.run_ours()
+            return case.call(twin, pair.args) if control else pair.run_ours()
 
     def theirs():
         with torch.no_grad(), ctx():
@@ -60,7 +71,7 @@ def compare(
     t = interleaved(ours, theirs, rounds=rounds, chunk_s=chunk_s, device=device)
     q1, q3 = t.ratio_quartiles
     return {
-        "target": case.name,
+        "target": case.name + (" (A/A)" if control else ""),
         "batch": batch,
         "ratio_median": t.ratio_median,
         "ratio_q1": q1,
@@ -91,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-s", type=float, default=0.25, help="seconds of forwards per timed chunk")
     p.add_argument("--only", nargs="*", help="preset or block names (default: all with official code)")
     p.add_argument("--attention", default="auto", help="effscope's attention core: auto, sdpa or explicit")
+    p.add_argument(
+        "--control", nargs="*", default=[], help="targets to also run A/A (official against its own copy) at the end"
+    )
     p.add_argument("--out", type=Path, help="also write the rows as JSON")
     args = p.parse_args(argv)
 
@@ -121,29 +135,37 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# effscope attention core: {header['attention_rule']}")
     print(f"# load average before: {header['load_before']}")
     print(
-        f"{'target':16s} {'batch':>5s} {'ours/official':>13s} {'[q1-q3]':>13s} {'min/min':>8s} {'ours ms':>9s} "
+        f"{'target':22s} {'batch':>5s} {'ours/official':>13s} {'[q1-q3]':>13s} {'min/min':>8s} {'ours ms':>9s} "
         f"{'official ms':>11s} {'max rel diff':>12s}"
     )
-    rows = []
+    all_cases = {c.name: c for c in [*PRESET_CASES.values(), *BLOCK_BENCH_CASES.values()]}
+    unknown = set(args.control) - set(all_cases)
+    if unknown:
+        raise SystemExit(f"unknown --control targets {sorted(unknown)}")
+    runs = [(batch, case, False) for batch in args.batch for case in cases]
+    runs += [(batch, all_cases[name], True) for batch in args.batch for name in args.control]
+    rows, controls = [], []
     with attention_impl(args.attention):
-        for batch in args.batch:
-            for case in cases:
-                row = compare(
-                    case,
-                    official,
-                    batch=batch,
-                    device=device,
-                    dtype=args.dtype,
-                    rounds=args.rounds,
-                    chunk_s=args.chunk_s,
-                )
-                rows.append(row)
-                print(
-                    f"{row['target']:16s} {batch:5d} {row['ratio_median']:12.3f}x "
-                    f"[{row['ratio_q1']:.2f}-{row['ratio_q3']:.2f}] {row['ratio_of_min']:7.3f}x {row['ms_ours']:9.2f} "
-                    f"{row['ms_official']:11.2f} {row['max_rel_diff']:12.1e}",
-                    flush=True,
-                )
+        for i, (batch, case, control) in enumerate(runs):
+            if control and not any(r[2] for r in runs[:i]):
+                print("# A/A control: the official module against its own copy (how far from 1.00 the harness lands)")
+            row = compare(
+                case,
+                official,
+                batch=batch,
+                device=device,
+                dtype=args.dtype,
+                rounds=args.rounds,
+                chunk_s=args.chunk_s,
+                control=control,
+            )
+            (controls if control else rows).append(row)
+            print(
+                f"{row['target']:22s} {batch:5d} {row['ratio_median']:12.3f}x "
+                f"[{row['ratio_q1']:.2f}-{row['ratio_q3']:.2f}] {row['ratio_of_min']:7.3f}x {row['ms_ours']:9.2f} "
+                f"{row['ms_official']:11.2f} {row['max_rel_diff']:12.1e}",
+                flush=True,
+            )
     header["load_after"] = _load()
     worst = max(rows, key=lambda r: r["ratio_median"]) if rows else None
     print(f"# load average after: {header['load_after']}")
@@ -151,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         w = worst
         print(f"# slowest relative to official: {w['target']} at batch {w['batch']}: {w['ratio_median']:.3f}x")
     if args.out:
-        args.out.write_text(json.dumps({**header, "rows": rows}, indent=1) + "\n")
+        args.out.write_text(json.dumps({**header, "rows": rows, "controls": controls}, indent=1) + "\n")
     return 0
 
 
