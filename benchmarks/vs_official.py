@@ -25,7 +25,6 @@ import contextlib
 import copy
 import json
 import os
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -36,6 +35,7 @@ from official_code import Official, commits
 from official_pairs import BLOCK_BENCH_CASES, PRESET_CASES, Case, build_pair
 
 from effscope.blocks._layers import attention_impl, attention_rule
+from effscope.profile.env import cpu_info
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     header = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_info()["cpu_model"],
         "dtype": args.dtype,
         "threads": torch.get_num_threads(),
         "torch": str(torch.__version__),
