@@ -24,7 +24,6 @@ from typing import Any
 import torch
 import torch.utils.benchmark as tbench
 
-from effscope.blocks._layers import attention_impl
 from effscope.profile.measure import Options
 from effscope.profile.record import Workload
 from effscope.profile.run import Plan, profile
@@ -85,26 +84,25 @@ def run(
     threads = threads or torch.get_num_threads()
     set_threads(threads)
     rows = []
-    with attention_impl("sdpa"):
-        for name in targets or TARGETS:
-            fn = _forward(name, TARGETS[name], dev)
-            first = measure_latency(fn, device=dev, max_time_s=max_time_s)
-            second = measure_latency(fn, device=dev, max_time_s=max_time_s)
-            timer_ms = _timer_median_ms(fn, threads, timer_time_s)
-            rows.append(
-                {
-                    "target": name,
-                    "size": TARGETS[name],
-                    "median_ms_1": first.median_ms,
-                    "median_ms_2": second.median_ms,
-                    "repeat_ratio": second.median_ms / first.median_ms,
-                    "rel_iqr_1": first.rel_iqr,
-                    "timer_median_ms": timer_ms,
-                    "agreement_ratio": first.median_ms / timer_ms,
-                    "cpu_util": first.cpu_util,
-                    "timer": first.timer,
-                }
-            )
+    for name in targets or TARGETS:
+        fn = _forward(name, TARGETS[name], dev)
+        first = measure_latency(fn, device=dev, max_time_s=max_time_s)
+        second = measure_latency(fn, device=dev, max_time_s=max_time_s)
+        timer_ms = _timer_median_ms(fn, threads, timer_time_s)
+        rows.append(
+            {
+                "target": name,
+                "size": TARGETS[name],
+                "median_ms_1": first.median_ms,
+                "median_ms_2": second.median_ms,
+                "repeat_ratio": second.median_ms / first.median_ms,
+                "rel_iqr_1": first.rel_iqr,
+                "timer_median_ms": timer_ms,
+                "agreement_ratio": first.median_ms / timer_ms,
+                "cpu_util": first.cpu_util,
+                "timer": first.timer,
+            }
+        )
 
     empty = measure_latency(lambda: None, device=dev, max_time_s=1.0, min_iters=1000)
     t0 = time.perf_counter()

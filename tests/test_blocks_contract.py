@@ -48,14 +48,17 @@ def test_other_grids_run_or_state_the_constraint(spec, size):
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
-def test_sdpa_and_explicit_attention_agree(spec):
+def test_sdpa_explicit_and_automatic_attention_agree(spec):
     m = spec.build().eval()
     args = m.example_args(2)
     with torch.no_grad():
-        fast = _first_tensor(m(*args))
+        auto = _first_tensor(m(*args))
+        with attention_impl("sdpa"):
+            fast = _first_tensor(m(*args))
         with attention_impl("explicit"):
             slow = _first_tensor(m(*args))
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(auto, slow, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)

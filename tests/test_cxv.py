@@ -231,9 +231,24 @@ def test_performer_features_follow_the_softmax_kernel_formula():
     xs = x * 16**-0.25
     raw = xs @ w.T - (xs**2).sum(-1, keepdim=True) / 2
     q_ref = 24**-0.5 * (torch.exp(raw - (xs @ w.T).amax(-1, keepdim=True)) + 1e-4)
-    k_ref = 24**-0.5 * (torch.exp(raw - (xs @ w.T).amax((-2, -1), keepdim=True)) + 1e-4)
+    k_ref = 24**-0.5 * (torch.exp(raw - (xs @ w.T).amax()) + 1e-4)  # one max over the whole tensor (official)
     torch.testing.assert_close(attn._features(x, True), q_ref)
     torch.testing.assert_close(attn._features(x, False), k_ref)
+
+
+def test_performer_key_max_global_couples_the_batch_and_per_sample_does_not():
+    x = torch.randn(3, 20, 32, dtype=torch.double)
+    x[2] *= 4  # a sample with larger keys moves the global max
+    outs = {}
+    for key_max in ("global", "per_sample"):
+        torch.manual_seed(0)
+        attn = PerformerAttention(32, 2, 16, 24, 0.0, key_max=key_max).double().eval()
+        with torch.no_grad():
+            outs[key_max] = (attn(x)[:1], attn(x[:1]))
+    together, alone = outs["per_sample"]
+    torch.testing.assert_close(together, alone)
+    together, alone = outs["global"]
+    assert (together - alone).abs().max() > 1e-6  # the official stabiliser makes outputs batch-dependent
 
 
 # --- linear attention ----------------------------------------------------------------------------------------------

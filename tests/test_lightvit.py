@@ -216,13 +216,16 @@ def test_merge_pads_odd_grids():
     with torch.no_grad():
         out, hw2 = m(x, hw)
         grid = x[:, 1:].view(1, 7, 5, 32)
-        # The padded space-to-depth equals the even-grid merge's on the zero-padded map; the max ignores the pad.
-        pooled = F.max_pool2d(grid.permute(0, 3, 1, 2), 2, ceil_mode=True).permute(0, 2, 3, 1).reshape(1, 12, 32)
+        # Both branches see the zero-padded map (the official detection code pads first): the edge windows' max
+        # includes the zeros, so an all-negative edge window pools to 0, not to its largest real value.
         s2d_src = F.pad(grid, (0, 0, 0, 1, 0, 1))
+        pooled = F.max_pool2d(s2d_src.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).reshape(1, 12, 32)
+        ceil_pooled = F.max_pool2d(grid.permute(0, 3, 1, 2), 2, ceil_mode=True).permute(0, 2, 3, 1).reshape(1, 12, 32)
         parts = [s2d_src[:, 0::2, 0::2], s2d_src[:, 1::2, 0::2], s2d_src[:, 0::2, 1::2], s2d_src[:, 1::2, 1::2]]
         img = m.reduction(m.norm(torch.cat(parts, -1).reshape(1, 12, 128))) + m.res_proj(pooled)
     assert hw2 == (4, 3) and out.shape == (1, 1 + 12, 64)
     torch.testing.assert_close(out[:, 1:], img)
+    assert (pooled != ceil_pooled).any()  # the test input does reach the difference (negative edge values)
 
 
 # ---- model ----

@@ -13,11 +13,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from effscope.blocks._base import ConfiguredModule
 from effscope.blocks._layers import attend, merge_heads
-from effscope.knobs import Config, FloatRange, IntRange, knob
+from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
 from effscope.spec import Reference, register_block
 
 __all__ = [
@@ -139,7 +140,7 @@ class NystromAttention(nn.Module):
         # softmax(q̃ kᵀ) v is ordinary attention of the m landmark queries over every key (q already scaled).
         context = attend(q_land, k, v, scale=1.0)  # (B, h, m, d)
         out = (kernel_1 @ iterative_pinv(kernel_2, self.pinv_iters)) @ context
-        out = out + self.res_conv(v)
+        out += self.res_conv(v)  # in place, as the official code: `out` is a fresh product
         out = merge_heads(out[:, :, pad:])  # tokens are independent from here on: drop the padding before proj
         return self.drop(self.proj(out))
 
@@ -164,17 +165,30 @@ def gaussian_orthogonal_matrix(rows: int, cols: int, *, device=None, dtype=None)
 class PerformerAttention(nn.Module):
     """Performer (FAVOR+) self-attention on (B, N, dim) tokens, non-causal, positive softmax-kernel features.
 
-    φ(x) = m^-½ (exp(x̂ Wᵀ - ‖x̂‖²/2 - max) + 1e-4), x̂ = head_dim^-¼ x, max row-wise for queries and over all
-    tokens and features (per head) for keys; out = φ(q) (φ(k)ᵀ v) / (φ(q) Σₙ φ(k)). W is a fixed buffer drawn
-    at init: the official model declares a redraw interval but never attaches the updater, so W is never redrawn.
+    φ(x) = m^-½ (exp(x̂ Wᵀ - ‖x̂‖²/2 - max) + 1e-4), x̂ = head_dim^-¼ x, max row-wise for queries; for keys one
+    max over the whole key tensor (every sample, head, token and feature) as the official code, or one per sample
+    and head with key_max="per_sample". The max would cancel in the ratio but for the 1e-4, so the two differ
+    (by ~1e-2 relative in the logits), and with the official global max a sample's output depends on the other
+    samples of its batch. out = φ(q) (φ(k)ᵀ v) / (φ(q) Σₙ φ(k)). W is a fixed buffer drawn at init: the official
+    model declares a redraw interval but never attaches the updater, so W is never redrawn.
     """
 
     def __init__(
-        self, dim: int, heads: int, head_dim: int, nb_features: int, dropout: float, *, device=None, dtype=None
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        nb_features: int,
+        dropout: float,
+        *,
+        key_max: str = "global",
+        device=None,
+        dtype=None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.heads, self.head_dim = heads, head_dim
+        self.key_dims = (-2, -1) if key_max == "per_sample" else None  # None: over every dim (the official max)
         self.qkv = nn.Linear(dim, 3 * heads * head_dim, **dd)  # the official to_q, to_k, to_v fused
         self.register_buffer("projection", gaussian_orthogonal_matrix(nb_features, head_dim, **dd))
         self.proj = nn.Linear(heads * head_dim, dim, **dd)
@@ -184,7 +198,10 @@ class PerformerAttention(nn.Module):
         x = x * self.head_dim**-0.25
         dash = nn.functional.linear(x, self.projection)  # (B, h, n, m)
         sq_norm = x.square().sum(-1, keepdim=True) / 2
-        peak = dash.amax(-1, keepdim=True) if is_query else dash.amax((-2, -1), keepdim=True)
+        if is_query:
+            peak = dash.amax(-1, keepdim=True)
+        else:
+            peak = dash.amax() if self.key_dims is None else dash.amax(self.key_dims, keepdim=True)
         return self.projection.shape[0] ** -0.5 * (torch.exp(dash - sq_norm - peak.detach()) + 1e-4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -209,13 +226,20 @@ class ImageLinearAttention(nn.Module):
         dd = {"device": device, "dtype": dtype}
         self.heads, self.head_dim = heads, head_dim
         inner = heads * head_dim
-        # The official to_q, to_k, to_v convs fused into one (same weights, one launch).
+        # The official to_q, to_k, to_v convs as one parameter (one state-dict entry).
         self.qkv = nn.Conv2d(dim, 3 * inner, kernel_size, padding=kernel_size // 2, **dd)
         self.proj = nn.Conv2d(inner, dim, kernel_size, padding=kernel_size // 2, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, hh, ww = x.shape
-        q, k, v = self.qkv(x).view(b, 3, self.heads, self.head_dim, hh * ww).unbind(1)  # each (B, h, d, n)
+        if b == 1:  # one conv; its q, k, v slices are read in place
+            q, k, v = self.qkv(x).view(b, 3, self.heads, self.head_dim, hh * ww).unbind(1)  # each (B, h, d, n)
+        else:  # three convs over the weight's thirds, as the official: a batch of slices would be copied
+            w, bias, pad = self.qkv.weight.chunk(3), self.qkv.bias.chunk(3), self.qkv.padding
+            q, k, v = (
+                F.conv2d(x, wi, bi, padding=pad).view(b, self.heads, self.head_dim, hh * ww)
+                for wi, bi in zip(w, bias, strict=True)
+            )
         scale = self.head_dim**-0.25
         q = (q * scale).softmax(-2)
         k = (k * scale).softmax(-1)
@@ -263,6 +287,12 @@ class NystromKnobs(Config):
 class PerformerKnobs(Config):
     nb_features: int = knob(
         110, IntRange(8, 512), help="random features (default int(d ln d) for head_dim 32)", unit="features"
+    )
+    key_max: str = knob(
+        "global",
+        Choice(("global", "per_sample")),
+        help="FAVOR+ key stabiliser: one max over the whole batch (official; couples a batch's samples) "
+        "or one per sample and head (batch-independent outputs)",
     )
 
 
@@ -372,7 +402,9 @@ class PerformerBlock(CXVBlock):
     Config = PerformerBlockConfig
 
     def _attention(self, c, *, device, dtype):
-        return PerformerAttention(c.dim, c.heads, c.head_dim, c.nb_features, c.dropout, device=device, dtype=dtype)
+        return PerformerAttention(
+            c.dim, c.heads, c.head_dim, c.nb_features, c.dropout, key_max=c.key_max, device=device, dtype=dtype
+        )
 
 
 @register_block(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effscope.blocks._base import TokenBlock
-from effscope.blocks._layers import DropPath, attend, merge_heads, window_partition, window_reverse
+from effscope.blocks._layers import DropPath, attend, merge_heads
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
 from effscope.spec import Reference, register_block
@@ -85,9 +85,11 @@ class LightViTAttention(nn.Module):
         self.register_buffer("relative_position_index", index.to(device or "cpu"), persistent=False)
 
     def relative_position_bias(self) -> torch.Tensor:
-        """(heads, ws², ws²) logits bias shared by every window."""
+        """(heads, ws², ws²) logits bias shared by every window, contiguous (a small copy that lets the add into
+        every window's logits run on contiguous memory)."""
         n = self.window_size**2
-        return self.relative_position_bias_table[self.relative_position_index].view(n, n, -1).permute(2, 0, 1)
+        table = self.relative_position_bias_table[self.relative_position_index]
+        return table.view(n, n, -1).permute(2, 0, 1).contiguous()
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """x: (B, NT + H*W, dim) -> (B, NT + H*W, dim)."""
@@ -101,11 +103,14 @@ class LightViTAttention(nn.Module):
         hp, wp = h + ph, w + pw
         qkv = self.qkv(x)  # (B, NT + Hp*Wp, 3C) = [q | k | v], heads inside each
         grid = qkv[:, nt:].view(b, hp, wp, 3 * c)
+        hg, wg = hp // ws, wp // ws
 
-        # Local window self-attention with relative position bias.
-        q, k, v = window_partition(grid, ws).view(-1, ws * ws, 3, heads, d).permute(2, 0, 3, 1, 4)
+        # Local window self-attention with relative position bias. One copy gathers every window's q, k and v per
+        # head, each contiguous so the products read them in place; one copy puts the result back on the map.
+        windows = grid.view(b, hg, ws, wg, ws, 3, heads, d).permute(5, 0, 1, 3, 6, 2, 4, 7)
+        q, k, v = windows.reshape(3, b * hg * wg, heads, ws * ws, d)
         local = attend(q, k, v, scale=self.scale, bias=self.relative_position_bias())  # (B*nW, heads, ws², d)
-        x_img = window_reverse(merge_heads(local), ws, hp, wp)
+        x_img = local.view(b, hg, wg, heads, ws, ws, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, hp, wp, c)
         if ph or pw:  # crop before the global steps, which see only the real tokens
             x_img, grid = x_img[:, :h, :w], grid[:, :h, :w]
         x_img = x_img.reshape(b, h * w, c)
@@ -118,8 +123,15 @@ class LightViTAttention(nn.Module):
         x_glb = merge_heads(attend(q_glb, k_img, v_img, scale=self.scale))  # (B, NT, C)
         # Global broadcast: every image query attends to the NT aggregated tokens.
         k_glb, v_glb = self.kv_global(x_glb).view(b, nt, 2, heads, d).permute(2, 0, 3, 1, 4)
-        x_img = x_img + merge_heads(attend(q_img, k_glb, v_glb, scale=self.scale))
-        return self.proj(torch.cat([x_glb, x_img], dim=1))
+        broadcast = attend(q_img, k_glb, v_glb, scale=self.scale).transpose(1, 2)  # (B, H*W, heads, d)
+        x_img = x_img.view(b, h * w, heads, d)
+        if torch.is_grad_enabled():  # autograd has no out= variants
+            return self.proj(torch.cat([x_glb, (x_img + broadcast).reshape(b, h * w, c)], dim=1))
+        # Inference: [x_glb ; x_img + broadcast] written in place, without the head-merge and concatenation copies.
+        out = x_img.new_empty(b, nt + h * w, c)
+        out[:, :nt] = x_glb
+        torch.add(x_img, broadcast, out=out[:, nt:].view(b, h * w, heads, d))
+        return self.proj(out)
 
 
 class BiAttn(nn.Module):
@@ -256,8 +268,9 @@ class LightViTMerge(TokenBlock):
     """LightViT's ResidualMergePatch (§3.5): halves the grid and maps in_dim -> out_dim channels.
 
     Image tokens: Linear(LN(2x2 space-to-depth, order (0,0),(1,0),(0,1),(1,1))) + Linear(MaxPool 2x2 s2), both
-    linears without bias; global tokens: Linear(LN(x)) without bias. An odd side is zero-padded to even for the
-    space-to-depth (the max pool ignores the missing row/column), giving a ceil(H/2) x ceil(W/2) grid.
+    linears without bias; global tokens: Linear(LN(x)) without bias. An odd side is zero-padded to even before
+    both branches, as LightViT's detection code does: the max pool of an edge window sees the padded zeros
+    (max(x, 0) there), giving a ceil(H/2) x ceil(W/2) grid.
 
     Input: x (B, num_tokens + H*W, in_dim), global tokens first, and hw = (H, W).
     Output: (x (B, num_tokens + ceil(H/2)*ceil(W/2), out_dim), (ceil(H/2), ceil(W/2))).
@@ -280,11 +293,11 @@ class LightViTMerge(TokenBlock):
         b, _, c = x.shape
         h, w = hw
         grid = x[:, nt:].reshape(b, h, w, c)
-        # MaxPool3d((2, 2, 1)) on the channels-last map, as the official code does; ceil_mode keeps odd edges.
-        res = F.max_pool3d(grid, (2, 2, 1), (2, 2, 1), ceil_mode=True)
-        h2, w2 = res.shape[1], res.shape[2]
-        if h % 2 or w % 2:
+        if h % 2 or w % 2:  # zero-pad first, as the official (detection) code: the max pool sees the zeros too
             grid = F.pad(grid, (0, 0, 0, w % 2, 0, h % 2))
+        h2, w2 = (h + 1) // 2, (w + 1) // 2
+        # MaxPool3d((2, 2, 1)) on the channels-last map, as the official code does.
+        res = F.max_pool3d(grid, (2, 2, 1), (2, 2, 1))
         # (B, H2, a, W2, b, C) -> (B, H2, W2, b, a, C): channel block b*2 + a is offset (a, b) = the official order.
         s2d = grid.reshape(b, h2, 2, w2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h2 * w2, 4 * c)
         img = self.reduction(self.norm(s2d)) + self.res_proj(res.reshape(b, h2 * w2, c))

@@ -66,7 +66,7 @@ def profile(
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the target before timing."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Also time a CUDA graph replay (GPU)."),
     flush_cache: bool = typer.Option(False, "--flush-cache", help="Flush the L2 cache before each timed run."),
-    attention: str = typer.Option("sdpa", "--attention", help="Attention core: sdpa or explicit."),
+    attention: str = typer.Option("auto", "--attention", help="Attention core: auto (per call), sdpa or explicit."),
     sweep: bool = typer.Option(False, "--sweep", help="Batch sweep (powers of two) for peak throughput."),
     elementwise: bool = typer.Option(False, "--elementwise", help="Also count element-wise ops."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Skip latency timing."),

@@ -21,7 +21,8 @@ effscope replaces fvcore's handle table with its own so that nothing FLOP-bearin
   models with a pooled head read up to 0.07 % above effscope's macs.
 - elementwise (optional, its own number): numel of the output for pointwise ops (add, mul, gelu, softmax, ...) and
   numel of the input for reductions (mean, sum, var, ...). SDPA adds what `attend`'s explicit path would execute
-  (the q scaling, the mask add, the softmax), so both attention paths give the same element-wise count too.
+  (the scaling of q or of the logits, whichever is smaller, the mask add, the softmax), so both attention paths
+  give the same element-wise count too.
   When not counted, these ops are listed in `uncounted_ops`, like every op with work and no handle; shape-only ops
   (view, permute, cat, ...) and the tracer's size arithmetic are neither counted nor listed.
 - bytes moved (an estimate, its own number, for the roofline's arithmetic intensity): every counted op above reads
@@ -121,7 +122,7 @@ def _sdpa(elementwise: bool) -> Handle:
         counts = Counter({"sdpa": _sdpa_macs(q, k, v, out)})
         if elementwise:  # what attend's explicit path executes around the two products
             logits = math.prod(out[:-2]) * q[-2] * k[-2]
-            counts.update({"mul": math.prod(q), "softmax": logits})
+            counts.update({"mul": min(math.prod(q), logits), "softmax": logits})  # attend scales the smaller
             if len(inputs) > 3 and _shape(inputs[3]) is not None:
                 counts["add"] += logits
         return counts

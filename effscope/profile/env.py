@@ -150,6 +150,7 @@ def environment(
     compiled: bool | str = False,
     cuda_graph: bool = False,
     amp: torch.dtype | str | None = None,
+    attention: str = "auto",
 ) -> dict[str, Any]:
     """Everything a measurement depends on besides the model, as a flat JSON-serializable dict.
 
@@ -161,15 +162,18 @@ def environment(
         compiled: False, True, or the torch.compile mode ("default", "reduce-overhead", "max-autotune").
         cuda_graph: whether iterations replay a captured CUDA graph.
         amp: the autocast dtype when running under AMP, else None.
+        attention: the attention core selected for the run ("auto", "sdpa" or "explicit").
 
     Returns:
         Keys effscope_version, timestamp_utc, hostname, os, machine, python_version, torch_version,
         torch_cuda_build, numpy_version, fvcore_version, device, device_type, device_name, driver_version,
         cuda_version, cudnn_version (the last three None on CPU), the TF32 / cudnn / matmul-precision flags, dtype,
-        amp, memory_format, compile, cuda_graph, threads, torch_threads, torch_interop_threads, and the
+        amp, memory_format, compile, cuda_graph, attention_core (the attention core `attend` uses on this device,
+        in words: the automatic rule or the forced core), threads, torch_threads, torch_interop_threads, and the
         cpu_info() keys; on GPU also gpu_* keys, cuda_driver_version and nvml_missing_reason.
     """
     from effscope import __version__
+    from effscope.blocks._layers import attention_rule
 
     dev = torch.device(device)
     with warnings.catch_warnings():  # newer torch deprecates allow_tf32 reads in favour of fp32_precision
@@ -204,6 +208,7 @@ def environment(
         "memory_format": _name(memory_format),
         "compile": compiled,
         "cuda_graph": bool(cuda_graph),
+        "attention_core": attention_rule(dev.type, attention),
         "threads": threads,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),

@@ -136,6 +136,7 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
         memory_format="channels_last" if wl.channels_last else "contiguous",
         compiled=wl.compile,
         cuda_graph=wl.cuda_graph,
+        attention=wl.attention,
     )
     # Memory first, in a clean process: the baseline is taken before anything else allocates (the reference
     # workload and fvcore's tracing would otherwise leave freed memory that the model reuses, hiding its peak).

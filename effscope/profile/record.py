@@ -34,7 +34,8 @@ class Workload:
         compile: torch.compile the module before timing.
         cuda_graph: also time a captured CUDA graph replay (GPU only), beside eager.
         flush_cache: zero a 256 MB buffer before each timed iteration (block micro-benchmarks).
-        attention: attention core, "sdpa" or "explicit".
+        attention: attention core: "auto" (per call, by device, bias and size; the Record's environment says how),
+            "sdpa" or "explicit".
     """
 
     device: str = "cpu"
@@ -46,7 +47,7 @@ class Workload:
     compile: bool = False
     cuda_graph: bool = False
     flush_cache: bool = False
-    attention: str = "sdpa"
+    attention: str = "auto"
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

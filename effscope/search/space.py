@@ -553,7 +553,7 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
             threads=wl.get("threads", int),
             channels_last=wl.get("channels_last", bool, False),
             compile=wl.get("compile", bool, False),
-            attention=wl.get("attention", str, "sdpa"),
+            attention=wl.get("attention", str, "auto"),
         ),
         where,
     )
