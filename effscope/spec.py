@@ -23,7 +23,8 @@ __all__ = ["Reference", "Spec", "BLOCKS", "MODELS", "blocks", "models", "registe
 
 @dataclass(frozen=True)
 class Reference:
-    """Numbers measured from the official implementation (blocks.md §8) for this entry's default config.
+    """Numbers measured from the official implementation (docs/zoo.md#reference-numbers) for this entry's default
+    config.
 
     Attributes:
         params: exact parameter count, including any classifier head.

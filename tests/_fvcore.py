@@ -1,4 +1,5 @@
-"""Raw fvcore counts, the convention blocks.md §8 was measured in (attention written out, so fvcore sees it)."""
+"""Raw fvcore counts, the convention docs/zoo.md#reference-numbers was measured in (attention written out, so fvcore
+sees it)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ def param_count(m: nn.Module) -> int:
 
 
 def fvcore_macs(m: nn.Module, args) -> float:
-    """fvcore's total with effscope's explicit attention path (no effscope handles: what §8's numbers are)."""
+    """fvcore's total with effscope's explicit attention path (no effscope handles: what the numbers of
+    docs/zoo.md#reference-numbers are)."""
     from fvcore.nn import FlopCountAnalysis
 
     with attention_impl("explicit"), torch.no_grad():

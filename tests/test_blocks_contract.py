@@ -133,7 +133,7 @@ def test_reference_params(spec):
     if ref is None or ref.params is None:
         pytest.skip("no published reference for this block")
     n = sum(p.numel() for p in spec.build(device="meta").parameters())
-    # block-table figures in blocks.md are rounded to 0.1K
+    # the reference block figures are rounded to 0.1K
     assert abs(n - ref.params) <= 50, (n, ref.params)
 
 

@@ -1,4 +1,5 @@
-"""CageViT (effscope's interpretation, blocks.md §7): parameter budget, analytic MACs, selection and gating."""
+"""CageViT (effscope's interpretation, docs/zoo.md#cagevit-interpretation): parameter budget, analytic MACs,
+selection and gating."""
 
 from __future__ import annotations
 

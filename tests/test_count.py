@@ -301,14 +301,15 @@ def test_crosscheck_agrees_on_vit_and_reports_disagreement(monkeypatch):
     assert count(m, m.example_args(), cross_check=False).crosscheck_rel_diff is None
 
 
-# ------------------------------------------------------------------------------ the zoo against blocks.md §8
+# ------------------------------------------------------------------------ the zoo against docs/zoo.md#reference-numbers
 
 REFERENCED = [s for s in [*blocks(), *models()] if s.reference is not None and s.reference.macs]
 
 
 @pytest.mark.parametrize("spec", REFERENCED, ids=[f"{s.kind}-{s.name}" for s in REFERENCED])
 def test_reference_macs(spec):
-    """fvcore MACs (with handles, SDPA fast path on) at the reference size, batch 1, within 0.5 % of §8."""
+    """fvcore MACs (with handles, SDPA fast path on) at the reference size, batch 1, within 0.5 % of
+    docs/zoo.md#reference-numbers."""
     m = spec.build()
     c = count(m, m.example_args(1, spec.reference.size), strict=True)
     assert c.macs == pytest.approx(spec.reference.macs, rel=5e-3)

@@ -1,4 +1,5 @@
-"""CXV family (blocks.md §6): parameter breakdowns, fvcore MACs, Nyström padding and landmarks, Performer features."""
+"""CXV family (docs/zoo.md#cxv): parameter breakdowns, fvcore MACs, Nyström padding and landmarks, Performer
+features."""
 
 from __future__ import annotations
 
@@ -117,7 +118,8 @@ def test_channel_layernorm_adds_eps_to_std_not_variance():
 
 
 def _nystrom_reference(attn: NystromAttention, x: torch.Tensor) -> torch.Tensor:
-    """§6.2 spelled out: explicit front zero tokens, segment sums / l, softmax kernels, pinv loop, conv residual."""
+    """The Nyström attention spelled out: explicit front zero tokens, segment sums / l, softmax kernels, pinv loop,
+    conv residual."""
     b, n, c = x.shape
     m, h, d = attn.m, attn.heads, attn.head_dim
     seg = math.ceil(n / m)

@@ -1,4 +1,5 @@
-"""DW-conv shortcut: the module's §8 figures, where the shortcut is added, span / parallel kernels, ViT-Tiny-DW."""
+"""DW-conv shortcut: the module's reference figures, where the shortcut is added, span / parallel kernels,
+ViT-Tiny-DW."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from effscope.models.vit_dw import ViTDW, ViTDWConfig
 from effscope.spec import models
 
 
-# blocks.md §8: the shortcut module alone, C = 128 on 28 x 28 (params exact: k^2 C + C conv + 2C BN affine)
+# docs/zoo.md#reference-numbers: the shortcut module alone, C = 128 on 28 x 28 (params exact: k^2 C + C conv + 2C BN
+# affine)
 @pytest.mark.parametrize("k,params,macs", [(3, 1_536, 1.10e6), (5, 3_584, 2.71e6), (7, 6_656, 5.12e6)])
 def test_shortcut_module_matches_reference(k, params, macs):
     m = DWShortcut(128, (k,))
@@ -61,7 +63,7 @@ def test_shortcut_order_is_gelu_bn_dwconv():
     assert conv.groups == 8 and conv.kernel_size == (3, 3) and conv.bias is not None
 
 
-# blocks.md §4.4: lucidrains ViT-Tiny / ViT-Small with a DW shortcut per block
+# docs/zoo.md#vit_tiny_dw-preset: lucidrains ViT-Tiny / ViT-Small with a DW shortcut per block
 @pytest.mark.parametrize(
     "knobs,params",
     [

@@ -1,5 +1,5 @@
-"""LightViT family: parameter breakdown of §3.7, fvcore MACs of §8, a loop-based reference of the attention and the
-merge, padding, and the derived knobs."""
+"""LightViT family: parameter breakdown and fvcore MACs of docs/zoo.md#reference-numbers, a loop-based reference of the
+attention and the merge, padding, and the derived knobs."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _fvcore(module: torch.nn.Module, args: tuple) -> tuple[float, dict[str, floa
         return fa.total(), fa.by_operator()
 
 
-# ---- parameters (§3.7 breakdown of LightViT-T) ----
+# ---- parameters (the LightViT-T breakdown) ----
 
 
 def test_lightvit_t_params_breakdown():
@@ -59,12 +59,12 @@ def test_lightvit_t_params_breakdown():
 
 def test_biattn_params_and_macs():
     b = BiAttn(128)
-    assert _params(b) == 12_801  # §8: 12.8K
+    assert _params(b) == 12_801  # reference: 12.8K
     total, _ = _fvcore(b, (torch.randn(1, 8 + 784, 128),))
     assert total == pytest.approx(3.81e6, rel=5e-3)
 
 
-# ---- fvcore MACs (§8) ----
+# ---- fvcore MACs (reference numbers) ----
 
 
 @pytest.mark.parametrize("num_tokens,macs", [(8, 173.84e6), (16, 178.94e6)])

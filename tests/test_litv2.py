@@ -55,7 +55,7 @@ def _fvcore(module: nn.Module, *args):
 
 
 def _hilo_params(c: int, heads: int, lofi: int, hidden: int) -> int:
-    """blocks.md §5.1: separate Hi-Fi (qkv, proj) and Lo-Fi (q, kv, proj) projections, + 2 LN + DWMlp."""
+    """docs/zoo.md#hilo-block: separate Hi-Fi (qkv, proj) and Lo-Fi (q, kv, proj) projections, + 2 LN + DWMlp."""
     d = c // heads
     h_dim, l_dim = (heads - lofi) * d, lofi * d
     hifi = (c * 3 * h_dim + 3 * h_dim + h_dim * h_dim + h_dim) if h_dim else 0

@@ -1,4 +1,5 @@
-"""PVTv2: SRA block figures of blocks.md §8, the reduction's shapes and quirks, the B0-B2-Li presets."""
+"""PVTv2: SRA block figures of docs/zoo.md#reference-numbers, the reduction's shapes and quirks, the B0-B2-Li
+presets."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from effscope.models.pvtv2 import PVTv2, PVTv2Config
 from effscope.spec import models
 
 
-# blocks.md §8: C = 128, 4 heads, mlp ratio 4, 28 x 28 tokens (params exact, recomputed from the 0.1K figures)
+# docs/zoo.md#reference-numbers: C = 128, 4 heads, mlp ratio 4, 28 x 28 tokens (params exact, recomputed from the 0.1K
+# figures)
 @pytest.mark.parametrize(
     "sr,params,macs",
     [(1, 203_392, 316.11e6), (2, 269_312, 191.80e6), (4, 465_920, 157.38e6), (8, 1_252_352, 144.61e6)],
@@ -80,7 +82,7 @@ def test_official_quirks():
     assert not hasattr(PVTBlock(PVTSRAConfig(sr_ratio=1)).attn, "norm")  # R = 1: plain MHSA, no reduction
 
 
-# blocks.md §8 (exact params are also in the model contract)
+# docs/zoo.md#reference-numbers (exact params are also in the model contract)
 PRESETS = {
     "pvtv2_b0": (3_666_760, 0.5720e9),
     "pvtv2_b1": (14_009_000, 2.1203e9),

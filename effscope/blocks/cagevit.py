@@ -1,7 +1,8 @@
 """CageViT blocks: token rearrangement into major + fusion tokens, and the Gated Linear SRA encoder block.
 
 Zheng et al., "CageViT: Convolutional Activation Guided Efficient Vision Transformer" (arXiv 2305.09924, 2023).
-No official code exists (blocks.md §7): everything here is effscope's documented interpretation of the abstract.
+No official code exists (docs/zoo.md#cagevit-interpretation): everything here is effscope's documented interpretation of
+the abstract.
 
 - `cagevit_select` (interpretation items 2-3): patches are ranked by an activation score; the `num_major` best are
   kept as major tokens (in score order, scaled by sigmoid(score) so the scorer is trained, plus the positional
@@ -9,8 +10,8 @@ No official code exists (blocks.md §7): everything here is effscope's documente
   multi-head attention with learned queries, plus a learned fusion embedding.
 - `cagevit` (items 4-5): pre-norm block, Gated Linear SRA + plain MLP over [major tokens, fusion tokens]. Keys and
   values come from the major tokens average-pooled to `pool_tokens` along the score order (PVTv2-Li's reduction:
-  pool, 1x1 projection, LN, GELU; blocks.md §2.1) concatenated with the fusion tokens; the attention output is gated
-  by sigmoid(Linear(x)) before the output projection.
+  pool, 1x1 projection, LN, GELU; docs/zoo.md#pvt_linear_sra-block) concatenated with the fusion tokens; the attention
+  output is gated by sigmoid(Linear(x)) before the output projection.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ __all__ = [
 ]
 
 _PAPER = "CageViT (arXiv 2305.09924)"
-_NOTES = ("no official implementation: effscope's documented interpretation (blocks.md §7)",)
-_REFERENCE = Reference(size=(28, 28), source="no official implementation (blocks.md §7): no reference numbers")
+_NOTES = ("no official implementation: effscope's documented interpretation (docs/zoo.md#cagevit-interpretation)",)
+_REFERENCE = Reference(
+    size=(28, 28), source="no official implementation (docs/zoo.md#cagevit-interpretation): no reference numbers"
+)
 _HEAD_DIMS = (16, 24, 32, 48, 64, 96, 128)
 
 
@@ -182,8 +185,8 @@ class CageViTSelect(TokenBlock):
 class GatedLinearSRA(nn.Module):
     """Attention of all tokens to [major tokens pooled to `pool_tokens`, fusion tokens], gated by sigmoid(Linear(x)).
 
-    Reduction of the major tokens as PVTv2-Li (blocks.md §2.1): adaptive average pool (here along the score-ordered
-    sequence, which has no grid) -> 1x1 projection (a Linear) -> LayerNorm (eps 1e-5) -> GELU.
+    Reduction of the major tokens as PVTv2-Li (docs/zoo.md#pvt_linear_sra-block): adaptive average pool (here along the
+    score-ordered sequence, which has no grid) -> 1x1 projection (a Linear) -> LayerNorm (eps 1e-5) -> GELU.
     """
 
     def __init__(

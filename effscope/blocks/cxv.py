@@ -1,6 +1,6 @@
 """CXV transformer layers: Nyström, Performer and linear attention on feature maps, each with a 1x1-conv FFN.
 
-Jeevan & Sethi, "Convolutional Xformers for Vision" (arXiv 2201.10271, 2022); blocks.md §6. The official files
+Jeevan & Sethi, "Convolutional Xformers for Vision" (arXiv 2201.10271, 2022); docs/zoo.md#cxv. The official files
 (`CNV.py`, `CPV.py`, `CLTV.py`) wrap Nyströmformer (Xiong et al., AAAI 2021), Performer FAVOR+ (Choromanski et al.,
 ICLR 2021) and efficient attention (Shen et al., WACV 2021) in one transformer sub-layer pair per layer, with no
 pre-norm inside: x = attn(x) + x; x = ff(x) + x, ff = Conv1x1 -> GELU -> Dropout -> Conv1x1 -> Dropout.
@@ -353,7 +353,9 @@ class CXVBlock(ConfiguredModule):
 
 def _reference(params: int, model: str) -> Reference:
     return Reference(
-        params=params, size=(32, 32), source=f"blocks.md §6.3: {model} params minus stem, embedding convs, norms, head"
+        params=params,
+        size=(32, 32),
+        source=f"docs/zoo.md#cxv-differences: {model} params minus stem, embedding convs, norms, head",
     )
 
 

@@ -1,9 +1,9 @@
 """Depth-wise-convolution shortcut around transformer blocks, with the paper's two variants.
 
-Zhang et al., "Efficient Vision Transformer with Depth-Wise Convolution shortcut" (arXiv 2407.19394); blocks.md §4, §7.
-The shortcut takes the input of a group of `span` consecutive ViT blocks, runs GELU -> BatchNorm2d -> depth-wise conv
-on its image tokens, and adds the result after the group's last block (bypassing every inner residual). Prefix
-(class) tokens get a zero shortcut.
+Zhang et al., "Efficient Vision Transformer with Depth-Wise Convolution shortcut" (arXiv 2407.19394);
+docs/zoo.md#dw-shortcut-variants. The shortcut takes the input of a group of `span` consecutive ViT blocks, runs GELU ->
+BatchNorm2d -> depth-wise conv on its image tokens, and adds the result after the group's last block (bypassing every
+inner residual). Prefix (class) tokens get a zero shortcut.
 - span 1 is the released code (one shortcut per block); spans 2-4 are the paper's variant 1 (one shortcut over 2-4
   blocks), known only from a figure.
 - `kernels` with several sizes is variant 2 (figure only): parallel branches summed. effscope's interpretation: each
@@ -92,8 +92,8 @@ class DWShortcutConfig(Config):
         params=199_808,
         macs=313.60e6,
         size=(28, 28),
-        source="blocks.md §8, derived: ViT block = PVTv2 sr-1 block (203.4K, 316.11 M) minus its FFN DW conv "
-        "(5.1K, 3.61 M), plus the DW-shortcut module k 3 (1.5K, 1.10 M)",
+        source="docs/zoo.md#reference-blocks, derived: ViT block = PVTv2 sr-1 block (203.4K, 316.11 M) minus its "
+        "FFN DW conv (5.1K, 3.61 M), plus the DW-shortcut module k 3 (1.5K, 1.10 M)",
     ),
 )
 class DWShortcutBlock(TokenBlock):

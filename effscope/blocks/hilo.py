@@ -4,7 +4,7 @@ Pan, Cai, Zhuang, "Fast Vision Transformers with HiLo Attention" (LITv2, NeurIPS
 HiLo splits the heads: Hi-Fi heads attend inside s x s windows (high frequencies), Lo-Fi heads attend from every
 token to the s x s average-pooled map (low frequencies); the two groups have their own projections and their outputs
 are concatenated. Stages 1-2 of LITv2 use ConvFFN blocks (no attention); every stage but the last ends in a DTM, a
-2x2 stride-2 deformable convolution C -> 2C followed by BatchNorm and GELU (blocks.md §5).
+2x2 stride-2 deformable convolution C -> 2C followed by BatchNorm and GELU (docs/zoo.md#litv2).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _check_tokens(x: torch.Tensor, hw: tuple[int, int], owner: str) -> None:
 
 
 class HiLo(nn.Module):
-    """HiLo attention on an H x W token map (blocks.md §5.1); no joint output projection.
+    """HiLo attention on an H x W token map (docs/zoo.md#hilo-block); no joint output projection.
 
     Args:
         dim: token channels (= heads * head_dim).
@@ -163,7 +163,7 @@ class DeformConv2d(nn.Module):
     Parameters are laid out as the official module's: `weight` (out, in, k, k), `bias` (out), and the offset
     predictor `conv_offset` = Conv2d(in -> 2*k*k, k, stride k), zero-initialised so the layer starts as a plain conv.
     fvcore sees the offset conv, 4 MACs per bilinear sample (its grid_sampler rule) and a plain stride-k conv over
-    the sampled taps; the blocks.md §8 model figures count the plain conv only.
+    the sampled taps; the model figures in docs/zoo.md#litv2-dtm-counting count the plain conv only.
     """
 
     def __init__(self, in_channels: int, out_channels: int, k: int = 2, *, device=None, dtype=None) -> None:
@@ -248,7 +248,9 @@ class HiLoBlockConfig(Config):
     family="litv2",
     paper=_PAPER,
     summary="HiLo attention (Hi-Fi window heads + Lo-Fi heads on pooled K/V, concatenated) + DWConv MLP",
-    reference=Reference(params=197_200, macs=169.19e6, size=(28, 28), source="blocks.md §8 (alpha 0.9, s 2)"),
+    reference=Reference(
+        params=197_200, macs=169.19e6, size=(28, 28), source="docs/zoo.md#reference-blocks (alpha 0.9, s 2)"
+    ),
 )
 class HiLoBlock(TokenBlock):
     """LITv2 attention block: x = x + HiLo(LN(x)); x = x + DWMlp(LN(x)).
@@ -291,7 +293,7 @@ class ConvFFNConfig(Config):
     family="litv2",
     paper=_PAPER,
     summary="LITv2 stage-1/2 block: DWConv MLP only, no attention",
-    reference=Reference(params=137_100, macs=106.87e6, size=(28, 28), source="blocks.md §8"),
+    reference=Reference(params=137_100, macs=106.87e6, size=(28, 28), source="docs/zoo.md#reference-numbers"),
 )
 class ConvFFNBlock(TokenBlock):
     """LITv2's attention-free early-stage block: x = x + DWMlp(LN(x)).

@@ -1,7 +1,7 @@
 """LightViT: local window attention plus global aggregation tokens, and the bi-dimensional attentive FFN.
 
 Huang et al., "LightViT: Towards Light-Weight Convolution-Free Vision Transformers" (arXiv 2207.05557).
-Specification: blocks.md §3.
+Specification: docs/zoo.md#lightvit.
 
 A block sees x = [NT global tokens ; H*W image tokens]. Image tokens attend within non-overlapping windows (Swin-style
 relative position bias, no shift); the global tokens aggregate all image tokens, then every image token reads the
@@ -56,7 +56,8 @@ def relative_position_index(window_size: int) -> torch.Tensor:
 
 
 class LightViTAttention(nn.Module):
-    """Local window attention on image tokens + global-token aggregation and broadcast, one shared projection (§3.3).
+    """Local window attention on image tokens + global-token aggregation and broadcast, one shared projection
+    (docs/zoo.md#lightvit-block).
 
     Args:
         dim: token width (heads x head_dim).
@@ -135,7 +136,8 @@ class LightViTAttention(nn.Module):
 
 
 class BiAttn(nn.Module):
-    """Bi-dimensional gate (§3.4): y * sigmoid(channel gate from the token mean) * sigmoid(per-token spatial gate).
+    """Bi-dimensional gate (docs/zoo.md#lightvit-block): y * sigmoid(channel gate from the token mean) *
+    sigmoid(per-token spatial gate).
 
     Both gates read LN(y) (its own LayerNorm, eps 1e-5) reduced to C' = C/4 channels; the mean runs over every
     token, global tokens included.
@@ -163,7 +165,7 @@ class BiAttn(nn.Module):
 
 
 class BiAttnMlp(nn.Module):
-    """fc1 -> GELU -> fc2 -> BiAttn (§3.4)."""
+    """fc1 -> GELU -> fc2 -> BiAttn (docs/zoo.md#lightvit-block)."""
 
     def __init__(self, dim: int, hidden: int, *, device=None, dtype=None) -> None:
         super().__init__()
@@ -209,7 +211,7 @@ class LightViTBlockConfig(Config):
     family="lightvit",
     paper=PAPER,
     summary="local window attention + global-token aggregation/broadcast, BiAttn-gated FFN",
-    reference=Reference(params=244_773, macs=173.84e6, size=(28, 28), source="blocks.md §8 (params exact: §3.7)"),
+    reference=Reference(params=244_773, macs=173.84e6, size=(28, 28), source="docs/zoo.md#reference-blocks"),
 )
 class LightViTBlock(TokenBlock):
     """Pre-norm LightViT block: x += DropPath(Attn(LN(x), hw)); x += DropPath(BiAttnMlp(LN(x))); LNs eps 1e-6.
@@ -262,10 +264,13 @@ class LightViTMergeConfig(Config):
     family="lightvit",
     paper=PAPER,
     summary="ResidualMergePatch: 2x2 space-to-depth + LN + linear, plus max-pooled linear shortcut (stride 2)",
-    reference=Reference(params=197_888, size=(28, 28), source="blocks.md §3.7 (LightViT-T stage-3 merge)"),
+    reference=Reference(
+        params=197_888, size=(28, 28), source="docs/zoo.md#lightvit_merge-block (LightViT-T stage-3 merge)"
+    ),
 )
 class LightViTMerge(TokenBlock):
-    """LightViT's ResidualMergePatch (§3.5): halves the grid and maps in_dim -> out_dim channels.
+    """LightViT's ResidualMergePatch (docs/zoo.md#lightvit_merge-block): halves the grid and maps in_dim -> out_dim
+    channels.
 
     Image tokens: Linear(LN(2x2 space-to-depth, order (0,0),(1,0),(0,1),(1,1))) + Linear(MaxPool 2x2 s2), both
     linears without bias; global tokens: Linear(LN(x)) without bias. An odd side is zero-padded to even before

@@ -1,7 +1,7 @@
 """PVTv2 block: spatial-reduction attention (SRA, or its linear variant) + a depth-wise-conv FFN.
 
 Wang et al., "PVT v2: Improved Baselines with Pyramid Vision Transformer" (CVMJ 2022, arXiv 2106.13797); the baseline
-LightViT and LITv2 compare against (blocks.md §2).
+LightViT and LITv2 compare against (docs/zoo.md#pvtv2).
 Pre-norm: x = x + SRA(LN(x)); x = x + DWConvMlp(LN(x)), both LNs eps 1e-6. SRA keeps every token as a query but
 reduces the keys/values: a stride-R R x R conv (H/R x W/R keys, floored like the official strided conv), or in the
 linear variant ("-Li") an adaptive average pool to a fixed pool x pool grid + 1x1 conv + LN + GELU.
@@ -132,7 +132,7 @@ class PVTLinearSRAConfig(_PVTConfig):
     family="pvt",
     paper=_PAPER,
     summary="spatial-reduction attention (strided-conv keys/values) + depth-wise-conv FFN",
-    reference=Reference(params=465_920, macs=157.38e6, size=(28, 28), source="blocks.md §8 (sr 4)"),
+    reference=Reference(params=465_920, macs=157.38e6, size=(28, 28), source="docs/zoo.md#reference-blocks (sr 4)"),
 )
 class PVTBlock(TokenBlock):
     """PVTv2 block: pre-norm SRA + DW-conv FFN (PVTv2's Mlp), residual with stochastic depth.
@@ -177,7 +177,7 @@ class PVTBlock(TokenBlock):
     family="pvt",
     paper=_PAPER,
     summary="linear SRA (keys/values pooled to a fixed 7x7 grid) + depth-wise-conv FFN with ReLU (PVTv2-Li)",
-    reference=Reference(params=220_160, macs=145.44e6, size=(28, 28), source="blocks.md §8"),
+    reference=Reference(params=220_160, macs=145.44e6, size=(28, 28), source="docs/zoo.md#reference-numbers"),
 )
 class PVTLinearSRABlock(PVTBlock):
     """PVTv2-Li block: pre-norm linear SRA (pool -> 1x1 conv -> LN -> GELU keys/values) + DW-conv FFN with a ReLU.

@@ -3,7 +3,7 @@
 Zheng et al., "CageViT: Convolutional Activation Guided Efficient Vision Transformer" (arXiv 2305.09924, 2023).
 The paper reports a 43.35M-parameter model at 83.4 % ImageNet-1K top-1 (224x224). No official code exists, and the
 paper body gives neither the sizes nor the exact layers to us, so this file is effscope's documented interpretation
-(blocks.md §7). Every choice made here:
+(docs/zoo.md#cagevit-interpretation). Every choice made here:
 
 1. Scorer ("weighted class activation"): three 3x3 stride-2 convs (bias-free) + BatchNorm + GELU, all
    `scorer_width` channels wide, take the image to 1/8 resolution; a learned 1x1 conv (with bias) weights the
@@ -17,10 +17,10 @@ paper body gives neither the sizes nor the exact layers to us, so this file is e
    queries (heads x head_dim of the encoder), plus a learned fusion embedding.
 5. Positional embedding: a learned table on the 224 / patch_size grid, bicubically interpolated to other grids
    (so the model runs at any size divisible by patch_size whose grid holds more than num_major patches).
-6. Encoder: `depth` `cagevit` blocks (pre-norm Gated Linear SRA + plain MLP; blocks.md §7 item 4). Keys/values:
-   major tokens average-pooled to `pool_tokens` along the score order (pool, Linear, LN, GELU as PVTv2-Li),
-   concatenated with the fusion tokens; gate = sigmoid(Linear(LN(x))) on the attention output before the output
-   projection. Stochastic depth rises linearly to `drop_path_rate`.
+6. Encoder: `depth` `cagevit` blocks (pre-norm Gated Linear SRA + plain MLP; docs/zoo.md#cagevit-interpretation,
+   item 4). Keys/values: major tokens average-pooled to `pool_tokens` along the score order (pool, Linear, LN, GELU
+   as PVTv2-Li), concatenated with the fusion tokens; gate = sigmoid(Linear(LN(x))) on the attention output before
+   the output projection. Stochastic depth rises linearly to `drop_path_rate`.
 7. Head: final LayerNorm (eps 1e-6), mean over all major + fusion tokens, Linear to num_classes. No class token.
 8. CageViT-M sizes (chosen, not published): dim 432 = 9 heads x 48, depth 16, mlp ratio 4, 147 major tokens
    (3/4 of the 196 patches at 224), 4 fusion tokens, 49 pooled keys (PVTv2-Li's 7x7), scorer width 64, patch 16.
@@ -179,7 +179,8 @@ register_model(
         params=None, macs=None, size=(224, 224), source="paper abstract: 43.35M params, 83.4 % top-1; no official code"
     ),
     notes=(
-        "no official implementation: effscope's documented interpretation (blocks.md §7); params within 1 % of "
+        "no official implementation: effscope's documented interpretation (docs/zoo.md#cagevit-interpretation); "
+        "params within 1 % of "
         "the paper's 43.35M",
     ),
 )

@@ -1,6 +1,6 @@
 """CXV classifiers: CNV (Nyström), CPV (Performer), CLTV (linear attention), CIFAR setting (32x32, 10 classes).
 
-Jeevan & Sethi, "Convolutional Xformers for Vision" (arXiv 2201.10271, 2022); blocks.md §6.1. A two-conv stem
+Jeevan & Sethi, "Convolutional Xformers for Vision" (arXiv 2201.10271, 2022); docs/zoo.md#cxv-presets. A two-conv stem
 (no norm, no activation), then `depth` x [conv embedding -> channel-wise LayerNorm -> one CXV transformer layer],
 then global average pooling and a linear head. No class token, no positional embedding, no downsampling in the
 files' config (1024 tokens of width 128 at every layer).
@@ -128,7 +128,8 @@ class CXVNet(ImageModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(x))
-        # adaptive pooling as the official head (fvcore counts it: 1 per element, which §6.3's totals include)
+        # adaptive pooling as the official head (fvcore counts it: 1 per element, which the totals in
+        # docs/zoo.md#reference-models include)
         return self.head(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
@@ -151,7 +152,8 @@ class CLTV(CXVNet):
 
 
 def _reference(params: int, gmacs: float) -> Reference:
-    return Reference(params=params, macs=gmacs * 1e9, size=(32, 32), source="blocks.md §6.3 (official files, fvcore)")
+    source = "docs/zoo.md#reference-models (official files, fvcore)"
+    return Reference(params=params, macs=gmacs * 1e9, size=(32, 32), source=source)
 
 
 register_model(

@@ -1,11 +1,12 @@
 """LightViT-T/S/B: ConvStem, global tokens, three stages of LightViT blocks with residual patch merging, neck, head.
 
 Huang et al., "LightViT: Towards Light-Weight Convolution-Free Vision Transformers" (arXiv 2207.05557).
-Specification: blocks.md §3.1 and §3.6; exact official counts in §3.7 / §8.
+Specification: docs/zoo.md#lightvit-presets and docs/zoo.md#lightvit-flops; exact official counts in
+docs/zoo.md#reference-models.
 
 Note: the official analytic `flops()` under-counts the window attention by ws² and omits kv_global and the norms
-(§3.6); effscope counts the forward as it runs, so fvcore gives 0.781 / 1.839 / 4.129 GMACs, not the published
-0.7 / 1.7 / 3.9 G.
+(docs/zoo.md#lightvit-flops); effscope counts the forward as it runs, so fvcore gives 0.781 / 1.839 / 4.129 GMACs,
+not the published 0.7 / 1.7 / 3.9 G.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _conv_bn_gelu(cin: int, cout: int, stride: int, groups: int, dd: dict) -> li
 
 
 class ConvStem(nn.Module):
-    """Stride-8 convolutional stem (§3.1) -> LN'd tokens (B, H/8 * W/8, dim).
+    """Stride-8 convolutional stem (docs/zoo.md#lightvit-presets) -> LN'd tokens (B, H/8 * W/8, dim).
 
     Conv3x3 s2 (in -> dim/2) then three depth-wise 3x3 (s1, s1, s2), each with BN + GELU, then a biased
     Conv3x3 s2 (dim/2 -> dim) and LayerNorm (eps 1e-5) over the flattened tokens.
@@ -113,7 +114,7 @@ class _Stage(nn.Module):
 
 
 class LightViT(ImageModel):
-    """LightViT classifier (§3.1).
+    """LightViT classifier (docs/zoo.md#lightvit-presets).
 
     Input: images (B, 3, H, W), any size (stride 8 stem, windows padded, odd grids padded at merges).
     Output: logits (B, num_classes), from the mean over all tokens (global ones included) after the neck.
@@ -180,7 +181,7 @@ class LightViT(ImageModel):
 
 _NOTES = (
     "fvcore MACs exceed the published 0.7/1.7/3.9 G: the official analytic flops() under-counts window attention "
-    "by ws² and omits kv_global and norms (blocks.md §3.6)",
+    "by ws² and omits kv_global and norms (docs/zoo.md#lightvit-flops)",
 )
 
 register_model(
@@ -190,7 +191,7 @@ register_model(
     paper=PAPER,
     summary="LightViT-Tiny: dims 64/128/256, depths 2/6/6, 8 global tokens",
     config=LightViTConfig(),
-    reference=Reference(params=9_377_698, macs=0.7810e9, size=(224, 224), source="blocks.md §8"),
+    reference=Reference(params=9_377_698, macs=0.7810e9, size=(224, 224), source="docs/zoo.md#reference-numbers"),
     notes=_NOTES,
 )
 register_model(
@@ -200,7 +201,7 @@ register_model(
     paper=PAPER,
     summary="LightViT-Small: dims 96/192/384, depths 2/6/6, 16 global tokens",
     config=LightViTConfig(num_heads=(3, 6, 12), num_tokens=16),
-    reference=Reference(params=19_200_248, macs=1.8390e9, size=(224, 224), source="blocks.md §8"),
+    reference=Reference(params=19_200_248, macs=1.8390e9, size=(224, 224), source="docs/zoo.md#reference-numbers"),
     notes=_NOTES,
 )
 register_model(
@@ -210,6 +211,6 @@ register_model(
     paper=PAPER,
     summary="LightViT-Base: dims 128/256/512, depths 3/8/6, 24 global tokens",
     config=LightViTConfig(num_heads=(4, 8, 16), num_layers=(3, 8, 6), num_tokens=24, drop_path_rate=0.3),
-    reference=Reference(params=35_195_653, macs=4.1287e9, size=(224, 224), source="blocks.md §8"),
+    reference=Reference(params=35_195_653, macs=4.1287e9, size=(224, 224), source="docs/zoo.md#reference-numbers"),
     notes=_NOTES,
 )

@@ -1,7 +1,7 @@
 """LITv2 backbones: ConvFFN stages 1-2, HiLo stage 3, MSA stage 4, deformable token merging in between.
 
 Pan, Cai, Zhuang, "Fast Vision Transformers with HiLo Attention" (LITv2, NeurIPS 2022, arXiv 2205.13213);
-architecture and presets in blocks.md §5.2-5.4.
+architecture and presets in docs/zoo.md#litv2-presets.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class LITv2(ImageModel):
         return self.head(self.norm(x).mean(dim=1))
 
 
-# --- presets (blocks.md §5.3; drop_path_rate is the training setting, inert at inference) ------------------------
+# --- presets (docs/zoo.md#litv2-presets; drop_path_rate is the training setting, inert at inference) -----
 
 _NOTE = (
     "fvcore MACs in the reference count the deformable conv as a plain conv; this pure-torch DTM also shows "
@@ -153,7 +153,7 @@ register_model(
     paper=_PAPER,
     summary="LITv2-S: C 96, depths 2-2-6-2, stage-3 HiLo 10 Lo-Fi / 2 Hi-Fi heads, s 2",
     config=LITv2Config(drop_path_rate=0.2),
-    reference=Reference(params=27_844_000, macs=3.7314e9, size=(224, 224), source="blocks.md §8"),
+    reference=Reference(params=27_844_000, macs=3.7314e9, size=(224, 224), source="docs/zoo.md#reference-numbers"),
     notes=_NOTE,
 )
 register_model(
@@ -163,7 +163,7 @@ register_model(
     paper=_PAPER,
     summary="LITv2-M: C 96, depths 2-2-18-2, stage-3 HiLo 10 Lo-Fi / 2 Hi-Fi heads, s 2",
     config=LITv2Config(depths=(2, 2, 18, 2), drop_path_rate=0.3),
-    reference=Reference(params=48_830_368, macs=7.4799e9, size=(224, 224), source="blocks.md §8"),
+    reference=Reference(params=48_830_368, macs=7.4799e9, size=(224, 224), source="docs/zoo.md#reference-numbers"),
     notes=_NOTE,
 )
 register_model(
@@ -175,6 +175,6 @@ register_model(
     config=LITv2Config(
         embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), lofi_heads=14, drop_path_rate=0.5
     ),
-    reference=Reference(params=86_520_704, macs=13.1944e9, size=(224, 224), source="blocks.md §8"),
+    reference=Reference(params=86_520_704, macs=13.1944e9, size=(224, 224), source="docs/zoo.md#reference-numbers"),
     notes=_NOTE,
 )

@@ -1,8 +1,9 @@
 """PVTv2 backbones (B0, B1, B2, B2-Li): four stages of overlapping patch embedding + PVTv2 blocks.
 
-Wang et al., "PVT v2: Improved Baselines with Pyramid Vision Transformer" (CVMJ 2022, arXiv 2106.13797); blocks.md §2.
-Stage i: OverlapPatchEmbed (7x7 stride 4 conv for stage 1, 3x3 stride 2 after; LN eps 1e-5) -> depths[i] blocks ->
-LN eps 1e-6. No positional embedding, no class token; the classifier is a Linear on the mean stage-4 token.
+Wang et al., "PVT v2: Improved Baselines with Pyramid Vision Transformer" (CVMJ 2022, arXiv 2106.13797);
+docs/zoo.md#pvtv2. Stage i: OverlapPatchEmbed (7x7 stride 4 conv for stage 1, 3x3 stride 2 after; LN eps 1e-5) ->
+depths[i] blocks -> LN eps 1e-6. No positional embedding, no class token; the classifier is a Linear on the mean stage-4
+token.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class PVTv2Config(Config):
 
 
 class PVTv2(ImageModel):
-    """PVTv2 image classifier (blocks.md §2).
+    """PVTv2 image classifier (docs/zoo.md#pvtv2).
 
     Input: images (B, 3, H, W), any H, W for which every stage's token grid is at least its sr_ratio on each side
     (224: 56, 28, 14, 7 tokens per side).
@@ -140,7 +141,7 @@ def _register(name: str, summary: str, params: int, macs: float, **knobs) -> Non
         paper=_PAPER,
         summary=summary,
         config=PVTv2Config(**knobs),
-        reference=Reference(params=params, macs=macs, size=(224, 224), source="blocks.md §8"),
+        reference=Reference(params=params, macs=macs, size=(224, 224), source="docs/zoo.md#reference-numbers"),
     )
 
 

@@ -1,9 +1,9 @@
 """ViT with depth-wise-convolution shortcuts (the released ViT-Tiny of "Efficient ViT with DW shortcut").
 
-Zhang et al., arXiv 2407.19394; blocks.md §4. The backbone is lucidrains-style ViT: 16x16 patches cut by a reshape
-and embedded by one Linear (no norm), a randn class token and a randn learnable position embedding (N + 1), pre-norm
-blocks with bias-free qkv, no final transformer norm, head = LN + Linear on the class token. Every group of `span`
-blocks is wrapped by one GELU-BN-DWConv shortcut (span 1 = the released code: one per block).
+Zhang et al., arXiv 2407.19394; docs/zoo.md#dw-shortcut. The backbone is lucidrains-style ViT: 16x16 patches cut by a
+reshape and embedded by one Linear (no norm), a randn class token and a randn learnable position embedding (N + 1),
+pre-norm blocks with bias-free qkv, no final transformer norm, head = LN + Linear on the class token. Every group of
+`span` blocks is wrapped by one GELU-BN-DWConv shortcut (span 1 = the released code: one per block).
 """
 
 from __future__ import annotations
@@ -125,5 +125,5 @@ register_model(
     paper="Efficient ViT with DW shortcut (arXiv 2407.19394)",
     summary="lucidrains ViT-Tiny (192 wide, 12 blocks, 3 heads) with a GELU-BN-DWConv shortcut per block, 100 classes",
     config=ViTDWConfig(),
-    reference=Reference(params=5_564_452, macs=1.2630e9, size=(224, 224), source="blocks.md §8 (table §4.4)"),
+    reference=Reference(params=5_564_452, macs=1.2630e9, size=(224, 224), source="docs/zoo.md#reference-models"),
 )

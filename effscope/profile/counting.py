@@ -1,8 +1,9 @@
 """Counting: parameters and multiply-accumulates (MACs) with fvcore, completed by handles and cross-checked.
 
-fvcore's `FlopCountAnalysis` is the primary counter (measurement.md §1): it traces the forward with torch.jit and
-counts one fused multiply-add as one MAC, which is the convention of every published number in blocks.md.
-effscope replaces fvcore's handle table with its own so that nothing FLOP-bearing is silently zero:
+fvcore's `FlopCountAnalysis` is the primary counter (docs/measurement.md#counting): it traces the forward with torch.jit
+and counts one fused multiply-add as one MAC, which is the convention of every published number
+(docs/zoo.md#reference-numbers). effscope replaces fvcore's handle table with its own so that nothing FLOP-bearing is
+silently zero:
 
 - gemm (MACs): linear, matmul/mm/bmm/addmm/baddbmm/addbmm/mv/addmv/dot/vdot (prod(output) x contracted size, exact
   under broadcasting), convolution (fvcore's formula: grouped and transposed), einsum (exact, from the operand
@@ -17,8 +18,8 @@ effscope replaces fvcore's handle table with its own so that nothing FLOP-bearin
 - pool (its own number, never in MACs): one op per input element read, i.e. output numel x kernel volume for
   avg/max pools (padding positions included; the input numel when the kernel is not a trace constant), and the
   exact window sizes of adaptive pools (input numel when the windows tile it, e.g. a global average). fvcore adds
-  adaptive_avg_pool2d's input numel to its total; effscope keeps it out of MACs, so blocks.md §8 figures of
-  models with a pooled head read up to 0.07 % above effscope's macs.
+  adaptive_avg_pool2d's input numel to its total; effscope keeps it out of MACs, so docs/zoo.md#reference-numbers
+  figures of models with a pooled head read up to 0.07 % above effscope's macs.
 - elementwise (optional, its own number): numel of the output for pointwise ops (add, mul, gelu, softmax, ...) and
   numel of the input for reductions (mean, sum, var, ...). SDPA adds what `attend`'s explicit path would execute
   (the scaling of q or of the logits, whichever is smaller, the mask add, the softmax), so both attention paths

@@ -1,4 +1,5 @@
-"""The environment recorded with every number (measurement.md §2.8), and a CPU description for `effscope device`.
+"""The environment recorded with every number (docs/measurement.md#environment), and a CPU description for
+`effscope device`.
 
 Identical architectures have been seen to differ 2x across nodes and dates until the environment was recorded:
 device, driver, library versions, numeric flags, dtype, memory format, compile mode and threads travel with each

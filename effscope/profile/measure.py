@@ -18,7 +18,7 @@ from effscope.profile.record import Record, Workload
 __all__ = ["Job", "Options", "describe_failure", "run_job"]
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-LOW_CPU_UTIL = 0.9  # below this, other processes competed for the cores (measurement.md §2.6)
+LOW_CPU_UTIL = 0.9  # below this, other processes competed for the cores (docs/measurement.md#contention)
 REFERENCE_DRIFT = 1.2  # the reference slowed by more than this between before and after the target: contention
 
 

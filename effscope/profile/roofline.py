@@ -2,8 +2,8 @@
 
 Williams, Waterman and Patterson, "Roofline: an insightful visual performance model" (CACM 2009): a kernel of
 arithmetic intensity I (work per byte moved) can run no faster than min(peak compute rate, I x memory bandwidth).
-effscope counts work in MACs (blocks.md's convention), so rates are MAC/s (FLOP/s = 2 x MAC/s) and intensity is
-MAC/byte.
+effscope counts work in MACs (the MAC convention, docs/measurement.md#macs-and-flops), so rates are MAC/s (FLOP/s = 2 x
+MAC/s) and intensity is MAC/byte.
 
 - `calibrate` measures the two roofs on one device: the peak matmul rate per dtype (square `torch.mm` GEMMs of a
   few sizes, the best rate, each at its 10th-percentile iteration time) and the memory copy bandwidth
@@ -87,9 +87,9 @@ class Calibration:
         unsupported: dtype -> why it has no peak (not runnable on this device).
         env: the environment (effscope.profile.env.environment) the calibration ran in.
         details: every GEMM size tried per dtype, and the copy timing.
-        flags: "cpu-contention" when a timing's CPU time / (wall time x threads) fell under 0.9 (measurement.md
-            §2.6): other processes took cores, so the roofs read low.
-        uid, created_at: the stored Record's, once it is stored or read back.
+        flags: "cpu-contention" when a timing's CPU time / (wall time x threads) fell under 0.9
+        (docs/measurement.md#contention): other processes took cores, so the roofs read low. uid, created_at: the stored
+        Record's, once it is stored or read back.
     """
 
     device: str

@@ -1,4 +1,4 @@
-"""GPU telemetry through NVML (measurement.md §2.7 and §3.2).
+"""GPU telemetry through NVML (docs/measurement.md#energy).
 
 `GpuSampler` samples SM/memory clocks, temperature, power and the clock-event (throttle) reasons in a background
 thread during a window, and reads the total-energy counter at both ends. `gpu_info` describes a GPU once.

@@ -1,15 +1,17 @@
-"""Latency and throughput timing, following the protocol of measurement.md §2.
+"""Latency and throughput timing, following the protocol of docs/measurement.md#timing.
 
-Latency: a time-budgeted warm-up (§2.2), then adaptive repeats until the IQR is tight or a time cap is reached,
-summarized robustly (median, p10/p90/p99, IQR; §2.3). On GPU each iteration is bracketed by CUDA events, with a
-synchronized wall time beside them (§2.1) and an optional L2 flush as triton's do_bench does (§2.5). On CPU each
-iteration is timed with perf_counter, and the ratio of process CPU time to wall time x threads is recorded: it is
-what reveals a contended machine when dispersion does not (§2.6).
+Latency: a time-budgeted warm-up (docs/measurement.md#warm-up), then adaptive repeats until the IQR is tight or a time
+cap is reached, summarized robustly (median, p10/p90/p99, IQR; docs/measurement.md#repeats). On GPU each iteration is
+bracketed by CUDA events, with a synchronized wall time beside them (docs/measurement.md#timers) and an optional L2
+flush as triton's do_bench does (docs/measurement.md#cache-flush). On CPU each iteration is timed with perf_counter, and
+the ratio of process CPU time to wall time x threads is recorded: it is what reveals a contended machine when dispersion
+does not (docs/measurement.md#contention).
 
-Throughput: images over one synchronized window of at least `window_s` (§2.3), and a power-of-two batch sweep
-that finds the peak and records the batch that ran out of memory instead of backing off.
+Throughput: images over one synchronized window of at least `window_s` (docs/measurement.md#throughput), and a
+power-of-two batch sweep that finds the peak and records the batch that ran out of memory instead of backing off.
 
-A fixed reference workload (`REFERENCE_ID`) is timed in each run so results can be given as ratios to it (§2.6).
+A fixed reference workload (`REFERENCE_ID`) is timed in each run so results can be given as ratios to it
+(docs/measurement.md#contention).
 
 Nothing here prints; every result is a frozen dataclass the caller stores.
 """
@@ -249,7 +251,8 @@ def measure_latency(
         fn: the workload; called with no arguments, as is (wrap it in no_grad / autocast yourself).
         device: "cpu" or a CUDA device; selects CUDA events or perf_counter.
         flush_cache: zero a 256 MB buffer before each iteration (outside the timed region) so every iteration
-            starts with cold caches; right for block micro-benchmarks, wrong for whole models (§2.5).
+            starts with cold caches; right for block micro-benchmarks, wrong for whole models
+            (docs/measurement.md#cache-flush).
         abort_if: called with the samples so far (ms) after each iteration from the third on (every 1 % more
             samples past 1000); returning True stops the run early (`aborted=True`).
         clock, cpu_clock: wall and process-CPU clocks in seconds (injectable for tests).
@@ -563,7 +566,10 @@ def time_reference(
 
 
 def set_threads(n: int) -> int:
-    """Pin torch's intra-op thread count to `n` (never more than the cores you own, §2.6); return the previous."""
+    """Pin torch's intra-op thread count to `n` and return the previous one.
+
+    Never more than the cores you own (docs/measurement.md#contention).
+    """
     _require(isinstance(n, int) and n >= 1, "threads >= 1", threads=n)
     previous = torch.get_num_threads()
     torch.set_num_threads(n)

@@ -45,7 +45,8 @@ LATENCY = "latency_ms_p50"
 QUALITY = "quality"
 MIB = 2**20
 PROTOCOL_IQR_TARGET = 0.05  # measure.py repeats until IQR/median <= 5 %
-PREDICTION_BAND = 0.10  # +-10 %: the accuracy figure latency predictors are judged by (search.md §3)
+# +-10 %: the accuracy figure latency predictors are judged by (docs/search.md#latency-predictor)
+PREDICTION_BAND = 0.10
 MAX_LEAST_VIOLATING = 5
 MAX_BEST_ROWS = 8
 MAX_RECORD_ROWS = 100

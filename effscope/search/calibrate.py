@@ -2,8 +2,8 @@
 
 A small random sample of the space is short-trained (the `train` objective: fixed seed, N steps, validation top-1)
 and every proxy is computed for the same designs; each proxy's Kendall tau against the trained top-1 is stored
-with the study (study.user_attrs["calibration"]) so reports print it beside any proxy front (search.md §4.2).
-All computing happens in a spawned quality process.
+with the study (study.user_attrs["calibration"]) so reports print it beside any proxy front
+(docs/search.md#proxy-calibration). All computing happens in a spawned quality process.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Quality objectives, each labelled for what it is: capacity counts, zero-cost proxies, or short training.
 
-None of the proxies is accuracy (search.md §4): parameter count is a hard baseline for transformers; synflow and
-jacob_cov transfer from CNN benchmarks with Spearman ~0.7 there and unknown correlation on ViTs; DSS is TF-TAS's
-ViT proxy. `effscope calibrate` measures each one's Kendall tau against short training on the user's data. The
-labels below travel into the study and every table, so a proxy front is never called an accuracy front.
+None of the proxies is accuracy (docs/search.md#quality-objectives): parameter count is a hard baseline for
+transformers; synflow and jacob_cov transfer from CNN benchmarks with Spearman ~0.7 there and unknown correlation on
+ViTs; DSS is TF-TAS's ViT proxy. `effscope calibrate` measures each one's Kendall tau against short training on the
+user's data. The labels below travel into the study and every table, so a proxy front is never called an accuracy front.
 
 The computing functions run in a spawned process (`QualityProcess`), never in the sampler's process.
 

@@ -1,4 +1,5 @@
-"""Latency predictor: a per-block lookup table plus a least-squares correction, used only to reject (search.md §3).
+"""Latency predictor: a per-block lookup table plus a least-squares correction, used only to reject
+(docs/search.md#latency-predictor).
 
 A design (a block, or a model made of blocks) is decomposed into block calls: (block, knobs, token grid, batch)
 under the space's workload. Each distinct call is measured once in the profiler's worker (cached in the Record

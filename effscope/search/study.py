@@ -4,10 +4,10 @@ One coordinator process creates the study (and the database) once, enqueues the 
 then starts N worker processes; each worker samples with its own seed (base + worker id), measures in its own
 profiler Worker (a separate process: the sampler never shares a process with timing), computes quality in a
 separate quality process, and writes the trial. Latency, memory and validity are trial-level constraints
-(search.md §1.1-1.3); invalid, out-of-memory and over-budget designs COMPLETE with a violation and a reason.
+(docs/search.md#feasibility); invalid, out-of-memory and over-budget designs COMPLETE with a violation and a reason.
 
 Storage is one database for the study and the Records (an SQLite file by default, PostgreSQL for many
-machines); heartbeats fail and retry the trial of a killed worker (§1.6), and re-running resumes.
+machines); heartbeats fail and retry the trial of a killed worker (docs/search.md#storage), and re-running resumes.
 """
 
 from __future__ import annotations
