@@ -334,14 +334,12 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _cli(ctx: Context, args: Sequence[str], *, reserve_s: float = 0.0) -> str:
+def _cli(ctx: Context, args: Sequence[str]) -> str:
     """Run `python -m effscope ARGS`, echo its output into the log, and return it; a non-zero exit is an error."""
     cmd = [sys.executable, "-m", "effscope", *args]
     _say("$ effscope " + " ".join(args))
     try:
-        done = subprocess.run(
-            cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(1.0, ctx.left() - reserve_s), check=False
-        )
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(1.0, ctx.left()), check=False)
     except subprocess.TimeoutExpired:
         raise CheckError(f"`effscope {' '.join(args)}` did not finish within the step's budget") from None
     text = done.stdout + done.stderr
@@ -604,10 +602,17 @@ def step_search(ctx: Context) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
-    if not interrupted and code != 0:
-        raise CheckError(f"`effscope search` exited with code {code} (its output is in {LOG})")
-    data = _search_data(ctx.db, study)
+    failed = CheckError(f"`effscope search` exited with code {code} (its output is in {LOG})")
+    try:
+        data = _search_data(ctx.db, study)
+    except Exception:
+        if interrupted or code == 0:
+            raise
+        raise failed from None  # it failed before its study existed
     data["interrupted"], data["exit_code"] = interrupted, code
+    if not interrupted and code != 0:
+        ctx.save(data)  # the trials that did complete (a worker died, say) stay in the results
+        raise failed
     if interrupted:
         data["incomplete"] = f"stopped at the step's budget after {data['trials']} of {s.search_trials} trials"
         if data["trials"] and not html.exists():

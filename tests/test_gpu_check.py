@@ -242,25 +242,53 @@ def test_bad_input_is_one_sentence_and_exit_2(args, phrase, tmp_path):
 # ------------------------------------------------------------------------------------------------ end to end
 
 
-def test_a_search_at_its_budget_is_stopped_like_ctrl_c_and_reported_from_the_storage(kit, tmp_path):
-    """The GPU search usually ends this way. Two trials are stored first, so the check does not depend on how many
-    trials this machine completes before the stop."""
+@pytest.fixture(scope="module")
+def two_trials(tmp_path_factory):
+    """A database whose study `gpu-check-hilo_block` holds two completed trials (made once, copied per test)."""
+    db = tmp_path_factory.mktemp("searched") / "gpu-check.db"
+    cmd = [sys.executable, "-m", "effscope", "search", "hilo_block", "--trials", "2", "--db", str(db)]
+    cmd += ["--study", "gpu-check-hilo_block"]
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT).returncode == 0
+    return db
+
+
+def _search_context(kit, tmp_path, db: Path, search_s: float):
     import dataclasses
+    import shutil
 
     out = tmp_path / "out"
     out.mkdir()
-    db = out / kit.DB
-    first = [sys.executable, "-m", "effscope", "search", "hilo_block", "--trials", "2", "--db", str(db)]
-    first += ["--study", "gpu-check-hilo_block"]
-    assert subprocess.run(first, capture_output=True, text=True, timeout=600, cwd=ROOT).returncode == 0
+    shutil.copy(db, out / kit.DB)
     settings = dataclasses.replace(kit.settings_for("cpu", True), search_trials=1000)
-    deadline = time.time() + kit.STOP_GRACE_S + settings.report_reserve_s + 3.0  # 3 s of searching, then Ctrl-C
-    ctx = kit.Context(settings, out, deadline, tmp_path / "search.json")
+    deadline = time.time() + kit.STOP_GRACE_S + settings.report_reserve_s + search_s
+    return kit.Context(settings, out, deadline, tmp_path / "search.json")
+
+
+def test_a_search_at_its_budget_is_stopped_like_ctrl_c_and_reported_from_the_storage(kit, tmp_path, two_trials):
+    """The GPU search usually ends this way. The study holds two trials already, so the check does not depend on
+    how many trials this machine completes before the stop."""
+    ctx = _search_context(kit, tmp_path, two_trials, search_s=3.0)  # 3 s of searching, then Ctrl-C
     data = kit.step_search(ctx)
     assert data["interrupted"] and data["trials"] >= 2
     assert data["exit_code"] == 130  # it stopped its workers and exited as after Ctrl-C, it was not killed
     assert data["incomplete"] == f"stopped at the step's budget after {data['trials']} of 1000 trials"
-    assert (out / kit.SEARCH_HTML).stat().st_size > 0  # written from the storage after the stop
+    assert (ctx.out / kit.SEARCH_HTML).stat().st_size > 0  # written from the storage after the stop
+
+
+def test_a_failed_search_keeps_its_completed_trials_in_the_results(kit, tmp_path, two_trials, monkeypatch):
+    class DiedSearch:  # `effscope search` exiting 1, as when a worker died
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def wait(self, timeout=None):
+            return 1
+
+    ctx = _search_context(kit, tmp_path, two_trials, search_s=60.0)
+    monkeypatch.setattr(kit.subprocess, "Popen", DiedSearch)
+    assert kit.run_one_step("search", ctx) == 1
+    fragment = json.loads(ctx.fragment.read_text())
+    assert "exited with code 1" in fragment["error"]
+    assert fragment["data"]["trials"] == 2 and fragment["data"]["exit_code"] == 1
 
 
 def test_quick_mode_runs_every_step_on_the_cpu(kit, tmp_path):
