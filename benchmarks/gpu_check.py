@@ -734,11 +734,11 @@ def describe_machine(device: str) -> dict[str, Any]:
 
 
 def _fmt(value: Any, spec: str = "", scale: float = 1.0) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if not spec:
-        return str(value)
-    return format(value if scale == 1.0 else value / scale, spec)
+    """The CLI's table cell ('-' for a missing number; results went through `plain`, so inf is missing too),
+    imported on use: effscope is importable here only once `ensure_packages` has run."""
+    from effscope.cli._app import fmt
+
+    return fmt(value, spec, scale)
 
 
 def _table(header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
