@@ -94,6 +94,27 @@ def test_early_abort_stops_a_candidate_over_budget(worker):
     assert r.latency["latency_n"] < 20
 
 
+def test_host_bound_ratio_is_eager_over_graph_and_missing_without_both():
+    from effscope.profile.measure import HOST_BOUND, host_bound_ratio
+
+    assert host_bound_ratio(26.0, 5.2) == pytest.approx(5.0) and 5.0 > HOST_BOUND
+    assert host_bound_ratio(1.0, 1.0) == 1.0 < HOST_BOUND
+    assert host_bound_ratio(None, 5.2) is None and host_bound_ratio(26.0, 0.0) is None
+
+
+def test_cuda_graph_fields_are_missing_with_a_reason_off_the_gpu():
+    import torch
+
+    from effscope.profile.measure import _cuda_graph_latency
+    from effscope.profile.record import Record
+
+    record = Record(target="vit", kind="block", workload={})
+    _cuda_graph_latency(lambda cache=True: None, torch.device("cpu"), FAST, record)
+    for key in ("latency_graph_ms_p50", "latency_graph_ms_p90", "host_bound_ratio"):
+        assert record.latency[key] is None and record.missing[key] == "CUDA graphs need a GPU"
+    assert "host-bound" not in record.flags
+
+
 def test_input_validation():
     assert parse_size("224", "--resolution") == (224, 224)
     assert parse_size("224x320", "--resolution") == (224, 320)

@@ -64,7 +64,12 @@ def profile(
     threads: int = typer.Option(None, "--threads", help="Torch intra-op threads (CPU); pinned for the run."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Run in channels_last memory format."),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the target before timing."),
-    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="Also time a CUDA graph replay (GPU)."),
+    cuda_graph: bool = typer.Option(
+        None,
+        "--cuda-graph/--no-cuda-graph",
+        help="Also time a CUDA graph replay, to show how host-bound eager is (default: on for CUDA).",
+        show_default=False,
+    ),
     flush_cache: bool = typer.Option(False, "--flush-cache", help="Flush the L2 cache before each timed run."),
     attention: str = typer.Option("auto", "--attention", help="Attention core: auto (per call), sdpa or explicit."),
     sweep: bool = typer.Option(False, "--sweep", help="Batch sweep (powers of two) for peak throughput."),
@@ -102,7 +107,7 @@ def profile(
             threads=threads,
             channels_last=channels_last,
             compile=compile_,
-            cuda_graph=cuda_graph,
+            cuda_graph=device.startswith("cuda") if cuda_graph is None else cuda_graph,
             flush_cache=flush_cache,
             attention=attention,
         )

@@ -20,6 +20,7 @@ __all__ = ["Job", "Options", "describe_failure", "run_job"]
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 LOW_CPU_UTIL = 0.9  # below this, other processes competed for the cores (docs/measurement.md#contention)
 REFERENCE_DRIFT = 1.2  # the reference slowed by more than this between before and after the target: contention
+HOST_BOUND = 1.25  # eager latency over this many times the CUDA-graph replay's: launching kernels dominates
 
 
 @dataclass(frozen=True)
@@ -296,23 +297,38 @@ def _latency(forward, device, wl: Workload, opts: Options, record: Record) -> No
 
 
 def _cuda_graph_latency(forward, device, opts: Options, record: Record) -> None:
-    from effscope.profile.timing import measure_latency
+    """Latency of a CUDA-graph replay beside eager, and how host-bound the eager figure is.
 
+    The replay costs the GPU's work alone; eager adds the host launching each kernel. Where eager is over
+    HOST_BOUND times the replay, the eager latency measures the host CPU more than the GPU: flag it."""
+    from effscope.profile.timing import capture_cuda_graph, measure_latency
+
+    keys = ("latency_graph_ms_p50", "latency_graph_ms_p90", "host_bound_ratio")
     if device.type != "cuda":
-        record.latency["latency_graph_ms_p50"] = None
-        record.missing["latency_graph_ms_p50"] = "CUDA graphs need a GPU"
+        record.latency.update(dict.fromkeys(keys))
+        record.missing.update(dict.fromkeys(keys, "CUDA graphs need a GPU"))
         return
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            forward(cache=False)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        forward(cache=False)  # autocast's weight cache must be off while capturing
-    stats = measure_latency(graph.replay, device=device, max_time_s=opts.max_time_s)
-    record.latency.update({"latency_graph_ms_p50": stats.median_ms, "latency_graph_ms_p90": stats.p90_ms})
+    try:
+        replay = capture_cuda_graph(lambda: forward(cache=False), device)  # autocast's cache must be off
+    except RuntimeError as e:
+        why = f"CUDA graph capture failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        record.latency.update(dict.fromkeys(keys))
+        record.missing.update(dict.fromkeys(keys, why))
+        return
+    stats = measure_latency(replay, device=device, max_time_s=opts.max_time_s)
+    ratio = host_bound_ratio(record.latency.get("latency_ms_p50"), stats.median_ms)
+    record.latency.update(
+        {"latency_graph_ms_p50": stats.median_ms, "latency_graph_ms_p90": stats.p90_ms, "host_bound_ratio": ratio}
+    )
+    if ratio is not None and ratio > HOST_BOUND:
+        record.flags.append("host-bound")
+
+
+def host_bound_ratio(eager_ms: float | None, graph_ms: float | None) -> float | None:
+    """Eager latency / CUDA-graph replay latency; None when either is missing or not positive."""
+    if not eager_ms or not graph_ms or eager_ms <= 0 or graph_ms <= 0:
+        return None
+    return eager_ms / graph_ms
 
 
 def _throughput(forward, device, wl: Workload, opts: Options, record: Record) -> None:

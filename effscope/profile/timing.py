@@ -40,6 +40,7 @@ __all__ = [
     "SweepResult",
     "ThroughputStats",
     "batch_sweep",
+    "capture_cuda_graph",
     "measure_latency",
     "measure_throughput",
     "reference_workload",
@@ -348,6 +349,29 @@ def measure_latency(
         threads=threads,
         flush_cache=flush_cache,
     )
+
+
+def capture_cuda_graph(fn: Callable[[], object], device: str | torch.device) -> Callable[[], None]:
+    """Capture `fn()` in a CUDA graph and return a callable that replays it.
+
+    The replay launches the whole forward at once, so its time is the GPU's work without the host's per-kernel
+    launch cost: beside the eager time it shows how host-bound a workload is (docs/measurement.md#host-overhead).
+    `fn` is warmed up on a side stream first, as capture requires; it must not synchronize with the host or
+    change shapes. Under autocast, its weight cache must be off (`cache_enabled=False`) while capturing.
+    Raises RuntimeError when capture fails.
+    """
+    dev = _check_device(device)
+    _require(dev.type == "cuda", "device is a CUDA device", device=str(dev))
+    side = torch.cuda.Stream(dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(dev).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
 
 
 # --------------------------------------------------------------------------------------------------- throughput

@@ -62,6 +62,10 @@ UNMEASURED = frozenset({"invalid", "failed", "predicted-infeasible"})
 
 FLAG_MEANINGS = {
     "cpu-contention": "other processes took CPU cores while timing (reference-module CPU utilization below 90 %)",
+    "device-contention": "the reference workload's time drifted over 1.2x around the target: the GPU, or the host "
+    "launching its kernels, changed speed",
+    "host-bound": "eager latency was over 1.25x the CUDA-graph replay's: it measures the host launching kernels more "
+    "than the GPU",
     "gpu-throttled": "the GPU throttled (power or thermal) during the measurement window",
     "latency-unstable": "IQR/median stayed above 5 % until the time cap",
     "aborted-over-budget": "timing stopped early because the design was clearly over the latency budget",
@@ -74,6 +78,8 @@ NUMBERS: tuple[tuple[str, str, float], ...] = (
     ("latency_ms_p10", "latency p10 (ms)", 1.0),
     ("latency_ms_p99", "latency p99 (ms)", 1.0),
     ("latency_ms_iqr", "latency IQR (ms)", 1.0),
+    ("latency_graph_ms_p50", "CUDA-graph latency p50 (ms)", 1.0),
+    ("host_bound_ratio", "eager / CUDA-graph latency", 1.0),
     ("predicted_latency_ms", "predicted latency (ms)", 1.0),
     ("throughput_img_s", "throughput (img/s)", 1.0),
     ("params", "params", 0.0),  # 0: shown with an SI prefix (13.98 K, 9.38 M), sizes span many decades
