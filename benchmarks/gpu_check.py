@@ -478,6 +478,8 @@ def _zoo_row(group: ZooGroup, record, wall_s: float) -> dict[str, Any]:
         "latency_ms_p50",
         "latency_ms_p90",
         "latency_ms_iqr",
+        "latency_graph_ms_p50",
+        "host_bound_ratio",
         "throughput_img_s",
         "peak_mem_bytes",
         "peak_rss_bytes",
@@ -522,9 +524,17 @@ def step_zoo(ctx: Context) -> dict[str, Any]:
     s = ctx.settings
     registries = {"models": models(), "blocks": blocks()}
     plans = []
+    cuda = s.device.startswith("cuda")  # the graph replay beside eager shows which figures are host-bound
     for g in s.zoo_groups:
         for name in g.targets or registries[g.registry].names():
-            plans.append((g, Plan(resolve_target(name), Workload(device=s.device, dtype=g.dtype, batch=g.batch))))
+            plans.append(
+                (
+                    g,
+                    Plan(
+                        resolve_target(name), Workload(device=s.device, dtype=g.dtype, batch=g.batch, cuda_graph=cuda)
+                    ),
+                )
+            )
     store = RecordStore(str(ctx.db))
     # A fresh process per target only where it buys honest numbers and time allows: CPU peak RSS (full check).
     options = Options(
@@ -850,6 +860,8 @@ def _summary_zoo(d: dict[str, Any]) -> list[str]:
                 _fmt(r["macs"], ".3f", 1e9),
                 _fmt(r["latency_ms_p50"], ".3f"),
                 _fmt(r["latency_ms_p90"], ".3f"),
+                _fmt(r.get("latency_graph_ms_p50"), ".3f"),
+                _fmt(r.get("host_bound_ratio"), ".2f"),
                 _fmt(r["throughput_img_s"], ",.0f"),
                 _fmt(r["peak_mem_bytes"] if r["peak_mem_bytes"] is not None else r["peak_rss_bytes"], ".0f", 2**20),
                 _fmt(r["energy_j_per_img"], ".4f"),
@@ -858,9 +870,29 @@ def _summary_zoo(d: dict[str, Any]) -> list[str]:
             )
         )
     lines = ["## Zoo", ""] + _table(
-        ("target", "workload", "status", "GMACs/img", "p50 ms", "p90 ms", "img/s", "peak MB", "J/img", "W", "flags"),
+        (
+            "target",
+            "workload",
+            "status",
+            "GMACs/img",
+            "p50 ms",
+            "p90 ms",
+            "graph p50 ms",
+            "eager/graph",
+            "img/s",
+            "peak MB",
+            "J/img",
+            "W",
+            "flags",
+        ),
         rows,
     )
+    if any(r.get("latency_graph_ms_p50") for r in d["rows"]):
+        lines.append(
+            "\n`graph p50 ms` replays the forward as one CUDA graph: the GPU's work without the host launching each "
+            "kernel. `eager/graph` above 1.25 (flag host-bound) means the eager figures measure the host CPU more "
+            "than the GPU."
+        )
     for label, c in d["correlations"].items():
         lines.append(
             f"\nMACs vs measured p50 latency, {label}: Spearman {c['spearman']:.3f}, "
@@ -874,29 +906,59 @@ def _summary_zoo(d: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _timing_cells(r: dict[str, Any], prefix: str = "") -> tuple[str, ...]:
+    """A fidelity row's two medians, their ratio, Timer's median and the agreement (eager, or prefix "graph_")."""
+    keys = ("median_ms_1", "median_ms_2", "repeat_ratio", "timer_median_ms", "agreement_ratio")
+    return tuple(_fmt(r[prefix + k], ".4f") for k in keys)
+
+
+def _worst_sentence(d: dict[str, Any], target: str, prefix: str = "") -> str:
+    return (
+        f"Worst repeatability deviation {100 * d[f'worst_{prefix}repeat_dev']:.2f} % (target {target} %); worst "
+        f"disagreement with torch.utils.benchmark {100 * d[f'worst_{prefix}agreement_dev']:.2f} % (target 3 %)"
+    )
+
+
 def _summary_fidelity(d: dict[str, Any]) -> list[str]:
     target = "1" if d["device"].startswith("cuda") else "5"
     rows = [
         (
             r["target"],
-            _fmt(r["median_ms_1"], ".4f"),
-            _fmt(r["median_ms_2"], ".4f"),
-            _fmt(r["repeat_ratio"], ".4f"),
-            _fmt(r["timer_median_ms"], ".4f"),
-            _fmt(r["agreement_ratio"], ".4f"),
+            *_timing_cells(r),
             _fmt(100 * r["rel_iqr_1"] if r["rel_iqr_1"] is not None else None, ".1f"),
         )
         for r in d["rows"]
     ]
+    head = (
+        f"{_worst_sentence(d, target)}; timing-loop overhead {d['loop_overhead_us']:.2f} us per iteration; one "
+        f"profile job {d['job_wall_s']:.1f} s wall for {d['job_timed_s']:.2f} s timed."
+    )
+    table = _table(("target", "median 1 ms", "median 2 ms", "repeat", "Timer ms", "agreement", "IQR %"), rows)
+    return ["## Measurement fidelity (batch 1, fp32)", "", head, ""] + table + _summary_graph_fidelity(d)
+
+
+def _summary_graph_fidelity(d: dict[str, Any]) -> list[str]:
+    """The same two checks on the CUDA-graph replay (GPU only): the GPU's repeatability without the host's."""
+    graph = [r for r in d["rows"] if "graph_median_ms_1" in r or "graph_error" in r]
+    if not graph:
+        return []
+    rows = [
+        (r["target"], f"capture failed: {r['graph_error']}"[:80], "", "", "", "", "")
+        if "graph_error" in r
+        else (r["target"], *_timing_cells(r, "graph_"), _fmt(r["host_bound"], ".2f"))
+        for r in graph
+    ]
+    worst = (
+        _worst_sentence(d, "1", "graph_") + "."
+        if d.get("worst_graph_repeat_dev") is not None
+        else "No graph could be captured."
+    )
     return [
-        "## Measurement fidelity (batch 1, fp32)",
         "",
-        f"Worst repeatability deviation {100 * d['worst_repeat_dev']:.2f} % (target {target} %); worst disagreement "
-        f"with torch.utils.benchmark {100 * d['worst_agreement_dev']:.2f} % (target 3 %); timing-loop overhead "
-        f"{d['loop_overhead_us']:.2f} us per iteration; one profile job {d['job_wall_s']:.1f} s wall for "
-        f"{d['job_timed_s']:.2f} s timed.",
+        "The same forward replayed as one CUDA graph, which removes the host's per-kernel launch cost; "
+        "eager/graph is how many times longer the eager timing took. " + worst,
         "",
-    ] + _table(("target", "median 1 ms", "median 2 ms", "repeat", "Timer ms", "agreement", "IQR %"), rows)
+    ] + _table(("target", "graph 1 ms", "graph 2 ms", "repeat", "Timer ms", "agreement", "eager/graph"), rows)
 
 
 def _summary_search(d: dict[str, Any]) -> list[str]:
@@ -905,7 +967,8 @@ def _summary_search(d: dict[str, Any]) -> list[str]:
     lines = [
         f"## Search `{d['study']}`",
         "",
-        f"{d['trials']} completed trials ({counts}); {d['feasible']} feasible under {b['statistic']} <= "
+        f"{d['trials']} completed trials{f' ({counts})' if counts else ''}; {d['feasible']} feasible under "
+        f"{b['statistic']} <= "
         f"{b['limit']:g} ms; median {_fmt(d['seconds_per_trial_median'], '.1f')} s per trial; quality: {d['quality']}.",
     ]
     for sl in d["slices"]:

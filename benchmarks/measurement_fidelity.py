@@ -3,6 +3,8 @@
 Reports, per target:
 - repeatability: the same target measured twice in one run (ratio of medians; target: GPU within 1 %, CPU within 5 %),
 - agreement with torch.utils.benchmark.Timer (blocked_autorange) on the same module (target: within 3 %),
+- on a GPU, both again for the forward replayed as one CUDA graph, which removes the host's launch cost: where eager
+  is host-bound, its repeatability is the host CPU's, and the graph's is the GPU's (`host_bound` = eager / graph),
 and the profiler's own overhead: the timing loop's cost per iteration (an empty callable), and the wall time of a
 full `effscope profile` job (worker start, build, count, time) beside the time spent in timed iterations.
 
@@ -28,7 +30,7 @@ from effscope.profile.measure import Options
 from effscope.profile.record import Workload
 from effscope.profile.run import Plan, profile
 from effscope.profile.target import Bound, resolve_target
-from effscope.profile.timing import measure_latency, set_threads
+from effscope.profile.timing import capture_cuda_graph, measure_latency, set_threads
 
 # target -> token grid (blocks) or None (a model at its own input size)
 TARGETS: dict[str, tuple[int, int] | None] = {
@@ -58,6 +60,31 @@ def _timer_median_ms(fn, threads: int, min_run_time: float) -> float:
     # Timer synchronizes CUDA itself, so on a GPU this is wall time per call, launches included.
     timer = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def _graph_fidelity(fn, dev, eager_ms: float, threads: int, max_time_s: float, timer_time_s: float) -> dict[str, Any]:
+    """Repeatability and Timer agreement of the forward replayed as a CUDA graph; eager / graph = how host-bound."""
+    try:
+        replay = capture_cuda_graph(fn, dev)
+    except RuntimeError as e:
+        return {"graph_error": str(e).splitlines()[0] if str(e) else type(e).__name__}
+    first = measure_latency(replay, device=dev, max_time_s=max_time_s)
+    second = measure_latency(replay, device=dev, max_time_s=max_time_s)
+    timer_ms = _timer_median_ms(replay, threads, timer_time_s)
+    return {
+        "graph_median_ms_1": first.median_ms,
+        "graph_median_ms_2": second.median_ms,
+        "graph_repeat_ratio": second.median_ms / first.median_ms,
+        "graph_timer_median_ms": timer_ms,
+        "graph_agreement_ratio": first.median_ms / timer_ms,
+        "host_bound": eager_ms / first.median_ms,
+    }
+
+
+def _worst(rows: list[dict[str, Any]], key: str) -> float | None:
+    """The largest |ratio - 1| over the rows that have `key`; None when none has it (CPU, or capture failed)."""
+    values = [abs(r[key] - 1) for r in rows if r.get(key) is not None]
+    return max(values) if values else None
 
 
 def run(
@@ -101,6 +128,11 @@ def run(
                 "agreement_ratio": first.median_ms / timer_ms,
                 "cpu_util": first.cpu_util,
                 "timer": first.timer,
+                **(
+                    _graph_fidelity(fn, dev, first.median_ms, threads, max_time_s, timer_time_s)
+                    if dev.type == "cuda"
+                    else {}
+                ),
             }
         )
 
@@ -124,6 +156,8 @@ def run(
         "worst_repeat_dev": max(abs(r["repeat_ratio"] - 1) for r in rows),
         "worst_agreement_dev": max(abs(r["agreement_ratio"] - 1) for r in rows),
         "median_repeat_ratio": statistics.median(r["repeat_ratio"] for r in rows),
+        "worst_graph_repeat_dev": _worst(rows, "graph_repeat_ratio"),
+        "worst_graph_agreement_dev": _worst(rows, "graph_agreement_ratio"),
         "loop_overhead_us": 1e3 * empty.median_ms,
         "loop_overhead_n": empty.n,
         "job_status": record.status,
@@ -150,6 +184,28 @@ def print_results(res: dict[str, Any]) -> None:
         f"(target {'1' if res['device'].startswith('cuda') else '5'} %); worst Timer disagreement "
         f"{100 * res['worst_agreement_dev']:.2f} % (target 3 %)"
     )
+    graph_rows = [r for r in res["rows"] if "graph_median_ms_1" in r or "graph_error" in r]
+    if graph_rows:
+        print("CUDA graph replay (the GPU's work without per-kernel launches):")
+        print(
+            f"{'target':10} {'median1 ms':>11} {'median2 ms':>11} {'repeat':>8} {'Timer ms':>9} {'agree':>7} "
+            f"{'eager/graph':>11}"
+        )
+        for r in graph_rows:
+            if "graph_error" in r:
+                print(f"{r['target']:10} capture failed: {r['graph_error']}")
+                continue
+            print(
+                f"{r['target']:10} {r['graph_median_ms_1']:11.4f} {r['graph_median_ms_2']:11.4f} "
+                f"{r['graph_repeat_ratio']:8.4f} {r['graph_timer_median_ms']:9.4f} {r['graph_agreement_ratio']:7.4f} "
+                f"{r['host_bound']:11.2f}"
+            )
+        if res["worst_graph_repeat_dev"] is not None:
+            print(
+                f"graph replay: worst repeatability deviation {100 * res['worst_graph_repeat_dev']:.2f} % "
+                f"(target 1 %); "
+                f"worst Timer disagreement {100 * res['worst_graph_agreement_dev']:.2f} % (target 3 %)"
+            )
     print(
         f"timing-loop overhead: {res['loop_overhead_us']:.2f} us per iteration "
         f"(empty callable, n={res['loop_overhead_n']})"

@@ -154,10 +154,72 @@ def test_summary_shows_every_step_and_never_prints_a_missing_number_as_zero(kit)
                             "mean_power_w": None,
                             "flags": "",
                             "missing": {"energy_j_per_img": "NVML has no energy counter here"},
-                        }
+                        },
+                        {
+                            "target": "lightvit_t",
+                            "group": "bf16 batch 64",
+                            "status": "ok",
+                            "error": None,
+                            "macs": 0.78e9,
+                            "latency_ms_p50": 26.0,
+                            "latency_ms_p90": 27.0,
+                            "latency_graph_ms_p50": 5.2,
+                            "host_bound_ratio": 5.0,
+                            "throughput_img_s": 2400.0,
+                            "peak_mem_bytes": 2**29,
+                            "peak_rss_bytes": None,
+                            "energy_j_per_img": 0.06,
+                            "mean_power_w": 180.0,
+                            "flags": "host-bound",
+                            "missing": {},
+                        },
                     ],
                     "not_run": ["hilo (bf16 batch 64)", "vit (bf16 batch 64)"],
                     "correlations": {},
+                },
+            },
+            {
+                "step": "fidelity",
+                "status": "ok",
+                "wall_s": 40.0,
+                "budget_s": 50,
+                "reason": None,
+                "data": {
+                    "device": "cuda",
+                    "worst_repeat_dev": 0.7,
+                    "worst_agreement_dev": 0.3,
+                    "worst_graph_repeat_dev": 0.004,
+                    "worst_graph_agreement_dev": 0.02,
+                    "loop_overhead_us": 2.0,
+                    "job_wall_s": 17.0,
+                    "job_timed_s": 0.8,
+                    "rows": [
+                        {
+                            "target": "vit",
+                            "median_ms_1": 0.27,
+                            "median_ms_2": 0.47,
+                            "repeat_ratio": 1.74,
+                            "timer_median_ms": 0.26,
+                            "agreement_ratio": 1.04,
+                            "rel_iqr_1": 0.29,
+                            "graph_median_ms_1": 0.1421,
+                            "graph_median_ms_2": 0.1426,
+                            "graph_repeat_ratio": 1.0035,
+                            "graph_timer_median_ms": 0.145,
+                            "graph_agreement_ratio": 0.98,
+                            "host_bound": 1.9,
+                        },
+                        {
+                            "target": "hilo",
+                            "median_ms_1": 0.7,
+                            "median_ms_2": 0.7,
+                            "repeat_ratio": 1.0,
+                            "timer_median_ms": 0.7,
+                            "agreement_ratio": 1.0,
+                            "rel_iqr_1": None,
+                            "graph_error": "operation not permitted when stream is capturing",
+                        },
+                    ],
                 },
             },
             {"step": "search", "status": "skipped", "wall_s": 0.0, "budget_s": 2, "reason": "no time", "data": {}},
@@ -169,7 +231,14 @@ def test_summary_shows_every_step_and_never_prints_a_missing_number_as_zero(kit)
         assert step in text
     row = next(line for line in text.splitlines() if line.startswith("| litv2_s"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[6] == "3,200" and cells[7] == "1024" and cells[8] == "-" and cells[9] == "-"
+    assert cells[6:12] == ["-", "-", "3,200", "1024", "-", "-"]  # no graph replay, no energy: missing, never 0
+    row = next(line for line in text.splitlines() if line.startswith("| lightvit_t"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[6:8] == ["5.200", "5.00"] and cells[-1] == "host-bound"
+    assert "Worst repeatability deviation 0.40 % (target 1 %)" in text  # the graph replay's, beside eager's 70 %
+    graph_rows = [line for line in text.splitlines() if line.startswith(("| vit", "| hilo"))][2:]
+    assert "1.0035" in graph_rows[0] and "| 1.90 |" in graph_rows[0]
+    assert "capture failed: operation not permitted" in graph_rows[1]
     assert "NVML has no energy counter here" in text
     assert "Not run for lack of time: hilo (bf16 batch 64), vit (bf16 batch 64)" in text
 
