@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -23,6 +26,8 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 state = {"debug": False}
 
 SET_HELP = "Knob value, knob=value (repeatable); tuples as 2,2,6,2."
+FORMATS = ("table", "json", "csv")
+FORMAT_HELP = "table (for people), or json / csv on stdout (for programs; notes then go to stderr)."
 
 
 def command_line() -> str:
@@ -51,6 +56,41 @@ def fmt(value, spec: str = "", scale: float = 1.0) -> str:
     if not spec:
         return str(value)
     return format(value if scale == 1.0 else value / scale, spec)
+
+
+def check_format(value: str) -> str:
+    """The --format value, or one sentence saying what is allowed."""
+    from effscope.errors import SpecError
+
+    if value not in FORMATS:
+        raise SpecError(f"--format must be one of {', '.join(FORMATS)}, but got '{value}'")
+    return value
+
+
+@contextlib.contextmanager
+def data_on_stdout(fmt: str) -> Iterator[None]:
+    """In json or csv format stdout carries the data alone: the command's notes and tables go to stderr meanwhile."""
+    if fmt == "table":
+        yield
+        return
+    out.file = sys.stderr
+    try:
+        yield
+    finally:
+        out.file = None  # back to whatever sys.stdout is then
+
+
+def write_rows(rows: list[dict[str, Any]], fmt: str) -> None:
+    """Rows as a JSON array or as CSV with a header, on stdout."""
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps(rows, indent=1, default=str) + "\n")
+    else:
+        import pandas as pd
+
+        pd.DataFrame(rows).convert_dtypes().to_csv(sys.stdout, index=False)  # ints stay ints beside a missing one
+    sys.stdout.flush()
 
 
 def _version(value: bool) -> None:

@@ -5,7 +5,20 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from effscope.cli._app import SET_HELP, app, command_line, err, esc, fmt, out, shown_url
+from effscope.cli._app import (
+    FORMAT_HELP,
+    SET_HELP,
+    app,
+    check_format,
+    command_line,
+    data_on_stdout,
+    err,
+    esc,
+    fmt,
+    out,
+    shown_url,
+    write_rows,
+)
 from effscope.errors import SpecError
 
 CROSSCHECK_TOLERANCE = 1e-6  # both counters are exact on matmul-class work, so any difference is a miscount
@@ -79,8 +92,9 @@ def profile(
     max_time: float = typer.Option(5.0, "--max-time", help="Cap on adaptive latency repeats, seconds."),
     timeout: float = typer.Option(600.0, "--timeout", help="Per-target limit, seconds; past it the target fails."),
     db: str = typer.Option(None, "--db", help="Record store: SQLite file or SQLAlchemy URL (default ./effscope.db)."),
-    json_out: str = typer.Option(None, "--json", help="Also write this run's Records to a JSON file."),
-    csv_out: str = typer.Option(None, "--csv", help="Also write this run's Records to a CSV file."),
+    json_out: str = typer.Option(None, "--json", help="Also write this run's Records to a JSON file (- for stdout)."),
+    csv_out: str = typer.Option(None, "--csv", help="Also write this run's Records to a CSV file (- for stdout)."),
+    format_: str = typer.Option("table", "--format", help=FORMAT_HELP),
     report: str = typer.Option(None, "--report", help="Also write an HTML report of this run's Records to this file."),
 ) -> None:
     """Count and measure a target (or a suite): params, MACs, latency, throughput, memory, energy."""
@@ -89,9 +103,10 @@ def profile(
     from effscope.profile.record import Workload
     from effscope.profile.run import Plan, check_device, parse_size, plan_suite, validate_options, validate_workload
     from effscope.profile.store import RecordStore
-    from effscope.profile.target import resolve_target
+    from effscope.profile.target import expand_patterns, resolve_target
     from effscope.urls import database_url
 
+    output, json_out, csv_out = _output_format(check_format(format_), json_out, csv_out)
     if bool(targets) == (suite is not None):
         raise SpecError("give either a TARGET or --suite NAME (not both, not neither)")
     size = parse_size(resolution, "--resolution")
@@ -131,7 +146,7 @@ def profile(
         if set_ and len(targets) > 1:
             raise SpecError("--set applies to one target; profile the others in their own command")
         plans = []
-        for target in targets:
+        for target in expand_patterns(targets):
             resolved = resolve_target(target, assignments=set_)
             if resolved.kind == "block" and size:
                 raise SpecError(f"'{target}' is a block: give its token grid with --tokens, not --resolution")
@@ -146,84 +161,141 @@ def profile(
         from effscope.report import check_report_output
 
         check_report_output(report, protect=[url])
-    store = RecordStore(url)
-    provenance = {"command": command_line()}
-    records = _run_with_progress(plans, options, store, provenance)
-    out.print(_records_table(records))
-    for r in records:
-        roof = r.roofline
-        if roof.get("intensity_mac_per_byte") is not None:
-            where = (
-                f", {100 * roof['roofline_fraction']:.1f} % of its roofline bound ({roof['roofline_bound_by']}-bound)"
-                if roof.get("roofline_fraction") is not None
-                else ""
-            )
-            out.print(f"[dim]{esc(r.target)}: {roof['intensity_mac_per_byte']:.2f} MAC/byte (estimated){where}[/dim]")
-        by_reason: dict[str, list[str]] = {}
-        for name, why in r.missing.items():
-            by_reason.setdefault(why, []).append(name)
-        for why, names in by_reason.items():
-            shown = ", ".join(names) if len(names) <= 3 else f"{', '.join(names[:2])} and {len(names) - 2} more"
-            out.print(f"[dim]{esc(r.target)}: {esc(shown)} missing: {esc(why)}[/dim]")
-        diff = r.counts.get("crosscheck_rel_diff")
-        if diff is not None and abs(diff) > CROSSCHECK_TOLERANCE:
-            err.print(
-                f"warning: {esc(r.target)}: fvcore and torch's FlopCounterMode disagree on matmul/conv/attention work "
-                f"by {100 * diff:+.3f} %; the MACs may be miscounted (see Record.details['count'])"
-            )
-        uncounted = r.details.get("count", {}).get("uncounted_ops")
-        if uncounted:
-            listed = ", ".join(f"{op} x{n}" for op, n in sorted(uncounted.items()))
+    with data_on_stdout(output):
+        store = RecordStore(url)
+        provenance = {"command": command_line()}
+        records = _run_with_progress(plans, options, store, provenance)
+        out.print(_records_table(records))
+        for r in records:
+            _print_notes(r)
+        if len(records) > 2:
+            from effscope.profile.run import rank_correlation
+
+            corr = rank_correlation(records)
             out.print(
-                f"[dim]{esc(r.target)}: not in the MAC convention (element-wise; --elementwise counts them): "
-                f"{esc(listed)}[/dim]"
+                f"MACs vs measured p50 latency across {corr['n']} targets: "
+                f"Spearman {corr['spearman']:.3f}, Kendall {corr['kendall']:.3f}"
             )
-    if len(records) > 2:
-        from effscope.profile.run import rank_correlation
+        out.print(f"{len(records)} record(s) stored in {shown_url(store.url)}")
+        if json_out or csv_out:
+            import pandas as pd
 
-        corr = rank_correlation(records)
-        out.print(
-            f"MACs vs measured p50 latency across {corr['n']} targets: "
-            f"Spearman {corr['spearman']:.3f}, Kendall {corr['kendall']:.3f}"
-        )
-    out.print(f"{len(records)} record(s) stored in {shown_url(store.url)}")
-    if json_out or csv_out:
-        import pandas as pd
+            from effscope.profile.store import write_table
 
-        from effscope.profile.store import write_table
+            df = pd.DataFrame([r.flat() for r in records])
+            for path, fmt_ in ((json_out, "json"), (csv_out, "csv")):
+                if path:
+                    out.print(f"records written to {esc(write_table(df, path, fmt_, databases=[store.url]))}")
+        if report:
+            from effscope.report import build_report
 
-        df = pd.DataFrame([r.flat() for r in records])
-        for path, fmt_ in ((json_out, "json"), (csv_out, "csv")):
-            if path:
-                out.print(f"records written to {esc(write_table(df, path, fmt_, databases=[store.url]))}")
-    if report:
-        from effscope.report import build_report
-
-        path = build_report(output=report, records=records, command=provenance["command"], protect=[store.url])
-        out.print(f"report written to {esc(path)}")
+            path = build_report(output=report, records=records, command=provenance["command"], protect=[store.url])
+            out.print(f"report written to {esc(path)}")
+    if output != "table":
+        write_rows([r.flat() for r in records], output)
     if any(r.status != "ok" for r in records) and suite is None:
         raise typer.Exit(1)
 
 
+def _print_notes(r) -> None:
+    """What a user should know about one Record beyond the table: roofline position, missing numbers and why,
+    counting warnings and the ops outside the MAC convention."""
+    roof = r.roofline
+    if roof.get("intensity_mac_per_byte") is not None:
+        where = (
+            f", {100 * roof['roofline_fraction']:.1f} % of its roofline bound ({roof['roofline_bound_by']}-bound)"
+            if roof.get("roofline_fraction") is not None
+            else ""
+        )
+        out.print(f"[dim]{esc(r.target)}: {roof['intensity_mac_per_byte']:.2f} MAC/byte (estimated){where}[/dim]")
+    by_reason: dict[str, list[str]] = {}
+    for name, why in r.missing.items():
+        by_reason.setdefault(why, []).append(name)
+    for why, names in by_reason.items():
+        shown = ", ".join(names) if len(names) <= 3 else f"{', '.join(names[:2])} and {len(names) - 2} more"
+        out.print(f"[dim]{esc(r.target)}: {esc(shown)} missing: {esc(why)}[/dim]")
+    diff = r.counts.get("crosscheck_rel_diff")
+    if diff is not None and abs(diff) > CROSSCHECK_TOLERANCE:
+        err.print(
+            f"warning: {esc(r.target)}: fvcore and torch's FlopCounterMode disagree on matmul/conv/attention work "
+            f"by {100 * diff:+.3f} %; the MACs may be miscounted (see Record.details['count'])"
+        )
+    uncounted = r.details.get("count", {}).get("uncounted_ops")
+    if uncounted:
+        listed = ", ".join(f"{op} x{n}" for op, n in sorted(uncounted.items()))
+        out.print(
+            f"[dim]{esc(r.target)}: not in the MAC convention (element-wise; --elementwise counts them): "
+            f"{esc(listed)}[/dim]"
+        )
+
+
+def _output_format(output: str, json_out: str | None, csv_out: str | None) -> tuple[str, str | None, str | None]:
+    """(--format, --json file, --csv file) with `-` meaning stdout; a file whose suffix names another format is
+    refused rather than silently written in the wrong one."""
+    from pathlib import Path
+
+    from effscope.profile.store import EXPORT_FORMATS
+
+    if json_out == "-" and csv_out == "-":
+        raise SpecError("--json - and --csv - both ask for stdout; give one of them")
+    for flag, path, kind in (("--json", json_out, "json"), ("--csv", csv_out, "csv")):
+        if path == "-":
+            if output not in ("table", kind):
+                raise SpecError(f"{flag} - and --format {output} both ask for stdout; give one of them")
+            output = kind
+        elif path:
+            suffix = Path(path).suffix.lower()
+            if suffix in EXPORT_FORMATS and suffix != f".{kind}":
+                raise SpecError(
+                    f"{flag} writes {kind.upper()}, but '{path}' ends in {suffix}: name it .{kind}, "
+                    f"or write every stored record with effscope export -o FILE{suffix}"
+                )
+    return output, None if json_out == "-" else json_out, None if csv_out == "-" else csv_out
+
+
 def _run_with_progress(plans, options, store, provenance):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    """Measure the plans, showing which target is being measured and about how long is left: a bar on a terminal,
+    one line per target otherwise (logs, CI, `make demo`)."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from effscope.profile.run import profile as run_profile
+
+    total, started = len(plans), time.monotonic()
+    done = 0
+
+    def describe(i: int) -> str:
+        return f"measuring {esc(plans[i].target.name)}" if i < total else "done"
+
+    if not err.is_terminal:
+
+        def line(record) -> None:
+            nonlocal done
+            done += 1
+            elapsed = time.monotonic() - started
+            left = f"; about {elapsed / done * (total - done):.0f} s left" if done < total else ""
+            err.print(f"[{done}/{total}] {esc(record.target)}: {record.status}, {elapsed:.0f} s so far{left}")
+
+        return run_profile(plans, options, store=store, provenance=provenance, on_record=line)
 
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
         console=err,
         transient=True,
     ) as progress:
-        task = progress.add_task("measuring", total=len(plans))
+        task = progress.add_task(describe(0), total=total)
 
-        def advance(record):
-            progress.update(task, advance=1, description=f"measured {esc(record.target)}")
+        def advance(_record) -> None:
+            nonlocal done
+            done += 1
+            progress.update(task, advance=1, description=describe(done))
 
-        progress.update(task, description=f"measuring {esc(plans[0].target.name)}")
         return run_profile(plans, options, store=store, provenance=provenance, on_record=advance)
 
 

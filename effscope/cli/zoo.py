@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from effscope.cli._app import SET_HELP, app, out
+from effscope.cli._app import FORMAT_HELP, SET_HELP, app, check_format, out, write_rows
 
 if TYPE_CHECKING:
     from effscope.spec import Spec
@@ -92,15 +92,24 @@ def _show(spec: Spec, assignments: list[str]) -> None:
 
 
 @blocks_app.command("list")
-def blocks_list() -> None:
+def blocks_list(format_: str = typer.Option("table", "--format", help=FORMAT_HELP)) -> None:
     """List every registered block: name, family, paper, one-line summary."""
     from effscope.spec import blocks
 
+    rows = [{"block": s.name, "family": s.family, "paper": s.paper, "summary": s.summary} for s in blocks()]
+    _print_rows(rows, check_format(format_))
+
+
+def _print_rows(rows: list[dict], fmt: str, right: tuple[str, ...] = ()) -> None:
+    """A listing as a table for people, or as JSON / CSV on stdout; a cell that is None shows as '-'."""
+    if fmt != "table":
+        write_rows(rows, fmt)
+        return
     table = Table()
-    for col in ("block", "family", "paper", "summary"):
-        table.add_column(col)
-    for spec in blocks():
-        table.add_row(spec.name, spec.family, spec.paper, spec.summary)
+    for col in rows[0]:
+        table.add_column(col.replace("_", " "), justify="right" if col in right else "left")
+    for row in rows:
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else "-" if v is None else str(v) for v in row.values()))
     out.print(table)
 
 
@@ -116,19 +125,27 @@ def blocks_show(
 
 
 @models_app.command("list")
-def models_list() -> None:
+def models_list(format_: str = typer.Option("table", "--format", help=FORMAT_HELP)) -> None:
     """List every model preset with its parameter count beside the official implementation's."""
     from effscope.spec import models
 
-    table = Table()
-    for col in ("model", "family", "params", "official params", "match", "summary"):
-        table.add_column(col, justify="right" if "params" in col else "left")
+    fmt = check_format(format_)
+    rows = []
     for spec in models():
         n = _param_count(spec)
         ref = spec.reference.params if spec.reference else None
         match = "n/a" if ref is None else ("exact" if n == ref else f"off by {n - ref:+,}")
-        table.add_row(spec.name, spec.family, f"{n:,}", "-" if ref is None else f"{ref:,}", match, spec.summary)
-    out.print(table)
+        rows.append(
+            {
+                "model": spec.name,
+                "family": spec.family,
+                "params": n,
+                "official_params": ref,
+                "match": match,
+                "summary": spec.summary,
+            }
+        )
+    _print_rows(rows, fmt, right=("params", "official_params"))
 
 
 @models_app.command("show")

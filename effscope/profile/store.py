@@ -141,10 +141,19 @@ class RecordStore:
 
     def export(self, path: str | Path, **filters: Any) -> Path:
         """Write the records to CSV, Parquet or JSON, chosen by the file suffix (never onto this database)."""
-        path = Path(path)
-        if path.suffix not in EXPORT_FORMATS:
-            raise SpecError(f"cannot export to '{path}': the suffix must be one of {', '.join(EXPORT_FORMATS)}")
-        return write_table(self.dataframe(**filters), path, path.suffix[1:], databases=[self.url])
+        return write_table(self.dataframe(**filters), path, export_format(path), databases=[self.url])
+
+
+def export_format(path: str | Path) -> str:
+    """The table format a file name asks for by its suffix: csv, parquet or json.
+
+    Raises:
+        SpecError: any other suffix.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in EXPORT_FORMATS:
+        raise SpecError(f"cannot export to '{path}': the suffix must be one of {', '.join(EXPORT_FORMATS)}")
+    return suffix[1:]
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -13,7 +13,7 @@ from effscope.errors import SpecError, UnknownNameError
 from effscope.knobs import Config
 from effscope.registry import did_you_mean
 
-__all__ = ["Target", "resolve_target", "Bound"]
+__all__ = ["Target", "resolve_target", "expand_patterns", "Bound"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,33 @@ def resolve_target(name: str, overrides: dict[str, Any] | None = None, assignmen
         f"unknown target '{name}'{did_you_mean(name, known) or ';'} a target is a block (effscope blocks list), "
         "a model preset (effscope models list) or module:callable returning an nn.Module"
     )
+
+
+def expand_patterns(names: list[str]) -> list[str]:
+    """Names with shell-style patterns (`pvtv2_*`, `lightvit_[ts]`) expanded over the registered blocks and models,
+    in registry order; other names pass through unchanged, and a name given twice is measured once.
+
+    Raises:
+        UnknownNameError: a pattern matches no registered name.
+    """
+    import fnmatch
+
+    from effscope.spec import blocks, models
+
+    known = blocks().names() + models().names()
+    expanded: list[str] = []
+    for name in names:
+        if ":" in name or not any(c in name for c in "*?["):
+            matches = [name]
+        else:
+            matches = fnmatch.filter(known, name)
+            if not matches:
+                raise UnknownNameError(
+                    f"no block or model matches '{name}'; the names are listed by effscope blocks list and "
+                    "effscope models list"
+                )
+        expanded += [m for m in matches if m not in expanded]
+    return expanded
 
 
 _CALLABLE_FORMS = "module:callable (a module importable from here) or path/to/file.py:callable"

@@ -1,0 +1,119 @@
+"""Output for programs: --format json/csv on stdout with notes on stderr, `-` for stdout, `effscope export`, name
+patterns, a progress line per target when stderr is not a terminal, and a user's model from the working folder."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from effscope.errors import UnknownNameError
+from effscope.profile.target import expand_patterns
+
+QUICK = ("--tokens", "7", "--max-time", "0.1", "--no-throughput")
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "effscope", *args], capture_output=True, text=True, timeout=180, cwd=cwd
+    )
+
+
+def test_listings_in_json_and_csv_are_the_data_alone():
+    blocks = json.loads(run("blocks", "list", "--format", "json").stdout)
+    assert {"block": "hilo", "family": "litv2"}.items() <= next(b for b in blocks if b["block"] == "hilo").items()
+    rows = list(csv.DictReader(io.StringIO(run("models", "list", "--format", "csv").stdout)))
+    b0 = next(r for r in rows if r["model"] == "pvtv2_b0")
+    assert b0["params"] == b0["official_params"] == "3666760" and b0["match"] == "exact"
+    r = run("models", "list", "--format", "xml")
+    assert r.returncode == 2 and "--format must be one of table, json, csv, but got 'xml'" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One profile run with `--json -`: its store and its output (a module fixture: it costs a worker start)."""
+    db = tmp_path_factory.mktemp("store") / "r.db"
+    r = run("profile", "vit", *QUICK, "--db", str(db), "--json", "-")
+    assert r.returncode == 0, r.stderr
+    return db, r
+
+
+@pytest.fixture()
+def store(profiled) -> Path:
+    return profiled[0]
+
+
+def test_json_dash_puts_the_records_alone_on_stdout_and_the_notes_on_stderr(profiled):
+    _, r = profiled
+    (row,) = json.loads(r.stdout)  # nothing but the JSON array on stdout
+    assert row["target"] == "vit" and row["status"] == "ok" and row["macs"] > 0
+    assert "1 record(s) stored" in r.stderr
+    assert "[1/1] vit: ok" in r.stderr  # not a terminal: one progress line per target
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--json", "x.parquet"), "--json writes JSON, but 'x.parquet' ends in .parquet"),
+        (("--csv", "x.json"), "--csv writes CSV, but 'x.json' ends in .json"),
+        (("--json", "-", "--csv", "-"), "--json - and --csv - both ask for stdout"),
+        (("--json", "-", "--format", "csv"), "--json - and --format csv both ask for stdout"),
+    ],
+)
+def test_an_output_that_names_the_wrong_format_is_refused_before_measuring(args, message, tmp_path):
+    r = run("profile", "vit", *QUICK, "--db", str(tmp_path / "r.db"), *args, cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr
+    assert not (tmp_path / "r.db").exists() and not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
+def test_export_writes_every_record_in_the_format_its_suffix_names(store, tmp_path, suffix):
+    import pandas as pd
+
+    out = tmp_path / f"all{suffix}"
+    r = run("export", "--db", str(store), "-o", str(out))
+    assert r.returncode == 0 and "1 record(s)" in r.stdout, r.stderr
+    read = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".json": pd.read_json}[suffix]
+    frame = read(out)
+    assert list(frame["target"]) == ["vit"] and "knob.heads" in frame.columns  # flat columns, not a blob
+
+
+def test_export_to_stdout_and_its_errors(store, tmp_path):
+    (row,) = json.loads(run("export", "--db", str(store), "-o", "-", "--format", "json", "--target", "vit").stdout)
+    assert row["target"] == "vit"
+    cases = [
+        (("--db", str(store), "-o", "-"), "-o - writes json or csv"),  # default csv works; table does not
+        (("--db", str(store), "-o", str(tmp_path / "x.csv"), "--target", "hilo"), "no Record matched the filters"),
+        (("--db", str(tmp_path / "none.db"), "-o", str(tmp_path / "x.csv")), "there is no record store at"),
+        (("--db", str(store), "-o", str(tmp_path / "x.txt")), "the suffix must be one of .csv, .parquet, .json"),
+        (("--db", str(store), "-o", str(store.with_suffix(".csv")), "--status", "lost"), "--status must be ok or"),
+    ]
+    assert run("export", "--db", str(store), "-o", "-").stdout.startswith("created_at,")
+    for args, message in cases[1:]:
+        r = run("export", *args)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "none.db").exists()
+    r = run("export", *cases[0][0], "--format", "table")
+    assert r.returncode == 2 and cases[0][1] in r.stderr
+
+
+def test_name_patterns_expand_over_the_registry_in_its_order():
+    assert expand_patterns(["pvtv2_b[01]", "cxv_c*"]) == ["pvtv2_b0", "pvtv2_b1", "cxv_cnv", "cxv_cpv", "cxv_cltv"]
+    assert expand_patterns(["hilo", "hil?", "pkg.mod:build"]) == ["hilo", "pkg.mod:build"]  # each name once
+    with pytest.raises(UnknownNameError, match="no block or model matches 'zz\\*'"):
+        expand_patterns(["zz*"])
+
+
+def test_a_model_in_the_working_folder_and_a_file_path_are_targets(tmp_path):
+    (tmp_path / "mymodel.py").write_text("import torch\n\ndef build():\n    return torch.nn.Conv2d(3, 8, 3)\n")
+    db = str(tmp_path / "r.db")
+    for target in ("mymodel:build", str(tmp_path / "mymodel.py") + ":build"):
+        r = run("profile", target, "--max-time", "0.1", "--no-throughput", "--db", db, "--format", "csv", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        (row,) = csv.DictReader(io.StringIO(r.stdout))
+        assert row["target"] == target and row["status"] == "ok" and int(row["params"]) == 3 * 8 * 9 + 8
