@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import types
 
+from effscope.api import profile, report
 from effscope.errors import EffscopeError, InputSizeError, KnobError, SpecError, UnknownNameError
 from effscope.spec import Reference, Spec, blocks, models
 
@@ -15,12 +16,12 @@ __version__ = "0.1.0"
 
 
 class _Package(types.ModuleType):
-    """Keeps `effscope.blocks()` and `effscope.models()` callable: importing the subpackages of the same names
-    (which those calls do) would otherwise replace the functions with the modules. The subpackages stay importable
-    by their full names (`from effscope.models import litv2`)."""
+    """Keeps `effscope.blocks()`, `models()`, `profile()` and `report()` callable: importing the subpackages of the
+    same names (which those calls do) would otherwise replace the functions with the modules. The subpackages stay
+    importable by their full names (`from effscope.models import litv2`)."""
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name in ("blocks", "models") and isinstance(value, types.ModuleType):
+        if name in ("blocks", "models", "profile", "report") and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 
@@ -38,4 +39,6 @@ __all__ = [
     "__version__",
     "blocks",
     "models",
+    "profile",
+    "report",
 ]

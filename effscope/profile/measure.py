@@ -66,6 +66,7 @@ class Job:
     workload: Workload
     options: Options = field(default_factory=Options)
     record_fields: dict[str, Any] = field(default_factory=dict)  # provenance copied into the Record
+    module: Any = None  # an nn.Module instance given from Python: measured as is (pickled to the worker)
 
 
 def describe_failure(e: BaseException, device: str) -> str:
@@ -114,7 +115,7 @@ def _protocol(o: Options) -> dict[str, Any]:
 def _run(job: Job, record: Record, first_in_process: bool) -> None:
     from effscope.blocks._layers import attention_impl
     from effscope.profile.env import environment
-    from effscope.profile.target import Bound, resolve_target
+    from effscope.profile.target import Bound, Target, resolve_target
     from effscope.profile.timing import set_threads
 
     wl, opts = job.workload, job.options
@@ -127,7 +128,10 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
     if wl.threads:
         set_threads(wl.threads)
     torch.manual_seed(0)
-    target = resolve_target(job.target, job.knobs)
+    if job.module is None:
+        target = resolve_target(job.target, job.knobs)
+    else:
+        target = Target(job.target, "custom", instance=job.module)
     record.kind, record.family = target.kind, target.family
     record.knobs, record.derived = target.knobs(), target.derived()
     record.env = environment(

@@ -113,6 +113,10 @@ class Record:
 
             self.command = mask_command(self.command)  # a --db URL's password is never stored
 
+    def to_dict(self) -> dict[str, Any]:
+        """The Record as plain, JSON-ready data, sections nested (`flat()` gives one flat row instead)."""
+        return json.loads(self.to_json())
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), default=str)
 

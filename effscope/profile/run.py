@@ -165,7 +165,14 @@ def profile(
     calibrations: dict = {}  # one roofline calibration lookup per (device, dtype, threads)
     try:
         for plan in plans:
-            job = Job(plan.target.name, plan.target.knobs(), plan.workload, options, dict(provenance or {}))
+            job = Job(
+                plan.target.name,
+                plan.target.knobs(),
+                plan.workload,
+                options,
+                dict(provenance or {}),
+                module=plan.target.instance,
+            )
             record = worker.run(job)
             if record.kind == "unknown":  # the worker died before filling it in
                 record.kind, record.family = plan.target.kind, plan.target.family

@@ -25,6 +25,7 @@ class Target:
     family: str | None = None
     config: Config | None = None
     factory: Any = field(default=None, compare=False)  # Spec for registered targets, callable for custom ones
+    instance: nn.Module | None = field(default=None, compare=False)  # a module given from Python (effscope.profile)
 
     def knobs(self) -> dict[str, Any]:
         return self.config.knob_values() if self.config is not None else {}
@@ -38,6 +39,8 @@ class Target:
         A `module:callable` target imports its module here, in the measurement process, so an import that
         raises or hangs is one failed Record under the job's timeout, never a dead run.
         """
+        if self.instance is not None:
+            return self.instance.to(device) if device is not None else self.instance
         if self.kind == "custom":
             module = (self.factory or _import_callable(self.name))()
             if not isinstance(module, nn.Module):

@@ -10,7 +10,7 @@ from effscope.profile.child import ChildDied, ChildProcess, ChildTimedOut
 from effscope.profile.measure import Job
 from effscope.profile.record import Record
 
-__all__ = ["Worker"]
+__all__ = ["InProcess", "Worker"]
 
 
 def _serve(conn, mem_limit_bytes: int | None) -> None:
@@ -71,3 +71,22 @@ class Worker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class InProcess:
+    """Runs jobs in the calling process, as a Worker would in its child: no isolation from a crash or a hang, and no
+    honest CPU peak memory, but no process start and no pickling (effscope.profile(..., isolate=False))."""
+
+    def run(self, job: Job) -> Record:
+        from effscope.profile.measure import run_job
+
+        record = run_job(job, first_in_process=False)
+        if "peak_rss_bytes" in record.missing:
+            record.missing["peak_rss_bytes"] = (
+                "measured in the calling process (isolate=False), where memory held by earlier work hides this job's "
+                "peak"
+            )
+        return record
+
+    def close(self) -> None:
+        """Nothing to stop."""
