@@ -117,3 +117,22 @@ def test_a_model_in_the_working_folder_and_a_file_path_are_targets(tmp_path):
         assert r.returncode == 0, r.stderr
         (row,) = csv.DictReader(io.StringIO(r.stdout))
         assert row["target"] == target and row["status"] == "ok" and int(row["params"]) == 3 * 8 * 9 + 8
+
+
+def test_terminal_output_reads_in_units_and_says_a_shared_note_once(tmp_path):
+    from effscope.units import binary_bytes, si
+
+    assert (si(781_049_600), si(13_984), si(512), binary_bytes(135_148_564_480)) == (
+        "781 M",
+        "13.98 K",
+        "512",
+        "125.9 GiB",
+    )
+    r = run("profile", "vit", "hilo", *QUICK, "--db", str(tmp_path / "r.db"))
+    assert r.returncode == 0, r.stderr
+    header = next(line for line in r.stdout.splitlines() if "target" in line and "status" in line)
+    assert " MACs " in header and "GMACs" not in header
+    assert r.stdout.count("every target: ") >= 1 and r.stdout.count("no roofline calibration") == 1
+    device = run("device").stdout
+    assert "GiB" in device and "None" not in device and "_bytes │ 1" not in device
+    assert "<bool>" not in run("profile", "--help").stdout  # flags take no value

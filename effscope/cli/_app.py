@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # click's plain help: flags without a "<bool>" value column, defaults shown
 )
 
 # Piped output (logs, README excerpts) gets wide tables instead of rich's 80-column default.

@@ -20,6 +20,7 @@ from effscope.cli._app import (
     write_rows,
 )
 from effscope.errors import SpecError
+from effscope.units import binary_bytes, si
 
 CROSSCHECK_TOLERANCE = 1e-6  # both counters are exact on matmul-class work, so any difference is a miscount
 
@@ -30,7 +31,7 @@ def _records_table(records) -> Table:
         "target",
         "status",
         "params",
-        "GMACs",
+        "MACs",
         "p50 ms",
         "p90 ms",
         "IQR %",
@@ -50,7 +51,7 @@ def _records_table(records) -> Table:
             esc(r.target + (f" @{f['height']}x{f['width']}" if f.get("height") else "")),
             r.status if r.status == "ok" else f"[red]failed[/red]: {esc(r.error)}",
             fmt(f.get("params"), ",d"),
-            fmt(f.get("macs"), ".4f", 1e9),
+            si(f["macs"]) if f.get("macs") is not None else "-",
             fmt(p50, ".3f"),
             fmt(f.get("latency_ms_p90"), ".3f"),
             fmt(100 * iqr / p50 if iqr is not None and p50 else None, ".1f"),
@@ -168,6 +169,7 @@ def profile(
         out.print(_records_table(records))
         for r in records:
             _print_notes(r)
+        _print_missing(records)
         if len(records) > 2:
             from effscope.profile.run import rank_correlation
 
@@ -198,8 +200,8 @@ def profile(
 
 
 def _print_notes(r) -> None:
-    """What a user should know about one Record beyond the table: roofline position, missing numbers and why,
-    counting warnings and the ops outside the MAC convention."""
+    """What a user should know about one Record beyond the table: roofline position, counting warnings and the ops
+    outside the MAC convention."""
     roof = r.roofline
     if roof.get("intensity_mac_per_byte") is not None:
         where = (
@@ -208,12 +210,6 @@ def _print_notes(r) -> None:
             else ""
         )
         out.print(f"[dim]{esc(r.target)}: {roof['intensity_mac_per_byte']:.2f} MAC/byte (estimated){where}[/dim]")
-    by_reason: dict[str, list[str]] = {}
-    for name, why in r.missing.items():
-        by_reason.setdefault(why, []).append(name)
-    for why, names in by_reason.items():
-        shown = ", ".join(names) if len(names) <= 3 else f"{', '.join(names[:2])} and {len(names) - 2} more"
-        out.print(f"[dim]{esc(r.target)}: {esc(shown)} missing: {esc(why)}[/dim]")
     diff = r.counts.get("crosscheck_rel_diff")
     if diff is not None and abs(diff) > CROSSCHECK_TOLERANCE:
         err.print(
@@ -227,6 +223,22 @@ def _print_notes(r) -> None:
             f"[dim]{esc(r.target)}: not in the MAC convention (element-wise; --elementwise counts them): "
             f"{esc(listed)}[/dim]"
         )
+
+
+def _print_missing(records) -> None:
+    """Which numbers are missing and why: once for the run where every target misses them for the same reason (no
+    GPU, no calibration), else per target."""
+    groups: dict[tuple[str, str], list[str]] = {}  # (missing names, why) -> targets
+    for r in records:
+        by_reason: dict[str, list[str]] = {}
+        for name, why in r.missing.items():
+            by_reason.setdefault(why, []).append(name)
+        for why, names in by_reason.items():
+            shown = ", ".join(names) if len(names) <= 3 else f"{', '.join(names[:2])} and {len(names) - 2} more"
+            groups.setdefault((shown, why), []).append(r.target)
+    for (shown, why), targets in groups.items():
+        who = "every target" if len(targets) == len(records) > 1 else ", ".join(targets)
+        out.print(f"[dim]{esc(who)}: {esc(shown)} missing: {esc(why)}[/dim]")
 
 
 def _output_format(output: str, json_out: str | None, csv_out: str | None) -> tuple[str, str | None, str | None]:
@@ -328,14 +340,28 @@ def device_cmd(
     table.add_column("property")
     table.add_column("value")
     for key, value in cpu_info().items():
-        table.add_row(f"cpu.{key}", esc(value))
+        table.add_row(f"cpu.{key}", _readable(key, value))
     ok, reason = nvml_available()
     if ok:
         for key, value in gpu_info().items():
-            table.add_row(f"gpu.{key}", esc(value))
+            table.add_row(f"gpu.{key}", _readable(key, value))
     else:
         table.add_row("gpu", f"none visible ({esc(reason)})")
     out.print(table)
+
+
+def _readable(key: str, value) -> str:
+    """A device property in the unit its name says (bytes as GiB, watts, MHz); missing shown as '-'."""
+    if value is None or value == {}:
+        return "-"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if key.endswith("_bytes"):
+            return binary_bytes(value)
+        if key.endswith("_w"):
+            return f"{value:g} W"
+        if key.endswith("_mhz"):
+            return f"{value:g} MHz"
+    return esc(value)
 
 
 def _calibrate(device, dtypes, threads, gemm_sizes, copy_mib, max_time, db) -> None:
