@@ -136,3 +136,26 @@ def test_terminal_output_reads_in_units_and_says_a_shared_note_once(tmp_path):
     device = run("device").stdout
     assert "GiB" in device and "None" not in device and "_bytes │ 1" not in device
     assert "<bool>" not in run("profile", "--help").stdout  # flags take no value
+
+
+def test_a_paper_protocol_is_replayed_and_recorded_with_what_was_changed(tmp_path):
+    r = run(
+        "profile", "hilo", "--tokens", "7", "--protocol", "litv2", "--batch", "2", "--iters", "3",
+        "--warmup-iters", "1", "--db", str(tmp_path / "r.db"), "--format", "json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)
+    assert row["protocol"] == "litv2 (changed: batch=2, warmup_iters=1, iters=3)"
+    assert row["dtype"] == "bf16" and row["batch"] == 2  # LITv2's AMP, as bf16 autocast on a CPU
+    assert "latency_ms_p50" not in row and row["throughput_img_s"] > 0  # the paper published throughput only
+    assert "protocol litv2: LITv2 main.py --throughput" in r.stderr
+    from effscope.profile.store import RecordStore
+
+    (record,) = RecordStore(str(tmp_path / "r.db")).records()
+    assert record.protocol["iters"] == 3 and record.protocol["warmup_iters"] == 1
+    for args, message in (
+        (("--protocol", "swin"), "unknown protocol 'swin'; the protocols are lightvit, litv2, timm"),
+        (("--iters", "0"), "--iters must be an integer >= 1, but got 0"),
+    ):
+        bad = run("profile", "hilo", "--tokens", "7", "--db", str(tmp_path / "r.db"), *args)
+        assert bad.returncode == 2 and message in bad.stderr

@@ -112,6 +112,21 @@ def test_warmup_is_time_budgeted_and_excluded_from_samples():
     assert fn.calls == s.warmup_iters + s.n
 
 
+def test_fixed_counts_replace_the_budgeted_warmup_and_the_adaptive_repeats():
+    clock = FakeClock()
+    fn = workload(clock, [1.0, 9.0])  # unstable: the IQR rule alone would keep sampling to the cap
+    s = latency(fn, clock, warmup_iters=3, iters=7, max_time_s=0.001)  # the time cap does not cut a fixed count
+    assert (s.warmup_iters, s.n, fn.calls) == (3, 7, 10) and not s.stable
+    fn = workload(clock, [2.0])
+    t = timing.measure_throughput(
+        fn, batch=4, device="cpu", window_s=100.0, warmup_iters=5, iters=30, clock=clock, cpu_clock=clock.cpu_clock
+    )
+    assert (t.warmup_iters, t.iters, fn.calls) == (5, 30, 35)
+    assert t.window_s == pytest.approx(0.060) and t.img_s == pytest.approx(4 * 30 / 0.060)  # 30 calls, one loop
+    with pytest.raises(SpecError, match="iters >= 1"):
+        latency(fn, clock, iters=0)
+
+
 def test_abort_if_stops_early():
     clock = FakeClock()
     fn = workload(clock, [10.0])

@@ -71,8 +71,17 @@ def profile(
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     suite: str = typer.Option(None, "--suite", help="Profile a named suite instead of one target: zoo."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    dtype: str = typer.Option("fp32", "--dtype", help="fp32, or bf16/fp16 under autocast."),
-    batch: int = typer.Option(1, "--batch", help="Images (or token maps) per forward."),
+    dtype: str = typer.Option(
+        None, "--dtype", help="fp32, or bf16/fp16 under autocast (default fp32).", show_default=False
+    ),
+    batch: int = typer.Option(
+        None, "--batch", help="Images (or token maps) per forward (default 1).", show_default=False
+    ),
+    protocol: str = typer.Option(
+        None, "--protocol", help="Time as a paper did: lightvit, litv2 or timm (its dtype, batch and iteration counts)."
+    ),
+    warmup_iters: int = typer.Option(None, "--warmup-iters", help="Exactly N warm-up iterations (fixed protocol)."),
+    iters: int = typer.Option(None, "--iters", help="Exactly N timed iterations instead of adaptive repeats / window."),
     resolution: str = typer.Option(None, "--resolution", help="Model input size: 224 or HxW."),
     tokens: str = typer.Option(None, "--tokens", help="Block token grid: 28 or HxW."),
     threads: int = typer.Option(None, "--threads", help="Torch intra-op threads (CPU); pinned for the run."),
@@ -101,6 +110,7 @@ def profile(
     """Count and measure a target (or a suite): params, MACs, latency, throughput, memory, energy."""
     from effscope.output import check_output
     from effscope.profile.measure import Options
+    from effscope.profile.protocols import get_protocol
     from effscope.profile.record import Workload
     from effscope.profile.run import Plan, check_device, parse_size, plan_suite, validate_options, validate_workload
     from effscope.profile.store import RecordStore
@@ -114,11 +124,18 @@ def profile(
     grid = parse_size(tokens, "--tokens")
     if size and grid:
         raise SpecError("--resolution is for models and --tokens for blocks; give one of them")
+    paper = get_protocol(protocol) if protocol else None
+    given = {"dtype": dtype, "batch": batch, "warmup_iters": warmup_iters, "iters": iters}
+    if paper is not None:
+        preset = {"dtype": paper.dtype(device), "batch": paper.batch, "warmup_iters": paper.warmup_iters}
+        preset["iters"] = paper.iters
+        changed = tuple(f"{k}={v}" for k, v in given.items() if v is not None and v != preset[k])
+        given = {k: preset[k] if v is None else v for k, v in given.items()}
     workload = validate_workload(
         Workload(
             device=device,
-            dtype=dtype,
-            batch=batch,
+            dtype=given["dtype"] or "fp32",
+            batch=1 if given["batch"] is None else given["batch"],
             size=size or grid,
             threads=threads,
             channels_last=channels_last,
@@ -131,11 +148,15 @@ def profile(
     options = validate_options(
         Options(
             elementwise=elementwise,
-            latency=not no_latency,
+            latency=not no_latency and (paper is None or paper.latency),
             throughput=not no_throughput,
             sweep=sweep,
             max_time_s=max_time,
             timeout_s=timeout,
+            warmup_iters=given["warmup_iters"],
+            iters=given["iters"],
+            protocol=paper.name if paper else None,
+            protocol_changes=changed if paper else (),
         )
     )
     check_device(workload.device)
@@ -170,6 +191,9 @@ def profile(
         for r in records:
             _print_notes(r)
         _print_missing(records)
+        if paper is not None:
+            changed = f"; changed here: {', '.join(options.protocol_changes)}" if options.protocol_changes else ""
+            out.print(f"protocol {paper.name}: {esc(paper.source)}{esc(changed)}")
         if len(records) > 2:
             from effscope.profile.run import rank_correlation
 

@@ -41,6 +41,11 @@ class Options:
         module_times: time each stage/block with hooks (details["time_by_module_ms"], for the breakdown report).
         fresh_process: run the job in a new worker process. CPU peak RSS is only honest in a fresh process (the
             allocator keeps what earlier jobs freed); a search that has no CPU memory budget may reuse one.
+        warmup_iters, iters: fixed warm-up and timed iteration counts instead of the time-budgeted warm-up, the
+            adaptive latency repeats and the throughput window (a paper's protocol; None: effscope's own).
+        protocol: the name of the paper protocol these options replay (profile/protocols.py), recorded in the
+            Record; its cudnn.benchmark setting applies during the job. protocol_changes: the protocol's settings
+            the user changed (recorded, so a modified replay never passes for the paper's).
     """
 
     count: bool = True
@@ -55,6 +60,10 @@ class Options:
     timeout_s: float = 600.0
     fresh_process: bool = True
     module_times: bool = True
+    warmup_iters: int | None = None
+    iters: int | None = None
+    protocol: str | None = None
+    protocol_changes: tuple[str, ...] = ()  # the protocol's settings the user changed, e.g. ("batch=2",)
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,7 @@ def run_job(job: Job, *, first_in_process: bool = True) -> Record:
             meaningless (it is then reported missing).
     """
     record = Record(target=job.target, kind="unknown", workload=job.workload.as_dict(), **job.record_fields)
-    record.protocol = {"name": "effscope-v1", **_protocol(job.options)}
+    record.protocol = _protocol(job.options)
     try:
         _run(job, record, first_in_process)
     except Exception as e:  # one target's failure is data, not a dead run
@@ -103,13 +112,33 @@ def run_job(job: Job, *, first_in_process: bool = True) -> Record:
 
 
 def _protocol(o: Options) -> dict[str, Any]:
-    return {
-        "warmup": "time-budgeted: >= 0.1 s and >= 10 iterations",
-        "repeats": f"adaptive until IQR/median <= 0.05 or {o.max_time_s:g} s",
+    """How this job times, as stored in the Record: effscope's own protocol, fixed counts, or a paper's."""
+    fixed = o.warmup_iters is not None or o.iters is not None
+    described: dict[str, Any] = {
+        "name": o.protocol or ("fixed-iterations" if fixed else "effscope-v1"),
+        "warmup": f"{o.warmup_iters} iterations"
+        if o.warmup_iters is not None
+        else "time-budgeted: >= 0.1 s and >= 10 iterations",
+        "repeats": f"{o.iters} iterations"
+        if o.iters is not None
+        else f"adaptive until IQR/median <= 0.05 or {o.max_time_s:g} s",
+        "throughput": f"{o.iters} iterations as one synchronized loop"
+        if o.iters is not None
+        else f"synchronized window of >= {o.window_s:g} s",
         "throughput_window_s": o.window_s,
+        "warmup_iters": o.warmup_iters,
+        "iters": o.iters,
         "no_grad": True,
         "eval": True,
     }
+    if o.protocol:
+        from effscope.profile.protocols import get_protocol
+
+        p = get_protocol(o.protocol)
+        described.update(
+            {"source": p.source, "cudnn_benchmark": p.cudnn_benchmark, "changed": list(o.protocol_changes)}
+        )
+    return described
 
 
 def _run(job: Job, record: Record, first_in_process: bool) -> None:
@@ -128,6 +157,8 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
     if wl.threads:
         set_threads(wl.threads)
     torch.manual_seed(0)
+    # Per job, as a reused worker may have run a protocol that turned it on (recorded in the environment).
+    torch.backends.cudnn.benchmark = bool(opts.protocol and record.protocol.get("cudnn_benchmark"))
     if job.module is None:
         target = resolve_target(job.target, job.knobs)
     else:
@@ -275,7 +306,13 @@ def _latency(forward, device, wl: Workload, opts: Options, record: Record) -> No
             return len(samples_ms) >= 5 and sorted(samples_ms)[len(samples_ms) // 3] > limit
 
     stats = measure_latency(
-        forward, device=device, max_time_s=opts.max_time_s, flush_cache=wl.flush_cache, abort_if=abort
+        forward,
+        device=device,
+        max_time_s=opts.max_time_s,
+        flush_cache=wl.flush_cache,
+        abort_if=abort,
+        warmup_iters=opts.warmup_iters,
+        iters=opts.iters,
     )
     record.latency = {
         "latency_ms_p50": stats.median_ms,
@@ -341,7 +378,15 @@ def _throughput(forward, device, wl: Workload, opts: Options, record: Record) ->
 
     # The sampler covers exactly the synchronized window (not the warm-up), so energy / images is per image.
     sampler = GpuSampler(nvml_index(device)) if device.type == "cuda" else None
-    t = measure_throughput(forward, batch=wl.batch, device=device, window_s=opts.window_s, sampler=sampler)
+    t = measure_throughput(
+        forward,
+        batch=wl.batch,
+        device=device,
+        window_s=opts.window_s,
+        sampler=sampler,
+        warmup_iters=opts.warmup_iters,
+        iters=opts.iters,
+    )
     record.throughput = {"throughput_img_s": t.img_s, "throughput_batch": t.batch, "throughput_window_s": t.window_s}
     tel = t.telemetry
     reason = (

@@ -151,6 +151,9 @@ class Record:
         row["flags"] = ",".join(self.flags)
         row["missing"] = "; ".join(f"{k}: {v}" for k, v in self.missing.items())
         row.update({f"env.{k}": v for k, v in self.env.items()})
-        row["protocol"] = self.protocol.get("name")
+        changed = self.protocol.get("changed")
+        row["protocol"] = (
+            f"{self.protocol.get('name')} (changed: {', '.join(changed)})" if changed else self.protocol.get("name")
+        )
         row.update({"key": self.key, "command": self.command, "study": self.study, "trial": self.trial})
         return row

@@ -80,10 +80,13 @@ def validate_workload(w: Workload, where: str | None = None) -> Workload:
 
 
 def validate_options(o: Options) -> Options:
-    """Check the time limits of a profiling run; one sentence per mistake."""
+    """Check the time limits and iteration counts of a profiling run; one sentence per mistake."""
     for option, value in (("--timeout", o.timeout_s), ("--max-time", o.max_time_s)):
         if not (math.isfinite(value) and value > 0):
             raise SpecError(f"{option} must be a positive number of seconds, but got {value:g}")
+    for option, value, least in (("--warmup-iters", o.warmup_iters, 0), ("--iters", o.iters, 1)):
+        if value is not None and value < least:
+            raise SpecError(f"{option} must be an integer >= {least}, but got {value}")
     return o
 
 

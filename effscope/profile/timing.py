@@ -236,10 +236,15 @@ def measure_latency(
     flush_cache: bool = False,
     abort_if: Callable[[tuple[float, ...]], bool] | None = None,
     max_iters: int = 100_000,
+    warmup_iters: int | None = None,
+    iters: int | None = None,
     clock: Clock = time.perf_counter,
     cpu_clock: Clock = time.process_time,
 ) -> LatencyStats:
     """Time `fn()` repeatedly and summarize its per-iteration latency.
+
+    `warmup_iters` / `iters` replace the time-budgeted warm-up / the adaptive repeats with exactly that many calls
+    (a paper's fixed protocol); the time caps and the IQR rule then do not apply.
 
     Warm-up runs until at least `warmup_s` seconds and `warmup_min_iters` calls have passed (or `max_time_s`).
     Timed iterations then repeat until IQR / median <= `target_rel_iqr`, checked once `min_iters` samples and
@@ -272,9 +277,14 @@ def measure_latency(
     flush = _flush_buffer(dev) if flush_cache else None
     threads = None if cuda else torch.get_num_threads()
 
-    warm_iters, warm_s = _warm_up(
-        fn, sync, clock, min_s=warmup_s, min_iters=warmup_min_iters, cap_s=max_time_s, flush=flush
-    )
+    _require(warmup_iters is None or warmup_iters >= 0, "warmup_iters >= 0", warmup_iters=warmup_iters)
+    _require(iters is None or iters >= 1, "iters >= 1", iters=iters)
+    if warmup_iters is not None:
+        warm_iters, warm_s = _warm_up(fn, sync, clock, min_s=0.0, min_iters=warmup_iters, cap_s=math.inf, flush=flush)
+    else:
+        warm_iters, warm_s = _warm_up(
+            fn, sync, clock, min_s=warmup_s, min_iters=warmup_min_iters, cap_s=max_time_s, flush=flush
+        )
 
     if cuda:
         stream = torch.cuda.current_stream(dev)
@@ -312,6 +322,11 @@ def measure_latency(
 
         n = len(samples)
         elapsed = t1 - t_start
+        if iters is not None:
+            if n >= iters:
+                stable = _rel_iqr(samples) <= target_rel_iqr
+                break
+            continue
         if n < _CHECK_EVERY_UNTIL or n >= next_check:
             next_check = n + max(1, n // 100)
             if abort_if is not None and n >= _ABORT_MIN_SAMPLES and abort_if(tuple(samples)):
@@ -386,6 +401,8 @@ def measure_throughput(
     warmup_s: float = 0.1,
     warmup_min_iters: int = 3,
     sampler: Any = None,
+    warmup_iters: int | None = None,
+    iters: int | None = None,
     clock: Clock = time.perf_counter,
     cpu_clock: Clock = time.process_time,
 ) -> ThroughputStats:
@@ -398,6 +415,9 @@ def measure_throughput(
     `sampler` (e.g. telemetry.GpuSampler, anything with start() and stop() -> result) is started after the
     warm-up's synchronization and stopped after the window's, so its energy covers exactly the images counted;
     its result is returned in `telemetry`. It is stopped even when `fn` raises.
+
+    `warmup_iters` / `iters` replace the time-budgeted warm-up / the window with exactly that many calls, timed as
+    one synchronized loop (how LightViT, LITv2 and timm time throughput).
     """
     dev = _check_device(device)
     _require(batch >= 1, "batch >= 1", batch=batch)
@@ -407,9 +427,14 @@ def measure_throughput(
     sync = _synchronizer(dev)
     threads = None if cuda else torch.get_num_threads()
 
-    warm_iters, warm_s = _warm_up(
-        fn, sync, clock, min_s=warmup_s, min_iters=warmup_min_iters, cap_s=max(warmup_s, window_s)
-    )
+    _require(warmup_iters is None or warmup_iters >= 0, "warmup_iters >= 0", warmup_iters=warmup_iters)
+    _require(iters is None or iters >= 1, "iters >= 1", iters=iters)
+    if warmup_iters is not None:
+        warm_iters, warm_s = _warm_up(fn, sync, clock, min_s=0.0, min_iters=warmup_iters, cap_s=math.inf)
+    else:
+        warm_iters, warm_s = _warm_up(
+            fn, sync, clock, min_s=warmup_s, min_iters=warmup_min_iters, cap_s=max(warmup_s, window_s)
+        )
 
     sync()
     if sampler is not None:
@@ -417,11 +442,11 @@ def measure_throughput(
     try:
         c0 = cpu_clock()
         t0 = clock()
-        iters = 0
+        done = 0
         while True:
             fn()
-            iters += 1
-            if clock() - t0 >= window_s:
+            done += 1
+            if (done >= iters) if iters is not None else (clock() - t0 >= window_s):
                 break
         sync()
         window = clock() - t0
@@ -429,9 +454,9 @@ def measure_throughput(
     finally:
         tel = sampler.stop() if sampler is not None else None
     return ThroughputStats(
-        img_s=iters * batch / window,
+        img_s=done * batch / window,
         batch=batch,
-        iters=iters,
+        iters=done,
         window_s=window,
         cpu_util=None if cuda else cpu / (window * threads),
         warmup_iters=warm_iters,
