@@ -38,6 +38,7 @@ def profile(
     batch: int = 1,
     size: int | tuple[int, int] | None = None,
     knobs: dict[str, Any] | None = None,
+    mode: str = "infer",
     isolate: bool = True,
     db: str | None = None,
     **options: Any,
@@ -51,6 +52,8 @@ def profile(
         device, dtype, batch: as the command's --device, --dtype, --batch.
         size: input size of a model, or token grid of a block: N or (H, W); None uses the target's own.
         knobs: knob values of a registered block or preset, e.g. {"window_size": 4}.
+        mode: "infer", or "train" to time a training step (forward, backward, AdamW step): its numbers are named
+            train_step_ms_p50, train_img_s, ...
         isolate: measure in a spawned process (the default, as the command does): a crash or a hang becomes a failed
             Record, and CPU peak memory is honest; an nn.Module instance is pickled to it, so its class must be
             importable. False measures in this process: faster to start, works for any module, but a crash takes
@@ -77,7 +80,9 @@ def profile(
     if unknown:
         raise SpecError(f"unknown option(s) {', '.join(unknown)}; the options are {', '.join(sorted(allowed))}")
     grid = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
-    workload = validate_workload(Workload(device=device, dtype=dtype, batch=batch, size=grid, cuda_graph=cuda_graph))
+    workload = validate_workload(
+        Workload(device=device, dtype=dtype, batch=batch, size=grid, cuda_graph=cuda_graph, mode=mode)
+    )
     check_device(workload.device)
     opts = validate_options(Options(**options))
     if isinstance(target, nn.Module):

@@ -74,3 +74,28 @@ def test_a_script_without_a_main_guard_gets_one_sentence(tmp_path):
     assert r.returncode == 1
     assert "noguard.py calls effscope.profile() outside `if __name__ == '__main__':`" in r.stderr.splitlines()[-1]
     assert "bootstrapping phase" not in r.stderr  # multiprocessing's own error never gets that far
+
+
+def test_training_mode_times_a_step_that_really_updates_the_weights():
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GELU(), torch.nn.Conv2d(8, 4, 1))
+    before = [p.detach().clone() for p in module.parameters()]
+    record = effscope.profile(module, size=12, batch=2, mode="train", isolate=False, max_time_s=0.1, window_s=0.1)
+    assert record.status == "ok" and record.workload["mode"] == "train"
+    assert record.latency["train_step_ms_p50"] > 0 and "latency_ms_p50" not in record.latency
+    assert record.throughput["train_img_s"] > 0 and record.memory["peak_rss_bytes"] is None
+    assert all(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))  # AdamW stepped
+    assert "training step's MACs are not counted" in record.missing["achieved_mac_s"]
+    with pytest.raises(SpecError, match="mode must be one of infer, train, but got 'fit'"):
+        effscope.profile("vit", mode="fit")
+
+
+def test_training_mode_gives_the_cache_its_own_key_and_leaves_inference_keys_as_they_were():
+    from effscope.profile.record import Workload, canonical_key
+
+    infer, train = Workload(), Workload(mode="train")
+    assert canonical_key("vit", {}, infer, "cpu") != canonical_key("vit", {}, train, "cpu")
+    before_modes = {k: v for k, v in infer.as_dict().items() if k != "mode"}  # a key stored before modes existed
+    payload = json.dumps({"target": "vit", "knobs": {}, "workload": before_modes, "device": "cpu"}, sort_keys=True)
+    import hashlib
+
+    assert canonical_key("vit", {}, infer, "cpu") == hashlib.sha256(payload.encode()).hexdigest()[:24]

@@ -159,3 +159,14 @@ def test_a_paper_protocol_is_replayed_and_recorded_with_what_was_changed(tmp_pat
     ):
         bad = run("profile", "hilo", "--tokens", "7", "--db", str(tmp_path / "r.db"), *args)
         assert bad.returncode == 2 and message in bad.stderr
+
+
+def test_training_mode_on_the_command_line(tmp_path):
+    r = run("profile", "hilo", *QUICK, "--mode", "train", "--batch", "2", "--db", str(tmp_path / "r.db"))
+    assert r.returncode == 0, r.stderr
+    header = next(line for line in r.stdout.splitlines() if "target" in line and "status" in line)
+    assert "step p50 ms" in header and "train img/s" in header
+    row = next(line for line in r.stdout.splitlines() if line.startswith("│ hilo"))
+    assert row.split("│")[5].strip() not in ("", "-")  # the step's p50 was measured
+    bad = run("profile", "hilo", "--tokens", "7", "--mode", "fit", "--db", str(tmp_path / "r.db"))
+    assert bad.returncode == 2 and "--mode must be one of infer, train, but got 'fit'" in bad.stderr

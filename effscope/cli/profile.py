@@ -25,17 +25,20 @@ from effscope.units import binary_bytes, si
 CROSSCHECK_TOLERANCE = 1e-6  # both counters are exact on matmul-class work, so any difference is a miscount
 
 
-def _records_table(records) -> Table:
+def _records_table(records, train: bool = False) -> Table:
+    """The run's Records, one row each; in training mode the times are of a training step."""
+    time_key, rate_key = ("train_step_ms", "train_img_s") if train else ("latency_ms", "throughput_img_s")
+    step = "step " if train else ""
     table = Table()
     columns = (
         "target",
         "status",
         "params",
         "MACs",
-        "p50 ms",
-        "p90 ms",
+        f"{step}p50 ms",
+        f"{step}p90 ms",
         "IQR %",
-        "img/s",
+        "train img/s" if train else "img/s",
         "peak mem MB",
         "J/img",
         "flags",
@@ -44,8 +47,8 @@ def _records_table(records) -> Table:
         table.add_column(col, justify="left" if col in ("target", "status", "flags") else "right")
     for r in records:
         f = r.flat()
-        iqr = f.get("latency_ms_iqr")
-        p50 = f.get("latency_ms_p50")
+        iqr = f.get(f"{time_key}_iqr")
+        p50 = f.get(f"{time_key}_p50")
         mem = f.get("peak_mem_bytes", f.get("peak_rss_bytes"))
         table.add_row(
             esc(r.target + (f" @{f['height']}x{f['width']}" if f.get("height") else "")),
@@ -53,9 +56,9 @@ def _records_table(records) -> Table:
             fmt(f.get("params"), ",d"),
             si(f["macs"]) if f.get("macs") is not None else "-",
             fmt(p50, ".3f"),
-            fmt(f.get("latency_ms_p90"), ".3f"),
+            fmt(f.get(f"{time_key}_p90"), ".3f"),
             fmt(100 * iqr / p50 if iqr is not None and p50 else None, ".1f"),
-            fmt(f.get("throughput_img_s"), ".1f"),
+            fmt(f.get(rate_key), ".1f"),
             fmt(mem, ".1f", 2**20),
             fmt(f.get("energy_j_per_img"), ".4f"),
             esc(f.get("flags") or ""),
@@ -79,6 +82,9 @@ def profile(
     ),
     protocol: str = typer.Option(
         None, "--protocol", help="Time as a paper did: lightvit, litv2 or timm (its dtype, batch and iteration counts)."
+    ),
+    mode: str = typer.Option(
+        "infer", "--mode", help="infer, or train: time forward + backward + an AdamW step, with its peak memory."
     ),
     warmup_iters: int = typer.Option(None, "--warmup-iters", help="Exactly N warm-up iterations (fixed protocol)."),
     iters: int = typer.Option(None, "--iters", help="Exactly N timed iterations instead of adaptive repeats / window."),
@@ -143,6 +149,7 @@ def profile(
             cuda_graph=device.startswith("cuda") if cuda_graph is None else cuda_graph,
             flush_cache=flush_cache,
             attention=attention,
+            mode=mode,
         )
     )
     options = validate_options(
@@ -187,7 +194,7 @@ def profile(
         store = RecordStore(url)
         provenance = {"command": command_line()}
         records = _run_with_progress(plans, options, store, provenance)
-        out.print(_records_table(records))
+        out.print(_records_table(records, train=workload.mode == "train"))
         for r in records:
             _print_notes(r)
         _print_missing(records)

@@ -7,7 +7,7 @@ failed Record with its reason; the worker (worker.py) covers what cannot be caug
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -200,22 +200,81 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
             with torch.no_grad(), amp:
                 return fn(*tensors)
 
-        _memory(forward, device, baseline_rss, first_in_process, record)
+        train = wl.mode == "train"
+        work = _train_step(module, runner, tensors, device, amp_dtype) if train else forward
+        _memory(work, device, baseline_rss, first_in_process, record)
         reference_before = _time_reference(device) if opts.reference else None
         if opts.latency:
-            _latency(forward, device, wl, opts, record)
+            _latency(work, device, replace(wl, cuda_graph=wl.cuda_graph and not train), opts, record)
         over_budget = bool(record.latency.get("latency_aborted"))  # nothing more to learn from its timing
         if opts.throughput and not over_budget:
-            _throughput(forward, device, wl, opts, record)
+            _throughput(work, device, wl, opts, record)
         if reference_before is not None:
             _reference(reference_before, _time_reference(device), record)
-        if opts.sweep:
+        if train:
+            _as_training(record)
+            module.eval()  # counting below is of the inference forward
+        if opts.sweep and not train:
             _sweep(target, module, wl, opts, record, amp_dtype)
-        if opts.module_times and not over_budget:
+        if opts.module_times and not over_budget and not train:
             record.details["time_by_module_ms"] = _module_times(lambda: forward(fn=bound), module, device)
         if opts.count:  # last: tracing allocates, and its counts do not depend on timing
             _count(module, target.example_args(module, 1, wl.size, device), opts, record)
     _roofline(record)
+
+
+def _train_step(module: torch.nn.Module, runner, tensors, device: torch.device, amp_dtype):
+    """One training step as a callable: forward in train mode (under autocast when asked), a scalar loss, backward,
+    and an AdamW step (through a GradScaler in fp16). The loss is the mean square of the first output, a stand-in
+    whose cost is negligible beside the network's."""
+    module.train()
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise EffscopeError("there is nothing to train: the target has no parameters that require gradients")
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype is torch.float16 else None
+
+    def step(cache: bool = True) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+        with amp:
+            out = runner(*tensors)
+            first = out if isinstance(out, torch.Tensor) else next(t for t in out if isinstance(t, torch.Tensor))
+            loss = first.float().pow(2).mean()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+    return step
+
+
+# Training mode measures a step, not a forward: its numbers get names that say so.
+_TRAIN_NAMES = {
+    "latency_ms_p50": "train_step_ms_p50",
+    "latency_ms_p10": "train_step_ms_p10",
+    "latency_ms_p90": "train_step_ms_p90",
+    "latency_ms_p99": "train_step_ms_p99",
+    "latency_ms_iqr": "train_step_ms_iqr",
+    "latency_ms_mean": "train_step_ms_mean",
+    "latency_n": "train_step_n",
+    "latency_wall_ms_p50": "train_step_wall_ms_p50",
+    "throughput_img_s": "train_img_s",
+    "latency_vs_reference": "train_step_vs_reference",
+}
+
+
+def _as_training(record: Record) -> None:
+    for section in (record.latency, record.throughput, record.reference):
+        for old, new in _TRAIN_NAMES.items():
+            if old in section:
+                section[new] = section.pop(old)
+    for old, new in _TRAIN_NAMES.items():
+        if old in record.missing:
+            record.missing[new] = record.missing.pop(old)
 
 
 def _roofline(record: Record) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 __all__ = ["Record", "Workload", "canonical_key"]
 
 DTYPES = ("fp32", "bf16", "fp16")
+MODES = ("infer", "train")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Workload:
         flush_cache: zero a 256 MB buffer before each timed iteration (block micro-benchmarks).
         attention: attention core: "auto" (per call, by device, bias and size; the Record's environment says how),
             "sdpa" or "explicit".
+        mode: "infer" (eval, no_grad forward) or "train" (train mode: forward, a scalar loss, backward and an
+            AdamW step, timed as one training step).
     """
 
     device: str = "cpu"
@@ -48,6 +51,7 @@ class Workload:
     cuda_graph: bool = False
     flush_cache: bool = False
     attention: str = "auto"
+    mode: str = "infer"
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -64,8 +68,11 @@ class Workload:
 
 def canonical_key(target: str, knobs: dict[str, Any], workload: Workload, device_name: str) -> str:
     """A stable key for (architecture, workload, device): equal keys mean the same measurement (search cache)."""
+    measured = workload.as_dict()
+    if measured["mode"] == "infer":
+        del measured["mode"]  # keys from before training mode existed stay valid for inference
     payload = json.dumps(
-        {"target": target, "knobs": knobs, "workload": workload.as_dict(), "device": device_name},
+        {"target": target, "knobs": knobs, "workload": measured, "device": device_name},
         sort_keys=True,
         default=str,
     )

@@ -396,7 +396,13 @@ def roofline_numbers(
         out["intensity_mac_per_byte"] = macs / per_img
     p50 = latency.get("latency_ms_p50")
     if macs is None or not p50:
-        missing["achieved_mac_s"] = "no latency measured" if macs is not None else "no MAC count"
+        missing["achieved_mac_s"] = (
+            "no MAC count"
+            if macs is None
+            else "a training step's MACs are not counted (the count is of the inference forward)"
+            if workload.get("mode") == "train"
+            else "no latency measured"
+        )
         missing.setdefault("roofline_fraction", missing["achieved_mac_s"])
     else:
         out["achieved_mac_s"] = macs * batch / (p50 / 1e3)

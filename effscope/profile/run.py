@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from effscope.errors import SpecError
 from effscope.profile.measure import Job, Options
-from effscope.profile.record import DTYPES, Record, Workload
+from effscope.profile.record import DTYPES, MODES, Record, Workload
 from effscope.profile.target import Target, resolve_target
 
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ def validate_workload(w: Workload, where: str | None = None) -> Workload:
 
     if w.dtype not in DTYPES:
         raise SpecError(f"{name('dtype')} must be one of {', '.join(DTYPES)}, but got '{w.dtype}'")
+    if w.mode not in MODES:
+        raise SpecError(f"{name('mode')} must be one of {', '.join(MODES)}, but got '{w.mode}'")
     if not (w.device == "cpu" or w.device == "cuda" or re.fullmatch(r"cuda:\d+", w.device)):
         raise SpecError(f"{name('device')} must be cpu, cuda or cuda:N, but got '{w.device}'")
     if w.batch < 1:
