@@ -142,13 +142,29 @@ def test_nothing_feasible_shows_least_violating_and_says_so():
 
 def test_gap_correlations_exact_and_cached_trials_count_once():
     points = [
-        pt(f"d{i}", lat, 1.0, record_uid=f"r{i}", family="litv2", numbers={"macs": macs, "throughput_img_s": tp})
+        pt(
+            f"d{i}",
+            lat,
+            1.0,
+            record_uid=f"r{i}",
+            family="litv2",
+            numbers={"macs": macs, "throughput_img_s": tp},
+            workload={"batch": 8},
+        )
         for i, (macs, lat, tp) in enumerate([(1e9, 1, 4), (2e9, 3, 3), (3e9, 2, 2), (4e9, 4, 1)])
     ]
     cached = dataclasses.replace(points[1], id="cached copy")  # same record: same measurement
     gap = gap_section(Source("study", "s", [*points, cached]))
+    assert gap.throughput
     assert gap.correlations.rows == [["all designs", 4, 0.8, pytest.approx(4 / 6), -1.0, -1.0]]
     assert [m.x for m in gap.series[0].markers] == [1.0, 2.0, 3.0, 4.0]  # MACs in G
+    assert gap.x_scale == 1e9
+    # batch 1: throughput is 1000 / latency, so it is neither plotted nor correlated, and the report says why
+    batch1 = gap_section(Source("study", "s", [dataclasses.replace(p, workload={"batch": 1}) for p in points]))
+    assert not batch1.throughput
+    assert batch1.correlations.rows == [["all designs", 4, 0.8, pytest.approx(4 / 6)]]
+    assert "throughput" not in " ".join(batch1.correlations.columns).lower()
+    assert any(n.startswith("Throughput is not plotted: every design ran at batch 1") for n in batch1.notes)
     # constant MACs: no gap to show
     flat = [dataclasses.replace(p, numbers={**p.numbers, "macs": 1e9}) for p in points]
     assert gap_section(Source("study", "s", flat)) is None

@@ -603,6 +603,8 @@ class Gap:
     headline: dict[str, Any]  # overall n, spearman/kendall for latency and throughput
     notes: list[str]
     x_label: str  # MACs with the SI prefix the markers' x is in
+    x_scale: float  # the markers' x times this is MACs
+    throughput: bool  # plot throughput: some design ran at batch > 1 (at batch 1 it is 1000 / latency)
 
 
 @dataclass
@@ -1011,28 +1013,31 @@ def gap_section(source: Source) -> Gap | None:
         )
         for fam, fam_pts in sorted(families.items())
     ]
-    rows = [_correlation_row("all designs", pts)]
-    rows += [_correlation_row(fam, fp) for fam, fp in sorted(families.items()) if len(fp) >= 3 and len(families) > 1]
-    columns = [
-        "designs",
-        "n",
-        "Spearman ρ (MACs, latency)",
-        "Kendall τ (MACs, latency)",
-        "Spearman ρ (MACs, throughput)",
-        "Kendall τ (MACs, throughput)",
-    ]
+    throughput = any((p.workload.get("batch") or 1) > 1 for p in pts if p.get("throughput_img_s") is not None)
+    columns = ["designs", "n", "Spearman ρ (MACs, latency)", "Kendall τ (MACs, latency)"]
+    if throughput:
+        columns += ["Spearman ρ (MACs, throughput)", "Kendall τ (MACs, throughput)"]
+    chosen = [("all designs", pts)]
+    chosen += [(fam, fp) for fam, fp in sorted(families.items()) if len(fp) >= 3 and len(families) > 1]
+    rows = [_correlation_row(name, fp)[: len(columns)] for name, fp in chosen]
     headline = dict(zip(columns[1:], rows[0][1:], strict=True))
     notes = [
         "A rank correlation of 1 would mean MACs order the designs exactly as measured latency does; "
         "anything less is the gap between the indirect metric and real speed on this device."
     ]
+    if not throughput and any(p.get("throughput_img_s") is not None for p in pts):
+        notes.append(
+            "Throughput is not plotted: every design ran at batch 1, where images/s is 1000 / latency in ms, "
+            "the latency panel again."
+        )
     kinds = {p.kind for p in pts}
     if len(kinds) > 1:
         notes.append(
             "Blocks (circles) and whole models (diamonds) are mixed here; "
             "compare within a family for a like-for-like gap."
         )
-    return Gap(series, Table(columns, rows), headline, notes, f"MACs ({prefix or 'count'}, fvcore convention)")
+    x_label = f"MACs ({prefix or 'count'}, fvcore convention)"
+    return Gap(series, Table(columns, rows), headline, notes, x_label, scale, throughput)
 
 
 def correlations(points: Sequence[Point], y: str) -> tuple[int, float, float]:
