@@ -713,7 +713,8 @@ def _summary_html(s: Summary) -> str:
 
 def _front_html(f: Front) -> str:
     parts = [_notes(f.notes), _figure_html(front_figure(f), "fig-front")]
-    parts.append("<h3>The front per budget</h3>" + table_html(f.slices))
+    hint = f'<p class="hint">{html.escape(f.slices_hint)}</p>' if f.slices_hint else ""
+    parts.append("<h3>The front per budget</h3>" + hint + table_html(f.slices))
     if f.least_violating is not None:
         parts.append("<h3>Least-violating designs</h3>" + table_html(f.least_violating))
     return "".join(parts)
