@@ -566,3 +566,28 @@ def test_parallel_coordinates_scaling_and_readable_ticks():
         ("c", "feasible", [0.0, 0.0, 0.98, 2 / 3]),
         ("d", "feasible", [None, 1.0, 1.0, 1.0]),
     ]
+
+
+def test_storage_is_shown_as_given_and_relative_under_the_working_directory(tmp_path, monkeypatch):
+    import optuna
+
+    from effscope.report import build_report
+    from effscope.urls import shown_location
+
+    (tmp_path / "project" / "spaces").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "project")
+    db = tmp_path / "project" / "effscope.db"
+    assert (
+        shown_location(f"sqlite:///{db}") == shown_location(str(db)) == shown_location("effscope.db") == "effscope.db"
+    )
+    assert shown_location("../elsewhere.db") == "../elsewhere.db"  # outside the working directory: as given
+    assert shown_location("postgresql://me:secret@host/db") == "postgresql://me:***@host/db"
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{db}", directions=["maximize", "minimize"])
+    study.set_user_attr("effscope_space", {"name": "tiny", "path": str(tmp_path / "project" / "spaces" / "t.toml")})
+    study.add_trial(optuna.trial.create_trial(values=[1.0, 2.0], user_attrs={"latency_ms_p50": 2.0}))
+    page = build_report(output="r.html", storage=f"sqlite:///{db}", study="s").read_text(encoding="utf-8")
+    assert "<th>storage</th><td>effscope.db</td>" in page
+    assert "<th>search space</th><td>tiny (spaces/t.toml)</td>" in page
+    assert str(tmp_path) not in page  # no absolute temporary path anywhere

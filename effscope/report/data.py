@@ -1488,7 +1488,10 @@ def provenance_section(source: Source, command: str | None = None) -> Table:
     rows.append(["study" if source.kind == "study" else "records", source.name])
     space = source.attrs.get("effscope_space") or {}
     if space:
-        rows.append(["search space", f"{space.get('name', '')} ({space.get('path', '')})"])
+        from effscope.urls import shown_location
+
+        where = shown_location(str(space["path"])) if space.get("path") else ""
+        rows.append(["search space", f"{space.get('name', '')} ({where})"])
     if source.attrs.get("command"):
         rows.append(["search command", mask_command(str(source.attrs["command"]))])
     if source.kind != "study":
