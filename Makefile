@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 EFFSCOPE := $(VENV)/bin/effscope
 STAMP := $(VENV)/.effscope-installed
 DB := effscope.db
+# The demo's report goes to a folder git ignores: a run never rewrites the committed reports/demo-cpu.html.
+DEMO_OUT := demo-output
 
 .PHONY: demo test lint bench gpu-check gpu-wheels clean
 
@@ -21,7 +23,7 @@ demo: $(STAMP)
 	$(EFFSCOPE) models list
 	$(EFFSCOPE) profile pvtv2_b0 lightvit_t litv2_s --db $(DB) --max-time 3
 	$(EFFSCOPE) search hilo_block --trials 40 --db $(DB)
-	$(EFFSCOPE) report --storage $(DB) --study hilo_block-cpu -o reports/demo-cpu.html
+	$(EFFSCOPE) report --storage $(DB) --study hilo_block-cpu -o $(DEMO_OUT)/demo-cpu.html
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from effscope.errors import SpecError
 
-__all__ = ["DEFAULT_DB", "database_url", "mask_command", "mask_url", "sqlite_path"]
+__all__ = ["DEFAULT_DB", "database_url", "mask_command", "mask_url", "shown_location", "sqlite_path"]
 
 DEFAULT_DB = "effscope.db"  # in the working directory; EFFSCOPE_DB overrides
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
@@ -63,6 +63,18 @@ def sqlite_path(url: str) -> Path | None:
         return None
     path = url.removeprefix("sqlite:///").split("?", 1)[0]
     return Path(path).expanduser().resolve() if path else None
+
+
+def shown_location(location: str) -> str:
+    """A database (or file) location for people to read: as the user gave it, password masked, and a file under the
+    working directory relative to it ('effscope.db', not 'sqlite:////home/me/project/effscope.db')."""
+    path = sqlite_path(location) if "://" in location else Path(location).expanduser()
+    if path is not None:
+        try:
+            return str(path.resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:  # outside the working directory: as given
+            pass
+    return mask_url(location)
 
 
 def mask_url(url: str) -> str:

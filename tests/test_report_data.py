@@ -19,6 +19,7 @@ from effscope.report.data import (
     Source,
     budget_slices,
     eta_squared,
+    front_section,
     gap_section,
     hover,
     hypervolume_2d,
@@ -75,7 +76,8 @@ def test_pareto_front_minimize():
     assert ids(pareto_front(points, "minimize")) == ["Z", "F"]
 
 
-def test_budget_slices_per_budget_and_only_feasible():
+def _sliced() -> tuple[list[Point], list[Budget]]:
+    """Designs under two p90 budgets (5 and 10 ms): one over both, one invalid, one cached twice."""
     points = [
         pt("fast", 1, 1, numbers={"latency_ms_p90": 2}, constraints={"latency": -0.8}),
         pt("mid", 3, 4, numbers={"latency_ms_p90": 4}, constraints={"latency": -0.6}),
@@ -86,7 +88,11 @@ def test_budget_slices_per_budget_and_only_feasible():
     ]
     points[1].record_uid = "rec-mid"
     points.append(dataclasses.replace(points[1], id="mid (cached)"))  # a cache hit: the same measurement again
-    budgets = [Budget("latency", "latency_ms_p90", 10.0, "ms"), Budget("latency", "latency_ms_p90", 5.0, "ms")]
+    return points, [Budget("latency", "latency_ms_p90", 10.0, "ms"), Budget("latency", "latency_ms_p90", 5.0, "ms")]
+
+
+def test_budget_slices_per_budget_and_only_feasible():
+    points, budgets = _sliced()
     slices = budget_slices(points, budgets, "maximize")
     assert [(s.budget.limit, s.n_within, ids(s.front)) for s in slices] == [
         (5.0, 3, ["fast", "mid"]),
@@ -99,6 +105,45 @@ def test_budget_slices_per_budget_and_only_feasible():
     assert rows == [["latency_ms_p90 ≤ 1.5 ms", 0, "no design fits", None, None, None, ""]]
     # without budgets: the whole feasible front
     assert ids(budget_slices(points, [])[0].front) == ["fast", "mid", "slow"]
+
+
+def test_front_per_budget_lists_each_design_once_under_its_tightest_budget():
+    points, budgets = _sliced()
+    table = slice_table(points, budgets, Objective("synflow", "synflow", "maximize", True))
+    designs = [r[2] for r in table.rows]
+    assert len(designs) == len(set(designs)), f"a design is listed twice: {designs}"
+    assert [r[:3] for r in table.rows] == [
+        ["latency_ms_p90 ≤ 5 ms", 3, "mid"],
+        ["", "", "fast"],
+        ["latency_ms_p90 ≤ 10 ms", 4, "slow"],  # the 10 ms front is slow plus the rows above
+    ]
+    # a looser budget whose front adds nothing says so instead of repeating the rows above
+    same = [*budgets, Budget("latency", "latency_ms_p90", 9.5, "ms")]
+    rows = slice_table(points[:4], same, Objective("synflow", "synflow", "maximize", True)).rows
+    assert [r[2] for r in rows] == ["mid", "fast", "slow", "no design beyond the rows above"]
+
+
+def test_front_plots_the_budget_statistic_so_position_and_feasibility_agree():
+    # "sneaky" has its median left of the 2 ms line but its p90, the budgeted statistic, right of it: infeasible
+    points = [
+        pt("fast", 1.0, 1.0, numbers={"latency_ms_p90": 1.2}, constraints={"latency": -0.4}),
+        pt("sneaky", 1.5, 3.0, numbers={"latency_ms_p90": 2.5}, constraints={"latency": 0.25}),
+        pt("mid", 1.6, 2.0, numbers={"latency_ms_p90": 1.9}, constraints={"latency": -0.05}),
+    ]
+    budget = {"name": "latency", "statistic": "latency_ms_p90", "limit": 2.0, "unit": "ms"}
+    source = Source("study", "s", points, attrs={"objectives": [PROXY], "budgets": [budget]})
+    front = front_section(source)
+    assert front.x_statistic == budget["statistic"]
+    assert front.x_label.startswith("latency p90 (ms")
+    [(limit, _)] = front.budget_lines
+    by_id = {p.id: p for p in points}
+    for group, markers in front.groups.items():
+        for m in markers:
+            assert m.x == by_id[m.id].get(budget["statistic"])
+            assert (m.x <= limit) == (group != "infeasible"), f"{m.id} ({group}) sits on the wrong side of the line"
+    assert front.front_line == [(1.2, 1.0), (1.9, 2.0)]
+    # without latency budgets the median is plotted, as the search minimizes it
+    assert front_section(dataclasses.replace(source, attrs={"objectives": [PROXY]})).x_statistic == "latency_ms_p50"
 
 
 def test_least_violating_ranks_by_total_violation_and_skips_invalid():
@@ -116,8 +161,8 @@ def test_least_violating_ranks_by_total_violation_and_skips_invalid():
 
 def _nothing_feasible() -> Source:
     points = [
-        pt("trial 0", 15, 3, trial=0, constraints={"latency": 0.5, "memory": 0.0, "valid": 0.0}),
-        pt("trial 1", 11, 2, trial=1, constraints={"latency": 0.1, "memory": 0.0, "valid": 0.0}),
+        pt("trial 0", 15, 3, trial=0, numbers={"latency_ms_p90": 15}, constraints={"latency": 0.5, "valid": 0.0}),
+        pt("trial 1", 11, 2, trial=1, numbers={"latency_ms_p90": 11}, constraints={"latency": 0.1, "valid": 0.0}),
         pt("trial 2", None, None, trial=2, status="invalid", constraints={"valid": 1.0}),
     ]
     attrs = {"objectives": [PROXY], "budgets": [{"name": "latency", "statistic": "latency_ms_p90", "limit": 10}]}
@@ -142,13 +187,29 @@ def test_nothing_feasible_shows_least_violating_and_says_so():
 
 def test_gap_correlations_exact_and_cached_trials_count_once():
     points = [
-        pt(f"d{i}", lat, 1.0, record_uid=f"r{i}", family="litv2", numbers={"macs": macs, "throughput_img_s": tp})
+        pt(
+            f"d{i}",
+            lat,
+            1.0,
+            record_uid=f"r{i}",
+            family="litv2",
+            numbers={"macs": macs, "throughput_img_s": tp},
+            workload={"batch": 8},
+        )
         for i, (macs, lat, tp) in enumerate([(1e9, 1, 4), (2e9, 3, 3), (3e9, 2, 2), (4e9, 4, 1)])
     ]
     cached = dataclasses.replace(points[1], id="cached copy")  # same record: same measurement
     gap = gap_section(Source("study", "s", [*points, cached]))
+    assert gap.throughput
     assert gap.correlations.rows == [["all designs", 4, 0.8, pytest.approx(4 / 6), -1.0, -1.0]]
     assert [m.x for m in gap.series[0].markers] == [1.0, 2.0, 3.0, 4.0]  # MACs in G
+    assert gap.x_scale == 1e9
+    # batch 1: throughput is 1000 / latency, so it is neither plotted nor correlated, and the report says why
+    batch1 = gap_section(Source("study", "s", [dataclasses.replace(p, workload={"batch": 1}) for p in points]))
+    assert not batch1.throughput
+    assert batch1.correlations.rows == [["all designs", 4, 0.8, pytest.approx(4 / 6)]]
+    assert "throughput" not in " ".join(batch1.correlations.columns).lower()
+    assert any(n.startswith("Throughput is not plotted: every design ran at batch 1") for n in batch1.notes)
     # constant MACs: no gap to show
     flat = [dataclasses.replace(p, numbers={**p.numbers, "macs": 1e9}) for p in points]
     assert gap_section(Source("study", "s", flat)) is None
@@ -422,12 +483,13 @@ def test_report_data_matches_golden():
     assert data == golden, "report data changed; if intended, rerun with EFFSCOPE_UPDATE_GOLDEN=1 and review the diff"
     # the parts a person checks first
     assert [m["id"] for m in golden["front"]["groups"]["best"]] == ["trial 0", "trial 1", "trial 3 (litv2)"]
-    assert [r[2] for r in golden["front"]["slices"]["rows"]] == [
-        "trial 1",
-        "trial 0",
-        "trial 3 (litv2)",
-        "trial 1",
-        "trial 0",
+    assert golden["front"]["x_statistic"] == "latency_ms_p90"  # the budgets' statistic, not the median
+    assert [m["x"] for m in golden["front"]["groups"]["best"]] == pytest.approx([1.1, 1.32, 2.75])
+    # each design once, under the tightest budget it meets
+    assert [r[:3] for r in golden["front"]["slices"]["rows"]] == [
+        ["latency_ms_p90 ≤ 2 ms", 3, "trial 1"],
+        ["", "", "trial 0"],
+        ["latency_ms_p90 ≤ 3 ms", 4, "trial 3 (litv2)"],
     ]
     assert [p["id"] for p in golden["front"]["presets"]] == ["trial 3 (litv2)"]
 
@@ -504,3 +566,28 @@ def test_parallel_coordinates_scaling_and_readable_ticks():
         ("c", "feasible", [0.0, 0.0, 0.98, 2 / 3]),
         ("d", "feasible", [None, 1.0, 1.0, 1.0]),
     ]
+
+
+def test_storage_is_shown_as_given_and_relative_under_the_working_directory(tmp_path, monkeypatch):
+    import optuna
+
+    from effscope.report import build_report
+    from effscope.urls import shown_location
+
+    (tmp_path / "project" / "spaces").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "project")
+    db = tmp_path / "project" / "effscope.db"
+    assert (
+        shown_location(f"sqlite:///{db}") == shown_location(str(db)) == shown_location("effscope.db") == "effscope.db"
+    )
+    assert shown_location("../elsewhere.db") == "../elsewhere.db"  # outside the working directory: as given
+    assert shown_location("postgresql://me:secret@host/db") == "postgresql://me:***@host/db"
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{db}", directions=["maximize", "minimize"])
+    study.set_user_attr("effscope_space", {"name": "tiny", "path": str(tmp_path / "project" / "spaces" / "t.toml")})
+    study.add_trial(optuna.trial.create_trial(values=[1.0, 2.0], user_attrs={"latency_ms_p50": 2.0}))
+    page = build_report(output="r.html", storage=f"sqlite:///{db}", study="s").read_text(encoding="utf-8")
+    assert "<th>storage</th><td>effscope.db</td>" in page
+    assert "<th>search space</th><td>tiny (spaces/t.toml)</td>" in page
+    assert str(tmp_path) not in page  # no absolute temporary path anywhere

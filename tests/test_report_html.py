@@ -442,3 +442,74 @@ def test_nothing_feasible_renders_the_least_violating_designs():
     page = render(report_data(Source("study", "s", points, attrs=attrs, directions=["maximize", "minimize"])))
     assert "No design met every budget" in page and "least violating (nothing is feasible)" in page
     assert "<h3>Least-violating designs</h3>" in page and "latency +10.0 %" in page
+
+
+# ------------------------------------------------------------------------------ figures from hand-built data
+
+
+SPREAD = [(0.5, 0.6, 2.1e6), (4.0, 3.0, 2e7), (30.0, 12.0, 9e7), (400.0, 45.0, 3e8)]  # ms, IQR/median %, MACs
+
+
+def _spread_designs(batch: int, families: tuple[str, ...] = ("hilo",)) -> list:
+    """Designs whose latency, IQR/median and MACs each span over two decades (log axes)."""
+    from effscope.report.data import Point
+
+    return [
+        Point(
+            id=f"d{i}",
+            target=families[i % len(families)],
+            family=families[i % len(families)],
+            numbers={
+                "latency_ms_p50": lat,
+                "latency_ms_iqr": lat * iqr / 100,
+                "macs": macs,
+                "throughput_img_s": batch * 1000 / lat * (1 + 0.1 * i),
+            },
+            workload={"batch": batch},
+        )
+        for i, (lat, iqr, macs) in enumerate(SPREAD)
+    ]
+
+
+def _number(text: str) -> float:
+    """A tick label back to a number: '0.5 %' -> 0.5, '2 M' -> 2e6, '1,000' -> 1000."""
+    value, _, unit = text.replace(",", "").partition(" ")
+    return float(value) * {"": 1, "%": 1, "K": 1e3, "M": 1e6, "G": 1e9}[unit]
+
+
+def test_log_axis_ticks_carry_their_full_values():
+    from effscope.report.data import Source, report_data
+    from effscope.report.html import gap_figure, iqr_figure
+
+    data = report_data(Source("records", "r", _spread_designs(batch=1)))
+    iqr = iqr_figure(data.trust).layout.yaxis
+    assert iqr.type == "log"
+    assert list(iqr.ticktext) == [f"{v:g} %" for v in iqr.tickvals]
+    assert {"0.5 %", "1 %", "2 %", "5 %", "10 %", "20 %", "50 %"} <= set(iqr.ticktext)
+    gap = gap_figure(data.gap).layout
+    assert gap.xaxis.type == gap.yaxis.type == "log"
+    assert {"2 M", "5 M", "10 M", "20 M", "50 M", "100 M", "200 M"} <= set(gap.xaxis.ticktext)
+    assert [_number(t) for t in gap.xaxis.ticktext] == pytest.approx([v * 1e6 for v in gap.xaxis.tickvals])
+    assert {"0.5", "1", "10", "100", "200"} <= set(gap.yaxis.ticktext)  # ms, named in the axis title
+    assert [_number(t) for t in gap.yaxis.ticktext] == pytest.approx(list(gap.yaxis.tickvals))
+
+
+def test_throughput_panel_only_beyond_batch_1_and_legends_only_for_two_or_more_entries():
+    from effscope.report.data import Source, report_data
+    from effscope.report.html import gap_figure, render
+
+    one = report_data(Source("records", "r", _spread_designs(batch=1)))
+    fig = gap_figure(one.gap)
+    assert "xaxis2" not in fig.to_dict()["layout"], "batch 1: throughput (1000 / latency) repeats the latency panel"
+    assert {t.xaxis for t in fig.data} == {"x"}
+    assert fig.layout.showlegend is False  # one family: named in the title instead
+    assert "(hilo)" in fig.layout.annotations[0].text
+    assert "Throughput is not plotted: every design ran at batch 1" in render(one)
+
+    eight = report_data(Source("records", "r", _spread_designs(batch=8, families=("hilo", "vit"))))
+    fig = gap_figure(eight.gap)
+    layout = fig.to_dict()["layout"]
+    assert "xaxis2" in layout and layout["xaxis2"]["matches"] == "x"  # both panels share one MACs range
+    assert {t.xaxis for t in fig.data} == {"x", "x2"}
+    assert fig.layout.showlegend is True
+    assert "Throughput is not plotted" not in render(eight)

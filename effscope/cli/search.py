@@ -252,7 +252,8 @@ def search(
     if report:
         from effscope.report import build_report
 
-        path = build_report(output=report, storage=result.storage_url, study=result.study_name, command=command_line())
+        storage_given = _storage(storage, db) or result.storage_url  # the report shows the storage as the user gave it
+        path = build_report(output=report, storage=storage_given, study=result.study_name, command=command_line())
         out.print(f"report written to {esc(path)}")
     if failure_exit_code(result):
         raise typer.Exit(failure_exit_code(result))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from effscope.report.data import ReportError, Source, points_from_records, points_from_rows, points_from_trials
-from effscope.urls import database_url, mask_command, mask_url, sqlite_path
+from effscope.urls import database_url, mask_command, mask_url, shown_location, sqlite_path
 
 __all__ = ["load_records_db", "load_records_file", "load_study", "records_source"]
 
@@ -84,7 +84,7 @@ def load_study(storage: str, study: str | None = None) -> Source:
     points = points_from_trials(finished, _records(engine, tables, study=study), target)
     running = sum(1 for t in trials if t.state.name in ("RUNNING", "WAITING"))
     directions = [d.name.lower() for d in loaded.directions]
-    return Source("study", study, points, mask_url(url), dict(loaded.user_attrs), directions, running)
+    return Source("study", study, points, shown_location(storage), dict(loaded.user_attrs), directions, running)
 
 
 def load_records_db(db: str) -> Source:
@@ -96,7 +96,7 @@ def load_records_db(db: str) -> Source:
             f"'{mask_url(url)}' holds no effscope Records; measure something first with `effscope profile ... --db`"
         )
     name = Path(url.removeprefix("sqlite:///")).stem if url.startswith("sqlite:///") else engine.url.database
-    return Source("records", str(name or "records"), points_from_records(records), mask_url(url))
+    return Source("records", str(name or "records"), points_from_records(records), shown_location(db))
 
 
 def records_source(records) -> Source:

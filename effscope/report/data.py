@@ -422,12 +422,20 @@ def latency_budgets(budgets: Sequence[Budget]) -> list[Budget]:
     return sorted((b for b in budgets if b.statistic.startswith("latency")), key=lambda b: b.limit)
 
 
+def front_statistic(budgets: Sequence[Budget]) -> str:
+    """The latency statistic a front is drawn and ranked on: the loosest latency budget's (the search's
+    constraint), so a design left of a budget line meets that budget; the median without latency budgets."""
+    lat = latency_budgets(budgets)
+    return lat[-1].statistic if lat else LATENCY
+
+
 def budget_slices(points: Sequence[Point], budgets: Sequence[Budget], direction: str = "maximize") -> list[Slice]:
     """The front of the feasible designs within each latency budget, tightest first.
 
     A study runs at its loosest latency budget (the constraint); a tighter one keeps only the designs whose
-    statistic is within its limit. Other budgets (memory) are constraints already. Without latency budgets, one
-    slice holds the whole feasible front.
+    statistic is within its limit. Each front ranks latency by the budget's statistic, so a tighter budget's front
+    is part of a looser one's. Other budgets (memory) are constraints already. Without latency budgets, one slice
+    holds the whole feasible front.
     """
     feasible = [p for p in _dedupe_measurements(points) if p.feasible and p.measured]
     if not latency_budgets(budgets):
@@ -435,7 +443,7 @@ def budget_slices(points: Sequence[Point], budgets: Sequence[Budget], direction:
     slices = []
     for b in latency_budgets(budgets):
         within = [p for p in feasible if p.get(b.statistic) is not None and p.get(b.statistic) <= b.limit]
-        slices.append(Slice(b, len(within), pareto_front(within, direction)))
+        slices.append(Slice(b, len(within), pareto_front(within, direction, x=b.statistic)))
     return slices
 
 
@@ -576,6 +584,7 @@ class Marker:
 
 @dataclass
 class Front:
+    x_statistic: str  # the latency statistic on x: the one the budgets limit (latency_ms_p90), else p50
     x_label: str
     y_label: str
     direction: str
@@ -584,6 +593,7 @@ class Front:
     presets: list[Marker]
     budget_lines: list[tuple[float, str]]
     slices: Table
+    slices_hint: str | None  # how to read the per-budget table when it has several budgets
     least_violating: Table | None
     notes: list[str]
 
@@ -603,6 +613,8 @@ class Gap:
     headline: dict[str, Any]  # overall n, spearman/kendall for latency and throughput
     notes: list[str]
     x_label: str  # MACs with the SI prefix the markers' x is in
+    x_scale: float  # the markers' x times this is MACs
+    throughput: bool  # plot throughput: some design ran at batch > 1 (at batch 1 it is 1000 / latency)
 
 
 @dataclass
@@ -915,81 +927,106 @@ def _violation_text(p: Point) -> str:
 
 
 def front_section(source: Source) -> Front | None:
-    """Quality vs measured latency: groups, the front, presets, budget lines and the per-budget table."""
+    """Quality vs measured latency: groups, the front, presets, budget lines and the per-budget table.
+
+    x is the statistic the latency budgets limit (`front_statistic`), so the picture, the budget lines and the
+    per-budget table judge a design by one number.
+    """
     quality = _quality(source)
     if source.kind != "study" or quality is None:
         return None
-    pts = [p for p in source.points if p.get(QUALITY) is not None and p.get(LATENCY) is not None]
+    budgets = budgets_of(source)
+    stat = front_statistic(budgets)
+    pts = [p for p in source.points if p.get(QUALITY) is not None and p.get(stat) is not None]
     if not pts:
         return None
     direction = quality.direction
     feasible = [p for p in _dedupe_measurements(pts) if p.feasible and p.measured]
-    best = pareto_front(feasible, direction)
+    best = pareto_front(feasible, direction, x=stat)
     best_ids = {p.id for p in best}
-    notes = [
-        "x is the measured median latency; budgets apply to the statistic they name (e.g. p90), drawn on the same axis."
-    ]
+    name = _number_name(stat)
+    notes = [f"x is the measured {name}, the statistic the budgets limit: a design left of a budget line meets it."]
+    if stat != LATENCY:
+        notes[0] += f" The front is the best quality at each {name}; the search itself minimizes the median (p50)."
     groups: dict[str, list[Marker]] = {
-        "infeasible": [_marker(p, LATENCY, QUALITY, quality) for p in pts if not (p.feasible and p.measured)],
-        "feasible": [_marker(p, LATENCY, QUALITY, quality) for p in feasible if p.id not in best_ids],
-        "best": [_marker(p, LATENCY, QUALITY, quality) for p in best],
+        "infeasible": [_marker(p, stat, QUALITY, quality) for p in pts if not (p.feasible and p.measured)],
+        "feasible": [_marker(p, stat, QUALITY, quality) for p in feasible if p.id not in best_ids],
+        "best": [_marker(p, stat, QUALITY, quality) for p in best],
     }
     lv_table = None
     if not feasible:
         lv = least_violating(source.points, direction=direction)
-        groups["least violating"] = [_marker(p, LATENCY, QUALITY, quality) for p in lv if p.get(QUALITY) is not None]
+        groups["least violating"] = [
+            _marker(p, stat, QUALITY, quality) for p in lv if p.get(QUALITY) is not None and p.get(stat) is not None
+        ]
         lv_table = _design_table(lv, source.points, quality, with_violation=True)
         notes.insert(
             0, f"No design met every budget. The {len(lv)} least-violating designs are highlighted and listed."
         )
     left_out: dict[str, int] = {}
     for p in source.points:
-        if p.get(QUALITY) is None or p.get(LATENCY) is None:
+        if p.get(QUALITY) is None or p.get(stat) is None:
             left_out[p.status] = left_out.get(p.status, 0) + 1
     if left_out:
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(left_out.items()))
         notes.append(
-            f"{sum(left_out.values())} design(s) lack a quality or latency value and are not plotted ({counts})."
+            f"{sum(left_out.values())} design(s) lack a quality or {name} value and are not plotted ({counts})."
         )
-    budgets = budgets_of(source)
-    lines = [(b.limit, f"budget {b.statistic} ≤ {quantity(b.limit, b.unit)}") for b in latency_budgets(budgets)]
-    presets = [_marker(p, LATENCY, QUALITY, quality) for p in pts if p.preset]
+    lines = [
+        (b.limit, f"budget {b.statistic} ≤ {quantity(b.limit, b.unit)}")
+        for b in latency_budgets(budgets)
+        if b.statistic == stat
+    ]
+    presets = [_marker(p, stat, QUALITY, quality) for p in pts if p.preset]
     return Front(
-        x_label="median latency p50 (ms, measured)",
+        x_statistic=stat,
+        x_label=f"{name} (ms, measured; the budgets' statistic)"
+        if stat != LATENCY
+        else "median latency p50 (ms, measured)",
         y_label=quality.display,
         direction=direction,
         groups={k: v for k, v in groups.items() if v},
-        front_line=[(p.get(LATENCY), p.get(QUALITY)) for p in best],
+        front_line=[(p.get(stat), p.get(QUALITY)) for p in best],
         presets=presets,
         budget_lines=lines,
         slices=slice_table(source.points, budgets, quality),
+        slices_hint=(
+            "Each design is listed once, under the tightest budget it meets; the front within a looser budget is "
+            "its own rows plus all the rows above it."
+        )
+        if len(latency_budgets(budgets)) > 1
+        else None,
         least_violating=lv_table,
         notes=notes,
     )
 
 
+def _number_name(key: str) -> str:
+    """A number's label without its unit: latency_ms_p90 -> 'latency p90'."""
+    label = next((label for k, label, _ in NUMBERS if k == key), key)
+    return label.split(" (")[0]
+
+
 def slice_table(points: Sequence[Point], budgets: Sequence[Budget], quality: Objective) -> Table:
-    """One row per front member within each budget (tightest budget first); a budget nothing fits says so."""
+    """The fronts per budget, tightest budget first, each design once: under the tightest budget whose front it is
+    on. A looser budget's front is its own rows plus the tighter budgets' rows; a budget nothing fits says so."""
     names = varying_knobs(points)
-    columns = ["budget", "designs within", "design", quality.display, "latency p50 (ms)", "latency p90 (ms)", "knobs"]
+    columns = ["tightest budget met", "designs within", "design", quality.display]
+    columns += ["latency p50 (ms)", "latency p90 (ms)", "knobs"]
     rows: list[list[Any]] = []
+    listed: set[str] = set()
     for s in budget_slices(points, budgets, quality.direction):
         label = s.budget.text if s.budget else "no budget (all feasible designs)"
         if not s.front:
             rows.append([label, s.n_within, "no design fits", None, None, None, ""])
-        ranked = sorted(s.front, key=lambda p: -_better(quality.direction) * p.get(QUALITY))
-        for p in ranked:
-            rows.append(
-                [
-                    label,
-                    s.n_within,
-                    p.id,
-                    p.get(QUALITY),
-                    p.get(LATENCY),
-                    p.get("latency_ms_p90"),
-                    knobs_short(p, names),
-                ]
-            )
+        new = [p for p in s.front if p.id not in listed]
+        if s.front and not new:
+            rows.append([label, s.n_within, "no design beyond the rows above", None, None, None, ""])
+        ranked = sorted(new, key=lambda p: -_better(quality.direction) * p.get(QUALITY))
+        for i, p in enumerate(ranked):
+            shown = [label, s.n_within] if i == 0 else ["", ""]
+            rows.append([*shown, p.id, p.get(QUALITY), p.get(LATENCY), p.get("latency_ms_p90"), knobs_short(p, names)])
+        listed.update(p.id for p in s.front)
     return Table(columns, rows)
 
 
@@ -1011,28 +1048,31 @@ def gap_section(source: Source) -> Gap | None:
         )
         for fam, fam_pts in sorted(families.items())
     ]
-    rows = [_correlation_row("all designs", pts)]
-    rows += [_correlation_row(fam, fp) for fam, fp in sorted(families.items()) if len(fp) >= 3 and len(families) > 1]
-    columns = [
-        "designs",
-        "n",
-        "Spearman ρ (MACs, latency)",
-        "Kendall τ (MACs, latency)",
-        "Spearman ρ (MACs, throughput)",
-        "Kendall τ (MACs, throughput)",
-    ]
+    throughput = any((p.workload.get("batch") or 1) > 1 for p in pts if p.get("throughput_img_s") is not None)
+    columns = ["designs", "n", "Spearman ρ (MACs, latency)", "Kendall τ (MACs, latency)"]
+    if throughput:
+        columns += ["Spearman ρ (MACs, throughput)", "Kendall τ (MACs, throughput)"]
+    chosen = [("all designs", pts)]
+    chosen += [(fam, fp) for fam, fp in sorted(families.items()) if len(fp) >= 3 and len(families) > 1]
+    rows = [_correlation_row(name, fp)[: len(columns)] for name, fp in chosen]
     headline = dict(zip(columns[1:], rows[0][1:], strict=True))
     notes = [
         "A rank correlation of 1 would mean MACs order the designs exactly as measured latency does; "
         "anything less is the gap between the indirect metric and real speed on this device."
     ]
+    if not throughput and any(p.get("throughput_img_s") is not None for p in pts):
+        notes.append(
+            "Throughput is not plotted: every design ran at batch 1, where images/s is 1000 / latency in ms, "
+            "the latency panel again."
+        )
     kinds = {p.kind for p in pts}
     if len(kinds) > 1:
         notes.append(
             "Blocks (circles) and whole models (diamonds) are mixed here; "
             "compare within a family for a like-for-like gap."
         )
-    return Gap(series, Table(columns, rows), headline, notes, f"MACs ({prefix or 'count'}, fvcore convention)")
+    x_label = f"MACs ({prefix or 'count'}, fvcore convention)"
+    return Gap(series, Table(columns, rows), headline, notes, x_label, scale, throughput)
 
 
 def correlations(points: Sequence[Point], y: str) -> tuple[int, float, float]:
@@ -1448,7 +1488,10 @@ def provenance_section(source: Source, command: str | None = None) -> Table:
     rows.append(["study" if source.kind == "study" else "records", source.name])
     space = source.attrs.get("effscope_space") or {}
     if space:
-        rows.append(["search space", f"{space.get('name', '')} ({space.get('path', '')})"])
+        from effscope.urls import shown_location
+
+        where = shown_location(str(space["path"])) if space.get("path") else ""
+        rows.append(["search space", f"{space.get('name', '')} ({where})"])
     if source.attrs.get("command"):
         rows.append(["search command", mask_command(str(source.attrs["command"]))])
     if source.kind != "study":
@@ -1468,7 +1511,8 @@ def report_data(source: Source, command: str | None = None) -> ReportData:
     quality = _quality(source)
     direction = quality.direction if quality else "maximize"
     feasible = [p for p in _dedupe_measurements(source.points) if p.feasible and p.measured]
-    front = pareto_front(feasible, direction) if source.kind == "study" else []
+    stat = front_statistic(budgets_of(source))  # the front section's statistic: the summary lists the same designs
+    front = pareto_front(feasible, direction, x=stat) if source.kind == "study" else []
     summary = summary_section(source, front)
     return ReportData(
         title=summary.title,

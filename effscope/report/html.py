@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from effscope.report.data import (
     Summary,
     Table,
     Trust,
+    si,
 )
 
 __all__ = ["PLOTLYJS_FILE", "PLOTLYJS_MODES", "render", "write_plotlyjs"]
@@ -147,14 +148,37 @@ def _log_worthy(values: Sequence[float | None]) -> bool:
     return len(vs) > 1 and max(vs) / min(vs) > 20
 
 
-def _axis(title: str, values: Sequence[float | None], **more: Any) -> dict[str, Any]:
-    """An axis with its title; logarithmic when the values span more than 20x, decades only past 100x."""
+def tick_text(v: float) -> str:
+    """A tick's full value: 0.5, 2, 100, 20,000 (never plotly's bare '2' or '5' between decades)."""
+    return f"{v:,.12g}"
+
+
+def log_ticks(values: Sequence[float | None], fmt: Callable[[float], str] = tick_text) -> dict[str, Any]:
+    """Ticks for a log axis, each labelled with its full value by `fmt`: 1-2-5 per decade, decades only past 1000x,
+    more per decade under 20x; none under 3x (plotly labels such a short log axis in full itself).
+
+    The ticks reach one step past the data on both sides, so the axis' padding still has a labelled tick.
+    """
+    vs = [v for v in values if v is not None and v > 0]
+    if not vs or max(vs) / min(vs) < 3:
+        return {}
+    lo, hi = min(vs), max(vs)
+    steps = (1,) if hi / lo > 1000 else (1, 2, 5) if hi / lo > 20 else (1, 1.5, 2, 3, 4, 5, 7)
+    reach = 10.0 if steps == (1,) else 2.5
+    first, last = math.floor(math.log10(lo / reach)), math.ceil(math.log10(hi * reach))
+    vals = [float(f"{m}e{e}") for e in range(first, last + 1) for m in steps]
+    vals = [v for v in vals if lo / reach <= v <= hi * reach]
+    return {"tickvals": vals, "ticktext": [fmt(v) for v in vals]}
+
+
+def _axis(
+    title: str, values: Sequence[float | None], fmt: Callable[[float], str] = tick_text, **more: Any
+) -> dict[str, Any]:
+    """An axis with its title; logarithmic when the values span more than 20x, every tick labelled in full by `fmt`."""
     axis: dict[str, Any] = {"title": {"text": title}, **more}
     if _log_worthy(values):
-        vs = [v for v in values if v is not None and v > 0]
         axis["type"] = "log"
-        span = max(vs) / min(vs)
-        axis["dtick"] = 1 if span > 1000 else "D2"  # decades only, or 1-2-5 labels: never every digit
+        axis.update(log_ticks(values, fmt))
     return axis
 
 
@@ -189,6 +213,9 @@ def _points(
 
 
 def _finish(fig: go.Figure, height: int, **layout: Any) -> go.Figure:
+    """Template and height; a legend only where it tells two or more things apart (unless `showlegend` says)."""
+    entries = {t.legendgroup or t.name for t in fig.data if t.showlegend is not False and t.name}
+    layout.setdefault("showlegend", len(entries) > 1)
     fig.update_layout(template=TEMPLATE, height=height, **layout)
     return fig
 
@@ -273,15 +300,20 @@ def _preset_name(m: Marker) -> str:
 
 
 def gap_figure(g: Gap) -> go.Figure:
-    """MACs vs measured latency (left) and throughput (right), one colour per family."""
+    """MACs vs measured latency, one colour per family; throughput beside it (same MACs axis) when batch > 1."""
     h = g.headline
-    titles = (
-        f"latency vs MACs: Spearman ρ = {cell(h.get('Spearman ρ (MACs, latency)'))}, "
-        f"Kendall τ = {cell(h.get('Kendall τ (MACs, latency)'))} (n = {h.get('n')})",
-        f"throughput vs MACs: Spearman ρ = {cell(h.get('Spearman ρ (MACs, throughput)'))}, "
-        f"Kendall τ = {cell(h.get('Kendall τ (MACs, throughput)'))}",
-    )
-    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.1)
+    single = g.series[0].family if len(g.series) == 1 else None  # one family: named in the title, no legend
+    titles = [
+        "latency vs MACs" + (f" ({single})" if single else "") + ": "
+        f"Spearman ρ = {cell(h.get('Spearman ρ (MACs, latency)'))}, "
+        f"Kendall τ = {cell(h.get('Kendall τ (MACs, latency)'))} (n = {h.get('n')})"
+    ]
+    if g.throughput:
+        titles.append(
+            f"throughput vs MACs: Spearman ρ = {cell(h.get('Spearman ρ (MACs, throughput)'))}, "
+            f"Kendall τ = {cell(h.get('Kendall τ (MACs, throughput)'))}"
+        )
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.1)
     for i, s in enumerate(g.series):
         color = PALETTE[i % len(PALETTE)]
         symbols = ["diamond" if k == "model" else "circle" for k in s.kinds]
@@ -290,7 +322,7 @@ def gap_figure(g: Gap) -> go.Figure:
             _points(s.markers, s.family, marker, g.x_label, "latency p50 (ms)", legendgroup=s.family), row=1, col=1
         )
         keep = [j for j, t in enumerate(s.throughput) if t is not None]
-        if keep:
+        if g.throughput and keep:
             tp = [Marker(s.markers[j].id, s.markers[j].x, s.throughput[j], []) for j in keep]
             if len(set(symbols)) > 1:
                 marker = {**marker, "symbol": [symbols[j] for j in keep]}
@@ -299,10 +331,12 @@ def gap_figure(g: Gap) -> go.Figure:
             fig.add_trace(right, row=1, col=2)
     macs = [m.x for s in g.series for m in s.markers]
     lat = [m.y for s in g.series for m in s.markers]
-    tps = [t for s in g.series for t in s.throughput]
-    fig.update_xaxes(**_axis(g.x_label, macs))
+    fig.update_xaxes(**_axis(g.x_label, macs, fmt=lambda v: si(v * g.x_scale)))
+    fig.update_xaxes(matches="x")  # both panels show the same MACs range
     fig.update_yaxes(**_axis("median latency p50 (ms, measured)", lat), row=1, col=1)
-    fig.update_yaxes(**_axis("throughput (images/s)", tps), row=1, col=2)
+    if g.throughput:
+        tps = [t for s in g.series for t in s.throughput]
+        fig.update_yaxes(**_axis("throughput (images/s)", tps), row=1, col=2)
     fig.update_annotations(font={"size": 13})
     return _finish(fig, 500, legend={"title": {"text": "block family "}}, margin={"t": 60})
 
@@ -353,7 +387,11 @@ def scaling_figure(s: Scaling) -> go.Figure:
         ticktext=[f"{n:,}<br>({ticks[n]})" for n in tickvals],
     )
     for col, (_, label, _) in enumerate(panels, 1):
-        fig.update_yaxes(title_text=label, type="log", row=1, col=col)
+        ys = [y for ser in s.series for y in (ser.latency_ms if col == 1 else ser.memory_mib)]
+        fig.update_yaxes(title_text=label, type="log", **log_ticks(ys), row=1, col=col)
+    if len(s.series) == 1:  # one series: its name and fitted exponents go above the panels, not into a legend
+        title = fig.layout.annotations[0]
+        title.text = f"{title.text} · {html.escape(fig.data[0].name)}"
     fig.update_annotations(font={"size": 13})
     return _finish(fig, 500, margin={"t": 60})
 
@@ -540,7 +578,7 @@ def iqr_figure(t: Trust) -> go.Figure:
         ]
         if ms:
             fig.add_trace(_points(ms, name, {"color": color, "size": 9}, "latency p50 (ms)", "IQR / median (%)"))
-    yaxis = _axis("latency IQR / median (%)", [m.y for m in t.iqr] + [5.0])
+    yaxis = _axis("latency IQR / median (%)", [m.y for m in t.iqr] + [5.0], fmt=lambda v: f"{tick_text(v)} %")
     fig.add_hline(y=5, line={"color": BUDGET, "dash": "dash"})
     fig.add_annotation(
         x=1, xref="paper", y=math.log10(5) if yaxis.get("type") == "log" else 5,
@@ -552,7 +590,7 @@ def iqr_figure(t: Trust) -> go.Figure:
         420,
         xaxis=_axis("median latency p50 (ms, measured)", [m.x for m in t.iqr]),
         yaxis=yaxis,
-        showlegend=True,
+        showlegend=any(t.iqr_flags),  # "flagged" needs saying even when every design is flagged
     )
 
 
@@ -675,7 +713,8 @@ def _summary_html(s: Summary) -> str:
 
 def _front_html(f: Front) -> str:
     parts = [_notes(f.notes), _figure_html(front_figure(f), "fig-front")]
-    parts.append("<h3>The front per budget</h3>" + table_html(f.slices))
+    hint = f'<p class="hint">{html.escape(f.slices_hint)}</p>' if f.slices_hint else ""
+    parts.append("<h3>The front per budget</h3>" + hint + table_html(f.slices))
     if f.least_violating is not None:
         parts.append("<h3>Least-violating designs</h3>" + table_html(f.least_violating))
     return "".join(parts)
