@@ -19,6 +19,7 @@ from typing import Any
 from effscope.errors import EffscopeError
 from effscope.knobs import format_value
 from effscope.stats import kendall_tau, spearman_rho
+from effscope.units import si, si_unit
 from effscope.urls import mask_command, mask_url
 
 __all__ = [
@@ -774,21 +775,6 @@ def _quality(source: Source) -> Objective | None:
 def device_of(source: Source) -> str:
     names = sorted({str(p.env.get("device_name") or p.workload.get("device")) for p in source.points if p.env})
     return str(source.attrs.get("device_name") or " | ".join(n for n in names if n != "None") or "unknown device")
-
-
-def si_unit(values: Iterable[float | None]) -> tuple[str, float]:
-    """The SI prefix (G, M, K or none) under which the largest value is at least 1, and its scale."""
-    big = max((abs(v) for v in values if v is not None), default=0.0)
-    for prefix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if big >= scale:
-            return prefix, scale
-    return "", 1.0
-
-
-def si(value: float) -> str:
-    """A count with an SI prefix: 13,984 -> '13.98 K', 781,049,600 -> '781 M'."""
-    prefix, scale = si_unit([value])
-    return f"{value / scale:.4g} {prefix}".strip()
 
 
 def hover(p: Point, quality: Objective | None = None) -> list[tuple[str, Any]]:

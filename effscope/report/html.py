@@ -30,8 +30,8 @@ from effscope.report.data import (
     Summary,
     Table,
     Trust,
-    si,
 )
+from effscope.units import si
 
 __all__ = ["PLOTLYJS_FILE", "PLOTLYJS_MODES", "render", "write_plotlyjs"]
 
