@@ -170,3 +170,15 @@ def test_training_mode_on_the_command_line(tmp_path):
     assert row.split("│")[5].strip() not in ("", "-")  # the step's p50 was measured
     bad = run("profile", "hilo", "--tokens", "7", "--mode", "fit", "--db", str(tmp_path / "r.db"))
     assert bad.returncode == 2 and "--mode must be one of infer, train, but got 'fit'" in bad.stderr
+
+
+def test_by_module_table_gives_params_macs_and_time_per_module(tmp_path):
+    r = run("profile", "pvtv2_b0", "--resolution", "64", "--by-module", "3", "--max-time", "0.1", "--no-throughput",
+            "--db", str(tmp_path / "r.db"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in r.stdout.splitlines() if line.startswith("│ ") and "by module" not in line}  # fmt: skip
+    assert rows["(whole)"][:1] == ["3,666,760"] and rows["stages.0.0"][0] == "89,216"
+    assert rows["head"][0] == "257,000" and rows["stages.0.0"][3] not in ("", "-")  # a block inside a ModuleList
+    assert rows["stages.0"][3] not in ("", "-")  # the ModuleList: the sum of its blocks' times
+    assert "stages.0.0.attn" not in rows  # three levels only

@@ -83,6 +83,9 @@ def profile(
     protocol: str = typer.Option(
         None, "--protocol", help="Time as a paper did: lightvit, litv2 or timm (its dtype, batch and iteration counts)."
     ),
+    by_module: int = typer.Option(
+        None, "--by-module", help="Also print params, MACs and time share per module, N levels deep (e.g. 2)."
+    ),
     mode: str = typer.Option(
         "infer", "--mode", help="infer, or train: time forward + backward + an AdamW step, with its peak memory."
     ),
@@ -197,6 +200,8 @@ def profile(
         out.print(_records_table(records, train=workload.mode == "train"))
         for r in records:
             _print_notes(r)
+            if by_module is not None and r.status == "ok":
+                out.print(_module_table(r, plans[records.index(r)].target, by_module))
         _print_missing(records)
         if paper is not None:
             changed = f"; changed here: {', '.join(options.protocol_changes)}" if options.protocol_changes else ""
@@ -254,6 +259,40 @@ def _print_notes(r) -> None:
             f"[dim]{esc(r.target)}: not in the MAC convention (element-wise; --elementwise counts them): "
             f"{esc(listed)}[/dim]"
         )
+
+
+def _module_table(record, target, depth: int) -> Table:
+    """Params, MACs and measured time per module down to `depth` levels, as fvcore's flop_count_table shows counts.
+
+    Time shares are of the outermost timed modules' total (hooks synchronize around each module, so the times
+    serve the shares, not a latency)."""
+    counted = record.details.get("count", {}).get("macs_by_module") or {}
+    timed = record.details.get("time_by_module_ms") or {}
+    params = {}
+    if target.kind != "custom":  # a registered target rebuilds for free on the meta device
+        built = target.build("meta")
+        params = {name: sum(p.numel() for p in m.parameters()) for name, m in built.named_modules()}
+    outermost = [n for n in timed if not any(n.startswith(f"{o}.") for o in timed if o != n)]
+    total_ms = sum(timed[n] for n in outermost)
+    total_macs = counted.get("") or 0
+    table = Table(title=f"{esc(record.target)} by module", title_justify="left")
+    for col in ("module", "params", "MACs", "MACs %", "time ms", "time %"):
+        table.add_column(col, justify="left" if col == "module" else "right")
+    names = [n for n in dict.fromkeys([*counted, *timed]) if n.count(".") < depth]
+    for name in names:
+        macs, ms = counted.get(name), timed.get(name)
+        if ms is None and name:  # a container never called itself (ModuleList): the sum of its timed parts
+            inside = [timed[n] for n in outermost if n.startswith(f"{name}.")]
+            ms = sum(inside) if inside else None
+        table.add_row(
+            esc(name or "(whole)"),
+            fmt(params.get(name), ",d"),
+            si(macs) if macs is not None else "-",
+            fmt(100 * macs / total_macs if macs is not None and total_macs else None, ".1f"),
+            fmt(ms, ".3f"),
+            fmt(100 * ms / total_ms if ms is not None and total_ms else None, ".1f"),
+        )
+    return table
 
 
 def _print_missing(records) -> None:

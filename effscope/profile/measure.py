@@ -286,7 +286,8 @@ def _roofline(record: Record) -> None:
 
 
 def _module_times(forward, module: torch.nn.Module, device: torch.device, repeats: int = 5) -> dict[str, float]:
-    """Mean wall time per forward of each module two levels deep (stages, blocks), named as in macs_by_module.
+    """Mean wall time per forward of each module up to three levels deep (stages, blocks, and blocks kept in a
+    ModuleList, which is never called itself), named as in macs_by_module.
 
     Hooks synchronize the GPU around each module, which serializes execution: the times are for the report's
     share-of-time breakdown, not a latency figure.
@@ -298,7 +299,7 @@ def _module_times(forward, module: torch.nn.Module, device: torch.device, repeat
     starts: dict[str, float] = {}
     handles = []
     for name, sub in module.named_modules():
-        if not name or name.count(".") > 1:
+        if not name or name.count(".") > 2:
             continue
 
         def pre(_m, _a, name=name):
