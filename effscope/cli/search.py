@@ -202,8 +202,8 @@ def search(
     report: str = typer.Option(None, "--report", help="Also write the study's HTML report to this file."),
 ) -> None:
     """Search a space's knobs for the best quality under a latency budget measured on the device."""
+    from effscope.search.coordinator import run_search
     from effscope.search.space import load_space
-    from effscope.search.study import run_search
 
     if list_:
         out.print(_list_table())
@@ -273,7 +273,9 @@ def _interrupted(space, storage, study_name) -> None:
     """After Ctrl-C: what was kept, and how to resume."""
     import optuna
 
-    from effscope.search.study import default_study_name, storage_url, study_info, summarize
+    from effscope.search.storage import storage_url
+    from effscope.search.study import default_study_name, study_info
+    from effscope.search.summary import summarize
 
     name = study_name or default_study_name(space)
     url = storage_url(storage)

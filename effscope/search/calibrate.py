@@ -82,7 +82,8 @@ def calibrate(
     from effscope.profile.store import RecordStore
     from effscope.search.data import open_imagefolder
     from effscope.search.objectives import QualityError, QualityProcess, evaluate
-    from effscope.search.study import default_study_name, device_name_for, open_storage, prepare_study, storage_url
+    from effscope.search.storage import open_storage, storage_url
+    from effscope.search.study import default_study_name, device_name_for, prepare_study
     from effscope.stats import kendall_tau
 
     if space.kind != "model":
