@@ -146,3 +146,16 @@ def test_the_checker_resolves_relative_and_function_level_imports(tmp_path):
     graph = import_graph(pkg)
     assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"} and graph["pkg.c"] == {"pkg.sub.b"}
     assert cycles(graph) == [["pkg.a", "pkg.sub.b", "pkg.a"]]
+
+
+def test_the_search_asks_models_for_their_blocks_instead_of_importing_block_families():
+    """A model declares its block layout (`ImageModel.block_layout`); the search never imports a block family."""
+    graph = import_graph()
+    reaches = {
+        (a, b)
+        for a, targets in graph.items()
+        if a.startswith("effscope.search")
+        for b in targets
+        if b.startswith(("effscope.blocks", "effscope.models"))
+    }
+    assert not reaches, f"the search imports block or model modules: {sorted(reaches)}"

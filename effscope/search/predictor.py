@@ -17,9 +17,10 @@ In a search the prediction only ever rejects: a candidate predicted over budget 
 infeasible ("predicted-infeasible") without being measured, a seeded ~5 % of those are measured anyway to estimate
 false rejections, and the final Pareto set is re-measured in fresh worker processes.
 
-Decomposition: a block-level space's design is one block. Models: LITv2 has a pure-python decomposer (fast
-screening); any other model whose blocks are registered blocks is decomposed by tracing its forward on the `meta`
-device (slower: the screening rate is quoted for LITv2 and block spaces).
+Decomposition: a block-level space's design is one block. A model that declares its block layout
+(`ImageModel.block_layout`, LITv2 does) is decomposed from its config alone (fast screening); any other model whose
+blocks are registered blocks is decomposed by tracing its forward on the `meta` device (slower: the screening rate
+is quoted for LITv2 and block spaces).
 """
 
 from __future__ import annotations
@@ -106,36 +107,6 @@ def _call(config: Config, size: tuple[int, int] | None, batch: int) -> BlockCall
     return BlockCall(config.owner(), tuple(sorted(knobs.items())), tuple(size) if size else None, batch)
 
 
-def _litv2(config: Config, size: tuple[int, int] | None, batch: int) -> list[BlockCall]:
-    """LITv2 (effscope/models/litv2.py) stage by stage, in pure python: stride-4 stem, DTM halves the grid."""
-    from effscope.blocks.hilo import ConvFFNConfig, DTMConfig, HiLoBlockConfig
-
-    h, w = size or (224, 224)
-    hw = (h // 4, w // 4)
-    calls: list[BlockCall] = []
-    for i, (dim, depth, heads) in enumerate(zip(config.dims, config.depths, config.num_heads, strict=True)):
-        if i >= 2:
-            ws, lofi = (config.window_size, config.lofi_heads) if i == 2 else (1, heads)
-            block = HiLoBlockConfig(
-                heads=heads,
-                head_dim=dim // heads,
-                lofi_heads=lofi,
-                window_size=ws,
-                mlp_ratio=config.mlp_ratio,
-                qkv_bias=config.qkv_bias,
-            )
-        else:
-            block = ConvFFNConfig(dim, config.mlp_ratio)
-        calls += [_call(block, hw, batch)] * depth
-        if i < 3:
-            calls.append(_call(DTMConfig(dim), hw, batch))
-            hw = (hw[0] // 2, hw[1] // 2)
-    return calls
-
-
-DECOMPOSERS: dict[str, Callable[[Config, tuple[int, int] | None, int], list[BlockCall]]] = {"litv2": _litv2}
-
-
 def _trace(spec, config: Config, size: tuple[int, int] | None, batch: int) -> list[BlockCall]:
     """Any model: run its forward on `meta` and note every outermost registered block with its input grid."""
     import torch
@@ -186,9 +157,9 @@ def decompose(target: str, config: Config, workload: Workload) -> list[BlockCall
     if target in blocks():
         return [_call(config, workload.size, workload.batch)]
     spec = models().get(target)
-    fn = DECOMPOSERS.get(spec.family or "")
-    if fn is not None:
-        return fn(config, workload.size, workload.batch)
+    layout = spec.module.block_layout(config, workload.size)
+    if layout is not None:
+        return [_call(block, grid, workload.batch) for block, grid in layout]
     return _trace(spec, config, workload.size, workload.batch)
 
 
@@ -737,6 +708,10 @@ def _notes(space: Space) -> list[str]:
             "block-level space: a design is one block, so entries are knob points and the held-out error is the "
             "re-measurement error of a point (the table predicts only points it holds; others are measured)"
         ]
-    fam = space.targets[0].family or ""
-    how = "pure-python decomposition" if fam in DECOMPOSERS else "meta-device tracing (slow screening)"
+    from effscope.spec import models
+
+    ts = space.targets[0]
+    fam = ts.family or ""
+    declared = models().get(ts.name).module.block_layout(ts.base) is not None
+    how = "pure-python decomposition" if declared else "meta-device tracing (slow screening)"
     return [f"model-level space ({fam}): blocks from {how}; the stem, final norm and head are left to the correction"]
