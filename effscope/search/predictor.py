@@ -501,32 +501,6 @@ def lut_options(space: Space, *, fresh_process: bool = False):
     )
 
 
-def sample_designs(space: Space, n: int, seed: int, *, skip: set | None = None) -> list[tuple[TargetSpace, Config]]:
-    """`n` distinct valid designs drawn at random from the space (its own sampling API, a RandomSampler)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed), directions=space.directions)
-    seen = set(skip or ())
-    out: list[tuple[TargetSpace, Config]] = []
-    for _ in range(200 * max(1, n)):
-        if len(out) >= n:
-            break
-        trial = study.ask()
-        ts, overrides = space.suggest(trial)
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        try:
-            config = with_knobs(ts.base, overrides)
-        except (KnobError, UnknownNameError, SpecError):
-            continue
-        key = (ts.name, repr(sorted(config.knob_values().items())))
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append((ts, config))
-    return out
-
-
 @dataclass
 class _Measurer:
     """Measures block calls and whole designs through one profiler Worker, re-using stored Records by key."""
@@ -607,6 +581,7 @@ def build_table(
         PredictorError: a model that cannot be decomposed, a failed measurement, too few valid designs.
     """
     from effscope.profile.worker import Worker
+    from effscope.search.space import sample_designs
     from effscope.search.study import device_name_for
 
     if samples < 2 or holdout < 1:

@@ -36,6 +36,7 @@ __all__ = [
     "list_spaces",
     "load_space",
     "parse_space",
+    "sample_designs",
     "spaces_dir",
 ]
 
@@ -364,6 +365,41 @@ class Space:
             "latency_objective": self.latency_objective,
             "budgets": [b.as_dict() for b in self.budgets],
         }
+
+
+def sample_designs(space: Space, n: int, seed: int) -> list[tuple[TargetSpace, Config]]:
+    """Up to `n` distinct valid designs drawn at random from the space (its own sampling API, a RandomSampler).
+
+    An invalid draw (a cross-knob rule) is drawn again, up to 200 draws a design; callers say what too few means.
+    """
+    import optuna
+
+    from effscope.errors import KnobError
+    from effscope.knobs import with_knobs
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed), directions=space.directions)
+        seen: set[tuple[str, str]] = set()
+        out: list[tuple[TargetSpace, Config]] = []
+        for _ in range(200 * max(1, n)):
+            if len(out) >= n:
+                break
+            trial = study.ask()
+            ts, overrides = space.suggest(trial)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            try:
+                config = with_knobs(ts.base, overrides)
+            except (KnobError, UnknownNameError, SpecError):
+                continue
+            key = (ts.name, repr(sorted(config.knob_values().items())))
+            if key not in seen:
+                seen.add(key)
+                out.append((ts, config))
+        return out
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 # --------------------------------------------------------------------------------------------------- files
