@@ -301,7 +301,7 @@ def calibrate(
     seed: int = typer.Option(None, "--seed", help="Seed of the design sample."),
 ) -> None:
     """Short-train a sample of a space and report each proxy's Kendall tau against it (stored with the study)."""
-    from effscope.search.calibrate import calibrate as run_calibrate
+    from effscope.search.calibrate import calibrate_proxies
     from effscope.search.space import load_space
 
     sp = load_space(space).with_overrides(device=device, data=data, seed=seed)
@@ -314,7 +314,7 @@ def calibrate(
             else:
                 err.print(text, markup=False, highlight=False)
 
-        result = run_calibrate(
+        result = calibrate_proxies(
             sp,
             samples=samples,
             steps=steps,

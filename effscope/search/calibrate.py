@@ -17,7 +17,7 @@ from effscope.errors import SpecError
 from effscope.search.objectives import OBJECTIVES, PROXIES, label_for
 from effscope.search.space import Space, sample_designs
 
-__all__ = ["CalibrationResult", "calibrate"]
+__all__ = ["CalibrationResult", "calibrate_proxies"]
 
 
 @dataclass
@@ -33,7 +33,7 @@ class CalibrationResult:
     notes: list[str] = field(default_factory=list)
 
 
-def calibrate(
+def calibrate_proxies(
     space: Space,
     *,
     samples: int = 8,
