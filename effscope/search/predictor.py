@@ -43,6 +43,7 @@ from effscope.knobs import Config, to_jsonable, with_knobs
 if TYPE_CHECKING:
     from effscope.profile.record import Record, Workload
     from effscope.profile.store import RecordStore
+    from effscope.profile.worker import Worker as ProfilerWorker
     from effscope.search.space import Space, TargetSpace
 
 __all__ = [
@@ -567,7 +568,7 @@ def build_table(
     seed: int | None = None,
     device_name: str | None = None,
     command: str = "",
-    worker=None,
+    worker: ProfilerWorker | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> LatencyTable:
     """Measure the blocks of `samples` + `holdout` random designs, fit on the first, validate on the second, store.

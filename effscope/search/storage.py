@@ -15,6 +15,7 @@ from effscope.errors import EffscopeError
 
 if TYPE_CHECKING:
     import optuna
+    import sqlalchemy
 
 __all__ = [
     "open_storage",
@@ -86,7 +87,7 @@ def storage_url(storage: str | None) -> str:
     return database_url(storage)
 
 
-def sqlite_fast_commits(engine) -> None:
+def sqlite_fast_commits(engine: sqlalchemy.engine.Engine) -> None:
     """WAL with synchronous=NORMAL: a commit is not fsynced (a killed process loses nothing, a power cut may lose the
     last commits but never corrupts the file); fsync per commit would cost ~10 ms per attribute on some disks."""
     import sqlalchemy as sa

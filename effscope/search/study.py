@@ -56,7 +56,7 @@ def objectives_attr(space: Space) -> list[dict[str, Any]]:
 
 
 def prepare_study(
-    space: Space, storage, study_name: str, *, device_name: str, command: str
+    space: Space, storage: optuna.storages.RDBStorage, study_name: str, *, device_name: str, command: str
 ) -> tuple[optuna.Study, bool, list[str]]:
     """Create the study once (attrs, presets enqueued) or check that an existing one is the same search.
 
@@ -163,7 +163,8 @@ def make_sampler(space: Space, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.GPSampler(seed=seed)
 
 
-def study_info(study) -> dict[str, Any]:
+def study_info(study: optuna.Study) -> dict[str, Any]:
+    """What `summarize` needs from a study: its objectives and budgets (as stored when it was created)."""
     return {"objectives": study.user_attrs["objectives"], "budgets": study.user_attrs["budgets"]}
 
 

@@ -23,8 +23,12 @@ from effscope.search.storage import write_trial
 if TYPE_CHECKING:
     import optuna
 
+    from effscope.profile.measure import Options
     from effscope.profile.record import Record
     from effscope.profile.store import RecordStore
+    from effscope.profile.worker import Worker as ProfilerWorker
+    from effscope.search.objectives import QualityProcess
+    from effscope.search.predictor import Predictor
 
 __all__ = ["SearchObjective"]
 
@@ -61,9 +65,9 @@ class SearchObjective:
         device_name: str,
         study_name: str,
         command: str,
-        measure,
-        quality=None,
-        predictor=None,
+        measure: ProfilerWorker | None,
+        quality: QualityProcess | None = None,
+        predictor: Predictor | None = None,
     ) -> None:
         self.space = space
         self.predictor = predictor  # effscope.search.predictor.Predictor: rejects only (issue 6)
@@ -78,7 +82,7 @@ class SearchObjective:
         self.timings: list[dict[str, float]] = []  # per trial: measure_s, quality_s (benchmarks read these)
 
     @property
-    def options(self):
+    def options(self) -> Options:
         from effscope.profile.measure import Options
 
         m = self.space.measure
@@ -96,7 +100,7 @@ class SearchObjective:
             fresh_process=self.space.workload.device == "cpu" and self.space.memory_budget is not None,
         )
 
-    def quality_process(self):
+    def quality_process(self) -> QualityProcess:
         from effscope.search.objectives import QualityProcess
 
         if self._quality is None:

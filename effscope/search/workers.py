@@ -11,12 +11,18 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from effscope.errors import EffscopeError
 from effscope.search.space import Space
 from effscope.search.storage import open_storage, sqlite_fast_commits, storage_cause, storage_error
 from effscope.search.study import make_sampler
 from effscope.search.trial import SearchObjective
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    import optuna
 
 __all__ = ["TrialSlots", "WorkerArgs", "run_worker", "worker_process"]
 
@@ -118,7 +124,9 @@ class TrialSlots:
 
     LOCK_CLASS = 0x0EFF5C  # first key of the PostgreSQL advisory lock (the second is the study id)
 
-    def __init__(self, study, storage, url: str, cap: int, *, poll_s: float = 0.5) -> None:
+    def __init__(
+        self, study: optuna.Study, storage: optuna.storages.RDBStorage, url: str, cap: int, *, poll_s: float = 0.5
+    ) -> None:
         from effscope.urls import sqlite_path
 
         self.study, self.storage, self.cap, self.poll_s = study, storage, cap, poll_s
@@ -139,7 +147,7 @@ class TrialSlots:
             complete, running = conn.execute(query, {"s": self.study_id}).one()
         return int(complete), int(running)
 
-    def claim(self, stop: Callable[[], bool] = lambda: False):
+    def claim(self, stop: Callable[[], bool] = lambda: False) -> optuna.Trial | None:
         """Start the next trial (a queued one first, as Optuna's ask does), or return None once the cap is reached.
 
         While the remaining slots are held by running trials, wait (they may still fail and free a slot) unless
@@ -171,7 +179,7 @@ class TrialSlots:
                 return None
             time.sleep(self.poll_s)
 
-    def trial_id(self, trial) -> int:
+    def trial_id(self, trial: optuna.Trial) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
 
     @contextlib.contextmanager
@@ -228,7 +236,7 @@ def _run_trial(study, storage, trial, trial_id: int, objective) -> None:
     study.tell(trial, values)
 
 
-def worker_process(args: WorkerArgs, report) -> None:
+def worker_process(args: WorkerArgs, report: Connection) -> None:
     """Entry point of a spawned worker: its own session, so a terminal Ctrl-C reaches the coordinator only.
 
     A worker that fails sends one sentence to the coordinator on `report` and exits non-zero: 2 for an
