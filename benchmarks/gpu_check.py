@@ -633,7 +633,9 @@ def step_search(ctx: Context) -> dict[str, Any]:
 def _search_data(db: Path, study_name: str) -> dict[str, Any]:
     import optuna
 
-    from effscope.search.study import storage_url, study_info, summarize
+    from effscope.search.storage import storage_url
+    from effscope.search.study import study_info
+    from effscope.search.summary import summarize
 
     study = optuna.load_study(study_name=study_name, storage=storage_url(str(db)))
     trials = study.get_trials(deepcopy=False)

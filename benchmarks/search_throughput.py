@@ -26,7 +26,7 @@ def instrument() -> tuple[collections.Counter, collections.Counter, collections.
     import optuna.storages._rdb.storage as rdb
 
     from effscope.profile import store as record_store
-    from effscope.search import study as search_study
+    from effscope.search import storage as search_storage
 
     main_s: collections.Counter = collections.Counter()
     calls: collections.Counter = collections.Counter()
@@ -63,7 +63,7 @@ def instrument() -> tuple[collections.Counter, collections.Counter, collections.
             wrap(rdb.RDBStorage, name, f"optuna.{name.lstrip('_')}")
     for name in ("add", "records", "latest"):
         wrap(record_store.RecordStore, name, f"records.{name}")
-    wrap(search_study, "_write_rdb", "effscope.write_trial")
+    wrap(search_storage, "_write_rdb", "effscope.write_trial")
     return main_s, calls, background_s
 
 
@@ -80,14 +80,9 @@ def main() -> None:
 
     from effscope.profile.store import RecordStore
     from effscope.search.space import load_space
-    from effscope.search.study import (
-        _WorkerArgs,
-        device_name_for,
-        open_storage,
-        prepare_study,
-        run_worker,
-        storage_url,
-    )
+    from effscope.search.storage import open_storage, storage_url
+    from effscope.search.study import device_name_for, prepare_study
+    from effscope.search.workers import WorkerArgs, run_worker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     db = args.db or str(Path(tempfile.mkdtemp(prefix="effscope-bench-")) / "search.db")
@@ -103,7 +98,7 @@ def main() -> None:
     objectives = []
     t0 = time.perf_counter()
     run_worker(
-        _WorkerArgs(space, url, name, 0, device_name, "bench", 10, None, os.getppid()), objective_hook=objectives.append
+        WorkerArgs(space, url, name, 0, device_name, "bench", 10, None, os.getppid()), objective_hook=objectives.append
     )
     wall = time.perf_counter() - t0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 
 from effscope.search.space import parse_space
-from effscope.search.study import storage_url
+from effscope.search.storage import storage_url
 
 TINY = """
 [space]

@@ -185,7 +185,7 @@ def test_a_search_whose_disk_fills_exits_2_and_keeps_its_completed_trials(tmp_pa
 
 def test_the_exit_code_says_when_a_worker_died():
     from effscope.cli.search import failure_exit_code, failure_lines
-    from effscope.search.study import WorkerFailure
+    from effscope.search.coordinator import WorkerFailure
 
     class Result:
         failures: list = []
@@ -229,7 +229,8 @@ def test_user_modules_are_imported_in_the_measurement_process(tmp_path):
 
 
 def _slots(db: Path, cap: int):
-    from effscope.search.study import TrialSlots, open_storage
+    from effscope.search.storage import open_storage
+    from effscope.search.workers import TrialSlots
 
     storage = open_storage(f"sqlite:///{db}", heartbeat_s=60)
     study = optuna.load_study(study_name="cap", storage=storage)
@@ -238,7 +239,7 @@ def _slots(db: Path, cap: int):
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the study.ask() calls below, outside optimize()
 def test_trial_slots_count_completed_and_heartbeating_trials_only(tmp_path):
-    from effscope.search.study import open_storage
+    from effscope.search.storage import open_storage
 
     db = tmp_path / "cap.db"
     storage = open_storage(f"sqlite:///{db}", heartbeat_s=60)
@@ -275,7 +276,7 @@ def test_concurrent_claims_never_pass_the_cap(tmp_path):
 
 
 def test_three_workers_stop_at_exactly_the_cap(tmp_path):
-    from effscope.search.study import run_search
+    from effscope.search.coordinator import run_search
 
     db = tmp_path / "w.db"
     result = run_search(load(tiny(tmp_path, trials=4, max_time=0.3)), storage=str(db), workers=3, heartbeat_s=2)
@@ -286,7 +287,8 @@ def test_three_workers_stop_at_exactly_the_cap(tmp_path):
 
 def test_the_summary_never_counts_running_trials_as_completed():
     from effscope.cli.search import summary_line
-    from effscope.search.study import SearchResult, summarize
+    from effscope.search.coordinator import SearchResult
+    from effscope.search.summary import summarize
 
     def trial(n, state, status="measured"):
         t = optuna.trial.create_trial(
@@ -327,8 +329,8 @@ def test_bool_knobs_take_the_usual_spellings(spelling, value):
 
 
 def test_an_unknown_predictor_leaves_no_empty_study(tmp_path):
+    from effscope.search.coordinator import run_search
     from effscope.search.predictor import PredictorError
-    from effscope.search.study import run_search
 
     db = tmp_path / "p.db"
     with pytest.raises(PredictorError, match="no latency table 'nope'"):

@@ -14,7 +14,8 @@ from effscope.profile.record import Record, Workload
 from effscope.profile.store import RecordStore
 from effscope.search import predictor as P
 from effscope.search.space import parse_space
-from effscope.search.study import SearchObjective, is_feasible
+from effscope.search.summary import is_feasible
+from effscope.search.trial import SearchObjective
 
 SPACE = """
 [space]

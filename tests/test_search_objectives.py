@@ -150,7 +150,7 @@ def _raise_unknown():
 
 
 def test_calibrate_stores_kendall_tau_with_the_study(imagefolder, tmp_path):
-    from effscope.search.calibrate import calibrate
+    from effscope.search.calibrate import calibrate_proxies
 
     space = parse_space(
         f"""
@@ -180,7 +180,7 @@ window_size = [1, 2]
 """,
         name="cal",
     )
-    result = calibrate(space, samples=3, storage=str(tmp_path / "cal.db"))
+    result = calibrate_proxies(space, samples=3, storage=str(tmp_path / "cal.db"))
     assert result.n == 3 and set(result.taus) == {"params", "macs", "dss", "synflow", "jacob_cov"}
     study = optuna.load_study(study_name="cal-cpu", storage=f"sqlite:///{tmp_path / 'cal.db'}")
     stored = study.user_attrs["calibration"]

@@ -19,7 +19,9 @@ from optuna.trial import TrialState
 
 from effscope.errors import SpecError
 from effscope.profile.store import RecordStore
-from effscope.search.study import run_search, storage_url, summarize
+from effscope.search.coordinator import run_search
+from effscope.search.storage import storage_url
+from effscope.search.summary import summarize
 
 
 def _completed_rows(db: Path) -> int:
@@ -315,9 +317,9 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
 
 
 def test_storage_creation_retries_a_concurrent_schema_creation(monkeypatch):
-    from effscope.search import study as study_mod
+    from effscope.search import storage as storage_mod
 
-    monkeypatch.setattr(study_mod.time, "sleep", lambda s: None)
+    monkeypatch.setattr(storage_mod.time, "sleep", lambda s: None)
     calls = []
 
     def flaky(url, **kw):
@@ -326,7 +328,7 @@ def test_storage_creation_retries_a_concurrent_schema_creation(monkeypatch):
             raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: alembic_version.version_num")
         return "storage"
 
-    assert study_mod._create_rdb_storage(flaky, "sqlite:///x.db", {}) == "storage" and len(calls) == 3
+    assert storage_mod._create_rdb_storage(flaky, "sqlite:///x.db", {}) == "storage" and len(calls) == 3
 
     def broken(url, **kw):
         calls.append(url)
@@ -334,5 +336,5 @@ def test_storage_creation_retries_a_concurrent_schema_creation(monkeypatch):
 
     calls.clear()
     with pytest.raises(RuntimeError, match="connection refused"):
-        study_mod._create_rdb_storage(broken, "sqlite:///x.db", {})
+        storage_mod._create_rdb_storage(broken, "sqlite:///x.db", {})
     assert len(calls) == 1  # other errors are not retried

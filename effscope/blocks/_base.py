@@ -67,6 +67,21 @@ class ImageModel(ConfiguredModule):
     default_size = (224, 224)
     in_chans: ClassVar[int] = 3
 
+    @classmethod
+    def block_layout(
+        cls, config: Config, size: tuple[int, int] | None = None
+    ) -> list[tuple[Config, tuple[int, int]]] | None:
+        """The registered blocks a design runs, in forward order, each with the token grid it sees, worked out from
+        the config alone (nothing is built); None where the model does not declare it.
+
+        The latency predictor decomposes a design with it (effscope.search.predictor), and traces the forward on the
+        `meta` device where it is None.
+
+        Args:
+            size: the image size (default_size if None).
+        """
+        return None
+
     def example_args(self, batch=1, size=None, *, device=None, dtype=None):
         h, w = size or self.default_size
         return (torch.randn(batch, self.in_chans, h, w, device=device, dtype=dtype),)

@@ -202,8 +202,8 @@ def search(
     report: str = typer.Option(None, "--report", help="Also write the study's HTML report to this file."),
 ) -> None:
     """Search a space's knobs for the best quality under a latency budget measured on the device."""
+    from effscope.search.coordinator import run_search
     from effscope.search.space import load_space
-    from effscope.search.study import run_search
 
     if list_:
         out.print(_list_table())
@@ -274,7 +274,9 @@ def _interrupted(space, storage, study_name) -> None:
     """After Ctrl-C: what was kept, and how to resume."""
     import optuna
 
-    from effscope.search.study import default_study_name, storage_url, study_info, summarize
+    from effscope.search.storage import storage_url
+    from effscope.search.study import default_study_name, study_info
+    from effscope.search.summary import summarize
 
     name = study_name or default_study_name(space)
     url = storage_url(storage)
@@ -300,7 +302,7 @@ def calibrate(
     seed: int = typer.Option(None, "--seed", help="Seed of the design sample."),
 ) -> None:
     """Short-train a sample of a space and report each proxy's Kendall tau against it (stored with the study)."""
-    from effscope.search.calibrate import calibrate as run_calibrate
+    from effscope.search.calibrate import calibrate_proxies
     from effscope.search.space import load_space
 
     sp = load_space(space).with_overrides(device=device, data=data, seed=seed)
@@ -313,7 +315,7 @@ def calibrate(
             else:
                 err.print(text, markup=False, highlight=False)
 
-        result = run_calibrate(
+        result = calibrate_proxies(
             sp,
             samples=samples,
             steps=steps,

@@ -80,6 +80,34 @@ class LITv2Config(Config):
         }
 
 
+def _blocks(c: LITv2Config) -> list[tuple[int, Config]]:
+    """(stage, config) of every block in forward order, a stage's DTM after its blocks (stages 1-3): the one place
+    the stage loop lives (the module builds from it, `LITv2.block_layout` adds the grids)."""
+    n = sum(c.depths)
+    rates = [c.drop_path_rate * j / max(n - 1, 1) for j in range(n)]  # linear ramp, as timm's linspace
+    out: list[tuple[int, Config]] = []
+    for i, (dim, depth, heads) in enumerate(zip(c.dims, c.depths, c.num_heads, strict=True)):
+        first = sum(c.depths[:i])
+        for j in range(depth):
+            if i in _ATTENTION_STAGES:
+                ws, lofi = (c.window_size, c.lofi_heads) if i == 2 else (1, heads)
+                cfg: Config = HiLoBlockConfig(
+                    heads=heads,
+                    head_dim=dim // heads,
+                    lofi_heads=lofi,
+                    window_size=ws,
+                    mlp_ratio=c.mlp_ratio,
+                    qkv_bias=c.qkv_bias,
+                    drop_path=rates[first + j],
+                )
+            else:
+                cfg = ConvFFNConfig(dim, c.mlp_ratio, rates[first + j])
+            out.append((i, cfg))
+        if i < 3:
+            out.append((i, DTMConfig(dim)))
+    return out
+
+
 class LITv2(ImageModel):
     """LITv2 classifier: 4x4 patch embedding + LN, four stages with DTM between them, LN, token mean, linear head.
 
@@ -95,37 +123,35 @@ class LITv2(ImageModel):
         dims = c.dims
         self.patch_embed = nn.Conv2d(self.in_chans, dims[0], 4, stride=4, **dd)
         self.embed_norm = nn.LayerNorm(dims[0], **dd)
-        n = sum(c.depths)
-        rates = [c.drop_path_rate * j / max(n - 1, 1) for j in range(n)]  # linear ramp, as timm's linspace
-        self.stages = nn.ModuleList()
+        self.stages = nn.ModuleList(nn.ModuleList() for _ in dims)
         self.merges = nn.ModuleList()
-        for i, (dim, depth, heads) in enumerate(zip(dims, c.depths, c.num_heads, strict=True)):
-            first = sum(c.depths[:i])
-            blocks = []
-            for j in range(depth):
-                if i in _ATTENTION_STAGES:
-                    ws, lofi = (c.window_size, c.lofi_heads) if i == 2 else (1, heads)
-                    cfg = HiLoBlockConfig(
-                        heads=heads,
-                        head_dim=dim // heads,
-                        lofi_heads=lofi,
-                        window_size=ws,
-                        mlp_ratio=c.mlp_ratio,
-                        qkv_bias=c.qkv_bias,
-                        drop_path=rates[first + j],
-                    )
-                    blocks.append(HiLoBlock(cfg, **dd))
-                else:
-                    blocks.append(ConvFFNBlock(ConvFFNConfig(dim, c.mlp_ratio, rates[first + j]), **dd))
-            self.stages.append(nn.ModuleList(blocks))
-            if i < 3:
-                self.merges.append(DTM(DTMConfig(dim), **dd))
+        for stage, cfg in _blocks(c):
+            if isinstance(cfg, DTMConfig):
+                self.merges.append(DTM(cfg, **dd))
+            elif isinstance(cfg, HiLoBlockConfig):
+                self.stages[stage].append(HiLoBlock(cfg, **dd))
+            else:
+                self.stages[stage].append(ConvFFNBlock(cfg, **dd))
         self.norm = nn.LayerNorm(dims[-1], **dd)
         self.head = nn.Linear(dims[-1], c.num_classes, **dd)
         self.apply(init_transformer_weights)
         for m in self.modules():
             if isinstance(m, DeformConv2d):
                 m.reset_offsets()  # the generic conv init above must not give the merges random offsets
+
+    @classmethod
+    def block_layout(
+        cls, config: LITv2Config, size: tuple[int, int] | None = None
+    ) -> list[tuple[Config, tuple[int, int]]]:
+        """Every block and merge in forward order with its token grid: the stride-4 stem, each DTM halves the grid."""
+        h, w = size or cls.default_size
+        hw = (h // 4, w // 4)
+        layout: list[tuple[Config, tuple[int, int]]] = []
+        for _, cfg in _blocks(config):
+            layout.append((cfg, hw))
+            if isinstance(cfg, DTMConfig):
+                hw = (hw[0] // 2, hw[1] // 2)
+        return layout
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images)

@@ -14,11 +14,11 @@ import torch
 
 from effscope.errors import EffscopeError
 from effscope.profile.record import Record, Workload
+from effscope.profile.timing import LOW_CPU_UTIL
 
 __all__ = ["Job", "Options", "describe_failure", "run_job"]
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-LOW_CPU_UTIL = 0.9  # below this, other processes competed for the cores (docs/measurement.md#contention)
 REFERENCE_DRIFT = 1.2  # the reference slowed by more than this between before and after the target: contention
 HOST_BOUND = 1.25  # eager latency over this many times the CUDA-graph replay's: launching kernels dominates
 

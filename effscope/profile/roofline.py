@@ -331,7 +331,7 @@ def _contended(details: dict[str, Any]) -> bool:
     Other dtypes are not judged: some CPU kernels run on one thread by design (fp16 matmul without AVX512-FP16),
     which reads the same as contention.
     """
-    from effscope.profile.measure import LOW_CPU_UTIL
+    from effscope.profile.timing import LOW_CPU_UTIL
 
     timings = [details["copy"]] + ([_best(details["gemm"]["fp32"])] if "fp32" in details["gemm"] else [])
     utils = [t["cpu_util"] for t in timings if t.get("cpu_util") is not None]

@@ -34,6 +34,7 @@ from effscope.errors import SpecError
 
 __all__ = [
     "FLUSH_BYTES",
+    "LOW_CPU_UTIL",
     "REFERENCE_ID",
     "LatencyStats",
     "SweepPoint",
@@ -52,6 +53,7 @@ Clock = Callable[[], float]
 
 FLUSH_BYTES = 256 * 1024 * 1024  # do_bench's L2 flush buffer: larger than any current GPU's L2
 REFERENCE_ID = "ref-mlp-v1"
+LOW_CPU_UTIL = 0.9  # cpu_util below this: other processes competed for the cores (docs/measurement.md#contention)
 
 _ABORT_MIN_SAMPLES = 3  # abort_if is consulted from this many timed samples on
 _MIN_SAMPLES_AT_CAP = 3  # the time cap never leaves fewer samples than this (or min_iters, if smaller)

@@ -18,6 +18,7 @@ from typing import Any
 
 from effscope.errors import EffscopeError
 from effscope.knobs import format_value
+from effscope.pareto import nondominated
 from effscope.stats import kendall_tau, spearman_rho
 from effscope.units import si, si_unit
 from effscope.urls import mask_command, mask_url
@@ -395,19 +396,8 @@ def pareto_front(
     Points missing either number are ignored; equal points are all kept (neither dominates the other).
     """
     sign = _better(direction)
-    pts = [p for p in points if p.get(x) is not None and p.get(y) is not None]
-    pts.sort(key=lambda p: (p.get(x), -sign * p.get(y)))
-    front: list[Point] = []
-    best_y = -math.inf
-    best_x = math.inf
-    for p in pts:
-        px, py = p.get(x), sign * p.get(y)
-        if py > best_y:
-            front.append(p)
-            best_y, best_x = py, px
-        elif py == best_y and px == best_x:
-            front.append(p)
-    return front
+    front = nondominated(points, lambda p: (p.get(y), p.get(x)), (direction, "minimize"))
+    return sorted(front, key=lambda p: (p.get(x), -sign * p.get(y)))
 
 
 @dataclass

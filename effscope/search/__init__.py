@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
+from effscope.search.coordinator import SearchResult, run_search
 from effscope.search.objectives import OBJECTIVES, QualityObjective
 from effscope.search.space import Space, SpaceError, list_spaces, load_space
-from effscope.search.study import SearchResult, SearchSummary, run_search, summarize
+from effscope.search.summary import SearchSummary, summarize
 
 __all__ = [
     "OBJECTIVES",

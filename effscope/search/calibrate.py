@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from effscope.errors import EffscopeError, SpecError
+from effscope.errors import SpecError
 from effscope.search.objectives import OBJECTIVES, PROXIES, label_for
-from effscope.search.space import Space
+from effscope.search.space import Space, sample_designs
 
-__all__ = ["CalibrationResult", "calibrate", "sample_designs"]
+__all__ = ["CalibrationResult", "calibrate_proxies"]
 
 
 @dataclass
@@ -33,36 +33,7 @@ class CalibrationResult:
     notes: list[str] = field(default_factory=list)
 
 
-def sample_designs(space: Space, n: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
-    """`n` distinct valid designs drawn at random from the space: (registry name, knob overrides)."""
-    import optuna
-
-    from effscope.profile.target import resolve_target
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    designs: list[tuple[str, dict[str, Any]]] = []
-    seen: set[str] = set()
-    for _ in range(max(50, 50 * n)):
-        if len(designs) == n:
-            break
-        trial = study.ask()
-        ts, overrides = space.suggest(trial)
-        study.tell(trial, 0.0)
-        try:
-            target = resolve_target(ts.name, overrides)
-        except EffscopeError:
-            continue  # an invalid combination (a cross-knob rule): draw again
-        key = repr((ts.name, sorted(target.knobs().items())))
-        if key not in seen:
-            seen.add(key)
-            designs.append((ts.name, target.knobs()))
-    if len(designs) < n:
-        raise SpecError(f"the space {space.name} yielded only {len(designs)} distinct valid designs; ask for fewer")
-    return designs
-
-
-def calibrate(
+def calibrate_proxies(
     space: Space,
     *,
     samples: int = 8,
@@ -82,7 +53,8 @@ def calibrate(
     from effscope.profile.store import RecordStore
     from effscope.search.data import open_imagefolder
     from effscope.search.objectives import QualityError, QualityProcess, evaluate
-    from effscope.search.study import default_study_name, device_name_for, open_storage, prepare_study, storage_url
+    from effscope.search.storage import open_storage, storage_url
+    from effscope.search.study import default_study_name, device_name_for, prepare_study
     from effscope.stats import kendall_tau
 
     if space.kind != "model":
@@ -108,7 +80,9 @@ def calibrate(
     name = study_name or default_study_name(space)
     study, _, _ = prepare_study(space, optuna_storage, name, device_name=device_name, command=command)
 
-    designs = sample_designs(space, samples, space.seed)
+    designs = [(ts.name, config.knob_values()) for ts, config in sample_designs(space, samples, space.seed)]
+    if len(designs) < samples:
+        raise SpecError(f"the space {space.name} yielded only {len(designs)} distinct valid designs; ask for fewer")
     names = ["train", *PROXIES]
     proc = QualityProcess(threads=space.workload.threads)
     rows: list[dict[str, Any]] = []

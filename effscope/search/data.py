@@ -8,6 +8,7 @@ split is the same on every machine.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,7 +53,9 @@ class ImageFolder:
     train: tuple[tuple[str, int], ...]
     val: tuple[tuple[str, int], ...]
 
-    def load(self, samples, size: tuple[int, int], *, flip: torch.Tensor | None = None) -> torch.Tensor:
+    def load(
+        self, samples: Sequence[tuple[str, int]], size: tuple[int, int], *, flip: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Decode, resize (shorter side), center-crop to `size` and normalize: a float (N, 3, H, W) batch."""
         import numpy as np
         import torch
@@ -76,7 +79,7 @@ class ImageFolder:
         return (out - mean) / std
 
     @staticmethod
-    def labels(samples) -> torch.Tensor:
+    def labels(samples: Sequence[tuple[str, int]]) -> torch.Tensor:
         import torch
 
         return torch.tensor([label for _, label in samples], dtype=torch.long)

@@ -36,8 +36,12 @@ from typing import TYPE_CHECKING, Any
 from effscope.errors import EffscopeError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from torch import nn
+
+    from effscope.search.data import ImageFolder
 
 __all__ = ["OBJECTIVES", "QualityError", "QualityObjective", "QualityProcess", "evaluate", "label_for"]
 
@@ -244,7 +248,7 @@ def dss(module: nn.Module, args: list, labels: torch.Tensor | None) -> float:
 
 
 def short_train(
-    target_name: str, knobs: dict[str, Any], workload: dict[str, Any], train: dict[str, Any], folder
+    target_name: str, knobs: dict[str, Any], workload: dict[str, Any], train: dict[str, Any], folder: ImageFolder
 ) -> float:
     """Train `train['steps']` AdamW steps at a fixed seed; return validation top-1 in percent."""
     import contextlib
@@ -429,7 +433,7 @@ class QualityProcess:
 
         self._child = ChildProcess(_serve, (threads,), "quality process")
 
-    def call(self, fn, kwargs: dict[str, Any], *, timeout: float) -> Any:
+    def call(self, fn: Callable[..., Any], kwargs: dict[str, Any], *, timeout: float) -> Any:
         """Run fn(**kwargs) in the process; raise QualityError with the reason when it fails."""
         from effscope.profile.child import ChildDied, ChildTimedOut
 

@@ -17,9 +17,10 @@ In a search the prediction only ever rejects: a candidate predicted over budget 
 infeasible ("predicted-infeasible") without being measured, a seeded ~5 % of those are measured anyway to estimate
 false rejections, and the final Pareto set is re-measured in fresh worker processes.
 
-Decomposition: a block-level space's design is one block. Models: LITv2 has a pure-python decomposer (fast
-screening); any other model whose blocks are registered blocks is decomposed by tracing its forward on the `meta`
-device (slower: the screening rate is quoted for LITv2 and block spaces).
+Decomposition: a block-level space's design is one block. A model that declares its block layout
+(`ImageModel.block_layout`, LITv2 does) is decomposed from its config alone (fast screening); any other model whose
+blocks are registered blocks is decomposed by tracing its forward on the `meta` device (slower: the screening rate
+is quoted for LITv2 and block spaces).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from effscope.knobs import Config, to_jsonable, with_knobs
 if TYPE_CHECKING:
     from effscope.profile.record import Record, Workload
     from effscope.profile.store import RecordStore
+    from effscope.profile.worker import Worker as ProfilerWorker
     from effscope.search.space import Space, TargetSpace
 
 __all__ = [
@@ -106,36 +108,6 @@ def _call(config: Config, size: tuple[int, int] | None, batch: int) -> BlockCall
     return BlockCall(config.owner(), tuple(sorted(knobs.items())), tuple(size) if size else None, batch)
 
 
-def _litv2(config: Config, size: tuple[int, int] | None, batch: int) -> list[BlockCall]:
-    """LITv2 (effscope/models/litv2.py) stage by stage, in pure python: stride-4 stem, DTM halves the grid."""
-    from effscope.blocks.hilo import ConvFFNConfig, DTMConfig, HiLoBlockConfig
-
-    h, w = size or (224, 224)
-    hw = (h // 4, w // 4)
-    calls: list[BlockCall] = []
-    for i, (dim, depth, heads) in enumerate(zip(config.dims, config.depths, config.num_heads, strict=True)):
-        if i >= 2:
-            ws, lofi = (config.window_size, config.lofi_heads) if i == 2 else (1, heads)
-            block = HiLoBlockConfig(
-                heads=heads,
-                head_dim=dim // heads,
-                lofi_heads=lofi,
-                window_size=ws,
-                mlp_ratio=config.mlp_ratio,
-                qkv_bias=config.qkv_bias,
-            )
-        else:
-            block = ConvFFNConfig(dim, config.mlp_ratio)
-        calls += [_call(block, hw, batch)] * depth
-        if i < 3:
-            calls.append(_call(DTMConfig(dim), hw, batch))
-            hw = (hw[0] // 2, hw[1] // 2)
-    return calls
-
-
-DECOMPOSERS: dict[str, Callable[[Config, tuple[int, int] | None, int], list[BlockCall]]] = {"litv2": _litv2}
-
-
 def _trace(spec, config: Config, size: tuple[int, int] | None, batch: int) -> list[BlockCall]:
     """Any model: run its forward on `meta` and note every outermost registered block with its input grid."""
     import torch
@@ -186,9 +158,9 @@ def decompose(target: str, config: Config, workload: Workload) -> list[BlockCall
     if target in blocks():
         return [_call(config, workload.size, workload.batch)]
     spec = models().get(target)
-    fn = DECOMPOSERS.get(spec.family or "")
-    if fn is not None:
-        return fn(config, workload.size, workload.batch)
+    layout = spec.module.block_layout(config, workload.size)
+    if layout is not None:
+        return [_call(block, grid, workload.batch) for block, grid in layout]
     return _trace(spec, config, workload.size, workload.batch)
 
 
@@ -530,32 +502,6 @@ def lut_options(space: Space, *, fresh_process: bool = False):
     )
 
 
-def sample_designs(space: Space, n: int, seed: int, *, skip: set | None = None) -> list[tuple[TargetSpace, Config]]:
-    """`n` distinct valid designs drawn at random from the space (its own sampling API, a RandomSampler)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed), directions=space.directions)
-    seen = set(skip or ())
-    out: list[tuple[TargetSpace, Config]] = []
-    for _ in range(200 * max(1, n)):
-        if len(out) >= n:
-            break
-        trial = study.ask()
-        ts, overrides = space.suggest(trial)
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        try:
-            config = with_knobs(ts.base, overrides)
-        except (KnobError, UnknownNameError, SpecError):
-            continue
-        key = (ts.name, repr(sorted(config.knob_values().items())))
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append((ts, config))
-    return out
-
-
 @dataclass
 class _Measurer:
     """Measures block calls and whole designs through one profiler Worker, re-using stored Records by key."""
@@ -622,7 +568,7 @@ def build_table(
     seed: int | None = None,
     device_name: str | None = None,
     command: str = "",
-    worker=None,
+    worker: ProfilerWorker | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> LatencyTable:
     """Measure the blocks of `samples` + `holdout` random designs, fit on the first, validate on the second, store.
@@ -636,6 +582,7 @@ def build_table(
         PredictorError: a model that cannot be decomposed, a failed measurement, too few valid designs.
     """
     from effscope.profile.worker import Worker
+    from effscope.search.space import sample_designs
     from effscope.search.study import device_name_for
 
     if samples < 2 or holdout < 1:
@@ -737,114 +684,10 @@ def _notes(space: Space) -> list[str]:
             "block-level space: a design is one block, so entries are knob points and the held-out error is the "
             "re-measurement error of a point (the table predicts only points it holds; others are measured)"
         ]
-    fam = space.targets[0].family or ""
-    how = "pure-python decomposition" if fam in DECOMPOSERS else "meta-device tracing (slow screening)"
+    from effscope.spec import models
+
+    ts = space.targets[0]
+    fam = ts.family or ""
+    declared = models().get(ts.name).module.block_layout(ts.base) is not None
+    how = "pure-python decomposition" if declared else "meta-device tracing (slow screening)"
     return [f"model-level space ({fam}): blocks from {how}; the stem, final norm and head are left to the correction"]
-
-
-# --------------------------------------------------------------------------------------------------- after a search
-
-
-def finish_search(
-    study, space: Space, table: LatencyTable, store: RecordStore, *, device_name: str, command: str = "", worker=None
-) -> list[str]:
-    """Count rejections and spot checks, re-measure the feasible Pareto set in fresh processes, store both.
-
-    The counts go to study.user_attrs["predictor"] (with the table's validation); each front trial gets
-    remeasured_latency_ms_p50 / _p90, remeasured_record_uid and remeasured_feasible as user attrs.
-
-    Returns:
-        notes for the user (one line each).
-    """
-    from effscope.profile.run import Plan, profile
-    from effscope.profile.target import resolve_target
-    from effscope.profile.worker import Worker
-    from effscope.search.study import is_feasible, study_info, summarize
-
-    trials = study.get_trials(deepcopy=False)
-    done = [t for t in trials if t.state.name == "COMPLETE"]
-    rejected = [t for t in done if t.user_attrs.get("status") == "predicted-infeasible"]
-    spot = [t for t in done if t.user_attrs.get("spot_check")]
-    spot_ok = [t for t in spot if t.user_attrs.get("status") in ("measured", "cached", "aborted-over-budget")]
-    false_rej = [t for t in spot_ok if is_feasible(t)]
-    predicted = [t for t in done if t.user_attrs.get("predicted_latency_ms") is not None]
-    b = space.latency_budget
-    stat = b.statistic
-    info = dict(table.summary())
-    info.update(
-        screened=len(predicted),
-        rejected=len(rejected) + len(spot),
-        skipped=len(rejected),
-        spot_checked=len(spot_ok),
-        spot_false_rejections=len(false_rej),
-        false_rejection_rate=(len(false_rej) / len(spot_ok)) if spot_ok else None,
-        spot_rate=SPOT_RATE,
-    )
-
-    summary = summarize(trials, study_info(study))
-    by_number = {t.number: t for t in done}
-    remeasured = []
-    own = worker is None
-    worker = worker or Worker()
-    try:
-        for row in summary.front:
-            t = by_number[row["trial"]]
-            name = row["block"] or space.targets[0].name
-            preset = t.user_attrs.get("preset")
-            if preset is not None and space.kind == "model":
-                name = preset
-            rec = profile(
-                [Plan(resolve_target(name, dict(row["knobs"])), space.workload)],
-                lut_options(space, fresh_process=True),
-                store=store,
-                worker=worker,
-                provenance={"study": study.study_name, "trial": t.number, "command": command},
-            )[0]
-            value = rec.latency.get(stat) if rec.status == "ok" else None
-            attrs = {
-                "remeasured_latency_ms_p50": rec.latency.get("latency_ms_p50"),
-                "remeasured_latency_ms_p90": rec.latency.get("latency_ms_p90"),
-                f"remeasured_{stat}": value,
-                "remeasured_record_uid": rec.uid,
-                "remeasured_feasible": value is not None and value <= b.limit,
-            }
-            set_finished_trial_attrs(study, t._trial_id, attrs)
-            remeasured.append({"trial": t.number, **attrs})
-    finally:
-        if own:
-            worker.close()
-    info.update(
-        front_remeasured=len(remeasured),
-        front_still_feasible=sum(1 for r in remeasured if r["remeasured_feasible"]),
-    )
-    study.set_user_attr("predictor", info)
-    notes = [
-        f"predictor '{table.name}' (held-out MAPE {info['mape']:.1%}, margin x{info['margin']:.3g}): "
-        f"{len(predicted)} screened, {len(rejected)} skipped as predicted-infeasible, {len(spot_ok)} rejections "
-        f"spot-measured ({len(false_rej)} of them feasible)"
-    ]
-    if remeasured:
-        notes.append(
-            f"Pareto set re-measured in fresh processes: {info['front_still_feasible']}/{len(remeasured)} still under "
-            f"{stat} <= {b.limit:g} ms"
-        )
-    return notes
-
-
-def set_finished_trial_attrs(study, trial_id: int, attrs: dict[str, Any]) -> None:
-    """Upsert user attrs of a COMPLETE trial (Optuna's API refuses finished trials; RDB storages only)."""
-    from optuna.storages import RDBStorage
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    if not isinstance(backend, RDBStorage):
-        raise PredictorError("re-measured numbers are stored on finished trials of an RDB storage only")
-    with _create_scoped_session(backend.scoped_session) as session:
-        for key, value in attrs.items():
-            row = session.query(models.TrialUserAttributeModel).filter_by(trial_id=trial_id, key=key).one_or_none()
-            if row is None:
-                session.add(models.TrialUserAttributeModel(trial_id=trial_id, key=key, value_json=json.dumps(value)))
-            else:
-                row.value_json = json.dumps(value)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from effscope.profile.record import Workload
 
 __all__ = [
-    "Budget",
+    "SearchBudget",
     "Fixed",
     "Items",
     "Space",
@@ -36,6 +36,7 @@ __all__ = [
     "list_spaces",
     "load_space",
     "parse_space",
+    "sample_designs",
     "spaces_dir",
 ]
 
@@ -155,8 +156,9 @@ def suggest_params(trial: optuna.trial.BaseTrial, domain: Domain, name: str, onl
 
 
 @dataclass(frozen=True)
-class Budget:
-    """One latency budget (ms, on a stated statistic) or the peak-memory limit (bytes)."""
+class SearchBudget:
+    """One latency budget (ms, on a stated statistic) or the peak-memory limit (bytes) that a search enforces as a
+    trial constraint; stored with the study as `as_dict()`, which reports read back as effscope.report.data.Budget."""
 
     name: str  # "latency" or "memory"
     statistic: str
@@ -267,7 +269,7 @@ class Space:
     quality: str
     direction: str
     latency_objective: bool
-    budgets: tuple[Budget, ...]
+    budgets: tuple[SearchBudget, ...]
     sampler: str = "tpe"
     trials: int = 20
     seed: int = 0
@@ -282,16 +284,16 @@ class Space:
         return self.targets[0].kind
 
     @property
-    def latency_budgets(self) -> list[Budget]:
+    def latency_budgets(self) -> list[SearchBudget]:
         return [b for b in self.budgets if b.name == "latency"]
 
     @property
-    def latency_budget(self) -> Budget:
+    def latency_budget(self) -> SearchBudget:
         """The loosest latency budget: the one the study constrains (tighter ones are report slices)."""
         return max(self.latency_budgets, key=lambda b: b.limit)
 
     @property
-    def memory_budget(self) -> Budget | None:
+    def memory_budget(self) -> SearchBudget | None:
         return next((b for b in self.budgets if b.name == "memory"), None)
 
     @property
@@ -338,7 +340,7 @@ class Space:
                 raise SpaceError(f"--budget-ms must be a positive number of milliseconds, but got {budget_ms}")
             stat = self.latency_budget.statistic
             rest = tuple(b for b in self.budgets if b.name != "latency")
-            changes["budgets"] = (Budget("latency", stat, float(budget_ms), "ms"), *rest)
+            changes["budgets"] = (SearchBudget("latency", stat, float(budget_ms), "ms"), *rest)
         if device is not None:
             from effscope.profile.run import validate_workload
 
@@ -364,6 +366,41 @@ class Space:
             "latency_objective": self.latency_objective,
             "budgets": [b.as_dict() for b in self.budgets],
         }
+
+
+def sample_designs(space: Space, n: int, seed: int) -> list[tuple[TargetSpace, Config]]:
+    """Up to `n` distinct valid designs drawn at random from the space (its own sampling API, a RandomSampler).
+
+    An invalid draw (a cross-knob rule) is drawn again, up to 200 draws a design; callers say what too few means.
+    """
+    import optuna
+
+    from effscope.errors import KnobError
+    from effscope.knobs import with_knobs
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed), directions=space.directions)
+        seen: set[tuple[str, str]] = set()
+        out: list[tuple[TargetSpace, Config]] = []
+        for _ in range(200 * max(1, n)):
+            if len(out) >= n:
+                break
+            trial = study.ask()
+            ts, overrides = space.suggest(trial)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            try:
+                config = with_knobs(ts.base, overrides)
+            except (KnobError, UnknownNameError, SpecError):
+                continue
+            key = (ts.name, repr(sorted(config.knob_values().items())))
+            if key not in seen:
+                seen.add(key)
+                out.append((ts, config))
+        return out
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 # --------------------------------------------------------------------------------------------------- files
@@ -589,10 +626,10 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
         raise SpaceError(
             f"{where}: [budgets] statistic must be one of {', '.join(LATENCY_STATISTICS)}, but got '{statistic}'"
         )
-    budgets = [Budget("latency", statistic, float(v), "ms") for v in sorted(set(limits), reverse=True)]
+    budgets = [SearchBudget("latency", statistic, float(v), "ms") for v in sorted(set(limits), reverse=True)]
     memory = bu.positive("memory_bytes", (int, float))
     if memory is not None:
-        budgets.append(Budget("memory", "peak_mem_bytes", float(memory), "bytes"))
+        budgets.append(SearchBudget("memory", "peak_mem_bytes", float(memory), "bytes"))
 
     # search, measure, proxy, train, data
     se = _Reader(where, "search", doc.get("search", {}))

@@ -1,0 +1,112 @@
+"""After a search screened by a latency predictor: count its rejections and spot checks, and re-measure the
+feasible Pareto set in fresh worker processes (docs/search.md#latency-predictor)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from effscope.search.predictor import SPOT_RATE, LatencyTable, lut_options
+from effscope.search.storage import set_finished_trial_attrs
+from effscope.search.study import study_info
+from effscope.search.summary import is_feasible, summarize
+
+if TYPE_CHECKING:
+    import optuna
+
+    from effscope.profile.store import RecordStore
+    from effscope.profile.worker import Worker
+    from effscope.search.space import Space
+
+__all__ = ["finish_search"]
+
+
+def finish_search(
+    study: optuna.Study,
+    space: Space,
+    table: LatencyTable,
+    store: RecordStore,
+    *,
+    device_name: str,
+    command: str = "",
+    worker: Worker | None = None,
+) -> list[str]:
+    """Count rejections and spot checks, re-measure the feasible Pareto set in fresh processes, store both.
+
+    The counts go to study.user_attrs["predictor"] (with the table's validation); each front trial gets
+    remeasured_latency_ms_p50 / _p90, remeasured_record_uid and remeasured_feasible as user attrs.
+
+    Returns:
+        notes for the user (one line each).
+    """
+    from effscope.profile.run import Plan, profile
+    from effscope.profile.target import resolve_target
+    from effscope.profile.worker import Worker
+
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    rejected = [t for t in done if t.user_attrs.get("status") == "predicted-infeasible"]
+    spot = [t for t in done if t.user_attrs.get("spot_check")]
+    spot_ok = [t for t in spot if t.user_attrs.get("status") in ("measured", "cached", "aborted-over-budget")]
+    false_rej = [t for t in spot_ok if is_feasible(t)]
+    predicted = [t for t in done if t.user_attrs.get("predicted_latency_ms") is not None]
+    b = space.latency_budget
+    stat = b.statistic
+    info = dict(table.summary())
+    info.update(
+        screened=len(predicted),
+        rejected=len(rejected) + len(spot),
+        skipped=len(rejected),
+        spot_checked=len(spot_ok),
+        spot_false_rejections=len(false_rej),
+        false_rejection_rate=(len(false_rej) / len(spot_ok)) if spot_ok else None,
+        spot_rate=SPOT_RATE,
+    )
+
+    summary = summarize(trials, study_info(study))
+    by_number = {t.number: t for t in done}
+    remeasured = []
+    own = worker is None
+    worker = worker or Worker()
+    try:
+        for row in summary.front:
+            t = by_number[row["trial"]]
+            name = row["block"] or space.targets[0].name
+            preset = t.user_attrs.get("preset")
+            if preset is not None and space.kind == "model":
+                name = preset
+            rec = profile(
+                [Plan(resolve_target(name, dict(row["knobs"])), space.workload)],
+                lut_options(space, fresh_process=True),
+                store=store,
+                worker=worker,
+                provenance={"study": study.study_name, "trial": t.number, "command": command},
+            )[0]
+            value = rec.latency.get(stat) if rec.status == "ok" else None
+            attrs = {
+                "remeasured_latency_ms_p50": rec.latency.get("latency_ms_p50"),
+                "remeasured_latency_ms_p90": rec.latency.get("latency_ms_p90"),
+                f"remeasured_{stat}": value,
+                "remeasured_record_uid": rec.uid,
+                "remeasured_feasible": value is not None and value <= b.limit,
+            }
+            set_finished_trial_attrs(study, t._trial_id, attrs)
+            remeasured.append({"trial": t.number, **attrs})
+    finally:
+        if own:
+            worker.close()
+    info.update(
+        front_remeasured=len(remeasured),
+        front_still_feasible=sum(1 for r in remeasured if r["remeasured_feasible"]),
+    )
+    study.set_user_attr("predictor", info)
+    notes = [
+        f"predictor '{table.name}' (held-out MAPE {info['mape']:.1%}, margin x{info['margin']:.3g}): "
+        f"{len(predicted)} screened, {len(rejected)} skipped as predicted-infeasible, {len(spot_ok)} rejections "
+        f"spot-measured ({len(false_rej)} of them feasible)"
+    ]
+    if remeasured:
+        notes.append(
+            f"Pareto set re-measured in fresh processes: {info['front_still_feasible']}/{len(remeasured)} still under "
+            f"{stat} <= {b.limit:g} ms"
+        )
+    return notes

@@ -1,0 +1,137 @@
+"""What a search found, from its stored trials: counts, the feasible Pareto front, the presets' positions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from effscope.pareto import dominates, nondominated
+from effscope.search.space import ZOO_PARAM
+
+__all__ = ["SearchSummary", "feasible_front", "is_feasible", "summarize", "trial_row"]
+
+
+@dataclass
+class SearchSummary:
+    """The data of a finished (or interrupted) search: counts, the feasible front and the presets' positions.
+
+    `trials` counts COMPLETE trials only and `counts` splits them by effscope status (measured, cached, invalid,
+    ...); failed and still-running trials are counted apart and never as completed.
+
+    Rows are plain dicts: trial, preset, status, quality, latency_ms_p50, latency_ms_p90, params, macs, knobs,
+    feasible, on_front, dominated_by.
+    """
+
+    quality_name: str
+    quality_label: str
+    directions: list[str]
+    counts: dict[str, int]
+    trials: int
+    feasible: int
+    front: list[dict[str, Any]]
+    presets: list[dict[str, Any]]
+    slices: list[dict[str, Any]]
+    budget: dict[str, Any]
+    failed: int = 0
+    running: int = 0
+
+
+def trial_row(t: Any) -> dict[str, Any]:
+    """A completed trial as a plain dict (the rows of SearchSummary)."""
+    a = t.user_attrs
+    return {
+        **{k: v for k, v in a.items() if k.startswith("latency_ms_")},
+        "trial": t.number,
+        "preset": a.get("preset"),
+        "status": a.get("status"),
+        "quality": a.get("quality"),
+        "latency_ms_p50": a.get("latency_ms_p50"),
+        "latency_ms_p90": a.get("latency_ms_p90"),
+        "params": a.get("params"),
+        "macs": a.get("macs"),
+        "knobs": a.get("knobs", {}),
+        "block": t.params.get(ZOO_PARAM),
+        "reason": a.get("reason"),
+        "feasible": is_feasible(t),
+        "violations": {k: v for k, v in t.constraints.items() if v > 0},
+        "values": list(t.values or []),
+    }
+
+
+def is_feasible(t: Any) -> bool:
+    """All constraints <= 0; a completed trial without constraints is not an effscope measurement."""
+    c = t.constraints
+    return bool(c) and all(v <= 0.0 for v in c.values()) and t.values is not None and all(map(math.isfinite, t.values))
+
+
+def _values(row: dict[str, Any]) -> list[float]:
+    return row["values"]
+
+
+def feasible_front(rows: list[dict[str, Any]], directions: Sequence[str]) -> list[dict[str, Any]]:
+    """The non-dominated rows of feasible `rows`, one per design, by latency (see `_one_per_design`)."""
+    return _one_per_design(nondominated(rows, _values, directions), directions)
+
+
+def _one_per_design(front: list[dict[str, Any]], directions: Sequence[str]) -> list[dict[str, Any]]:
+    """Front rows by latency (2 objectives), one per design (a cached repeat shares its values)."""
+    seen, unique = set(), []
+    for r in sorted(front, key=lambda r: (r["values"][-1] if len(directions) > 1 else 0, r["trial"])):
+        k = repr(sorted(r["knobs"].items())) + str(r["block"])
+        if k not in seen:
+            seen.add(k)
+            unique.append(r)
+    return unique
+
+
+def summarize(trials: Sequence[Any], space_info: dict[str, Any]) -> SearchSummary:
+    """Counts, the feasible Pareto front and the presets' positions, from stored trials (pure: no storage)."""
+    from optuna.trial import TrialState
+
+    directions = [o["direction"] for o in space_info["objectives"]]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    counts: dict[str, int] = {}
+    for t in complete:
+        s = t.user_attrs.get("status", "unknown")
+        counts[s] = counts.get(s, 0) + 1
+    rows = [trial_row(t) for t in complete]
+    feasible = [r for r in rows if r["feasible"]]
+    front = nondominated(feasible, _values, directions)
+    unique = _one_per_design(front, directions)
+    if len(directions) == 1:
+        unique.sort(key=lambda r: r["values"][0], reverse=directions[0] == "maximize")
+    front_ids = {r["trial"] for r in front}
+    presets = []
+    for r in rows:
+        if r["preset"] is None:
+            continue
+        r = dict(r, on_front=r["trial"] in front_ids)
+        r["dominated_by"] = next(
+            (f["trial"] for f in unique if r["feasible"] and dominates(f["values"], r["values"], directions)), None
+        )
+        presets.append(r)
+    budgets = [b for b in space_info["budgets"] if b["name"] == "latency"]
+    loosest = max(budgets, key=lambda b: b["limit"])
+    slices = []
+    for b in sorted(budgets, key=lambda b: b["limit"]):
+        under = [r for r in feasible if r.get(b["statistic"]) is not None and r[b["statistic"]] <= b["limit"]]
+        best = None
+        if under:
+            best = max(under, key=lambda r: r["values"][0] if directions[0] == "maximize" else -r["values"][0])
+        slices.append({"limit": b["limit"], "statistic": b["statistic"], "feasible": len(under), "best": best})
+    return SearchSummary(
+        quality_name=space_info["objectives"][0]["name"],
+        quality_label=space_info["objectives"][0]["label"],
+        directions=directions,
+        counts=counts,
+        trials=len(complete),
+        failed=sum(1 for t in trials if t.state == TrialState.FAIL),
+        running=sum(1 for t in trials if t.state == TrialState.RUNNING),
+        feasible=len(feasible),
+        front=unique,
+        presets=presets,
+        slices=slices,
+        budget=loosest,
+    )

@@ -1,0 +1,306 @@
+"""The Optuna objective of a search: one trial samples a design, measures it (or reuses its cached Record),
+scores it and constrains it.
+
+Latency, memory and validity are trial-level constraints (docs/search.md#feasibility); invalid, out-of-memory and
+over-budget designs COMPLETE with a violation and a reason. Measuring happens in a profiler Worker (a separate
+process: the sampler never shares a process with timing), quality in a separate quality process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from effscope.errors import EffscopeError, KnobError, SpecError, UnknownNameError
+from effscope.knobs import to_jsonable
+from effscope.search.objectives import OBJECTIVES, QualityError
+from effscope.search.space import Space
+from effscope.search.storage import write_trial
+
+if TYPE_CHECKING:
+    import optuna
+
+    from effscope.profile.measure import Options
+    from effscope.profile.record import Record
+    from effscope.profile.store import RecordStore
+    from effscope.profile.worker import Worker as ProfilerWorker
+    from effscope.search.objectives import QualityProcess
+    from effscope.search.predictor import Predictor
+
+__all__ = ["SearchObjective"]
+
+
+def _worst(direction: str) -> float:
+    return -math.inf if direction == "maximize" else math.inf
+
+
+def _fastest_third(record: Record) -> float | None:
+    samples = sorted(record.details.get("latency_samples_ms") or [])
+    return samples[len(samples) // 3] if samples else None
+
+
+class SearchObjective:
+    """The Optuna objective: sample a design, measure it (or reuse its cached Record), score it, constrain it.
+
+    Args:
+        space: the search space (overrides applied).
+        store: the Record store (same database as the study).
+        device_name: the cache key's device.
+        study_name: copied into each Record.
+        command: the command line, copied into each Record.
+        measure: a profiler Worker (one per search worker process).
+        quality: a QualityProcess for computed objectives (None: created on first use).
+        predictor: a latency Predictor; a candidate predicted over budget x (1 + 2 x MAPE) is not measured
+            (except a seeded ~5 % spot check), every other candidate is.
+    """
+
+    def __init__(
+        self,
+        space: Space,
+        *,
+        store: RecordStore,
+        device_name: str,
+        study_name: str,
+        command: str,
+        measure: ProfilerWorker | None,
+        quality: QualityProcess | None = None,
+        predictor: Predictor | None = None,
+    ) -> None:
+        self.space = space
+        self.predictor = predictor  # effscope.search.predictor.Predictor: rejects only (issue 6)
+        self.store = store
+        self.device_name = device_name
+        self.study_name = study_name
+        self.command = command
+        self.measure = measure
+        self._quality = quality
+        self.worker_tag = f"{socket.gethostname()}:{os.getpid()}"
+        self._preset: str | None = None
+        self.timings: list[dict[str, float]] = []  # per trial: measure_s, quality_s (benchmarks read these)
+
+    @property
+    def options(self) -> Options:
+        from effscope.profile.measure import Options
+
+        m = self.space.measure
+        margin = m["abort_margin"]
+        return Options(
+            count=True,
+            latency=True,
+            throughput=m["throughput"],
+            reference=m["reference"],
+            max_time_s=m["max_time_s"],
+            window_s=m["window_s"],
+            abort_above_ms=self.space.latency_budget.limit * margin if margin else None,
+            timeout_s=m["timeout_s"],
+            # CPU peak RSS is honest only in a fresh process (seconds per design); reuse it unless it is budgeted.
+            fresh_process=self.space.workload.device == "cpu" and self.space.memory_budget is not None,
+        )
+
+    def quality_process(self) -> QualityProcess:
+        from effscope.search.objectives import QualityProcess
+
+        if self._quality is None:
+            self._quality = QualityProcess(threads=self.space.workload.threads)
+        return self._quality
+
+    def close(self) -> None:
+        if self._quality is not None:
+            self._quality.close()
+        self.measure.close()
+
+    # ---------------------------------------------------------------------------------------------- one trial
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        from effscope.profile.record import canonical_key
+        from effscope.profile.target import resolve_target
+
+        space = self.space
+        timing = {"measure_s": 0.0, "quality_s": 0.0}
+        self.timings.append(timing)
+        trial.set_user_attr("worker", self.worker_tag)  # which machine/process runs it, visible while it runs
+        preset = trial.user_attrs.get("preset")
+        self._preset = preset
+        ts, overrides = space.suggest(trial, preset)
+        attrs: dict[str, Any] = {}
+        try:
+            if preset is not None and preset in ts.presets:
+                # A published design is measured as published (its params were enqueued from the same values).
+                name = preset if ts.kind == "model" else ts.name
+                target = resolve_target(name, ts.presets[preset].knob_values())
+            else:
+                target = resolve_target(ts.name, overrides)
+        except (KnobError, UnknownNameError, SpecError) as e:
+            attrs.update(knobs=to_jsonable({**ts.base.knob_values(), **overrides}), status="invalid", reason=str(e))
+            return self._finish(trial, attrs, quality=None, record=None, valid=False)
+        attrs["knobs"] = to_jsonable(target.knobs())
+
+        key = canonical_key(target.name, target.knobs(), space.workload, self.device_name)
+        record = self._cached(key)
+        t0 = time.perf_counter()
+        if record is not None:
+            attrs["status"] = "cached"
+        elif self.predictor is not None and self._screen(trial, ts, target, attrs):
+            return self._rejected(trial, attrs)
+        else:
+            from effscope.profile.run import Plan, profile
+
+            provenance = {"study": self.study_name, "trial": trial.number, "key": key, "command": self.command}
+            record = profile(
+                [Plan(target, space.workload)],
+                self.options,
+                store=self.store,
+                worker=self.measure,
+                provenance=provenance,
+            )[0]
+            attrs["status"] = "measured"
+        timing["measure_s"] = time.perf_counter() - t0
+        attrs["record_uid"] = record.uid
+        attrs["flags"] = list(record.flags)
+        if record.status != "ok":
+            attrs.update(status="failed", reason=record.error or "the measurement failed")
+            return self._finish(trial, attrs, quality=None, record=record, valid=False)
+        aborted = "aborted-over-budget" in record.flags
+        if aborted:
+            lat = record.latency.get("latency_ms_p50")
+            limit = self.options.abort_above_ms
+            attrs.update(
+                status="aborted-over-budget",
+                reason=(
+                    f"stopped after {record.latency.get('latency_n')} timed runs: the fastest third ran above "
+                    f"{limit:g} ms (budget {space.latency_budget.limit:g} ms x {space.measure['abort_margin']:g}); "
+                    f"median so far {lat:.3g} ms"
+                ),
+            )
+
+        t0 = time.perf_counter()
+        quality, why = self._quality_of(trial, target, record, skip=aborted)
+        timing["quality_s"] = time.perf_counter() - t0
+        if why is not None:
+            attrs["reason"] = f"{attrs['reason']}; {why}" if "reason" in attrs else why
+        return self._finish(trial, attrs, quality=quality, record=record, valid=quality is not None or aborted)
+
+    def _screen(self, trial, ts, target, attrs: dict[str, Any]) -> bool:
+        """Predict; True when the candidate is rejected unmeasured (a spot-checked rejection is measured)."""
+        from effscope.search.predictor import reject_rule, spot_check
+
+        try:
+            predicted = self.predictor.predict(ts, target.config)
+        except EffscopeError:
+            predicted = None  # no prediction: measure
+        if predicted is None:
+            return False
+        attrs["predicted_latency_ms"] = predicted
+        if not reject_rule(predicted, self.space.latency_budget.limit, self.predictor.mape):
+            return False
+        if spot_check(self.space.seed, trial.number):
+            attrs["spot_check"] = True  # rejected by the predictor, measured anyway to count false rejections
+            return False
+        return True
+
+    def _rejected(self, trial, attrs: dict[str, Any]):
+        """Complete a predicted-infeasible trial: its predicted violation, no measurement, no quality."""
+        space, p = self.space, attrs["predicted_latency_ms"]
+        b = space.latency_budget
+        attrs.update(
+            status="predicted-infeasible",
+            reason=(
+                f"predicted {b.statistic} {p:.3g} ms > {b.limit:g} ms x {self.predictor.margin:.3g} (budget x "
+                f"(1 + 2 x MAPE {self.predictor.mape:.3f})) by latency table '{self.predictor.table.name}'; "
+                "not measured"
+            ),
+            record_uid=None,
+            flags=[],
+            quality=None,
+            quality_name=space.quality,
+        )
+        if self._preset is not None:
+            attrs["preset"] = self._preset
+        write_trial(trial, attrs, {"latency": p / b.limit - 1.0, "memory": 0.0, "valid": 0.0})
+        q = _worst(space.direction)
+        return (q, math.inf) if space.latency_objective else q
+
+    def _cached(self, key: str) -> Record | None:
+        record = self.store.latest(key)
+        if record is None:
+            return None
+        if "aborted-over-budget" in record.flags:
+            # A partial measurement stays valid only while it is still clearly over the current budget.
+            limit = self.options.abort_above_ms
+            fastest = _fastest_third(record)
+            if limit is None or fastest is None or fastest <= limit:
+                return None
+        return record
+
+    def _quality_of(self, trial, target, record: Record, *, skip: bool) -> tuple[float | None, str | None]:
+        q = OBJECTIVES[self.space.quality]
+        if q.source == "record":
+            value = record.counts.get(q.name)
+            if value is None:
+                return None, f"{q.name} is missing from the measurement"
+            return float(value), None
+        if skip:
+            return None, f"{q.name} not computed: the design is over budget"
+        reused = record.study != self.study_name or record.trial != trial.number
+        for t in trial.study.get_trials(deepcopy=False, states=_complete()) if reused else ():
+            if (
+                t.user_attrs.get("record_uid") == record.uid
+                and t.user_attrs.get("quality_name") == q.name
+                and isinstance(t.user_attrs.get("quality"), int | float)
+            ):
+                return float(t.user_attrs["quality"]), None  # same design, same settings: same value
+        from effscope.search.objectives import evaluate
+
+        kwargs = {
+            "target_name": target.name,
+            "knobs": target.knobs(),
+            "names": [q.name],
+            "workload": self.space.workload.as_dict(),
+            "proxy": self.space.proxy,
+            "train": self.space.train,
+            "data": self.space.data,
+        }
+        try:
+            out = self.quality_process().call(evaluate, kwargs, timeout=self.space.measure["timeout_s"] * 4)
+        except QualityError as e:
+            return None, f"{q.name}: {e}"
+        value = out.get(q.name)
+        if isinstance(value, str):
+            return None, f"{q.name}: {value}"
+        return float(value), None
+
+    def _finish(self, trial, attrs: dict[str, Any], *, quality: float | None, record: Record | None, valid: bool):
+        space = self.space
+        flat = record.flat() if record is not None else {}
+        peak = flat.get("peak_mem_bytes", flat.get("peak_rss_bytes"))
+        stat = flat.get(space.latency_budget.statistic)
+        attrs.setdefault("record_uid", None)
+        attrs.setdefault("flags", [])
+        for k in ("latency_ms_p50", "latency_ms_p90", "latency_ms_iqr", "params", "macs", "throughput_img_s"):
+            attrs[k] = flat.get(k)
+        attrs[space.latency_budget.statistic] = stat  # the budgeted statistic, whichever it is
+        attrs["peak_mem_bytes"] = peak
+        attrs["quality"] = quality
+        attrs["quality_name"] = space.quality
+        if self._preset is not None:
+            attrs["preset"] = self._preset
+        constraints = {
+            "latency": stat / space.latency_budget.limit - 1.0 if stat is not None else 0.0,
+            "memory": peak / space.memory_budget.limit - 1.0 if space.memory_budget and peak is not None else 0.0,
+            "valid": 0.0 if valid else 1.0,
+        }
+        write_trial(trial, attrs, constraints)
+        q = quality if quality is not None else _worst(space.direction)
+        if not space.latency_objective:
+            return q
+        lat = flat.get("latency_ms_p50")
+        return q, lat if lat is not None else math.inf
+
+
+def _complete():
+    from optuna.trial import TrialState
+
+    return (TrialState.COMPLETE,)
