@@ -8,11 +8,10 @@ from __future__ import annotations
 import sys
 import types
 
+from effscope._version import __version__
 from effscope.api import profile, report
 from effscope.errors import EffscopeError, InputSizeError, KnobError, SpecError, UnknownNameError
 from effscope.spec import Reference, Spec, blocks, models
-
-__version__ = "0.1.0"
 
 
 class _Package(types.ModuleType):

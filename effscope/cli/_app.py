@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from effscope import __version__
+from effscope._version import __version__
 
 app = typer.Typer(
     help="Hardware-aware efficiency profiler and architecture search for efficient vision transformers.",

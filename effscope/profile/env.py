@@ -173,7 +173,7 @@ def environment(
         in words: the automatic rule or the forced core), threads, torch_threads, torch_interop_threads, and the
         cpu_info() keys; on GPU also gpu_* keys, cuda_driver_version and nvml_missing_reason.
     """
-    from effscope import __version__
+    from effscope._version import __version__
     from effscope.blocks._layers import attention_rule
 
     dev = torch.device(device)

@@ -17,7 +17,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from effscope import __version__
+from effscope._version import __version__
 from effscope.report.data import (
     Breakdown,
     Front,

@@ -68,7 +68,7 @@ def prepare_study(
     """
     import optuna
 
-    from effscope import __version__
+    from effscope._version import __version__
     from effscope.urls import mask_command
 
     signature = space.signature()
