@@ -18,9 +18,10 @@ from typing import Any
 
 from effscope.errors import EffscopeError
 from effscope.knobs import format_value
+from effscope.metrics import FLAGS, METRICS, MIB, display_value
 from effscope.pareto import nondominated
 from effscope.stats import kendall_tau, spearman_rho
-from effscope.units import si, si_unit
+from effscope.units import si_unit
 from effscope.urls import mask_command, mask_url
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
 
 LATENCY = "latency_ms_p50"
 QUALITY = "quality"
-MIB = 2**20
 PROTOCOL_IQR_TARGET = 0.05  # measure.py repeats until IQR/median <= 5 %
 # +-10 %: the accuracy figure latency predictors are judged by (docs/search.md#latency-predictor)
 PREDICTION_BAND = 0.10
@@ -62,37 +62,11 @@ MIN_IMPORTANCE_POINTS = 4
 # Statuses of designs that have no trustworthy measurement (never on a front, never "least violating").
 UNMEASURED = frozenset({"invalid", "failed", "predicted-infeasible"})
 
-FLAG_MEANINGS = {
-    "cpu-contention": "other processes took CPU cores while timing (reference-module CPU utilization below 90 %)",
-    "device-contention": "the reference workload's time drifted over 1.2x around the target: the GPU, or the host "
-    "launching its kernels, changed speed",
-    "host-bound": "eager latency was over 1.25x the CUDA-graph replay's: it measures the host launching kernels more "
-    "than the GPU",
-    "gpu-throttled": "the GPU throttled (power or thermal) during the measurement window",
-    "latency-unstable": "IQR/median stayed above 5 % until the time cap",
-    "aborted-over-budget": "timing stopped early because the design was clearly over the latency budget",
-}
 
-# Numbers a design can carry: (key, hover/table label, scale). Hover shows every one present.
-NUMBERS: tuple[tuple[str, str, float], ...] = (
-    ("latency_ms_p50", "latency p50 (ms)", 1.0),
-    ("latency_ms_p90", "latency p90 (ms)", 1.0),
-    ("latency_ms_p10", "latency p10 (ms)", 1.0),
-    ("latency_ms_p99", "latency p99 (ms)", 1.0),
-    ("latency_ms_iqr", "latency IQR (ms)", 1.0),
-    ("latency_graph_ms_p50", "CUDA-graph latency p50 (ms)", 1.0),
-    ("host_bound_ratio", "eager / CUDA-graph latency", 1.0),
-    ("predicted_latency_ms", "predicted latency (ms)", 1.0),
-    ("throughput_img_s", "throughput (img/s)", 1.0),
-    ("params", "params", 0.0),  # 0: shown with an SI prefix (13.98 K, 9.38 M), sizes span many decades
-    ("macs", "MACs", 0.0),
-    ("peak_mem_bytes", "peak GPU memory (MiB)", MIB),
-    ("peak_rss_bytes", "peak RSS increase (MiB)", MIB),
-    ("energy_j_per_img", "energy (J/img)", 1.0),
-    ("reference_ms_p50", "reference module p50 (ms)", 1.0),
-    ("latency_vs_reference", "latency / reference", 1.0),
-)
-NUMBER_KEYS = tuple(k for k, _, _ in NUMBERS)
+def number_keys() -> list[str]:
+    """The numbers a design can carry (hover shows every one present): the metrics catalogue, read at call time so
+    that a metric registered later is shown too."""
+    return list(METRICS)
 
 
 class ReportError(EffscopeError):
@@ -260,7 +234,7 @@ def points_from_records(records: Iterable[Any]) -> list[Point]:
                 family=r.family,
                 kind=r.kind,
                 knobs=dict(r.knobs),
-                numbers={k: flat.get(k) for k in NUMBER_KEYS if k in flat},
+                numbers={k: flat.get(k) for k in number_keys() if k in flat},
                 status=r.status,
                 flags=tuple(r.flags),
                 size=size,
@@ -296,7 +270,7 @@ def points_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Point]:
                 family=row.get("family"),
                 kind=row.get("kind"),
                 knobs={k.removeprefix("knob."): v for k, v in row.items() if k.startswith("knob.")},
-                numbers={k: row.get(k) for k in NUMBER_KEYS if k in row},
+                numbers={k: row.get(k) for k in number_keys() if k in row},
                 status=str(row.get("status") or "ok"),
                 flags=tuple(f for f in str(row.get("flags") or "").split(",") if f),
                 size=size,
@@ -328,7 +302,7 @@ def points_from_trials(trials: Iterable[Any], records: Iterable[Any] = (), targe
         record = by_uid.get(attrs.get("record_uid") or "")
         base = points_from_records([record])[0] if record is not None else Point(id="", target="")
         numbers = dict(base.numbers)
-        numbers.update({k: attrs[k] for k in NUMBER_KEYS if attrs.get(k) is not None})
+        numbers.update({k: attrs[k] for k in number_keys() if attrs.get(k) is not None})
         status = attrs.get("status") or ("measured" if state == "COMPLETE" else "failed")
         # An unmeasured design's objective values are placeholders for the sampler, not numbers to plot.
         values = list(t.values or []) if state == "COMPLETE" and status not in UNMEASURED else []
@@ -776,10 +750,10 @@ def hover(p: Point, quality: Objective | None = None) -> list[tuple[str, Any]]:
         lines.append(("input", f"{p.size[0]}x{p.size[1]}"))
     if quality is not None and p.get(QUALITY) is not None:
         lines.append((quality.display, p.get(QUALITY)))
-    for key, label, scale in NUMBERS:
-        v = p.get(key)
+    for metric in list(METRICS.values()):
+        v = p.get(metric.name)
         if v is not None:
-            lines.append((label, si(v) if scale == 0.0 else v / scale))
+            lines.append((metric.label, display_value(metric, v)))
     for key, v in p.constraints.items():
         lines.append((f"constraint {key}", v))
     if p.flags:
@@ -979,8 +953,8 @@ def front_section(source: Source) -> Front | None:
 
 def _number_name(key: str) -> str:
     """A number's label without its unit: latency_ms_p90 -> 'latency p90'."""
-    label = next((label for k, label, _ in NUMBERS if k == key), key)
-    return label.split(" (")[0]
+    metric = METRICS.get(key)
+    return (metric.label if metric else key).split(" (")[0]
 
 
 def slice_table(points: Sequence[Point], budgets: Sequence[Budget], quality: Objective) -> Table:
@@ -1354,7 +1328,7 @@ def _flags_table(points: Sequence[Point]) -> Table | None:
     rows = []
     for flag, ids in sorted(counts.items()):
         shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
-        rows.append([flag, FLAG_MEANINGS.get(flag, ""), len(ids), shown])
+        rows.append([flag, FLAGS.get(flag, ""), len(ids), shown])
     return Table(["flag", "meaning", "designs", "which"], rows)
 
 
