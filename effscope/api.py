@@ -14,6 +14,7 @@ import multiprocessing
 import pickle
 import re
 import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
     from effscope.profile.record import Record
 
-__all__ = ["profile", "report"]
+__all__ = ["callable_package", "profile", "report"]
 
 _MAIN_GUARD = re.compile(r"^if\s+__name__\s*==\s*['\"]__main__['\"]\s*:", re.MULTILINE)
 
@@ -127,7 +128,7 @@ def report(
 ) -> Path:
     """Write the HTML report of `records` (Records from `profile`), of every Record in `db`, or of a search study in
     `storage`; return its path. One source only, as `effscope report` takes."""
-    from effscope.report import build_report
+    from effscope.report.build import build_report
 
     return build_report(
         output=output,
@@ -137,6 +138,23 @@ def report(
         study=study,
         command=_provenance()["command"],
     )
+
+
+class _CallablePackage(types.ModuleType):
+    """A package that is also the API function of its name: `effscope.profile(...)` measures, while
+    `import effscope.profile as p; p.count` and `from effscope.profile.store import RecordStore` keep working."""
+
+    _api_function: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return globals()[self._api_function](*args, **kwargs)
+
+
+def callable_package(module_name: str, function_name: str) -> None:
+    """Make the package `module_name` callable as this module's `function_name` (its docstring is the help)."""
+    module = sys.modules[module_name]
+    module.__class__ = _CallablePackage
+    module._api_function = function_name
 
 
 def _provenance() -> dict[str, str]:

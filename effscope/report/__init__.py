@@ -3,105 +3,16 @@
     build_report(output="reports/hilo.html", storage="effscope.db", study="hilo-search")
 
 data.py turns designs into plain data per figure (tested on its own); html.py renders it with plotly. plotly, optuna
-and pandas load only when a report is built.
+and pandas load only when a report is built. `effscope.report(...)` (this package, called) is the Python API's
+report function.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-from effscope.output import check_output, write_atomic
+from effscope.api import callable_package
+from effscope.report.build import DEFAULT_FOLDER, build_report, check_report_output
 from effscope.report.data import ReportError
-
-if TYPE_CHECKING:
-    from effscope.profile.record import Record
 
 __all__ = ["DEFAULT_FOLDER", "ReportError", "build_report", "check_report_output"]
 
-DEFAULT_FOLDER = "reports"
-
-
-def build_report(
-    *,
-    output: str | Path | None = None,
-    storage: str | None = None,
-    study: str | None = None,
-    db: str | None = None,
-    records_csv: str | Path | None = None,
-    records: Sequence[Record] | None = None,
-    plotlyjs: str = "inline",
-    command: str | None = None,
-    protect: Sequence[str | None] = (),
-) -> Path:
-    """Write one HTML report and return its path.
-
-    Give one source: `storage` (with `study`, optional when the storage holds one study), `db` (every Record in a
-    record store), `records_csv` (a Records export: CSV, Parquet or JSON) or `records` (Record objects, e.g. the
-    ones `effscope profile` just measured). `study` with `db` reads the study from that database (studies and
-    Records share one database).
-
-    Args:
-        output: the HTML file; None writes reports/<study or file name>.html under the working directory.
-        plotlyjs: "inline" (one offline file), "directory" (a shared plotly.min.js beside the report) or "cdn".
-        command: the command line that asked for the report, shown under provenance.
-        protect: further databases (URLs or files) the report must never be written onto; the source's own
-            database is always protected.
-
-    Raises:
-        ReportError: no or several sources, a missing or empty study, an unreadable file.
-        OutputError: an unwritable output, or one that is a database in use (checked before anything is read).
-    """
-    from effscope.report import _load, html
-    from effscope.report.data import report_data
-
-    if plotlyjs not in html.PLOTLYJS_MODES:
-        raise ReportError(f"--plotlyjs must be one of {', '.join(html.PLOTLYJS_MODES)}, but got '{plotlyjs}'")
-    if study is not None and storage is None:
-        storage, db = db, None
-    given = [x for x in (storage, db, records_csv, records) if x is not None]
-    if len(given) != 1:
-        raise ReportError(
-            "give one source: --storage URL [--study NAME] for a search, --db URL for profile Records, "
-            f"or a RECORDS.csv file (got {len(given)})"
-        )
-    protect = [*protect, storage, db]
-    if output is not None:
-        check_report_output(output, protect=protect)
-    if storage is not None:
-        source = _load.load_study(storage, study)
-    elif db is not None:
-        source = _load.load_records_db(db)
-    elif records is not None:
-        source = _load.records_source(records)
-    else:
-        source = _load.load_records_file(records_csv)
-    path = Path(output) if output is not None else Path(DEFAULT_FOLDER) / f"{_file_name(source.name)}.html"
-    document = html.render(report_data(source, command), plotlyjs=plotlyjs)
-    if plotlyjs == "directory":  # plotly.min.js first: a report without its script would be blank
-        check_output(path, databases=protect, create_folder=True)
-        path.parent.mkdir(exist_ok=True)
-        html.write_plotlyjs(path.parent)
-    write_atomic(path, lambda tmp: tmp.write_text(document, encoding="utf-8"), databases=protect, create_folder=True)
-    return path
-
-
-def check_report_output(output: str | Path, *, protect: Sequence[str | None] = ()) -> Path:
-    """Check a report's file name before any work: an .html name, a writable place, not a database in `protect`.
-
-    The report's folder is created when its parent exists; folders are never created further up.
-
-    Raises:
-        ReportError: not an .html name.
-        OutputError: the file cannot be written there.
-    """
-    path = Path(output)
-    if path.suffix.lower() not in (".html", ".htm"):
-        raise ReportError(f"the report is an HTML file: give it a name ending in .html, not '{path}'")
-    return check_output(path, databases=protect, create_folder=True)
-
-
-def _file_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "report"
+callable_package(__name__, "report")
