@@ -55,3 +55,32 @@ def test_a_name_is_declared_once(toy):
 
 def test_budget_statistics_come_from_the_catalogue():
     assert metrics.budgetable() == ["latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean"]
+
+
+def test_a_section_declared_in_one_place_is_built_rendered_and_listed():
+    from effscope.report.html import render
+    from effscope.report.sections import Section, register_section, unregister_section
+
+    def build(source):  # data without plotly, None when there is nothing to show
+        slow = [p.id for p in source.points if (p.get("latency_ms_p50") or 0) > 2.0]
+        return {"slow": slow} if slow else None
+
+    def render_slow(data):
+        return "<ul>" + "".join(f"<li>{name}</li>" for name in data["slow"]) + "</ul>"
+
+    register_section(Section("slow", "Designs over 2 ms", build, render_slow, after="trust"))
+    try:
+        with pytest.raises(SpecError, match="report section 'slow' exists already"):
+            register_section(Section("slow", "again", build, render_slow))
+        with pytest.raises(SpecError, match="after='nowhere' names no section"):
+            register_section(Section("other", "x", build, render_slow, after="nowhere"))
+        slow, fast = _record("vit", latency_ms_p50=3.0), _record("hilo")
+        data = report_data(records_source([slow, fast]))
+        assert data.registered == {"slow": {"slow": [records_source([slow]).points[0].id]}}
+        page = render(data)
+        assert "Designs over 2 ms</h2><ul><li>" in page and 'href="#slow"' in page
+        trust, mine, provenance = (page.index(t) for t in ("How far to trust", "Designs over 2 ms", "Provenance</h2>"))
+        assert trust < mine < provenance  # placed after the section it names
+        assert report_data(records_source([fast])).registered == {}  # nothing to show: no section
+    finally:
+        unregister_section("slow")

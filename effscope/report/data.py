@@ -20,6 +20,7 @@ from effscope.errors import EffscopeError
 from effscope.knobs import format_value
 from effscope.metrics import FLAGS, METRICS, MIB, display_value
 from effscope.pareto import nondominated
+from effscope.report.sections import REGISTERED
 from effscope.stats import kendall_tau, spearman_rho
 from effscope.units import si_unit
 from effscope.urls import mask_command, mask_url
@@ -697,6 +698,7 @@ class ReportData:
     insight: Insight | None
     trust: Trust | None
     provenance: Table
+    registered: dict[str, Any] = field(default_factory=dict)  # key -> data of each registered section that has data
 
 
 # ---------------------------------------------------------------------------------------------- study meaning
@@ -1474,4 +1476,5 @@ def report_data(source: Source, command: str | None = None) -> ReportData:
         insight=insight_section(source, front),
         trust=trust_section(source),
         provenance=provenance_section(source, command),
+        registered={s.key: d for s in REGISTERED if (d := s.build(source)) is not None},
     )

@@ -31,6 +31,7 @@ from effscope.report.data import (
     Table,
     Trust,
 )
+from effscope.report.sections import REGISTERED
 from effscope.units import si
 
 __all__ = ["PLOTLYJS_FILE", "PLOTLYJS_MODES", "render", "write_plotlyjs"]
@@ -854,7 +855,14 @@ def render(data: ReportData, *, plotlyjs: str = "inline") -> str:
         "trust": _trust_html(data.trust) if data.trust else None,
         "provenance": _facts_html([(str(k), v) for k, v in data.provenance.rows]),
     }
-    shown = [(key, title) for key, title in _SECTIONS if bodies[key] is not None]
+    order = list(_SECTIONS)
+    for section in REGISTERED:  # each after the section it names (registered ones may follow each other)
+        if section.key in data.registered:
+            bodies[section.key] = section.render(data.registered[section.key])
+            keys = [k for k, _ in order]
+            at = keys.index(section.after) + 1 if section.after in keys else len(order) - 1
+            order.insert(at, (section.key, section.title))
+    shown = [(key, title) for key, title in order if bodies[key] is not None]
     nav = "".join(f'<a href="#{key}">{i}. {html.escape(title)}</a>' for i, (key, title) in enumerate(shown, 1))
     sections = "".join(
         f'<section id="{key}"><h2>{i}. {html.escape(title)}</h2>{bodies[key]}</section>'
