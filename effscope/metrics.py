@@ -119,5 +119,10 @@ for _flag, _meaning in (
     ("gpu-throttled", "the GPU throttled (power or thermal) during the measurement window"),
     ("latency-unstable", "IQR/median stayed above 5 % until the time cap"),
     ("aborted-over-budget", "timing stopped early because the design was clearly over the latency budget"),
+    (
+        "latency-uncertain",
+        "the budgeted statistic's 95 % interval still contained the budget after measuring again: feasible or not "
+        "by chance",
+    ),
 ):
     register_flag(_flag, _meaning)

@@ -1,11 +1,12 @@
-"""Rank correlations without scipy (Spearman's rho and Kendall's tau-b), used by profile, search and report."""
+"""Statistics without scipy: rank correlations (Spearman's rho, Kendall's tau-b) and distribution-free confidence
+intervals for quantiles, used by profile, search and report."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-__all__ = ["kendall_tau", "spearman_rho"]
+__all__ = ["kendall_tau", "quantile_interval", "spearman_rho"]
 
 
 def _ranks(values: Sequence[float]) -> list[float]:
@@ -57,3 +58,35 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
                 discordant += 1
     denom = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
     return (concordant - discordant) / denom if denom else math.nan
+
+
+def quantile_interval(samples: Sequence[float], q: float, confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free confidence interval for the `q`-quantile of the population the samples come from.
+
+    The interval runs between two order statistics X(l) <= X(u), chosen so that the number of samples below the true
+    quantile, which is Binomial(n, q), falls in [l, u - 1] with probability >= `confidence`, half the miss on each
+    side. It assumes independent samples from one distribution (timings drift; treat it as a lower bound on the
+    uncertainty). None when there are too few samples for that confidence (95 % needs 6 samples for a median, 36
+    for a p90).
+    """
+    if not 0 < q < 1 or not 0 < confidence < 1:
+        raise ValueError(f"q and confidence must lie in (0, 1), but got ({q}, {confidence})")
+    x = sorted(samples)
+    n = len(x)
+    if n == 0:
+        return None
+    tail = (1 - confidence) / 2
+    # cdf[k] = P(B <= k), B ~ Binomial(n, q), from log-pmfs (no underflow for large n)
+    log_pmf = [
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(q) + (n - k) * math.log1p(-q)
+        for k in range(n + 1)
+    ]
+    cdf, total = [], 0.0
+    for lp in log_pmf:
+        total += math.exp(lp)
+        cdf.append(total)
+    lower = [k for k in range(1, n + 1) if cdf[k - 1] <= tail]  # P(B <= l - 1) <= tail
+    upper = [k for k in range(1, n + 1) if cdf[k - 1] >= 1 - tail]  # P(B <= u - 1) >= 1 - tail
+    if not lower or not upper:
+        return None
+    return x[max(lower) - 1], x[min(upper) - 1]

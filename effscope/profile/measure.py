@@ -252,29 +252,29 @@ def _train_step(module: torch.nn.Module, runner, tensors, device: torch.device, 
     return step
 
 
-# Training mode measures a step, not a forward: its numbers get names that say so.
+# Training mode measures a step, not a forward: its numbers get names that say so (latency_ms_p50 ->
+# train_step_ms_p50, latency_ms_p90_lo -> train_step_ms_p90_lo, ...).
+_TRAIN_PREFIXES = {"latency_ms_": "train_step_ms_", "latency_wall_ms_": "train_step_wall_ms_"}
 _TRAIN_NAMES = {
-    "latency_ms_p50": "train_step_ms_p50",
-    "latency_ms_p10": "train_step_ms_p10",
-    "latency_ms_p90": "train_step_ms_p90",
-    "latency_ms_p99": "train_step_ms_p99",
-    "latency_ms_iqr": "train_step_ms_iqr",
-    "latency_ms_mean": "train_step_ms_mean",
     "latency_n": "train_step_n",
-    "latency_wall_ms_p50": "train_step_wall_ms_p50",
     "throughput_img_s": "train_img_s",
     "latency_vs_reference": "train_step_vs_reference",
 }
 
 
+def _training_name(key: str) -> str:
+    for old, new in _TRAIN_PREFIXES.items():
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return _TRAIN_NAMES.get(key, key)
+
+
 def _as_training(record: Record) -> None:
     for section in (record.latency, record.throughput, record.reference):
-        for old, new in _TRAIN_NAMES.items():
-            if old in section:
-                section[new] = section.pop(old)
-    for old, new in _TRAIN_NAMES.items():
-        if old in record.missing:
-            record.missing[new] = record.missing.pop(old)
+        renamed = {_training_name(k): v for k, v in section.items()}
+        section.clear()
+        section.update(renamed)
+    record.missing = {_training_name(k): v for k, v in record.missing.items()}
 
 
 def _roofline(record: Record) -> None:
@@ -389,12 +389,25 @@ def _latency(forward, device, wl: Workload, opts: Options, record: Record) -> No
         "latency_aborted": stats.aborted,
     }
     record.details["latency_samples_ms"] = list(stats.samples_ms)
+    record.latency.update(latency_intervals(stats.samples_ms))
     if stats.aborted:
         record.flags.append("aborted-over-budget")
     if not stats.stable:
         record.flags.append("latency-unstable")
     if wl.cuda_graph:
         _cuda_graph_latency(forward, device, opts, record)
+
+
+def latency_intervals(samples_ms) -> dict[str, float | None]:
+    """95 % confidence intervals of the median, p90 and p99 (latency_ms_p50_lo / _hi, ...), distribution-free from
+    order statistics; where the samples are too few for one, the samples' range stands in (a weaker interval)."""
+    from effscope.stats import quantile_interval
+
+    out: dict[str, float | None] = {}
+    for name, q in (("latency_ms_p50", 0.5), ("latency_ms_p90", 0.9), ("latency_ms_p99", 0.99)):
+        interval = quantile_interval(samples_ms, q) or ((min(samples_ms), max(samples_ms)) if samples_ms else None)
+        out[f"{name}_lo"], out[f"{name}_hi"] = interval or (None, None)
+    return out
 
 
 def _cuda_graph_latency(forward, device, opts: Options, record: Record) -> None:

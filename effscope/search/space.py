@@ -253,7 +253,7 @@ class Space:
         latency_objective: True: minimize the measured median latency as a second objective.
         budgets: latency budgets (loosest first) and an optional memory limit.
         sampler, trials, seed, n_startup_trials: the Optuna study.
-        measure: profiler settings (max_time_s, window_s, throughput, reference, abort_margin, timeout_s).
+        measure: profiler settings (max_time_s, window_s, throughput, reference, abort_margin, timeout_s, remeasure).
         proxy: zero-cost proxy settings (batch).
         train: short-training settings (steps, batch, lr, weight_decay, val_images, seed).
         data: an ImageFolder directory (real batches for proxies; required by `train`).
@@ -463,7 +463,7 @@ SECTIONS = {
     "objectives": {"quality", "direction", "latency"},
     "budgets": {"latency_ms", "statistic", "memory_bytes"},
     "search": {"sampler", "trials", "seed", "n_startup_trials"},
-    "measure": {"max_time_s", "window_s", "throughput", "reference", "abort_margin", "timeout_s"},
+    "measure": {"max_time_s", "window_s", "throughput", "reference", "abort_margin", "timeout_s", "remeasure"},
     "proxy": {"batch"},
     "train": {"steps", "batch", "lr", "weight_decay", "val_images", "seed"},
     "data": {"dir"},
@@ -476,6 +476,7 @@ MEASURE_DEFAULTS = {
     "reference": False,
     "abort_margin": 1.5,
     "timeout_s": 300.0,
+    "remeasure": 1,  # times a design whose budget statistic is uncertain against the budget is measured again
 }
 PROXY_DEFAULTS = {"batch": 8}
 TRAIN_DEFAULTS = {"steps": 100, "batch": 32, "lr": 1e-3, "weight_decay": 0.05, "val_images": 256, "seed": 0}
@@ -650,6 +651,7 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
     if margin is True or (margin is not False and margin < 1):
         raise SpaceError(f"{where}: [measure] abort_margin must be a number >= 1 or false, but got {margin!r}")
     measure["abort_margin"] = None if margin is False else float(margin)
+    measure["remeasure"] = me.positive("remeasure", int, measure["remeasure"], zero=True)
 
     pr = _Reader(where, "proxy", doc.get("proxy", {}))
     proxy = {"batch": pr.positive("batch", int, PROXY_DEFAULTS["batch"])}

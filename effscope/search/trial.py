@@ -19,6 +19,7 @@ from effscope.knobs import to_jsonable
 from effscope.search.objectives import OBJECTIVES, QualityError
 from effscope.search.space import Space
 from effscope.search.storage import write_trial
+from effscope.search.uncertainty import UNCERTAIN, measure_and_decide, verdict
 
 if TYPE_CHECKING:
     import optuna
@@ -149,17 +150,26 @@ class SearchObjective:
             from effscope.profile.run import Plan, profile
 
             provenance = {"study": self.study_name, "trial": trial.number, "key": key, "command": self.command}
-            record = profile(
-                [Plan(target, space.workload)],
-                self.options,
-                store=self.store,
-                worker=self.measure,
-                provenance=provenance,
-            )[0]
+            budget = space.latency_budget
+            record, attrs["remeasured"], _ = measure_and_decide(
+                lambda: profile(
+                    [Plan(target, space.workload)],
+                    self.options,
+                    store=self.store,
+                    worker=self.measure,
+                    provenance=provenance,
+                )[0],
+                budget.statistic,
+                budget.limit,
+                remeasures=space.measure["remeasure"],
+            )
             attrs["status"] = "measured"
         timing["measure_s"] = time.perf_counter() - t0
         attrs["record_uid"] = record.uid
         attrs["flags"] = list(record.flags)
+        attrs["latency_verdict"] = verdict(record.latency, space.latency_budget.statistic, space.latency_budget.limit)
+        if attrs["latency_verdict"] == UNCERTAIN:
+            attrs["flags"].append("latency-uncertain")
         if record.status != "ok":
             attrs.update(status="failed", reason=record.error or "the measurement failed")
             return self._finish(trial, attrs, quality=None, record=record, valid=False)
