@@ -253,7 +253,8 @@ class Space:
         latency_objective: True: minimize the measured median latency as a second objective.
         budgets: latency budgets (loosest first) and an optional memory limit.
         sampler, trials, seed, n_startup_trials: the Optuna study.
-        measure: profiler settings (max_time_s, window_s, throughput, reference, abort_margin, timeout_s, remeasure).
+        measure: profiler settings (max_time_s, window_s, throughput, reference, abort_margin, timeout_s, remeasure,
+            module_times).
         proxy: zero-cost proxy settings (batch).
         train: short-training settings (steps, batch, lr, weight_decay, val_images, seed).
         data: an ImageFolder directory (real batches for proxies; required by `train`).
@@ -463,7 +464,16 @@ SECTIONS = {
     "objectives": {"quality", "direction", "latency"},
     "budgets": {"latency_ms", "statistic", "memory_bytes"},
     "search": {"sampler", "trials", "seed", "n_startup_trials"},
-    "measure": {"max_time_s", "window_s", "throughput", "reference", "abort_margin", "timeout_s", "remeasure"},
+    "measure": {
+        "max_time_s",
+        "window_s",
+        "throughput",
+        "reference",
+        "abort_margin",
+        "timeout_s",
+        "remeasure",
+        "module_times",
+    },
     "proxy": {"batch"},
     "train": {"steps", "batch", "lr", "weight_decay", "val_images", "seed"},
     "data": {"dir"},
@@ -477,6 +487,7 @@ MEASURE_DEFAULTS = {
     "abort_margin": 1.5,
     "timeout_s": 300.0,
     "remeasure": 1,  # times a design whose budget statistic is uncertain against the budget is measured again
+    "module_times": False,  # per-module times for the report's breakdown: 6 more forwards a design
 }
 PROXY_DEFAULTS = {"batch": 8}
 TRAIN_DEFAULTS = {"steps": 100, "batch": 32, "lr": 1e-3, "weight_decay": 0.05, "val_images": 256, "seed": 0}
@@ -645,7 +656,7 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
     measure = dict(MEASURE_DEFAULTS)
     for key in ("max_time_s", "window_s", "timeout_s"):
         measure[key] = float(me.positive(key, (int, float), measure[key]))
-    for key in ("throughput", "reference"):
+    for key in ("throughput", "reference", "module_times"):
         measure[key] = me.get(key, bool, measure[key])
     margin = me.get("abort_margin", (int, float, bool), measure["abort_margin"], what="a number >= 1 or false")
     if margin is True or (margin is not False and margin < 1):

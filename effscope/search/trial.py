@@ -12,6 +12,7 @@ import math
 import os
 import socket
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from effscope.errors import EffscopeError, KnobError, SpecError, UnknownNameError
@@ -97,6 +98,7 @@ class SearchObjective:
             window_s=m["window_s"],
             abort_above_ms=self.space.latency_budget.limit * margin if margin else None,
             timeout_s=m["timeout_s"],
+            module_times=m["module_times"],  # the report's time breakdown; off by default: 6 forwards a design
             # CPU peak RSS is honest only in a fresh process (seconds per design); reuse it unless it is budgeted.
             fresh_process=self.space.workload.device == "cpu" and self.space.memory_budget is not None,
         )
@@ -151,18 +153,31 @@ class SearchObjective:
 
             provenance = {"study": self.study_name, "trial": trial.number, "key": key, "command": self.command}
             budget = space.latency_budget
+            first: list[Record] = []
+
+            def measure() -> Record:
+                # Counts depend on the design alone: a re-measurement times again and reuses the first count.
+                options = replace(self.options, count=not first)
+                (measured,) = profile(
+                    [Plan(target, space.workload)], options, store=None, worker=self.measure, provenance=provenance
+                )
+                if first:
+                    from effscope.profile.roofline import add_roofline
+
+                    measured.counts, measured.details["count"] = first[0].counts, first[0].details.get("count")
+                    measured.missing = {k: v for k, v in measured.missing.items() if k not in first[0].counts}
+                    add_roofline(measured)  # achieved MAC/s from this measurement's latency
+                first.append(measured)
+                return measured
+
             record, attrs["remeasured"], _ = measure_and_decide(
-                lambda: profile(
-                    [Plan(target, space.workload)],
-                    self.options,
-                    store=self.store,
-                    worker=self.measure,
-                    provenance=provenance,
-                )[0],
-                budget.statistic,
-                budget.limit,
-                remeasures=space.measure["remeasure"],
+                measure, budget.statistic, budget.limit, remeasures=space.measure["remeasure"]
             )
+            if self.store is not None:  # only the kept measurement is stored (the cache reads the newest)
+                from effscope.profile.roofline import attach_calibration
+
+                attach_calibration(record, self.store, {})
+                self.store.add(record)
             attrs["status"] = "measured"
         timing["measure_s"] = time.perf_counter() - t0
         attrs["record_uid"] = record.uid
