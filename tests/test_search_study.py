@@ -3,6 +3,7 @@ recovery, several workers on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import signal
@@ -20,7 +21,8 @@ from optuna.trial import TrialState
 from effscope.errors import SpecError
 from effscope.profile.store import RecordStore
 from effscope.search.coordinator import run_search
-from effscope.search.storage import storage_url
+from effscope.search.storage import named_constraints, storage_url
+from effscope.search.study import space_toml
 from effscope.search.summary import summarize
 
 
@@ -58,7 +60,13 @@ def test_study_and_trials_carry_the_contract_data(first_run):
     tmp, _, result = first_run
     study = optuna.load_study(study_name="tiny-cpu", storage=f"sqlite:///{tmp / 'a.db'}")
     a = study.user_attrs
-    assert a["effscope_space"]["name"] == "tiny" and "[knobs]" in a["effscope_space"]["toml"]
+    assert a["effscope_space"]["name"] == "tiny" and "toml" not in a["effscope_space"]  # short: `optuna studies`
+    assert "[knobs]" in space_toml(study._storage, "tiny-cpu")
+    assert (
+        a["effscope_space"]["sha256"]
+        == hashlib.sha256(space_toml(study._storage, "tiny-cpu").encode()).hexdigest()[:16]
+    )
+    assert study.metric_names == ["params", "latency_ms_p50"]
     assert a["target"] == "hilo" and a["kind"] == "block" and a["workload"]["size"] == [7, 7]
     assert a["device_name"] and a["command"] == "pytest" and a["effscope_version"]
     assert a["objectives"][0] == {
@@ -79,7 +87,8 @@ def test_study_and_trials_carry_the_contract_data(first_run):
     statuses = set()
     for t in trials:
         u = t.user_attrs
-        assert list(t.constraints) == ["latency", "memory", "valid"]
+        assert list(named_constraints(t.system_attrs)) == ["latency", "memory", "valid"]
+        assert t.system_attrs["constraints"] == list(named_constraints(t.system_attrs).values())  # the dashboard's
         statuses.add(u["status"])
         assert u["quality_name"] == "params" and u["worker"]
         if u["status"] == "invalid":  # lofi_heads > heads: completed with a reason, never a crash

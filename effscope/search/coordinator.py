@@ -202,7 +202,9 @@ def run_search(
     if table is not None:
         from effscope.search.remeasure import finish_search
 
-        notes += finish_search(study, space, table, RecordStore(url), device_name=device_name, command=command)
+        notes += finish_search(
+            study, space, table, RecordStore(url), storage=optuna_storage, device_name=device_name, command=command
+        )
     summary = summarize(study.get_trials(deepcopy=False), study_info(study))
     return SearchResult(name, url, created, summary, notes, time.monotonic() - started, failures)
 

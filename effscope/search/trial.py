@@ -55,6 +55,8 @@ class SearchObjective:
         quality: a QualityProcess for computed objectives (None: created on first use).
         predictor: a latency Predictor; a candidate predicted over budget x (1 + 2 x MAPE) is not measured
             (except a seeded ~5 % spot check), every other candidate is.
+        dashboard: also store the constraints as the list optuna-dashboard reads (`write_trial`); False for a
+            study an older effscope created, whose trials lack it (samplers compare constraint counts).
     """
 
     def __init__(
@@ -68,8 +70,10 @@ class SearchObjective:
         measure: ProfilerWorker | None,
         quality: QualityProcess | None = None,
         predictor: Predictor | None = None,
+        dashboard: bool = True,
     ) -> None:
         self.space = space
+        self.dashboard = dashboard
         self.predictor = predictor  # effscope.search.predictor.Predictor: rejects only (issue 6)
         self.store = store
         self.device_name = device_name
@@ -219,7 +223,7 @@ class SearchObjective:
         )
         if self._preset is not None:
             attrs["preset"] = self._preset
-        write_trial(trial, attrs, {"latency": p / b.limit - 1.0, "memory": 0.0, "valid": 0.0})
+        write_trial(trial, attrs, {"latency": p / b.limit - 1.0, "memory": 0.0, "valid": 0.0}, dashboard=self.dashboard)
         q = _worst(space.direction)
         return (q, math.inf) if space.latency_objective else q
 
@@ -292,7 +296,7 @@ class SearchObjective:
             "memory": peak / space.memory_budget.limit - 1.0 if space.memory_budget and peak is not None else 0.0,
             "valid": 0.0 if valid else 1.0,
         }
-        write_trial(trial, attrs, constraints)
+        write_trial(trial, attrs, constraints, dashboard=self.dashboard)
         q = quality if quality is not None else _worst(space.direction)
         if not space.latency_objective:
             return q
