@@ -134,22 +134,22 @@ DASHBOARD_CONSTRAINTS = "constraints"  # the trial system attr optuna-dashboard 
 
 
 def write_trial(
-    trial: optuna.Trial, attrs: dict[str, Any], constraints: dict[str, float], *, dashboard: bool = True
+    trial: optuna.Trial, trial_id: int, attrs: dict[str, Any], constraints: dict[str, float], *, dashboard: bool = True
 ) -> None:
     """Store a trial's constraints (in the contract's order) and user attrs, with Optuna's public API only.
 
-    Each constraint goes through `Trial.set_constraint` (system attr `constraints:<name>`, what Optuna 5 and
-    effscope read) and, when `dashboard`, all three also as the list in system attr `constraints`, the older key that
-    optuna-dashboard reads (its `_serializer.py`: `system_attrs.get("constraints", [])`), so the dashboard's
-    feasibility is effscope's. Optuna itself then sees each constraint twice (`0`, `1`, `2` beside the names);
-    `named_constraints` gives effscope's three.
+    Each constraint goes to system attr `constraints:<name>`, the key `Trial.set_constraint` writes and Optuna 5 and
+    effscope read (written through the storage: `set_constraint` reads the trial back first, 1 ms each); when
+    `dashboard`, all three also go as one list to system attr `constraints`, the older key that optuna-dashboard
+    reads (its `_serializer.py`: `system_attrs.get("constraints", [])`), so the dashboard's feasibility is
+    effscope's. Optuna itself then sees each constraint twice (`0`, `1`, `2` beside the names);
+    `named_constraints` gives effscope's three. One commit per attribute: the storage overhead is measured by
+    benchmarks/search_throughput.py (docs/search.md#storage).
     """
+    storage = trial.storage
     for key in CONSTRAINTS:
-        trial.set_constraint(key, constraints[key])
+        storage.set_trial_system_attr(trial_id, f"{DASHBOARD_CONSTRAINTS}:{key}", float(constraints[key]))
     if dashboard:
-        storage = trial.storage
-        study_id = storage.get_study_id_from_name(trial.study.study_name)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         storage.set_trial_system_attr(trial_id, DASHBOARD_CONSTRAINTS, [float(constraints[k]) for k in CONSTRAINTS])
     for key, value in attrs.items():
         trial.set_user_attr(key, value)

@@ -74,6 +74,7 @@ class SearchObjective:
     ) -> None:
         self.space = space
         self.dashboard = dashboard
+        self._study_id: int | None = None
         self.predictor = predictor  # effscope.search.predictor.Predictor: rejects only (issue 6)
         self.store = store
         self.device_name = device_name
@@ -223,9 +224,16 @@ class SearchObjective:
         )
         if self._preset is not None:
             attrs["preset"] = self._preset
-        write_trial(trial, attrs, {"latency": p / b.limit - 1.0, "memory": 0.0, "valid": 0.0}, dashboard=self.dashboard)
+        constraints = {"latency": p / b.limit - 1.0, "memory": 0.0, "valid": 0.0}
+        write_trial(trial, self._trial_id(trial), attrs, constraints, dashboard=self.dashboard)
         q = _worst(space.direction)
         return (q, math.inf) if space.latency_objective else q
+
+    def _trial_id(self, trial) -> int:
+        """The storage's id of `trial` (public API: by study and trial number; the study's id is looked up once)."""
+        if self._study_id is None:
+            self._study_id = trial.storage.get_study_id_from_name(trial.study.study_name)
+        return trial.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
 
     def _cached(self, key: str) -> Record | None:
         record = self.store.latest(key)
@@ -296,7 +304,7 @@ class SearchObjective:
             "memory": peak / space.memory_budget.limit - 1.0 if space.memory_budget and peak is not None else 0.0,
             "valid": 0.0 if valid else 1.0,
         }
-        write_trial(trial, attrs, constraints, dashboard=self.dashboard)
+        write_trial(trial, self._trial_id(trial), attrs, constraints, dashboard=self.dashboard)
         q = quality if quality is not None else _worst(space.direction)
         if not space.latency_objective:
             return q
