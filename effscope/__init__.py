@@ -9,18 +9,18 @@ import sys
 import types
 
 from effscope._version import __version__
-from effscope.api import profile, report
+from effscope.api import profile, report, search
 from effscope.errors import EffscopeError, InputSizeError, KnobError, SpecError, UnknownNameError
 from effscope.spec import Reference, Spec, blocks, models
 
 
 class _Package(types.ModuleType):
-    """Keeps `effscope.blocks()`, `models()`, `profile()` and `report()` callable: importing the subpackages of the
-    same names (which those calls do) would otherwise replace the functions with the modules. The subpackages stay
-    importable by their full names (`from effscope.models import litv2`)."""
+    """Keeps `effscope.blocks()`, `models()`, `profile()`, `report()` and `search()` callable: importing the
+    subpackages of the same names (which those calls do) would otherwise replace the functions with the modules.
+    The subpackages stay importable by their full names (`from effscope.models import litv2`)."""
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name in ("blocks", "models", "profile", "report") and isinstance(value, types.ModuleType):
+        if name in ("blocks", "models", "profile", "report", "search") and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 
@@ -40,4 +40,5 @@ __all__ = [
     "models",
     "profile",
     "report",
+    "search",
 ]

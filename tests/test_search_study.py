@@ -160,10 +160,29 @@ def test_seeded_search_is_reproducible_and_the_cli_names_the_objective(first_run
     assert "Pareto designs: parameters (capacity proxy, not accuracy)" in r.stdout
     assert f"report written to {tmp / 'b.html'}" in r.stdout and "Pareto front" in (tmp / "b.html").read_text()
     assert "hilo (default)" in r.stdout and "trials 6/6" in r.stderr
+    # stderr is a pipe: one line per completed trial, naming it, with an ETA until the last one
+    lines = [line for line in r.stderr.splitlines() if line.startswith("trial ")]
+    assert sorted(int(line.split()[1]) for line in lines) == list(range(6))
+    assert all(" | trials " in line and ("ETA" in line) == ("trials 6/6" not in line) for line in lines)
     a, b = trials_of(str(tmp / "a.db")), trials_of(str(tmp / "b.db"))
     assert [t.params for t in a] == [t.params for t in b]
     assert [t.user_attrs["status"] for t in a] == [t.user_attrs["status"] for t in b]
     assert [t.values[0] for t in a] == [t.values[0] for t in b]
+
+
+def test_progress_names_the_trial_and_gives_an_eta():
+    from effscope.cli.search import _progress_text, _trial_line
+    from effscope.search.coordinator import SearchProgress
+
+    p = SearchProgress(3, 2, 0, 3, 40, 2, None, 12.0, 2, [1, 2], eta_s=37 * 0.8 / 2, finished=[])
+    t = {"trial": 2, "status": "measured", "seconds": 0.81}
+    assert (
+        _trial_line(t, p, "params")
+        == "trial 2 measured in 0.81 s | trials 3/40 | running 2 | feasible 3 | front 2 | 12 s | ETA 15 s"
+    )
+    assert _progress_text(SearchProgress(3, 2, 0, 3, 400, 2, None, 12.0, 2, [], eta_s=397 * 30.0), "q").endswith(
+        "ETA 3.3 h"
+    )
 
 
 def test_another_definition_under_the_same_study_name_is_refused(first_run):
