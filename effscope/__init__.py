@@ -16,8 +16,8 @@ from effscope.spec import Reference, Spec, blocks, models
 class _Package(types.ModuleType):
     """Keeps `effscope.blocks()` and `effscope.models()` callable: importing the subpackages of the same names (which
     those calls do) would otherwise replace the functions with the modules. The subpackages stay importable by their
-    full names (`from effscope.models import litv2`). `effscope.profile` and `effscope.report` are different: the
-    packages themselves are callable (effscope.api.callable_package), loaded on first use."""
+    full names (`from effscope.models import litv2`). `effscope.profile`, `effscope.report` and `effscope.search` are
+    different: the packages themselves are callable (effscope.api.callable_package), loaded on first use."""
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in ("blocks", "models") and isinstance(value, types.ModuleType):
@@ -29,8 +29,8 @@ sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> object:
-    """`effscope.profile` and `effscope.report`: the callable packages, imported on first use (import stays cheap)."""
-    if name in ("profile", "report"):
+    """`effscope.profile`, `report` and `search`: the callable packages, imported on first use (import stays cheap)."""
+    if name in ("profile", "report", "search"):
         import importlib
 
         return importlib.import_module(f"effscope.{name}")
@@ -50,4 +50,5 @@ __all__ = [
     "models",
     "profile",
     "report",
+    "search",
 ]

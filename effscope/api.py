@@ -1,10 +1,13 @@
-"""The Python API: what `effscope profile` and `effscope report` do, as functions that return Records and paths.
+"""The Python API: what `effscope profile`, `effscope search` and `effscope report` do, as functions that return
+Records, search results and paths.
 
 import effscope
 record = effscope.profile("litv2_s", batch=8, max_time_s=2)      # a preset, block, pattern-free name
 record = effscope.profile(my_module, size=(160, 160))            # an nn.Module instance
 print(record.latency["latency_ms_p50"], record.counts["macs"])
 effscope.report([record], output="r.html")
+result = effscope.search("hilo_block", trials=20, storage="effscope.db")   # a shipped space or a .toml path
+print(result.summary.front[0]["knobs"])
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import pickle
 import re
 import sys
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +28,9 @@ if TYPE_CHECKING:
     from torch import nn
 
     from effscope.profile.record import Record
+    from effscope.search.coordinator import SearchProgress, SearchResult
 
-__all__ = ["callable_package", "profile", "report"]
+__all__ = ["callable_package", "profile", "report", "search"]
 
 _MAIN_GUARD = re.compile(r"^if\s+__name__\s*==\s*['\"]__main__['\"]\s*:", re.MULTILINE)
 
@@ -116,6 +120,63 @@ def profile(
             "and its attributes picklable, or pass isolate=False"
         ) from None
     return record
+
+
+def search(
+    space: str,
+    *,
+    trials: int | None = None,
+    budget_ms: float | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    device: str | None = None,
+    workers: int = 1,
+    data: str | None = None,
+    seed: int | None = None,
+    heartbeat: int = 10,
+    predictor: str | None = None,
+    on_progress: Callable[[SearchProgress], None] | None = None,
+) -> SearchResult:
+    """Search a space as `effscope search SPACE` does (the same code), and return its SearchResult.
+
+    Args:
+        space: a shipped space name (`effscope search --list`) or a .toml file.
+        trials, budget_ms, storage, study, device, workers, data, seed, heartbeat, predictor: the command's
+            --trials, --budget-ms, --storage (default ./effscope.db), --study (default <space>-<device>; the same
+            name resumes), --device, --workers, --data, --seed, --heartbeat and --predictor.
+        on_progress: called about once a second with a `SearchProgress` while the workers run.
+
+    Returns:
+        The `SearchResult` (effscope.search.coordinator): study_name, storage_url, created, summary (a
+        `SearchSummary`: counts, the feasible Pareto front as rows of plain dicts, the presets' positions, the best
+        design per budget), notes, elapsed_s, failures (workers that ended early) and space.
+
+    Raises:
+        SpecError and its kin: a bad space or option, an unreachable database, a study of that name with another
+        definition. Worker processes are spawned: call it under `if __name__ == '__main__':` in a script.
+    """
+    from effscope.search.coordinator import search as run
+
+    if multiprocessing.parent_process() is not None:
+        raise SpecError(
+            "effscope.search() ran while one of its worker processes was starting: put your script's calls under "
+            "`if __name__ == '__main__':`"
+        )
+    return run(
+        space,
+        budget_ms=budget_ms,
+        trials=trials,
+        workers=workers,
+        storage=storage,
+        study=study,
+        device=device,
+        data=data,
+        seed=seed,
+        heartbeat=heartbeat,
+        predictor=predictor,
+        command=_provenance()["command"],
+        on_progress=on_progress,
+    )
 
 
 def report(

@@ -99,3 +99,21 @@ def test_training_mode_gives_the_cache_its_own_key_and_leaves_inference_keys_as_
     import hashlib
 
     assert canonical_key("vit", {}, infer, "cpu") == hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def test_search_runs_the_command_s_search_and_returns_its_result(tmp_path):
+    import optuna
+
+    db = tmp_path / "s.db"
+    result = effscope.search("hilo_block", trials=2, storage=str(db), seed=3)
+    assert result.study_name == "hilo_block-cpu" and result.created and result.space.name == "hilo_block"
+    assert result.storage_url == f"sqlite:///{db}" and not result.failures
+    assert result.summary.trials == 2 and result.summary.presets[0]["trial"] == 0
+    study = optuna.load_study(study_name="hilo_block-cpu", storage=result.storage_url)
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 2 and study.metric_names == ["synflow", "latency_ms_p50"]
+    assert study.user_attrs["command"].startswith("python")  # the API's provenance, as profile() stores it
+    uids = {t.user_attrs["record_uid"] for t in done} - {None}
+    assert uids and uids <= {r.uid for r in RecordStore(str(db)).records()}
+    again = effscope.search("hilo_block", trials=2, storage=str(db), seed=3)  # the same call resumes
+    assert not again.created and again.summary.trials == 2 and "already has 2 completed trials" in " ".join(again.notes)

@@ -3,6 +3,7 @@ recovery, several workers on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import signal
@@ -20,7 +21,8 @@ from optuna.trial import TrialState
 from effscope.errors import SpecError
 from effscope.profile.store import RecordStore
 from effscope.search.coordinator import run_search
-from effscope.search.storage import storage_url
+from effscope.search.storage import named_constraints, storage_url
+from effscope.search.study import space_toml
 from effscope.search.summary import summarize
 
 
@@ -58,7 +60,13 @@ def test_study_and_trials_carry_the_contract_data(first_run):
     tmp, _, result = first_run
     study = optuna.load_study(study_name="tiny-cpu", storage=f"sqlite:///{tmp / 'a.db'}")
     a = study.user_attrs
-    assert a["effscope_space"]["name"] == "tiny" and "[knobs]" in a["effscope_space"]["toml"]
+    assert a["effscope_space"]["name"] == "tiny" and "toml" not in a["effscope_space"]  # short: `optuna studies`
+    assert "[knobs]" in space_toml(study._storage, "tiny-cpu")
+    assert (
+        a["effscope_space"]["sha256"]
+        == hashlib.sha256(space_toml(study._storage, "tiny-cpu").encode()).hexdigest()[:16]
+    )
+    assert study.metric_names == ["params", "latency_ms_p50"]
     assert a["target"] == "hilo" and a["kind"] == "block" and a["workload"]["size"] == [7, 7]
     assert a["device_name"] and a["command"] == "pytest" and a["effscope_version"]
     assert a["objectives"][0] == {
@@ -79,7 +87,8 @@ def test_study_and_trials_carry_the_contract_data(first_run):
     statuses = set()
     for t in trials:
         u = t.user_attrs
-        assert list(t.constraints) == ["latency", "memory", "valid"]
+        assert list(named_constraints(t.system_attrs)) == ["latency", "memory", "valid"]
+        assert t.system_attrs["constraints"] == list(named_constraints(t.system_attrs).values())  # the dashboard's
         statuses.add(u["status"])
         assert u["quality_name"] == "params" and u["worker"]
         if u["status"] == "invalid":  # lofi_heads > heads: completed with a reason, never a crash
@@ -151,10 +160,29 @@ def test_seeded_search_is_reproducible_and_the_cli_names_the_objective(first_run
     assert "Pareto designs: parameters (capacity proxy, not accuracy)" in r.stdout
     assert f"report written to {tmp / 'b.html'}" in r.stdout and "Pareto front" in (tmp / "b.html").read_text()
     assert "hilo (default)" in r.stdout and "trials 6/6" in r.stderr
+    # stderr is a pipe: one line per completed trial, naming it, with an ETA until the last one
+    lines = [line for line in r.stderr.splitlines() if line.startswith("trial ")]
+    assert sorted(int(line.split()[1]) for line in lines) == list(range(6))
+    assert all(" | trials " in line and ("ETA" in line) == ("trials 6/6" not in line) for line in lines)
     a, b = trials_of(str(tmp / "a.db")), trials_of(str(tmp / "b.db"))
     assert [t.params for t in a] == [t.params for t in b]
     assert [t.user_attrs["status"] for t in a] == [t.user_attrs["status"] for t in b]
     assert [t.values[0] for t in a] == [t.values[0] for t in b]
+
+
+def test_progress_names_the_trial_and_gives_an_eta():
+    from effscope.cli.search import _progress_text, _trial_line
+    from effscope.search.coordinator import SearchProgress
+
+    p = SearchProgress(3, 2, 0, 3, 40, 2, None, 12.0, 2, [1, 2], eta_s=37 * 0.8 / 2, finished=[])
+    t = {"trial": 2, "status": "measured", "seconds": 0.81}
+    assert (
+        _trial_line(t, p, "params")
+        == "trial 2 measured in 0.81 s | trials 3/40 | running 2 | feasible 3 | front 2 | 12 s | ETA 15 s"
+    )
+    assert _progress_text(SearchProgress(3, 2, 0, 3, 400, 2, None, 12.0, 2, [], eta_s=397 * 30.0), "q").endswith(
+        "ETA 3.3 h"
+    )
 
 
 def test_another_definition_under_the_same_study_name_is_refused(first_run):

@@ -125,10 +125,25 @@ def _progress_text(p, quality: str) -> str:
         best = f" | best {quality} {_quality_fmt(p.best['quality'])}" + (
             f" at {lat:.3f} ms (trial {p.best['trial']})" if lat is not None else f" (trial {p.best['trial']})"
         )
+    eta = f" | ETA {_duration(p.eta_s)}" if p.eta_s is not None and p.done < p.cap else ""
     return (
         f"trials {p.done}/{p.cap} | running {p.running} | feasible {p.feasible} | front {p.front_size}"
-        f"{best} | {p.elapsed_s:.0f} s"
+        f"{best} | {p.elapsed_s:.0f} s{eta}"
     )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _trial_line(t: dict, p, quality: str) -> str:
+    """One completed trial (stderr is not a terminal: a log gets a line per trial)."""
+    took = f" in {t['seconds']:.2f} s" if t["seconds"] is not None else ""
+    return f"trial {t['trial']} {t['status'] or 'done'}{took} | {_progress_text(p, quality)}"
 
 
 def summary_line(result, cap: int) -> str:
@@ -202,15 +217,15 @@ def search(
     report: str = typer.Option(None, "--report", help="Also write the study's HTML report to this file."),
 ) -> None:
     """Search a space's knobs for the best quality under a latency budget measured on the device."""
-    from effscope.search.coordinator import run_search
-    from effscope.search.space import load_space
+    from effscope.search.coordinator import resolve_space
+    from effscope.search.coordinator import search as run
 
     if list_:
         out.print(_list_table())
         return
     if space is None:
         raise SpecError("give a SPACE (a shipped name or a .toml file), or --list to see the shipped ones")
-    sp = load_space(space).with_overrides(budget_ms=budget_ms, device=device, trials=trials, data=data, seed=seed)
+    sp = resolve_space(space, budget_ms=budget_ms, device=device, trials=trials, data=data, seed=seed)
     if report:  # before minutes of searching: an unwritable report (or one onto the database) fails now
         from effscope.report import check_report_output
         from effscope.urls import database_url
@@ -218,27 +233,28 @@ def search(
         check_report_output(report, protect=[database_url(_storage(storage, db))])
     label = sp.quality
     interactive = err.is_terminal
-    last = {"done": -1}
+    printed: set[int] = set()
 
     with err.status("starting the search", spinner="dots") if interactive else _Null() as status:
 
         def progress(p) -> None:
-            text = _progress_text(p, label)
-            if interactive:
-                status.update(esc(text))
-            elif p.done != last["done"]:
-                last["done"] = p.done
-                err.print(text, markup=False, highlight=False)
+            if interactive:  # the status line, updated in place
+                status.update(esc(_progress_text(p, label)))
+                return
+            for t in p.finished:
+                if t["trial"] not in printed:
+                    printed.add(t["trial"])
+                    err.print(_trial_line(t, p, label), markup=False, highlight=False, soft_wrap=True)
 
         try:
-            result = run_search(
+            result = run(
                 sp,
                 storage=_storage(storage, db),
-                study_name=study,
+                study=study,
                 workers=workers,
                 command=command_line(),
                 on_progress=progress,
-                heartbeat_s=heartbeat,
+                heartbeat=heartbeat,
                 predictor=predictor,
             )
         except KeyboardInterrupt:

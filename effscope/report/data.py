@@ -321,7 +321,7 @@ def points_from_trials(trials: Iterable[Any], records: Iterable[Any] = (), targe
                 knobs=dict(attrs.get("knobs") or base.knobs or t.params),
                 numbers=numbers,
                 status=status,
-                constraints={k: float(v) for k, v in (getattr(t, "constraints", None) or {}).items()},
+                constraints=_trial_constraints(t),
                 preset=preset,
                 flags=tuple(attrs.get("flags") or base.flags),
                 size=base.size,
@@ -871,6 +871,14 @@ def _design_table(rows_pts: Sequence[Point], all_pts: Sequence[Point], quality, 
         row.append(knobs_short(p, varying.get(p.target) or []))
         rows.append(row)
     return Table(columns, rows)
+
+
+def _trial_constraints(t: Any) -> dict[str, float]:
+    """A trial's constraints by name: Optuna also lists, as `0`, `1`, ..., the unnamed copy that effscope writes
+    for optuna-dashboard (docs/search.md#storage); a study with only unnamed constraints keeps those."""
+    c = getattr(t, "constraints", None) or {}
+    named = {k: v for k, v in c.items() if not k.isdigit()}
+    return {k: float(v) for k, v in (named or c).items()}
 
 
 def _violation_text(p: Point) -> str:

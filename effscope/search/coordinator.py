@@ -12,7 +12,7 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from effscope.search.study import default_study_name, device_name_for, make_samp
 from effscope.search.summary import SearchSummary, feasible_front, is_feasible, summarize, trial_row
 from effscope.search.workers import WorkerArgs, worker_process
 
-__all__ = ["HEARTBEAT_S", "SearchProgress", "SearchResult", "WorkerFailure", "run_search"]
+__all__ = ["HEARTBEAT_S", "SearchProgress", "SearchResult", "WorkerFailure", "resolve_space", "run_search", "search"]
 
 HEARTBEAT_S = 10
 MAX_SEED = 2**32 - 1  # numpy's seed range, which Optuna's samplers use
@@ -31,7 +31,12 @@ MAX_SEED = 2**32 - 1  # numpy's seed range, which Optuna's samplers use
 
 @dataclass
 class SearchProgress:
-    """What the coordinator reports while workers run."""
+    """What the coordinator reports while workers run.
+
+    `finished` lists the trials completed since this run started, oldest first: trial (number), status and
+    seconds (its own wall time). `eta_s` is trials left x the median seconds of a completed trial / workers alive
+    (None before the first trial completes).
+    """
 
     done: int
     running: int
@@ -43,11 +48,25 @@ class SearchProgress:
     elapsed_s: float
     workers_alive: int
     worker_pids: list[int]
+    eta_s: float | None = None
+    finished: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
 class SearchResult:
-    """What `run_search` returns."""
+    """What a search returns (`run_search`, `effscope.search`, and what `effscope search` prints).
+
+    Attributes:
+        study_name: the Optuna study (the same name resumes it).
+        storage_url: the database holding the study and the Records (an SQLAlchemy URL).
+        created: True when this call created the study, False when it resumed one.
+        summary: counts by status, the feasible Pareto front (one row per design), the published designs'
+            positions and the best design under each budget (`SearchSummary`).
+        notes: one sentence each: presets outside a narrowed space, a study already at its cap, a dead worker.
+        elapsed_s: wall time of the call.
+        failures: worker processes that ended early (`WorkerFailure`); completed trials are stored anyway.
+        space: the space searched, overrides applied (None when `run_search` was not told).
+    """
 
     study_name: str
     storage_url: str
@@ -56,6 +75,7 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
     failures: list[WorkerFailure] = field(default_factory=list)
+    space: Space | None = None
 
 
 @dataclass(frozen=True)
@@ -71,11 +91,21 @@ class WorkerFailure:
     reason: str
 
 
-def _progress(study, space: Space, started: float, procs) -> SearchProgress:
+def _progress(study, space: Space, started: float, procs, before: Collection[int] = ()) -> SearchProgress:
+    """The study's progress; `before`: the numbers of trials already complete when this run started."""
+    import statistics
+
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    seconds = {t.number: _seconds(t) for t in complete}
+    timed = [v for v in seconds.values() if v is not None]
+    alive = sum(1 for p in procs if p.is_alive())
+    left = max(0, space.trials - len(complete))
+    eta = left * statistics.median(timed) / max(1, alive) if timed else None
+    new = sorted((t for t in complete if t.number not in before), key=lambda t: (t.datetime_complete, t.number))
+    finished = [{"trial": t.number, "status": t.user_attrs.get("status"), "seconds": seconds[t.number]} for t in new]
     rows = [trial_row(t) for t in complete if is_feasible(t)]
     front = feasible_front(rows, space.directions)
     best = None
@@ -91,9 +121,17 @@ def _progress(study, space: Space, started: float, procs) -> SearchProgress:
         front_size=len(front),
         best=best,
         elapsed_s=time.monotonic() - started,
-        workers_alive=sum(1 for p in procs if p.is_alive()),
+        workers_alive=alive,
         worker_pids=[p.pid for p in procs if p.is_alive()],
+        eta_s=eta,
+        finished=finished,
     )
+
+
+def _seconds(t) -> float | None:
+    if t.datetime_start is None or t.datetime_complete is None:
+        return None
+    return (t.datetime_complete - t.datetime_start).total_seconds()
 
 
 def run_search(
@@ -171,7 +209,8 @@ def run_search(
 
     ctx = mp.get_context("spawn")
     procs, reports = [], []
-    done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
+    before = {t.number for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"}
+    done = len(before)
     if done >= space.trials:
         notes.append(f"the study already has {done} completed trials (cap {space.trials}); raise --trials to go on")
     for wid in range(workers if done < space.trials else 0):
@@ -189,7 +228,7 @@ def run_search(
             for p in procs:
                 p.join(poll_s / max(1, len(procs)))
             if on_progress is not None:
-                on_progress(_progress(study, space, started, procs))
+                on_progress(_progress(study, space, started, procs, before))
     except KeyboardInterrupt:
         _stop(procs)
         raise
@@ -202,9 +241,57 @@ def run_search(
     if table is not None:
         from effscope.search.remeasure import finish_search
 
-        notes += finish_search(study, space, table, RecordStore(url), device_name=device_name, command=command)
+        notes += finish_search(
+            study, space, table, RecordStore(url), storage=optuna_storage, device_name=device_name, command=command
+        )
     summary = summarize(study.get_trials(deepcopy=False), study_info(study))
-    return SearchResult(name, url, created, summary, notes, time.monotonic() - started, failures)
+    return SearchResult(name, url, created, summary, notes, time.monotonic() - started, failures, space)
+
+
+def resolve_space(
+    space: str | Space,
+    *,
+    budget_ms: float | None = None,
+    trials: int | None = None,
+    device: str | None = None,
+    data: str | None = None,
+    seed: int | None = None,
+) -> Space:
+    """A shipped space's name or a TOML path (or a Space), with the command-line overrides applied."""
+    from effscope.search.space import load_space
+
+    sp = space if isinstance(space, Space) else load_space(space)
+    return sp.with_overrides(budget_ms=budget_ms, device=device, trials=trials, data=data, seed=seed)
+
+
+def search(
+    space: str | Space,
+    *,
+    budget_ms: float | None = None,
+    trials: int | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    study: str | None = None,
+    device: str | None = None,
+    data: str | None = None,
+    seed: int | None = None,
+    heartbeat: int = HEARTBEAT_S,
+    predictor: str | None = None,
+    command: str = "",
+    on_progress: Callable[[SearchProgress], None] | None = None,
+) -> SearchResult:
+    """What `effscope search SPACE [options]` runs (and `effscope.search`): the options, as the command's, applied to
+    the space, then `run_search`. Re-running with the same space and options resumes the study."""
+    return run_search(
+        resolve_space(space, budget_ms=budget_ms, trials=trials, device=device, data=data, seed=seed),
+        storage=storage,
+        study_name=study,
+        workers=workers,
+        command=command,
+        on_progress=on_progress,
+        heartbeat_s=heartbeat,
+        predictor=predictor,
+    )
 
 
 def _failure(proc, report) -> WorkerFailure:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from effscope.search.predictor import SPOT_RATE, LatencyTable, lut_options
-from effscope.search.storage import set_finished_trial_attrs
 from effscope.search.study import study_info
 from effscope.search.summary import is_feasible, summarize
 
@@ -17,7 +16,9 @@ if TYPE_CHECKING:
     from effscope.profile.worker import Worker
     from effscope.search.space import Space
 
-__all__ = ["finish_search"]
+__all__ = ["REMEASURED_ATTR", "finish_search"]
+
+REMEASURED_ATTR = "effscope:remeasured"  # study system attr: {trial number: re-measured numbers}
 
 
 def finish_search(
@@ -26,14 +27,17 @@ def finish_search(
     table: LatencyTable,
     store: RecordStore,
     *,
+    storage: optuna.storages.BaseStorage,
     device_name: str,
     command: str = "",
     worker: Worker | None = None,
 ) -> list[str]:
     """Count rejections and spot checks, re-measure the feasible Pareto set in fresh processes, store both.
 
-    The counts go to study.user_attrs["predictor"] (with the table's validation); each front trial gets
-    remeasured_latency_ms_p50 / _p90, remeasured_record_uid and remeasured_feasible as user attrs.
+    The counts go to study.user_attrs["predictor"] (with the table's validation). The re-measured numbers of each
+    front trial (remeasured_latency_ms_p50 / _p90, remeasured_record_uid, remeasured_feasible) go to the study system
+    attr `effscope:remeasured`, keyed by trial number: Optuna's public API does not change a finished trial, and a
+    system attr stays out of `optuna studies`. The re-measurements are also Records with the study and trial.
 
     Returns:
         notes for the user (one line each).
@@ -89,11 +93,12 @@ def finish_search(
                 "remeasured_record_uid": rec.uid,
                 "remeasured_feasible": value is not None and value <= b.limit,
             }
-            set_finished_trial_attrs(study, t._trial_id, attrs)
             remeasured.append({"trial": t.number, **attrs})
     finally:
         if own:
             worker.close()
+    study_id = storage.get_study_id_from_name(study.study_name)
+    storage.set_study_system_attr(study_id, REMEASURED_ATTR, {str(r["trial"]): r for r in remeasured})
     info.update(
         front_remeasured=len(remeasured),
         front_still_feasible=sum(1 for r in remeasured if r["remeasured_feasible"]),

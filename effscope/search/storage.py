@@ -1,4 +1,4 @@
-"""The study storage: Optuna's RDB storage on the search's database, and writing trial attributes fast.
+"""The study storage: Optuna's RDB storage on the search's database, and writing trial attributes (public API only).
 
 Storage is one database for the study and the Records (an SQLite file by default, PostgreSQL for many machines);
 heartbeats fail and retry the trial of a killed worker (docs/search.md#storage).
@@ -6,7 +6,6 @@ heartbeats fail and retry the trial of a killed worker (docs/search.md#storage).
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -18,8 +17,10 @@ if TYPE_CHECKING:
     import sqlalchemy
 
 __all__ = [
+    "CONSTRAINTS",
+    "DASHBOARD_CONSTRAINTS",
+    "named_constraints",
     "open_storage",
-    "set_finished_trial_attrs",
     "sqlite_fast_commits",
     "storage_cause",
     "storage_error",
@@ -128,72 +129,33 @@ def storage_error(url: str, e: BaseException) -> EffscopeError:
 
 # --------------------------------------------------------------------------------------------------- trial attributes
 
+CONSTRAINTS = ("latency", "memory", "valid")  # the contract's order (docs/search.md#feasibility)
+DASHBOARD_CONSTRAINTS = "constraints"  # the trial system attr optuna-dashboard reads: a list of floats
 
-def write_trial(trial: optuna.Trial, attrs: dict[str, Any], constraints: dict[str, float]) -> None:
-    """Store a trial's constraints (in the contract's order) and user attrs, in one transaction where possible.
 
-    Optuna's public API commits each attribute on its own (about 20 commits a trial); on an RDB storage they go in
-    one session instead, which keeps the storage overhead a small fraction of a trial. The public API is the
-    fallback, with the same stored result.
+def write_trial(
+    trial: optuna.Trial, trial_id: int, attrs: dict[str, Any], constraints: dict[str, float], *, dashboard: bool = True
+) -> None:
+    """Store a trial's constraints (in the contract's order) and user attrs, with Optuna's public API only.
+
+    Each constraint goes to system attr `constraints:<name>`, the key `Trial.set_constraint` writes and Optuna 5 and
+    effscope read (written through the storage: `set_constraint` reads the trial back first, 1 ms each); when
+    `dashboard`, all three also go as one list to system attr `constraints`, the older key that optuna-dashboard
+    reads (its `_serializer.py`: `system_attrs.get("constraints", [])`), so the dashboard's feasibility is
+    effscope's. Optuna itself then sees each constraint twice (`0`, `1`, `2` beside the names);
+    `named_constraints` gives effscope's three. One commit per attribute: the storage overhead is measured by
+    benchmarks/search_throughput.py (docs/search.md#storage).
     """
-    backend = getattr(trial.storage, "_backend", trial.storage)
-    system = {f"constraints:{key}": constraints[key] for key in ("latency", "memory", "valid")}
-    try:
-        _write_rdb(backend, trial._trial_id, system, attrs)
-        return
-    except _NoFastPath:
-        pass
-    for key in ("latency", "memory", "valid"):
-        trial.set_constraint(key, constraints[key])
+    storage = trial.storage
+    for key in CONSTRAINTS:
+        storage.set_trial_system_attr(trial_id, f"{DASHBOARD_CONSTRAINTS}:{key}", float(constraints[key]))
+    if dashboard:
+        storage.set_trial_system_attr(trial_id, DASHBOARD_CONSTRAINTS, [float(constraints[k]) for k in CONSTRAINTS])
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
 
 
-class _NoFastPath(Exception):
-    """The storage is not one `_write_rdb` knows; the public API is used instead."""
-
-
-def _write_rdb(backend, trial_id: int, system: dict[str, Any], user: dict[str, Any]) -> None:
-    """Upsert a trial's system and user attrs with one statement each, in one transaction (SQLite, PostgreSQL)."""
-    import json
-
-    try:
-        from optuna.storages import RDBStorage
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-        from sqlalchemy.dialects import postgresql, sqlite
-    except ImportError:
-        raise _NoFastPath from None
-    if not isinstance(backend, RDBStorage) or backend.engine.name not in ("sqlite", "postgresql"):
-        raise _NoFastPath
-    insert = sqlite.insert if backend.engine.name == "sqlite" else postgresql.insert
-    with _create_scoped_session(backend.scoped_session) as session:
-        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-        backend.check_trial_is_updatable(trial_id, trial.state)
-        for model, values in ((models.TrialSystemAttributeModel, system), (models.TrialUserAttributeModel, user)):
-            rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in values.items()]
-            stmt = insert(model.__table__).values(rows)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[model.__table__.c.trial_id, model.__table__.c.key],
-                set_={"value_json": stmt.excluded.value_json},
-            )
-            session.execute(stmt)
-
-
-def set_finished_trial_attrs(study: optuna.Study, trial_id: int, attrs: dict[str, Any]) -> None:
-    """Upsert user attrs of a COMPLETE trial (Optuna's API refuses finished trials; RDB storages only)."""
-    from optuna.storages import RDBStorage
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    if not isinstance(backend, RDBStorage):
-        raise EffscopeError("re-measured numbers are stored on finished trials of an RDB storage only")
-    with _create_scoped_session(backend.scoped_session) as session:
-        for key, value in attrs.items():
-            row = session.query(models.TrialUserAttributeModel).filter_by(trial_id=trial_id, key=key).one_or_none()
-            if row is None:
-                session.add(models.TrialUserAttributeModel(trial_id=trial_id, key=key, value_json=json.dumps(value)))
-            else:
-                row.value_json = json.dumps(value)
+def named_constraints(system_attrs: dict[str, Any]) -> dict[str, float]:
+    """A trial's named constraints (`constraints:<name>` system attrs), without the dashboard's list copy."""
+    prefix = f"{DASHBOARD_CONSTRAINTS}:"
+    return {k[len(prefix) :]: float(v) for k, v in system_attrs.items() if k.startswith(prefix)}

@@ -18,14 +18,20 @@ if TYPE_CHECKING:
     from effscope.profile.record import Workload
 
 __all__ = [
+    "DASHBOARD_ATTR",
+    "SPACE_TOML_ATTR",
     "default_study_name",
     "device_name_for",
     "enqueue_presets",
     "make_sampler",
     "objectives_attr",
     "prepare_study",
+    "space_toml",
     "study_info",
 ]
+
+SPACE_TOML_ATTR = "effscope:space_toml"  # study system attr: the space's TOML (user attr effscope_space has its hash)
+DASHBOARD_ATTR = "effscope:dashboard_constraints"  # study system attr: trials also carry optuna-dashboard's list
 
 
 def default_study_name(space: Space) -> str:
@@ -100,7 +106,7 @@ def prepare_study(
     if stored is None:
         budgets = [b.as_dict() for b in space.budgets]
         attrs = {
-            "effscope_space": {"name": space.name, "path": space.path, "toml": space.text},
+            "effscope_space": _space_attr(space),
             "target": space.target,
             "kind": space.kind,
             "workload": space.workload.as_dict(),
@@ -112,10 +118,47 @@ def prepare_study(
         }
         for key, value in attrs.items():
             study.set_user_attr(key, value)
+        storage.set_study_system_attr(study_id, SPACE_TOML_ATTR, space.text)
+        storage.set_study_system_attr(study_id, DASHBOARD_ATTR, True)
         notes += enqueue_presets(study, space)
         # Last: marks the study as prepared (a run stopped before this point prepares it again, idempotently).
         storage.set_study_system_attr(study_id, "effscope:signature", signature)
+    _for_optuna_tools(study, storage, study_id, space)
     return study, created, notes
+
+
+def _space_attr(space: Space) -> dict[str, str]:
+    """The study's user attr effscope_space: short (Optuna's `optuna studies` prints every user attr in full)."""
+    return {"name": space.name, "path": space.path, "sha256": _toml_hash(space.text)}
+
+
+def _toml_hash(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _for_optuna_tools(study: optuna.Study, storage: optuna.storages.BaseStorage, study_id: int, space: Space) -> None:
+    """What Optuna's own tools read, also for a study an older effscope created: the objectives' names
+    (`trials_dataframe`, `plot_pareto_front`, optuna-dashboard) and short user attrs (the TOML moved out)."""
+    import optuna
+
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o["name"] for o in objectives_attr(space)])
+    old = study.user_attrs.get("effscope_space")
+    if isinstance(old, dict) and "toml" in old:  # written by effscope before the TOML moved to a system attr
+        storage.set_study_system_attr(study_id, SPACE_TOML_ATTR, old["toml"])
+        short = {k: v for k, v in old.items() if k != "toml"}
+        short["sha256"] = _toml_hash(old["toml"])
+        study.set_user_attr("effscope_space", short)
+
+
+def space_toml(storage: optuna.storages.BaseStorage, study_name: str) -> str | None:
+    """The TOML of the space a study was created with (None for a study effscope did not prepare)."""
+    attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(study_name))
+    return attrs.get(SPACE_TOML_ATTR)
 
 
 def enqueue_presets(study: optuna.Study, space: Space) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from effscope.pareto import dominates, nondominated
 from effscope.search.space import ZOO_PARAM
+from effscope.search.storage import named_constraints
 
 __all__ = ["SearchSummary", "feasible_front", "is_feasible", "summarize", "trial_row"]
 
@@ -55,14 +56,14 @@ def trial_row(t: Any) -> dict[str, Any]:
         "block": t.params.get(ZOO_PARAM),
         "reason": a.get("reason"),
         "feasible": is_feasible(t),
-        "violations": {k: v for k, v in t.constraints.items() if v > 0},
+        "violations": {k: v for k, v in named_constraints(t.system_attrs).items() if v > 0},
         "values": list(t.values or []),
     }
 
 
 def is_feasible(t: Any) -> bool:
     """All constraints <= 0; a completed trial without constraints is not an effscope measurement."""
-    c = t.constraints
+    c = named_constraints(t.system_attrs)
     return bool(c) and all(v <= 0.0 for v in c.values()) and t.values is not None and all(map(math.isfinite, t.values))
 
 

@@ -57,6 +57,8 @@ class SearchObjective:
         quality: a QualityProcess for computed objectives (None: created on first use).
         predictor: a latency Predictor; a candidate predicted over budget x (1 + 2 x MAPE) is not measured
             (except a seeded ~5 % spot check), every other candidate is.
+        dashboard: also store the constraints as the list optuna-dashboard reads (`write_trial`); False for a
+            study an older effscope created, whose trials lack it (samplers compare constraint counts).
     """
 
     def __init__(
@@ -70,8 +72,11 @@ class SearchObjective:
         measure: ProfilerWorker | None,
         quality: QualityProcess | None = None,
         predictor: Predictor | None = None,
+        dashboard: bool = True,
     ) -> None:
         self.space = space
+        self.dashboard = dashboard
+        self._study_id: int | None = None
         self.predictor = predictor  # effscope.search.predictor.Predictor: rejects only (issue 6)
         self.store = store
         self.device_name = device_name
@@ -244,9 +249,16 @@ class SearchObjective:
         )
         if self._preset is not None:
             attrs["preset"] = self._preset
-        write_trial(trial, attrs, {"latency": p / b.limit - 1.0, "memory": 0.0, "valid": 0.0})
+        constraints = {"latency": p / b.limit - 1.0, "memory": 0.0, "valid": 0.0}
+        write_trial(trial, self._trial_id(trial), attrs, constraints, dashboard=self.dashboard)
         q = _worst(space.direction)
         return (q, math.inf) if space.latency_objective else q
+
+    def _trial_id(self, trial) -> int:
+        """The storage's id of `trial` (public API: by study and trial number; the study's id is looked up once)."""
+        if self._study_id is None:
+            self._study_id = trial.storage.get_study_id_from_name(trial.study.study_name)
+        return trial.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
 
     def _cached(self, key: str) -> Record | None:
         record = self.store.latest(key)
@@ -317,7 +329,7 @@ class SearchObjective:
             "memory": peak / space.memory_budget.limit - 1.0 if space.memory_budget and peak is not None else 0.0,
             "valid": 0.0 if valid else 1.0,
         }
-        write_trial(trial, attrs, constraints)
+        write_trial(trial, self._trial_id(trial), attrs, constraints, dashboard=self.dashboard)
         q = quality if quality is not None else _worst(space.direction)
         if not space.latency_objective:
             return q

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from effscope.errors import EffscopeError
 from effscope.search.space import Space
 from effscope.search.storage import open_storage, sqlite_fast_commits, storage_cause, storage_error
-from effscope.search.study import make_sampler
+from effscope.search.study import DASHBOARD_ATTR, make_sampler
 from effscope.search.trial import SearchObjective
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ def run_worker(
         command=args.command,
         measure=Worker(),
         predictor=predictor,
+        dashboard=bool(storage.get_study_system_attrs(slots.study_id).get(DASHBOARD_ATTR)),
     )
     if objective_hook is not None:
         objective_hook(objective)
