@@ -56,7 +56,7 @@ class ConfiguredModule(nn.Module):
 class TokenBlock(ConfiguredModule):
     """A block on image tokens: `forward(x, hw)` with x (B, H*W, dim) on an H x W grid; its config has `dim`."""
 
-    def example_args(self, batch=1, size=None, *, device=None, dtype=None):
+    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
         h, w = size or self.default_size
         return torch.randn(batch, h * w, self.config.dim, device=device, dtype=dtype), (h, w)
 
@@ -82,6 +82,6 @@ class ImageModel(ConfiguredModule):
         """
         return None
 
-    def example_args(self, batch=1, size=None, *, device=None, dtype=None):
+    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
         h, w = size or self.default_size
         return (torch.randn(batch, self.in_chans, h, w, device=device, dtype=dtype),)

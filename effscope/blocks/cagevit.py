@@ -295,6 +295,6 @@ class CageViTBlock(ConfiguredModule):
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
-    def example_args(self, batch=1, size=None, *, device=None, dtype=None):
+    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
         n = self.config.num_major + self.config.num_fusion
         return (torch.randn(batch, n, self.config.dim, device=device, dtype=dtype),)

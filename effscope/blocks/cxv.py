@@ -346,7 +346,7 @@ class CXVBlock(ConfiguredModule):
         x = self._attend(x) + x
         return self.ff(x) + x
 
-    def example_args(self, batch=1, size=None, *, device=None, dtype=None):
+    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
         h, w = size or self.default_size
         return (torch.randn(batch, self.config.dim, h, w, device=device, dtype=dtype),)
 

@@ -237,7 +237,7 @@ class LightViTBlock(TokenBlock):
         x = x + self.drop_path(self.attn(self.norm1(x), hw))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
-    def example_args(self, batch=1, size=None, *, device=None, dtype=None):
+    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
         h, w = size or self.default_size
         n = self.config.num_tokens + h * w
         return torch.randn(batch, n, self.config.dim, device=device, dtype=dtype), (h, w)
@@ -309,7 +309,7 @@ class LightViTMerge(TokenBlock):
         glb = self.proj_global(self.norm_global(x[:, :nt]))
         return torch.cat([glb, img], dim=1), (h2, w2)
 
-    def example_args(self, batch=1, size=None, *, device=None, dtype=None):
+    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
         h, w = size or self.default_size
         n = self.config.num_tokens + h * w
         return torch.randn(batch, n, self.config.in_dim, device=device, dtype=dtype), (h, w)

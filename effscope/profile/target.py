@@ -199,6 +199,6 @@ class Bound(nn.Module):
     def tensors(self, args: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
         return tuple(a for a, t in zip(args, self._slots, strict=True) if t)
 
-    def forward(self, *tensors: torch.Tensor):
+    def forward(self, *tensors: torch.Tensor) -> Any:
         it = iter(tensors)
         return self.module(*[next(it) if t else f for t, f in zip(self._slots, self._fixed, strict=True)])

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from effscope.errors import SpecError, UnknownNameError
 from effscope.knobs import Choice, Config, Domain, FloatRange, IntRange, Knob, Seq, format_value, knobs_of
+from effscope.metrics import budgetable
 from effscope.registry import did_you_mean
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ __all__ = [
 ]
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
-LATENCY_STATISTICS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean")
 ZOO_PARAM = "block"  # the categorical choosing the block in a multi-block space
 
 
@@ -634,9 +634,9 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
             raise SpaceError(f"{where}: [budgets] latency_ms must be positive numbers of milliseconds, but got {v!r}")
     statistic = bu.get("statistic", str, "latency_ms_p90")
-    if statistic not in LATENCY_STATISTICS:
+    if statistic not in budgetable():  # the metrics catalogue says which statistics a latency budget may limit
         raise SpaceError(
-            f"{where}: [budgets] statistic must be one of {', '.join(LATENCY_STATISTICS)}, but got '{statistic}'"
+            f"{where}: [budgets] statistic must be one of {', '.join(budgetable())}, but got '{statistic}'"
         )
     budgets = [SearchBudget("latency", statistic, float(v), "ms") for v in sorted(set(limits), reverse=True)]
     memory = bu.positive("memory_bytes", (int, float))
