@@ -7,6 +7,7 @@ from rich.table import Table
 
 from effscope.cli._app import app, command_line, err, esc, fmt, out, shown_url
 from effscope.errors import SpecError
+from effscope.units import si
 
 STORAGE_HELP = (
     "Study + Record database: an SQLite file or SQLAlchemy URL (postgresql://user@host/db for many machines)."
@@ -65,7 +66,7 @@ def _front_table(summary, space) -> Table:
         + f", feasible under {b['statistic']} <= {b['limit']:g} ms",
         title_justify="left",
     )
-    for col in ("trial", "design", summary.quality_name, "p50 ms", "p90 ms", "params", "GMACs", "knobs"):
+    for col in ("trial", "design", summary.quality_name, "p50 ms", "p90 ms", "params", "MACs", "knobs"):
         table.add_column(col, justify="left" if col in ("design", "knobs") else "right")
     for r in summary.front:
         table.add_row(
@@ -75,7 +76,7 @@ def _front_table(summary, space) -> Table:
             fmt(r["latency_ms_p50"], ".3f"),
             fmt(r["latency_ms_p90"], ".3f"),
             fmt(r["params"], ",d"),
-            fmt(r["macs"], ".4f", 1e9),
+            si(r["macs"]) if r["macs"] is not None else "-",
             _knob_text(r, space),
         )
     return table
