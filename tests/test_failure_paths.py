@@ -255,6 +255,9 @@ def test_trial_slots_count_completed_and_heartbeating_trials_only(tmp_path):
     assert _slots(db, 3).claim(stop=lambda: True) is None  # 2 completed + 1 running fill a cap of 3: wait
     assert _slots(db, 2).claim() is None  # the cap is reached
     assert _slots(db, 4).claim() is not None
+    # the trial that never got a heartbeat was failed under the lock: nothing can expire it otherwise
+    states = {t.number: t.state for t in optuna.load_study(study_name="cap", storage=f"sqlite:///{db}").trials}
+    assert states[2] == optuna.trial.TrialState.FAIL and states[3] == optuna.trial.TrialState.RUNNING
 
 
 def test_concurrent_claims_never_pass_the_cap(tmp_path):

@@ -99,7 +99,13 @@ def run_worker(
                 trial = slots.claim(stop=orphaned)
                 if trial is None:
                     break
-                _run_trial(study, storage, trial, slots.trial_id(trial), objective)
+                try:
+                    trial_id = slots.trial_id(trial)
+                except BaseException:  # Ctrl-C between claiming and running: the trial must not stay RUNNING
+                    with contextlib.suppress(Exception):
+                        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    raise
+                _run_trial(study, storage, trial, trial_id, objective)
     except KeyboardInterrupt:
         linger = True  # a child may be mid-job: let it finish quietly
     except BaseException as e:
@@ -162,6 +168,7 @@ class TrialSlots:
                 warnings.simplefilter("ignore")  # experimental API; Optuna expects heartbeats under optimize() only
                 fail_stale_trials(self.study)
             with self._lock():
+                self._fail_orphans()
                 complete, running = self.counts()
                 if complete >= self.cap:
                     return None
@@ -179,6 +186,23 @@ class TrialSlots:
             if stop():
                 return None
             time.sleep(self.poll_s)
+
+    def _fail_orphans(self) -> None:
+        """Fail the RUNNING trials that never got a heartbeat. A claimer asks and records the first heartbeat under
+        this lock, so seen under it such a trial is one whose claimer was stopped in between (Ctrl-C inside
+        Optuna's ask, a kill): no heartbeat will ever expire it, and it would stay RUNNING for good."""
+        import sqlalchemy as sa
+        from optuna.trial import TrialState
+
+        query = sa.text(
+            "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+            "WHERE t.study_id = :s AND t.state = 'RUNNING' AND h.trial_id IS NULL"
+        )
+        with self.storage.engine.connect() as conn:
+            orphans = [row[0] for row in conn.execute(query, {"s": self.study_id})]
+        for trial_id in orphans:
+            with contextlib.suppress(Exception):  # another process may have finished it meanwhile
+                self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
     def trial_id(self, trial: optuna.Trial) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
