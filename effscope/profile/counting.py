@@ -732,7 +732,7 @@ def count(
         what = ", ".join(f"{op} x{n}" for op, n in {**missed, **zeros}.items())
         raise CountError(
             f"matmul-class or attention ops ran but were counted as zero ({what}); every such op needs a handle "
-            "in effscope/profile/count.py (_GEMM_HANDLES) that returns its MACs"
+            "in effscope/profile/counting.py (_GEMM_HANDLES) that returns its MACs"
         )
 
     by_cat: dict[str, dict[str, int]] = {cat: {} for cat in ("gemm", "norm", "interp", "pool", "elementwise")}
