@@ -117,7 +117,11 @@ for _flag, _meaning in (
         "GPU",
     ),
     ("gpu-throttled", "the GPU throttled (power or thermal) during the measurement window"),
-    ("latency-unstable", "IQR/median stayed above 5 % until the time cap"),
+    (
+        "latency-unstable",
+        "the stop rule (IQR/median <= 5 % over at least 10 samples) was not met before the time cap: a wide spread, "
+        "or too few samples to judge",
+    ),
     ("aborted-over-budget", "timing stopped early because the design was clearly over the latency budget"),
     (
         "latency-uncertain",
