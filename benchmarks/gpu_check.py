@@ -8,6 +8,7 @@ the latency predictor, each step in its own process under its own time budget, t
 Steps (their shares of --limit; time a step leaves unused passes to the later ones):
   device     `effscope device` and `effscope device --calibrate` (peak MAC/s per dtype, copy bandwidth)
   presets    every preset's forward at batch 1 in fp32 and bf16 (output finite, bf16 against fp32), failures kept
+  protocols  `effscope profile litv2_s --protocol litv2` and `lightvit_t --protocol lightvit`, beside the papers' img/s
   zoo        the zoo suite with energy and telemetry: every preset, then every block, at bf16 batch 64, then the
              presets at fp32 batch 1 while time allows; its HTML report
   fidelity   benchmarks/measurement_fidelity.py on the device (repeatability, agreement with torch.utils.benchmark)
@@ -92,6 +93,7 @@ class Settings:
     zoo_max_time_s: float
     zoo_window_s: float
     zoo_first_guess_s: float  # expected seconds per zoo target until one has been measured
+    protocol_runs: tuple[tuple[str, str, tuple[str, ...]], ...]  # (preset, --protocol, extra options)
     fidelity_targets: tuple[str, ...] | None
     fidelity_max_time_s: float
     fidelity_timer_s: float
@@ -121,6 +123,7 @@ def settings_for(device: str, quick: bool) -> Settings:
             zoo_max_time_s=0.2,
             zoo_window_s=0.2,
             zoo_first_guess_s=6.0,
+            protocol_runs=(("pvtv2_b0", "litv2", ("--batch", "2", "--warmup-iters", "1", "--iters", "2")),),
             fidelity_targets=("vit",),
             fidelity_max_time_s=0.3,
             fidelity_timer_s=0.3,
@@ -146,6 +149,7 @@ def settings_for(device: str, quick: bool) -> Settings:
         zoo_max_time_s=1.0,
         zoo_window_s=2.0,  # the energy counter updates about every 100 ms: a longer window reads it better
         zoo_first_guess_s=8.0,
+        protocol_runs=(("litv2_s", "litv2", ()), ("lightvit_t", "lightvit", ())),  # as the papers ran them
         fidelity_targets=None,
         fidelity_max_time_s=1.0,
         fidelity_timer_s=1.0,
@@ -172,9 +176,10 @@ class Step:
 STEPS = (
     Step("device", 0.10, "effscope device, and the roofline calibration"),
     Step("presets", 0.08, "every preset's forward at batch 1, fp32 and bf16"),
-    Step("zoo", 0.37, "the zoo suite with energy and telemetry, and its report"),
+    Step("protocols", 0.10, "the papers' own timing protocols (LITv2, LightViT) on the device"),
+    Step("zoo", 0.30, "the zoo suite with energy and telemetry, and its report"),
     Step("fidelity", 0.10, "measurement fidelity: repeatability, agreement with torch.utils.benchmark"),
-    Step("search", 0.23, "a short search under a latency budget measured on the device, and its report"),
+    Step("search", 0.20, "a short search under a latency budget measured on the device, and its report"),
     Step("predictor", 0.12, "latency predictor quality on held-out designs"),
 )
 
@@ -577,6 +582,37 @@ def step_zoo(ctx: Context) -> dict[str, Any]:
     return data
 
 
+# Published throughput to set beside a replayed protocol: (figure, where it comes from). LightViT publishes none
+# per model that we could check (docs/measurement.md#paper-protocols).
+PAPER_THROUGHPUT = {("litv2_s", "litv2"): (1471.0, "LITv2 README, RTX 3090")}
+
+
+def step_protocols(ctx: Context) -> dict[str, Any]:
+    """`effscope profile PRESET --protocol NAME` for each paper protocol, beside the paper's own figure."""
+    s = ctx.settings
+    rows: list[dict[str, Any]] = []
+    for preset, protocol, extra in s.protocol_runs:
+        args = ["profile", preset, "--device", s.device, "--protocol", protocol, *extra, "--db", str(ctx.db)]
+        text = _cli(ctx, [*args, "--format", "json"])
+        (row,), _ = json.JSONDecoder().raw_decode(text[text.index("[") :])  # stdout (the Record) comes first
+        paper = PAPER_THROUGHPUT.get((preset, protocol))
+        rows.append(
+            {
+                "target": preset,
+                "protocol": row.get("protocol"),
+                "dtype": row.get("dtype"),
+                "batch": row.get("batch"),
+                "img_s": row.get("throughput_img_s"),
+                "peak_mem_bytes": row.get("peak_mem_bytes", row.get("peak_rss_bytes")),
+                "status": row.get("status"),
+                "paper_img_s": paper[0] if paper else None,
+                "paper_source": paper[1] if paper else "no per-model figure published that we could check",
+            }
+        )
+        ctx.save({"rows": rows})
+    return {"rows": rows}
+
+
 def step_fidelity(ctx: Context) -> dict[str, Any]:
     import measurement_fidelity
 
@@ -681,6 +717,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "fidelity": step_fidelity,
     "search": step_search,
     "predictor": step_predictor,
+    "protocols": step_protocols,
 }
 
 
@@ -963,6 +1000,27 @@ def _summary_graph_fidelity(d: dict[str, Any]) -> list[str]:
     ] + _table(("target", "graph 1 ms", "graph 2 ms", "repeat", "Timer ms", "agreement", "eager/graph"), rows)
 
 
+def _summary_protocols(d: dict[str, Any]) -> list[str]:
+    rows = [
+        (
+            r["target"],
+            r["protocol"] or "-",
+            f"{r['dtype']} batch {r['batch']}",
+            _fmt(r["img_s"], ",.1f"),
+            _fmt(r["peak_mem_bytes"], ".0f", 2**20),
+            f"{_fmt(r['paper_img_s'], ',.0f')} ({r['paper_source']})",
+        )
+        for r in d["rows"]
+    ]
+    return [
+        "## The papers' protocols",
+        "",
+        "Throughput timed as each paper's script does (fixed warm-up and timed iterations in one synchronized loop); "
+        "the paper's figure was measured on its own GPU, so compare the order of magnitude, not the digits.",
+        "",
+    ] + _table(("target", "protocol", "workload", "img/s", "peak MB", "paper's img/s"), rows)
+
+
 def _summary_search(d: dict[str, Any]) -> list[str]:
     b = d["budget"]
     counts = ", ".join(f"{v} {k}" for k, v in d["counts"].items() if v)
@@ -1009,6 +1067,7 @@ def _summary_predictor(d: dict[str, Any]) -> list[str]:
 SUMMARY_SECTIONS: tuple[tuple[str, Callable[[dict[str, Any]], list[str]]], ...] = (
     ("device", _summary_device),
     ("presets", _summary_presets),
+    ("protocols", _summary_protocols),
     ("zoo", _summary_zoo),
     ("fidelity", _summary_fidelity),
     ("search", _summary_search),

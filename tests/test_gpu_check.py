@@ -376,13 +376,16 @@ def test_quick_mode_runs_every_step_on_the_cpu(kit, tmp_path):
     assert steps["device"]["data"]["calibration"]["peak_mac_s"]["fp32"] > 0
     presets = steps["presets"]["data"]
     assert presets["ok"] == {"fp32": presets["presets"], "bf16": presets["presets"]}
+    (replayed,) = steps["protocols"]["data"]["rows"]
+    assert replayed["protocol"] == "litv2 (changed: batch=2, warmup_iters=1, iters=2)" and replayed["img_s"] > 0
     zoo = steps["zoo"]["data"]["rows"]
     assert [r["status"] for r in zoo] == ["ok"] * len(zoo) and {r["dtype"] for r in zoo} == {"bf16", "fp32"}
     assert all(r["energy_j_per_img"] is None and r["missing"]["energy_j_per_img"] for r in zoo)
     assert steps["search"]["data"]["trials"] == 4
     assert steps["predictor"]["data"]["spaces"]["hilo_block"]["validation"]["n_holdout"] >= 1
     summary = (out / "summary.md").read_text()
-    for heading in ("## Steps", "## Roofline", "## Every preset", "## Zoo", "## Measurement fidelity", "## Search"):
+    headings = ("## Steps", "## Roofline", "## Every preset", "## The papers' protocols", "## Zoo", "## Search")
+    for heading in (*headings, "## Measurement fidelity"):
         assert heading in summary
     # A second run into the same folder refuses instead of mixing two checks in one database.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
