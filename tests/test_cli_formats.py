@@ -102,6 +102,25 @@ def test_export_to_stdout_and_its_errors(store, tmp_path):
     assert r.returncode == 2 and cases[0][1] in r.stderr
 
 
+def test_stdout_json_is_strict_json_as_the_file_is(store, tmp_path):
+    import shutil
+
+    from effscope.profile.record import Record
+    from effscope.profile.store import RecordStore
+
+    db = tmp_path / "two.db"
+    shutil.copy(store, db)
+    RecordStore(str(db)).add(Record(target="broken", kind="block", workload={}, status="failed", error="boom"))
+
+    def not_json(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON: a missing number must be null")
+
+    rows = json.loads(run("export", "--db", str(db), "-o", "-", "--format", "json").stdout, parse_constant=not_json)
+    assert [r["target"] for r in rows] == ["vit", "broken"] and rows[1]["macs"] is None
+    run("export", "--db", str(db), "-o", str(tmp_path / "all.json"))
+    assert json.loads((tmp_path / "all.json").read_text(), parse_constant=not_json) == rows  # one writer for both
+
+
 def test_name_patterns_expand_over_the_registry_in_its_order():
     assert expand_patterns(["pvtv2_b[01]", "cxv_c*"]) == ["pvtv2_b0", "pvtv2_b1", "cxv_cnv", "cxv_cpv", "cxv_cltv"]
     assert expand_patterns(["hilo", "hil?", "pkg.mod:build"]) == ["hilo", "pkg.mod:build"]  # each name once

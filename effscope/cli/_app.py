@@ -82,15 +82,17 @@ def data_on_stdout(fmt: str) -> Iterator[None]:
 
 
 def write_rows(rows: list[dict[str, Any]], fmt: str) -> None:
-    """Rows as a JSON array or as CSV with a header, on stdout."""
+    """Rows as a JSON array or as CSV with a header, on stdout, written as `--json FILE` / `--csv FILE` write them."""
+    import pandas as pd
+
+    from effscope.profile.store import write_frame
+
+    frame = pd.DataFrame(rows)
+    if fmt == "csv":
+        frame = frame.convert_dtypes()  # ints stay ints beside a missing one
+    write_frame(frame, sys.stdout, fmt)
     if fmt == "json":
-        import json
-
-        sys.stdout.write(json.dumps(rows, indent=1, default=str) + "\n")
-    else:
-        import pandas as pd
-
-        pd.DataFrame(rows).convert_dtypes().to_csv(sys.stdout, index=False)  # ints stay ints beside a missing one
+        sys.stdout.write("\n")  # pandas ends the array without one
     sys.stdout.flush()
 
 

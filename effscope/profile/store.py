@@ -35,15 +35,18 @@ def write_table(df: pd.DataFrame, path: str | Path, fmt: str, *, databases: Iter
     """
     from effscope.output import write_atomic
 
-    def write(tmp: Path) -> None:
-        if fmt == "csv":
-            df.to_csv(tmp, index=False)
-        elif fmt == "parquet":
-            df.astype({c: "string" for c in df.columns if df[c].dtype == object}).to_parquet(tmp, index=False)
-        else:
-            df.to_json(tmp, orient="records", indent=1)
+    return write_atomic(path, lambda tmp: write_frame(df, tmp, fmt), databases=databases)
 
-    return write_atomic(path, write, databases=databases)
+
+def write_frame(df: pd.DataFrame, out: Any, fmt: str) -> None:
+    """Write a table as csv, parquet or json to a path or an open text stream (stdout): one writer for the files
+    and for `-`, so both hold the same text (a missing number is an empty CSV cell or JSON null, never NaN)."""
+    if fmt == "csv":
+        df.to_csv(out, index=False)
+    elif fmt == "parquet":
+        df.astype({c: "string" for c in df.columns if df[c].dtype == object}).to_parquet(out, index=False)
+    else:
+        df.to_json(out, orient="records", indent=1)
 
 
 class RecordStore:
