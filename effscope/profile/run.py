@@ -25,6 +25,7 @@ __all__ = [
     "plan_suite",
     "profile",
     "rank_correlation",
+    "store_record",
     "validate_options",
     "validate_workload",
 ]
@@ -161,7 +162,6 @@ def profile(
     Returns:
         the Records in plan order, failed ones included.
     """
-    from effscope.profile.roofline import attach_calibration
     from effscope.profile.worker import Worker
 
     own = worker is None
@@ -183,8 +183,7 @@ def profile(
                 record.kind, record.family = plan.target.kind, plan.target.family
                 record.derived = plan.target.derived()
             if store is not None:
-                attach_calibration(record, store, calibrations)  # the roofline bound, when the device is calibrated
-                store.add(record)
+                store_record(record, store, calibrations)
             records.append(record)
             if on_record is not None:
                 on_record(record)
@@ -192,6 +191,15 @@ def profile(
         if own:
             worker.close()
     return records
+
+
+def store_record(record: Record, store: RecordStore, calibrations: dict | None = None) -> None:
+    """Append a measured Record to the store, its roofline completed with the device's calibration when the store
+    holds one (`calibrations` caches the lookup across Records)."""
+    from effscope.profile.roofline import attach_calibration
+
+    attach_calibration(record, store, calibrations)
+    store.add(record)
 
 
 def rank_correlation(records: list[Record], x: str = "macs", y: str = "latency_ms_p50") -> dict[str, float | int]:

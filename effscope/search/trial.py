@@ -154,7 +154,7 @@ class SearchObjective:
         elif self.predictor is not None and self._screen(trial, ts, target, attrs):
             return self._rejected(trial, attrs)
         else:
-            from effscope.profile.run import Plan, profile
+            from effscope.profile.run import Plan, profile, store_record
 
             provenance = {"study": self.study_name, "trial": trial.number, "key": key, "command": self.command}
             budget = space.latency_budget
@@ -179,10 +179,7 @@ class SearchObjective:
                 measure, budget.statistic, budget.limit, remeasures=space.measure["remeasure"]
             )
             if self.store is not None:  # only the kept measurement is stored (the cache reads the newest)
-                from effscope.profile.roofline import attach_calibration
-
-                attach_calibration(record, self.store, {})
-                self.store.add(record)
+                store_record(record, self.store)
             attrs["status"] = "measured"
         timing["measure_s"] = time.perf_counter() - t0
         attrs["record_uid"] = record.uid
