@@ -201,3 +201,5 @@ def test_by_module_table_gives_params_macs_and_time_per_module(tmp_path):
     assert rows["head"][0] == "257,000" and rows["stages.0.0"][3] not in ("", "-")  # a block inside a ModuleList
     assert rows["stages.0"][3] not in ("", "-")  # the ModuleList: the sum of its blocks' times
     assert "stages.0.0.attn" not in rows  # three levels only
+    bad = run("profile", "pvtv2_b0", "--by-module", "0", "--db", str(tmp_path / "r.db"))
+    assert bad.returncode == 2 and "--by-module takes the number of levels to show, an integer >= 1" in bad.stderr

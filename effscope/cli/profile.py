@@ -127,6 +127,8 @@ def profile(
     from effscope.urls import database_url
 
     output, json_out, csv_out = _output_format(check_format(format_), json_out, csv_out)
+    if by_module is not None and by_module < 1:
+        raise SpecError(f"--by-module takes the number of levels to show, an integer >= 1, but got {by_module}")
     if bool(targets) == (suite is not None):
         raise SpecError("give either a TARGET or --suite NAME (not both, not neither)")
     size = parse_size(resolution, "--resolution")
