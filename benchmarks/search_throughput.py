@@ -1,4 +1,4 @@
-"""Search throughput on the CPU: candidates measured per hour, and what the storage costs per trial.
+"""Search throughput: candidates measured per hour, and what the storage costs per trial.
 
 Runs one search worker in this process (the profiler Worker and the quality process are still separate
 processes, as in `effscope search`) on a shipped space, and times every call into the study storage (Optuna's
@@ -7,6 +7,7 @@ trial and are reported on their own.
 
     .venv/bin/python benchmarks/search_throughput.py                  # hilo_block, 30 trials, temp SQLite file
     .venv/bin/python benchmarks/search_throughput.py --trials 60 --db /tmp/bench.db
+    python3 benchmarks/search_throughput.py --space litv2 --trials 12 --device cuda
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="hilo_block")
     parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--device", default=None, help="measure on this device (default: the space's own)")
     parser.add_argument("--db", default=None, help="SQLite file or URL (default: a new temp file)")
     args = parser.parse_args()
 
@@ -82,12 +84,13 @@ def main() -> None:
     from effscope.search.space import load_space
     from effscope.search.storage import open_storage, storage_url
     from effscope.search.study import device_name_for, prepare_study
+    from effscope.search.summary import timed_seconds
     from effscope.search.workers import WorkerArgs, run_worker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     db = args.db or str(Path(tempfile.mkdtemp(prefix="effscope-bench-")) / "search.db")
     url = storage_url(db)
-    space = load_space(args.space).with_overrides(trials=args.trials)
+    space = load_space(args.space).with_overrides(trials=args.trials, device=args.device)
     RecordStore(url)
     device_name = device_name_for(space.workload)
     name = f"bench-{args.space}-{int(time.time())}"
@@ -122,6 +125,12 @@ def main() -> None:
     mean_measure = sum(t["measure_s"] for t in timings[1:]) / max(1, len(timings) - 1)
     mean_quality = sum(t["quality_s"] for t in timings[1:]) / max(1, len(timings) - 1)
     print(f"  per trial after the first: measure {mean_measure:.3f} s, quality {mean_quality:.3f} s (means)")
+    timed = timed_seconds(trials)
+    steady_timed = timed_seconds(sorted(trials, key=lambda t: t.number)[1:])
+    print(
+        f"  duty cycle (timed iterations / wall time): {100 * timed / wall:.1f} % ({timed:.1f} of {wall:.1f} s);"
+        f" steady state after the first trial: {100 * steady_timed / steady_wall:.1f} %"
+    )
     print(
         f"  storage overhead per trial: {per_trial_ms:.1f} ms = {100 * storage_total / wall:.2f} % of trial time "
         f"({100 * storage_total / steady_wall:.2f} % of steady-state trial time); goal < 2 %"

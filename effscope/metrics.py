@@ -84,6 +84,12 @@ for _m in (
     Metric("latency_ms_mean", "latency mean (ms)", budgetable=True, help="mean time of one forward"),
     Metric("latency_graph_ms_p50", "CUDA-graph latency p50 (ms)", help="median time of a CUDA-graph replay"),
     Metric("host_bound_ratio", "eager / CUDA-graph latency", direction="none", help="over 1.25: host-bound"),
+    Metric(
+        "timed_s",
+        "timed seconds",
+        direction="none",
+        help="seconds inside the target's timed iterations (latency, CUDA-graph replay, throughput window)",
+    ),
     Metric("predicted_latency_ms", "predicted latency (ms)", help="the latency predictor's estimate"),
     Metric("throughput_img_s", "throughput (img/s)", direction="maximize", help="images over a synchronized window"),
     Metric("train_step_ms_p50", "training step p50 (ms)", help="median time of forward, backward and an AdamW step"),

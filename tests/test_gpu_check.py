@@ -342,6 +342,8 @@ def test_a_search_at_its_budget_is_stopped_like_ctrl_c_and_reported_from_the_sto
     assert data["exit_code"] == 130  # it stopped its workers and exited as after Ctrl-C, it was not killed
     assert data["incomplete"] == f"stopped at the step's budget after {data['trials']} of 1000 trials"
     assert (ctx.out / kit.SEARCH_HTML).stat().st_size > 0  # written from the storage after the stop
+    assert 0 <= data["timed_s"] < data["wall_s"]  # only this run's trials: the two earlier ones are not in it
+    assert data["duty_cycle"] == data["timed_s"] / data["wall_s"]
 
 
 def test_a_failed_search_keeps_its_completed_trials_in_the_results(kit, tmp_path, two_trials, monkeypatch):

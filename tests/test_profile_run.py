@@ -34,6 +34,8 @@ def test_a_registered_block_is_counted_and_measured(worker, tmp_path):
     gemm = 49 * per_token + 2 * 49 * 49 * 128
     assert r.counts["macs"] == gemm + 2 * 5 * 49 * 128  # + fvcore's 5 per element for the two layer norms
     assert r.latency["latency_ms_p50"] > 0 and r.latency["latency_n"] >= 3
+    # timed seconds: the latency samples plus the throughput window, nothing else
+    assert r.latency["timed_s"] >= sum(r.details["latency_samples_ms"]) / 1e3 + r.throughput["throughput_window_s"]
     assert r.memory["peak_rss_bytes"] is not None and r.memory["peak_rss_bytes"] >= 0
     assert r.energy["energy_j_per_img"] is None and "NVML" in r.missing["energy_j_per_img"]
     assert r.env["torch_version"] and r.knobs["heads"] == 4

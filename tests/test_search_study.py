@@ -104,6 +104,7 @@ def test_study_and_trials_carry_the_contract_data(first_run):
         assert rec and rec[0].study == "tiny-cpu" and rec[0].key
         if u["status"] == "measured":
             assert rec[0].trial == t.number
+            assert u["timed_s"] >= rec[0].latency["timed_s"] > 0  # re-measurements, if any, add to it
     assert {"measured", "invalid", "cached"} <= statuses  # seed 9 draws an invalid point and a repeat
 
 

@@ -390,6 +390,7 @@ def _latency(forward, device, wl: Workload, opts: Options, record: Record) -> No
     }
     record.details["latency_samples_ms"] = list(stats.samples_ms)
     record.latency.update(latency_intervals(stats.samples_ms))
+    _add_timed(record, stats.timed_s)
     if stats.aborted:
         record.flags.append("aborted-over-budget")
     if not stats.stable:
@@ -430,12 +431,19 @@ def _cuda_graph_latency(forward, device, opts: Options, record: Record) -> None:
         record.missing.update(dict.fromkeys(keys, why))
         return
     stats = measure_latency(replay, device=device, max_time_s=opts.max_time_s)
+    _add_timed(record, stats.timed_s)
     ratio = host_bound_ratio(record.latency.get("latency_ms_p50"), stats.median_ms)
     record.latency.update(
         {"latency_graph_ms_p50": stats.median_ms, "latency_graph_ms_p90": stats.p90_ms, "host_bound_ratio": ratio}
     )
     if ratio is not None and ratio > HOST_BOUND:
         record.flags.append("host-bound")
+
+
+def _add_timed(record: Record, seconds: float) -> None:
+    """Add seconds spent inside the target's timed iterations (warm-ups, counting and the reference workload are
+    not): over a search's wall time this is its duty cycle."""
+    record.latency["timed_s"] = record.latency.get("timed_s", 0.0) + seconds
 
 
 def host_bound_ratio(eager_ms: float | None, graph_ms: float | None) -> float | None:
@@ -461,6 +469,7 @@ def _throughput(forward, device, wl: Workload, opts: Options, record: Record) ->
         iters=opts.iters,
     )
     record.throughput = {"throughput_img_s": t.img_s, "throughput_batch": t.batch, "throughput_window_s": t.window_s}
+    _add_timed(record, t.window_s)
     tel = t.telemetry
     reason = (
         "energy and telemetry need an NVIDIA GPU (NVML); this run is on the CPU"

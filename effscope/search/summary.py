@@ -11,7 +11,7 @@ from effscope.pareto import dominates, nondominated
 from effscope.search.space import ZOO_PARAM
 from effscope.search.storage import named_constraints
 
-__all__ = ["SearchSummary", "feasible_front", "is_feasible", "summarize", "trial_row"]
+__all__ = ["SearchSummary", "feasible_front", "is_feasible", "summarize", "timed_seconds", "trial_row"]
 
 
 @dataclass
@@ -59,6 +59,12 @@ def trial_row(t: Any) -> dict[str, Any]:
         "violations": {k: v for k, v in named_constraints(t.system_attrs).items() if v > 0},
         "values": list(t.values or []),
     }
+
+
+def timed_seconds(trials: Sequence[Any]) -> float:
+    """Seconds the trials spent inside timed iterations (re-measurements included; cached and screened-out trials
+    add none). Over the search's wall time this is its duty cycle: the share of the search spent measuring."""
+    return sum(t.user_attrs.get("timed_s") or 0.0 for t in trials)
 
 
 def is_feasible(t: Any) -> bool:
