@@ -58,6 +58,11 @@ class ChildProcess:
         self._conn: Any = None
         self.requests = 0  # requests sent to the current process
 
+    def start(self) -> None:
+        """Start the process now unless it runs (it imports its modules while the caller goes on)."""
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+
     def request(self, payload: Any, timeout: float) -> Any:
         """Send `payload` and return the reply.
 
@@ -65,8 +70,7 @@ class ChildProcess:
             ChildTimedOut: no reply within `timeout` seconds (the process is killed).
             ChildDied: the process ended before replying.
         """
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
+        self.start()
         self.requests += 1
         try:
             self._conn.send(payload)

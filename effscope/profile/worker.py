@@ -45,6 +45,10 @@ class Worker:
     def __init__(self, *, mem_limit_bytes: int | None = None) -> None:
         self._child = ChildProcess(_serve, (mem_limit_bytes,), "measurement process")
 
+    def start(self) -> None:
+        """Start the measurement process ahead of the first job."""
+        self._child.start()
+
     def run(self, job: Job) -> Record:
         """Run `job` in the child; a dead or hung child yields a failed Record naming what happened."""
         if job.options.fresh_process and self._child.requests:

@@ -433,6 +433,10 @@ class QualityProcess:
 
         self._child = ChildProcess(_serve, (threads,), "quality process")
 
+    def start(self) -> None:
+        """Start the process ahead of the first call."""
+        self._child.start()
+
     def call(self, fn: Callable[..., Any], kwargs: dict[str, Any], *, timeout: float) -> Any:
         """Run fn(**kwargs) in the process; raise QualityError with the reason when it fails."""
         from effscope.profile.child import ChildDied, ChildTimedOut

@@ -88,6 +88,7 @@ def run_worker(
     )
     if objective_hook is not None:
         objective_hook(objective)
+    objective.start()
 
     def orphaned() -> bool:
         return os.getppid() != args.parent_pid  # the coordinator is gone: finish this trial and stop
