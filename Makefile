@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/measurement_fidelity.py
 	$(PY) benchmarks/search_throughput.py
 
-# One call that proves effscope on a GPU (benchmarks/gpu_check.py): 330 s by default, results in $(OUT).
+# One call that proves effscope on a GPU (benchmarks/gpu_check.py): 420 s by default, results in $(OUT).
 # It needs neither a venv nor a network: .venv's Python when there is one, else python3 with its own CUDA torch,
 # plus the wheels in .whl/ (make gpu-wheels) for whatever that Python lacks.
 OUT ?= reports/gpu-check
