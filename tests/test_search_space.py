@@ -6,6 +6,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from effscope.errors import SpecError
 from effscope.knobs import Choice, IntRange, Seq
 from effscope.search.space import Fixed, Items, SpaceError, list_spaces, load_space, parse_space, suggest, to_params
 
@@ -30,6 +31,14 @@ def test_minimal_space_defaults():
     assert s.latency_budget.limit == 2.0 and s.latency_budget.statistic == "latency_ms_p90"
     assert s.targets[0].domains == {} and s.targets[0].pins == {}  # unlisted knobs keep the block's defaults
     assert list(s.targets[0].presets) == ["hilo (default)"]
+
+
+def test_a_training_space_budgets_the_training_step():
+    s = parse(base=BASE.replace("size = [7, 7]", 'size = [7, 7]\nmode = "train"'))
+    assert s.workload.mode == "train" and s.latency_budget.statistic == "train_step_ms_p90"  # the default there
+    assert s.timing("p50") == "train_step_ms_p50" and parse().timing("p50") == "latency_ms_p50"
+    with pytest.raises(SpecError, match=r"\[workload\] mode must be one of infer, train, but got 'training'"):
+        parse(base=BASE.replace("size = [7, 7]", 'size = [7, 7]\nmode = "training"'))
 
 
 def test_narrowing_forms_map_to_domains_and_distributions():
@@ -158,6 +167,18 @@ def test_every_shipped_space_parses_and_enqueues_its_presets():
         ("", BASE.replace("[7, 7]", "[7, 0]"), "size must be N or [H, W] with positive integers"),
         ("", "[space]\ntarget = ['vit', 'litv2_s']\n[budgets]\nlatency_ms = 1\n", "takes block names only"),
         ("[measure]\nabort_margin = 0.5\n", BASE, "abort_margin must be a number >= 1 or false"),
+        (
+            "",
+            BASE + 'statistic = "train_step_ms_p50"\n',
+            "statistic must be one of latency_ms_p50, latency_ms_p90, latency_ms_p99, latency_ms_mean with "
+            "[workload] mode = 'infer', but got 'train_step_ms_p50'",
+        ),
+        (
+            "",
+            BASE.replace("size = [7, 7]", 'size = [7, 7]\nmode = "train"') + 'statistic = "latency_ms_p90"\n',
+            "statistic must be one of train_step_ms_p50, train_step_ms_p90 with [workload] mode = 'train', but got "
+            "'latency_ms_p90'",
+        ),
     ],
 )
 def test_bad_spaces_are_one_sentence(extra, base, message):

@@ -241,6 +241,38 @@ def test_over_budget_designs_abort_early_and_complete_infeasible(tmp_path):
     assert not result.summary.front and result.summary.feasible == 0
 
 
+def test_a_training_search_budgets_and_minimizes_the_training_step(tmp_path):
+    """[workload] mode = "train": each design's training step (forward, backward, AdamW) is timed, budgeted and
+    minimized, under its own names; forward latencies appear nowhere, and a latency table is refused."""
+    from effscope.report._load import load_study
+    from effscope.report.data import report_data
+    from effscope.search.predictor import PredictorError, check_compatible
+
+    path = tmp_path / "train.toml"
+    path.write_text(tiny(tmp_path, trials=3).read_text().replace("size = [7, 7]", 'size = [7, 7]\nmode = "train"'))
+    space = load(path)
+    with pytest.raises(PredictorError, match="times a training step"):
+        check_compatible(None, space, "dev")  # refused before the table is even read
+    db = str(tmp_path / "t.db")
+    result = run_search(space, storage=db)
+    study = optuna.load_study(study_name="train-cpu", storage=storage_url(db))
+    assert study.user_attrs["objectives"][1]["name"] == "train_step_ms_p50"
+    assert [b["statistic"] for b in study.user_attrs["budgets"]] == ["train_step_ms_p90"] * 2
+    measured = [t for t in study.get_trials() if t.user_attrs["status"] == "measured"]
+    assert measured
+    for t in measured:
+        u = t.user_attrs
+        assert u["train_step_ms_p50"] > 0 and u["train_img_s"] > 0 and "latency_ms_p50" not in u
+        assert t.values[1] == u["train_step_ms_p50"]
+        assert math.isclose(t.constraints["latency"], u["train_step_ms_p90"] / 100.0 - 1.0)
+        (record,) = [r for r in RecordStore(db).records() if r.uid == u["record_uid"]]
+        assert record.workload["mode"] == "train" and "latency_ms_p50" not in record.latency
+    assert result.summary.front and all(r["train_step_ms_p90"] <= 100.0 for r in result.summary.front)
+    front = report_data(load_study(db)).front
+    assert front.x_statistic == "train_step_ms_p90" and front.x_label.startswith("training step p90")
+    assert front.slices.columns[4:6] == ["training step p50 (ms)", "training step p90 (ms)"]
+
+
 def test_multi_block_space_with_a_computed_proxy(tmp_path):
     path = tmp_path / "zoo.toml"
     path.write_text(

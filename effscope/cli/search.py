@@ -62,19 +62,19 @@ def _front_table(summary, space) -> Table:
     b = summary.budget
     table = Table(
         title=f"Pareto designs: {summary.quality_label}"
-        + (" vs median latency (ms)" if len(summary.directions) > 1 else "")
+        + (f" vs {_timing_label(space)}" if len(summary.directions) > 1 else "")
         + f", feasible under {b['statistic']} <= {b['limit']:g} ms",
         title_justify="left",
     )
-    for col in ("trial", "design", summary.quality_name, "p50 ms", "p90 ms", "params", "MACs", "knobs"):
+    for col in ("trial", "design", summary.quality_name, *_timing_columns(space), "params", "MACs", "knobs"):
         table.add_column(col, justify="left" if col in ("design", "knobs") else "right")
     for r in summary.front:
         table.add_row(
             str(r["trial"]),
             esc(r["preset"] or r["status"]),
             _quality_fmt(r["quality"]),
-            fmt(r["latency_ms_p50"], ".3f"),
-            fmt(r["latency_ms_p90"], ".3f"),
+            fmt(r.get(space.timing("p50")), ".3f"),
+            fmt(r.get(space.timing("p90")), ".3f"),
             fmt(r["params"], ",d"),
             si(r["macs"]) if r["macs"] is not None else "-",
             _knob_text(r, space),
@@ -82,9 +82,17 @@ def _front_table(summary, space) -> Table:
     return table
 
 
-def _preset_table(summary) -> Table:
+def _timing_columns(space) -> tuple[str, str]:
+    return ("step p50 ms", "step p90 ms") if space.workload.mode == "train" else ("p50 ms", "p90 ms")
+
+
+def _timing_label(space) -> str:
+    return "median training step (ms)" if space.workload.mode == "train" else "median latency (ms)"
+
+
+def _preset_table(summary, space) -> Table:
     table = Table(title="published designs (enqueued first)", title_justify="left")
-    for col in ("trial", "preset", summary.quality_name, "p50 ms", "p90 ms", "position"):
+    for col in ("trial", "preset", summary.quality_name, *_timing_columns(space), "position"):
         table.add_column(col, justify="left" if col in ("preset", "position") else "right")
     for r in summary.presets:
         if r["on_front"]:
@@ -99,8 +107,8 @@ def _preset_table(summary) -> Table:
             str(r["trial"]),
             esc(r["preset"]),
             _quality_fmt(r["quality"]),
-            fmt(r["latency_ms_p50"], ".3f"),
-            fmt(r["latency_ms_p90"], ".3f"),
+            fmt(r.get(space.timing("p50")), ".3f"),
+            fmt(r.get(space.timing("p90")), ".3f"),
             esc(where),
         )
     return table
@@ -167,7 +175,7 @@ def print_summary(result, space) -> None:
     else:
         out.print(f"no feasible design yet under {s.budget['statistic']} <= {s.budget['limit']:g} ms")
     if s.presets:
-        out.print(_preset_table(s))
+        out.print(_preset_table(s, space))
     for sl in s.slices:
         best = sl["best"]
         tail = f"; best {s.quality_name} {_quality_fmt(best['quality'])} (trial {best['trial']})" if best else ""

@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 LATENCY = "latency_ms_p50"
+TRAIN_STEP = "train_step_ms_p50"  # a training search's timing ([workload] mode = "train"), in place of LATENCY
 QUALITY = "quality"
 PROTOCOL_IQR_TARGET = 0.05  # measure.py repeats until IQR/median <= 5 %
 # +-10 %: the accuracy figure latency predictors are judged by (docs/search.md#latency-predictor)
@@ -159,7 +160,7 @@ class Point:
 
     @property
     def measured(self) -> bool:
-        return self.status not in UNMEASURED and self.get(LATENCY) is not None
+        return self.status not in UNMEASURED and (self.get(LATENCY) is not None or self.get(TRAIN_STEP) is not None)
 
     @property
     def violation(self) -> float:
@@ -309,8 +310,8 @@ def points_from_trials(trials: Iterable[Any], records: Iterable[Any] = (), targe
         values = list(t.values or []) if state == "COMPLETE" and status not in UNMEASURED else []
         quality = _finite(values[0]) if values else None
         numbers[QUALITY] = quality if quality is not None else _finite(attrs.get("quality"))
-        if numbers.get(LATENCY) is None and len(values) > 1:
-            numbers[LATENCY] = _finite(values[1])
+        if numbers.get(LATENCY) is None and numbers.get(TRAIN_STEP) is None and len(values) > 1:
+            numbers[LATENCY] = _finite(values[1])  # (a training search's second value is its step time, stored)
         preset = attrs.get("preset")
         points.append(
             Point(
@@ -385,7 +386,8 @@ class Slice:
 
 
 def latency_budgets(budgets: Sequence[Budget]) -> list[Budget]:
-    return sorted((b for b in budgets if b.statistic.startswith("latency")), key=lambda b: b.limit)
+    # A time budget: on a forward's latency or, in a training search, on the training step.
+    return sorted((b for b in budgets if b.statistic.startswith(("latency", "train_step"))), key=lambda b: b.limit)
 
 
 def front_statistic(budgets: Sequence[Budget]) -> str:
@@ -848,7 +850,8 @@ def _design_table(rows_pts: Sequence[Point], all_pts: Sequence[Point], quality, 
         columns.append(quality.display)
     p_prefix, p_scale = si_unit(p.get("params") for p in rows_pts)
     m_prefix, m_scale = si_unit(p.get("macs") for p in rows_pts)
-    columns += ["latency p50 (ms)", "latency p90 (ms)", f"params ({p_prefix or 'count'})"]
+    timing = _timing_columns(all_pts)
+    columns += [*timing.values(), f"params ({p_prefix or 'count'})"]
     columns += [f"MACs ({m_prefix or 'count'})", "status"]
     if with_violation:
         columns.append("over budget")
@@ -860,8 +863,7 @@ def _design_table(rows_pts: Sequence[Point], all_pts: Sequence[Point], quality, 
             row.append(p.get(QUALITY))
         params, macs = p.get("params"), p.get("macs")
         row += [
-            p.get(LATENCY),
-            p.get("latency_ms_p90"),
+            *(p.get(k) for k in timing),
             params / p_scale if params is not None else None,
             macs / m_scale if macs is not None else None,
             p.status + (f": {p.reason}" if p.reason and p.status not in ("ok", "measured", "cached") else ""),
@@ -871,6 +873,19 @@ def _design_table(rows_pts: Sequence[Point], all_pts: Sequence[Point], quality, 
         row.append(knobs_short(p, varying.get(p.target) or []))
         rows.append(row)
     return Table(columns, rows)
+
+
+def timing_key(points: Sequence[Point]) -> str:
+    """The median time a study minimizes: a forward's latency, or, where every timed design was timed as a training
+    step ([workload] mode = "train"), the step's."""
+    timed = [p for p in points if p.get(LATENCY) is not None or p.get(TRAIN_STEP) is not None]
+    return TRAIN_STEP if timed and all(p.get(LATENCY) is None for p in timed) else LATENCY
+
+
+def _timing_columns(points: Sequence[Point]) -> dict[str, str]:
+    """The two timing columns, key -> heading: p50 and p90 of `timing_key`."""
+    p50 = timing_key(points)
+    return {k: METRICS[k].label for k in (p50, p50.replace("_p50", "_p90"))}
 
 
 def _trial_constraints(t: Any) -> dict[str, float]:
@@ -971,8 +986,8 @@ def slice_table(points: Sequence[Point], budgets: Sequence[Budget], quality: Obj
     """The fronts per budget, tightest budget first, each design once: under the tightest budget whose front it is
     on. A looser budget's front is its own rows plus the tighter budgets' rows; a budget nothing fits says so."""
     names = varying_knobs(points)
-    columns = ["tightest budget met", "designs within", "design", quality.display]
-    columns += ["latency p50 (ms)", "latency p90 (ms)", "knobs"]
+    timing = _timing_columns(points)
+    columns = ["tightest budget met", "designs within", "design", quality.display, *timing.values(), "knobs"]
     rows: list[list[Any]] = []
     listed: set[str] = set()
     for s in budget_slices(points, budgets, quality.direction):
@@ -985,7 +1000,7 @@ def slice_table(points: Sequence[Point], budgets: Sequence[Budget], quality: Obj
         ranked = sorted(new, key=lambda p: -_better(quality.direction) * p.get(QUALITY))
         for i, p in enumerate(ranked):
             shown = [label, s.n_within] if i == 0 else ["", ""]
-            rows.append([*shown, p.id, p.get(QUALITY), p.get(LATENCY), p.get("latency_ms_p90"), knobs_short(p, names)])
+            rows.append([*shown, p.id, p.get(QUALITY), *(p.get(k) for k in timing), knobs_short(p, names)])
         listed.update(p.id for p in s.front)
     return Table(columns, rows)
 
@@ -1185,7 +1200,8 @@ def insight_section(source: Source, front: Sequence[Point]) -> Insight | None:
     names = varying_knobs(measured)
     if len(measured) < 2 or not names:
         return None
-    objectives = [(LATENCY, "median latency (ms)")]
+    timing = timing_key(measured)
+    objectives = [(timing, "median training step (ms)" if timing == TRAIN_STEP else "median latency (ms)")]
     if quality is not None:
         objectives.insert(0, (QUALITY, quality.display))
     importance = []
@@ -1274,7 +1290,8 @@ def hypervolume_history(source: Source, quality: Objective) -> Hypervolume | Non
     if not feasible:
         return None
     qs = [p.get(QUALITY) for p in feasible]
-    lats = [p.get(LATENCY) for p in feasible]
+    timing = timing_key(feasible)
+    lats = [p.get(timing) for p in feasible]
     worst_q = min(qs) if sign > 0 else max(qs)
     q_span = (max(qs) - min(qs)) or abs(worst_q) or 1.0
     q_ref = worst_q - sign * 0.1 * q_span
@@ -1290,12 +1307,12 @@ def hypervolume_history(source: Source, quality: Objective) -> Hypervolume | Non
     feasible_ids = {p.id for p in feasible}
     for p in trials:
         if p.id in feasible_ids:
-            done.append((p.get(QUALITY), p.get(LATENCY)))
+            done.append((p.get(QUALITY), p.get(timing)))
         xs.append(p.trial)
         values.append(hypervolume_2d(done, (q_ref, l_ref), direction))
     text = (
         f"reference point: {quality.display} = {q_ref:.4g} (10 % of the feasible range worse than the worst "
-        f"feasible design), latency p50 = {l_ref:.4g} ms ({l_text})"
+        f"feasible design), {_number_name(timing)} = {l_ref:.4g} ms ({l_text})"
     )
     return Hypervolume(xs, values, (q_ref, l_ref), text)
 

@@ -463,8 +463,17 @@ def spot_check(seed: int, trial_number: int, rate: float = SPOT_RATE) -> bool:
     return random.Random(f"effscope-spot:{seed}:{trial_number}").random() < rate
 
 
+def _forward_only(space: Space) -> None:
+    if space.workload.mode == "train":
+        raise PredictorError(
+            f'space {space.name} times a training step ([workload] mode = "train"), and latency tables predict '
+            "a forward's latency: search it without --predictor"
+        )
+
+
 def check_compatible(table: LatencyTable, space: Space, device_name: str) -> None:
     """Raise PredictorError unless the table was built for this space's target, workload, statistic and device."""
+    _forward_only(space)
     problems = []
     if table.target != space.target:
         problems.append(f"target {table.target} vs {space.target}")
@@ -587,6 +596,7 @@ def build_table(
 
     if samples < 2 or holdout < 1:
         raise PredictorError(f"--samples must be >= 2 and --holdout >= 1, but got ({samples}, {holdout})")
+    _forward_only(space)
     device_name = device_name or device_name_for(space.workload)
     seed = space.seed if seed is None else seed
     designs = sample_designs(space, samples + holdout, seed)

@@ -297,6 +297,11 @@ class Space:
     def memory_budget(self) -> SearchBudget | None:
         return next((b for b in self.budgets if b.name == "memory"), None)
 
+    def timing(self, statistic: str) -> str:
+        """The Record key of a timing statistic ("p50", "p90", "iqr") for this space's workload: `latency_ms_p50` for
+        a forward, `train_step_ms_p50` for a training step ([workload] mode = "train")."""
+        return TIMING_PREFIX[self.workload.mode] + statistic
+
     @property
     def directions(self) -> list[str]:
         return [self.direction, "minimize"] if self.latency_objective else [self.direction]
@@ -460,7 +465,7 @@ def _toml():
 
 SECTIONS = {
     "space": {"description", "target", "base"},
-    "workload": {"device", "dtype", "batch", "size", "threads", "channels_last", "compile", "attention"},
+    "workload": {"device", "dtype", "batch", "size", "threads", "channels_last", "compile", "attention", "mode"},
     "objectives": {"quality", "direction", "latency"},
     "budgets": {"latency_ms", "statistic", "memory_bytes"},
     "search": {"sampler", "trials", "seed", "n_startup_trials"},
@@ -479,6 +484,7 @@ SECTIONS = {
     "data": {"dir"},
     "knobs": None,  # keys checked against the target's knobs
 }
+TIMING_PREFIX = {"infer": "latency_ms_", "train": "train_step_ms_"}  # Record keys of what the timing loop timed
 MEASURE_DEFAULTS = {
     "max_time_s": 1.0,
     "window_s": 0.5,
@@ -603,6 +609,7 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
             channels_last=wl.get("channels_last", bool, False),
             compile=wl.get("compile", bool, False),
             attention=wl.get("attention", str, "auto"),
+            mode=wl.get("mode", str, "infer"),
         ),
         where,
     )
@@ -633,10 +640,13 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
     for v in limits:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
             raise SpaceError(f"{where}: [budgets] latency_ms must be positive numbers of milliseconds, but got {v!r}")
-    statistic = bu.get("statistic", str, "latency_ms_p90")
-    if statistic not in budgetable():  # the metrics catalogue says which statistics a latency budget may limit
+    timed = TIMING_PREFIX[workload.mode]  # what the timing loop measures: a forward or a training step
+    statistic = bu.get("statistic", str, f"{timed}p90")
+    allowed = [s for s in budgetable() if s.startswith(timed)]  # the catalogue says which statistics a budget limits
+    if statistic not in allowed:
         raise SpaceError(
-            f"{where}: [budgets] statistic must be one of {', '.join(budgetable())}, but got '{statistic}'"
+            f"{where}: [budgets] statistic must be one of {', '.join(allowed)} with [workload] mode = "
+            f"'{workload.mode}', but got '{statistic}'"
         )
     budgets = [SearchBudget("latency", statistic, float(v), "ms") for v in sorted(set(limits), reverse=True)]
     memory = bu.positive("memory_bytes", (int, float))

@@ -50,10 +50,11 @@ def objectives_attr(space: Space) -> list[dict[str, Any]]:
         }
     ]
     if space.latency_objective:
+        train = space.workload.mode == "train"
         out.append(
             {
-                "name": "latency_ms_p50",
-                "label": "median latency (ms, measured)",
+                "name": space.timing("p50"),
+                "label": "median training step (ms, measured)" if train else "median latency (ms, measured)",
                 "direction": "minimize",
                 "is_proxy": False,
             }

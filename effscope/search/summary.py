@@ -43,7 +43,7 @@ def trial_row(t: Any) -> dict[str, Any]:
     """A completed trial as a plain dict (the rows of SearchSummary)."""
     a = t.user_attrs
     return {
-        **{k: v for k, v in a.items() if k.startswith("latency_ms_")},
+        **{k: v for k, v in a.items() if k.startswith(("latency_ms_", "train_step_ms_"))},  # a training search's
         "trial": t.number,
         "preset": a.get("preset"),
         "status": a.get("status"),

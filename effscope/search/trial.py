@@ -200,12 +200,13 @@ class SearchObjective:
             return self._finish(trial, attrs, quality=None, record=record, valid=False)
         aborted = "aborted-over-budget" in record.flags
         if aborted:
-            lat = record.latency.get("latency_ms_p50")
+            lat = record.latency.get(space.timing("p50"))
+            runs = record.latency.get("latency_n", record.latency.get("train_step_n"))
             limit = self.options.abort_above_ms
             attrs.update(
                 status="aborted-over-budget",
                 reason=(
-                    f"stopped after {record.latency.get('latency_n')} timed runs: the fastest third ran above "
+                    f"stopped after {runs} timed runs: the fastest third ran above "
                     f"{limit:g} ms (budget {space.latency_budget.limit:g} ms x {space.measure['abort_margin']:g}); "
                     f"median so far {lat:.3g} ms"
                 ),
@@ -321,7 +322,8 @@ class SearchObjective:
         stat = flat.get(space.latency_budget.statistic)
         attrs.setdefault("record_uid", None)
         attrs.setdefault("flags", [])
-        for k in ("latency_ms_p50", "latency_ms_p90", "latency_ms_iqr", "params", "macs", "throughput_img_s"):
+        timed = [space.timing(s) for s in ("p50", "p90", "iqr")]  # a forward's, or a training step's
+        for k in (*timed, "params", "macs", "train_img_s" if space.workload.mode == "train" else "throughput_img_s"):
             attrs[k] = flat.get(k)
         attrs[space.latency_budget.statistic] = stat  # the budgeted statistic, whichever it is
         attrs["peak_mem_bytes"] = peak
@@ -338,7 +340,7 @@ class SearchObjective:
         q = quality if quality is not None else _worst(space.direction)
         if not space.latency_objective:
             return q
-        lat = flat.get("latency_ms_p50")
+        lat = flat.get(space.timing("p50"))
         return q, lat if lat is not None else math.inf
 
 
