@@ -444,6 +444,42 @@ def test_nothing_feasible_renders_the_least_violating_designs():
     assert "<h3>Least-violating designs</h3>" in page and "latency +10.0 %" in page
 
 
+def test_each_design_carries_the_interval_of_the_budget_statistic_as_a_bar():
+    """The Pareto plot's x is the budgeted p90; its 95 % interval is drawn through each design, so a design near a
+    budget line shows whether it is across it by chance."""
+    from effscope.report.data import Point, Source, report_data
+    from effscope.report.html import front_figure
+
+    def design(i: int, p90: float, interval: tuple[float, float] | None) -> Point:
+        numbers = {"quality": float(i), "latency_ms_p50": p90 - 0.1, "latency_ms_p90": p90}
+        if interval:
+            numbers.update(latency_ms_p90_lo=interval[0], latency_ms_p90_hi=interval[1])
+        return Point(
+            id=f"trial {i}",
+            target="hilo",
+            knobs={"lofi_heads": i},
+            numbers=numbers,
+            status="measured",
+            constraints={"latency": p90 / 2.0 - 1, "memory": 0.0, "valid": 0.0},
+            trial=i,
+        )
+
+    points = [design(0, 1.0, (0.9, 1.2)), design(1, 1.9, (1.7, 2.2)), design(2, 1.5, None)]
+    attrs = {"objectives": [PROXY], "budgets": [{"name": "latency", "statistic": "latency_ms_p90", "limit": 2.0}]}
+    front = report_data(Source("study", "s", points, attrs=attrs, directions=["maximize", "minimize"])).front
+    markers = {m.id: m for ms in front.groups.values() for m in ms}
+    assert markers["trial 1"].x_interval == (1.7, 2.2) and markers["trial 2"].x_interval is None
+    assert any("95 % confidence interval of its latency p90" in n for n in front.notes)
+    bars = {}
+    for trace in front_figure(front).data:
+        if trace.error_x is not None and trace.error_x.array is not None:
+            for name, x, minus, plus in zip(
+                trace.customdata, trace.x, trace.error_x.arrayminus, trace.error_x.array, strict=True
+            ):
+                bars[name[0]] = (x - minus if minus is not None else None, x + plus if plus is not None else None)
+    assert bars["trial 1"] == pytest.approx((1.7, 2.2)) and bars["trial 2"] == (None, None)
+
+
 # ------------------------------------------------------------------------------ figures from hand-built data
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from effscope.errors import EffscopeError
 from effscope.knobs import format_value
-from effscope.metrics import FLAGS, METRICS, MIB, display_value
+from effscope.metrics import FLAGS, METRICS, MIB, budgetable, display_value
 from effscope.pareto import nondominated
 from effscope.report.sections import REGISTERED
 from effscope.stats import kendall_tau, spearman_rho
@@ -67,8 +67,8 @@ UNMEASURED = frozenset({"invalid", "failed", "predicted-infeasible"})
 
 def number_keys() -> list[str]:
     """The numbers a design can carry (hover shows every one present): the metrics catalogue, read at call time so
-    that a metric registered later is shown too."""
-    return list(METRICS)
+    that a metric registered later is shown too, and the 95 % interval (`_lo`, `_hi`) of each budgetable one."""
+    return [*METRICS, *(f"{name}{end}" for name in budgetable() for end in ("_lo", "_hi"))]
 
 
 class ReportError(EffscopeError):
@@ -548,6 +548,7 @@ class Marker:
     x: float | None
     y: float | None
     hover: list[tuple[str, Any]]
+    x_interval: tuple[float, float] | None = None  # the 95 % interval of x, where measured (a band on the plot)
 
 
 @dataclass
@@ -770,7 +771,9 @@ def hover(p: Point, quality: Objective | None = None) -> list[tuple[str, Any]]:
 
 def _marker(p: Point, x: str, y: str, quality: Objective | None, *, x_scale: float = 1.0) -> Marker:
     xv, yv = p.get(x), p.get(y)
-    return Marker(p.id, xv / x_scale if xv is not None else None, yv, hover(p, quality))
+    lo, hi = p.get(f"{x}_lo"), p.get(f"{x}_hi")
+    interval = (lo / x_scale, hi / x_scale) if lo is not None and hi is not None else None
+    return Marker(p.id, xv / x_scale if xv is not None else None, yv, hover(p, quality), interval)
 
 
 def _dedupe_measurements(points: Sequence[Point]) -> list[Point]:
@@ -953,6 +956,12 @@ def front_section(source: Source) -> Front | None:
         if b.statistic == stat
     ]
     presets = [_marker(p, stat, QUALITY, quality) for p in pts if p.preset]
+    if any(m.x_interval for ms in groups.values() for m in ms):
+        notes.append(
+            f"The horizontal bar through a design is the 95 % confidence interval of its {name}. A design whose "
+            "interval contains a budget is measured again; if it still does, it is flagged latency-uncertain: "
+            "feasible or not by chance."
+        )
     return Front(
         x_statistic=stat,
         x_label=f"{name} (ms, measured; the budgets' statistic)"

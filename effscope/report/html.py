@@ -193,7 +193,25 @@ def _markers(ms: Sequence[Marker], name: str, **marker: Any) -> go.Scatter:
         marker=marker,
         customdata=customdata,
         hovertemplate=template,
+        error_x=_interval_bars(ms, marker.get("color")),
     )
+
+
+def _interval_bars(ms: Sequence[Marker], color: str | None) -> dict[str, Any] | None:
+    """Each marker's 95 % interval of x as a horizontal bar (none where it was not measured)."""
+    if not any(m.x_interval for m in ms):
+        return None
+    below = [m.x - m.x_interval[0] if m.x_interval and m.x is not None else None for m in ms]
+    above = [m.x_interval[1] - m.x if m.x_interval and m.x is not None else None for m in ms]
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": _rs(above),
+        "arrayminus": _rs(below),
+        "width": 0,
+        "thickness": 1,
+        "color": color,
+    }
 
 
 def _points(
