@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.utils.benchmark as tbench
 
+from effscope.profile.env import retain_freed_heap
 from effscope.profile.measure import Options
 from effscope.profile.record import Workload
 from effscope.profile.run import Plan, profile
@@ -109,6 +110,7 @@ def run(
     targets: list[str] | None = None,
     max_time_s: float = 3.0,
     timer_time_s: float = 2.0,
+    default_heap: bool = False,
 ) -> dict[str, Any]:
     """Measure repeatability, agreement with torch.utils.benchmark and the profiler's overhead; returns the results.
 
@@ -118,6 +120,8 @@ def run(
         targets: names from TARGETS (default: all of them).
         max_time_s: cap on each of the two adaptive effscope latency measurements per target.
         timer_time_s: torch.utils.benchmark's blocked_autorange min_run_time per target.
+        default_heap: leave the C library's heap as it is (effscope-v1), instead of keeping freed heap mapped as
+            effscope's measurement process does: shows what that setting changes. The profile job is unaffected.
     """
     unknown = sorted(set(targets or ()) - set(TARGETS))
     if unknown:
@@ -125,6 +129,8 @@ def run(
     dev = torch.device(device)
     threads = threads or torch.get_num_threads()
     set_threads(threads)
+    if not default_heap:
+        retain_freed_heap()  # as in effscope's measurement process, so this measures effscope's protocol
     rows = []
     for name in targets or TARGETS:
         fn = _forward(name, TARGETS[name], dev)
@@ -168,6 +174,7 @@ def run(
         "device": device,
         "processor": platform.processor() or platform.machine(),
         "threads": threads,
+        "heap": "C library default" if default_heap else "freed heap kept mapped",
         "torch": torch.__version__,
         "max_time_s": max_time_s,
         "timer_time_s": timer_time_s,
@@ -188,7 +195,10 @@ def run(
 
 
 def print_results(res: dict[str, Any]) -> None:
-    print(f"device {res['device']} ({res['processor']}), threads {res['threads']}, torch {res['torch']}")
+    print(
+        f"device {res['device']} ({res['processor']}), threads {res['threads']}, torch {res['torch']}, "
+        f"heap: {res.get('heap', '-')}"
+    )
     print(
         f"{'target':10} {'median1 ms':>11} {'median2 ms':>11} {'repeat':>8} {'ours ms':>9} {'Timer ms':>9} "
         f"{'agree':>7} {'IQR %':>6} {'cpu util':>8}"
@@ -255,8 +265,16 @@ def main() -> None:
     parser.add_argument("--max-time", type=float, default=3.0, help="cap per effscope latency measurement, s")
     parser.add_argument("--timer-time", type=float, default=2.0, help="torch.utils.benchmark min_run_time, s")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    parser.add_argument("--default-heap", action="store_true", help="do not keep freed heap mapped (effscope-v1)")
     a = parser.parse_args()
-    res = run(a.device, threads=a.threads, targets=a.targets, max_time_s=a.max_time, timer_time_s=a.timer_time)
+    res = run(
+        a.device,
+        threads=a.threads,
+        targets=a.targets,
+        max_time_s=a.max_time,
+        timer_time_s=a.timer_time,
+        default_heap=a.default_heap,
+    )
     print_results(res)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1))

@@ -13,6 +13,7 @@ import statistics
 
 import torch
 
+from effscope.profile.env import retain_freed_heap
 from effscope.profile.target import Bound, resolve_target
 from effscope.profile.timing import measure_latency, set_threads
 
@@ -49,6 +50,7 @@ def main() -> None:
     p.add_argument("--max-time", type=float, default=0.5)
     args = p.parse_args()
     set_threads(1)
+    retain_freed_heap()  # as effscope's measurement process does
     a, b = args.floors
     print(f"# warm-up floor {a:g} s (A) against {b:g} s (B); medians of {args.runs} runs, 1 thread, ms")
     print(f"{'heads hd lofi win mlp':24s} {'A p50':>8s} {'B p50':>8s} {'B / A':>7s}")

@@ -89,13 +89,15 @@ def test_training_mode_times_a_step_that_really_updates_the_weights():
         effscope.profile("vit", mode="fit")
 
 
-def test_training_mode_gives_the_cache_its_own_key_and_leaves_inference_keys_as_they_were():
-    from effscope.profile.record import Workload, canonical_key
+def test_training_mode_gives_the_cache_its_own_key_and_inference_keys_do_not_name_a_mode():
+    from effscope.profile.record import PROTOCOL, Workload, canonical_key
 
     infer, train = Workload(), Workload(mode="train")
     assert canonical_key("vit", {}, infer, "cpu") != canonical_key("vit", {}, train, "cpu")
-    before_modes = {k: v for k, v in infer.as_dict().items() if k != "mode"}  # a key stored before modes existed
-    payload = json.dumps({"target": "vit", "knobs": {}, "workload": before_modes, "device": "cpu"}, sort_keys=True)
+    without_mode = {k: v for k, v in infer.as_dict().items() if k != "mode"}
+    payload = json.dumps(
+        {"target": "vit", "knobs": {}, "workload": without_mode, "device": "cpu", "protocol": PROTOCOL}, sort_keys=True
+    )
     import hashlib
 
     assert canonical_key("vit", {}, infer, "cpu") == hashlib.sha256(payload.encode()).hexdigest()[:24]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 
 from effscope.errors import SpecError, UnknownNameError
+from effscope.profile import record as record_module
+from effscope.profile.env import HEAP_PAD_BYTES
 from effscope.profile.measure import Options
 from effscope.profile.record import Workload
 from effscope.profile.run import Plan, parse_size, profile, rank_correlation, validate_workload
@@ -39,6 +43,8 @@ def test_a_registered_block_is_counted_and_measured(worker, tmp_path):
     assert r.memory["peak_rss_bytes"] is not None and r.memory["peak_rss_bytes"] >= 0
     assert r.energy["energy_j_per_img"] is None and "NVML" in r.missing["energy_j_per_img"]
     assert r.env["torch_version"] and r.knobs["heads"] == 4
+    if platform.libc_ver()[0] == "glibc":  # the measurement process keeps freed heap mapped, and says so
+        assert r.env["malloc_top_pad_bytes"] == HEAP_PAD_BYTES and r.protocol["name"] == "effscope-v2"
     assert store.records()[0].uid == r.uid
 
 
@@ -57,6 +63,14 @@ def test_a_failing_target_becomes_a_failed_record_and_the_run_goes_on(worker, tm
     assert bad.status == "failed" and expected in bad.error
     assert good.status == "ok" and good.counts["macs"] == 64 and good.counts["params"] == 72
     assert [r.status for r in store.records()] == ["failed", "ok"]  # both kept, in order
+
+
+def test_the_timing_protocol_is_part_of_the_cache_key(monkeypatch):
+    """Numbers measured under another protocol (another warm-up, another heap) are never served from the cache."""
+    wl = Workload(size=(7, 7))
+    now = record_module.canonical_key("vit", {"heads": 4}, wl, "cpu")
+    monkeypatch.setattr(record_module, "PROTOCOL", "effscope-v1")
+    assert record_module.canonical_key("vit", {"heads": 4}, wl, "cpu") != now
 
 
 def test_cpu_peak_rss_is_only_reported_from_a_fresh_process():

@@ -307,6 +307,11 @@ lofi_heads = 1
         assert all(p == "block" or p.startswith(t.params["block"] + ".") for p in t.params)
         if t.user_attrs["status"] in ("measured", "cached"):
             assert math.isfinite(t.user_attrs["quality"]) and t.user_attrs["quality_name"] == "synflow"
+        if t.user_attrs["status"] == "measured":  # counted beside the proxy, after the timing: one Record of both
+            records = RecordStore(str(tmp_path / "z.db")).records()
+            (record,) = [r for r in records if r.uid == t.user_attrs["record_uid"]]
+            assert record.counts["macs"] == t.user_attrs["macs"] > 0 and record.details["count"]["macs_by_module"]
+            assert record.latency["latency_ms_p50"] > 0 and record.roofline["achieved_mac_s"] > 0
     assert result.summary.quality_label == "synflow (zero-cost proxy, not accuracy)"
 
 

@@ -70,10 +70,30 @@ class ChildProcess:
             ChildTimedOut: no reply within `timeout` seconds (the process is killed).
             ChildDied: the process ended before replying.
         """
+        self.send(payload)
+        return self.receive(timeout)
+
+    def send(self, payload: Any) -> None:
+        """Send `payload` without waiting for the reply (`receive` gets it), so the caller can work meanwhile.
+
+        Raises:
+            ChildDied: the process ended before the payload could be sent.
+        """
         self.start()
         self.requests += 1
         try:
             self._conn.send(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            raise ChildDied(self._death_reason()) from None
+
+    def receive(self, timeout: float) -> Any:
+        """The reply to the payload sent last.
+
+        Raises:
+            ChildTimedOut: no reply within `timeout` seconds (the process is killed).
+            ChildDied: the process ended before replying.
+        """
+        try:
             if not self._conn.poll(timeout):
                 self._kill()
                 raise ChildTimedOut(f"timed out after {timeout:g} s ({self.what} stopped)")

@@ -20,7 +20,34 @@ from typing import Any
 
 import torch
 
-__all__ = ["cpu_info", "environment"]
+__all__ = ["HEAP_PAD_BYTES", "cpu_info", "environment", "retain_freed_heap"]
+
+HEAP_PAD_BYTES = 1 << 30  # freed heap glibc keeps mapped in a measurement process (docs/measurement.md#allocator)
+_M_TOP_PAD = -2  # mallopt parameter, from glibc's malloc.h
+_heap_pad: int | None = None  # set once retain_freed_heap() took effect in this process
+
+
+def retain_freed_heap() -> bool:
+    """Have glibc keep up to HEAP_PAD_BYTES of freed heap mapped (mallopt M_TOP_PAD) instead of returning it to the
+    OS after each forward and faulting it back in on the next one. Without it, a CPU forward's time includes a
+    varying share of page faults: medians 20-30 % higher and spreads of up to 20 % on this project's VM.
+
+    Called first thing in a measurement process (never in a user's own). Returns False where the C library is not
+    glibc (nothing is changed there); the Record's environment says which (`malloc_top_pad_bytes`).
+    """
+    global _heap_pad
+    import ctypes
+    import ctypes.util
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        ok = libc.mallopt(_M_TOP_PAD, HEAP_PAD_BYTES) == 1
+    except (OSError, AttributeError):
+        return False
+    _heap_pad = HEAP_PAD_BYTES if ok else None
+    return ok
 
 
 def _version(dist: str) -> str | None:
@@ -170,7 +197,8 @@ def environment(
         torch_cuda_build, numpy_version, fvcore_version, device, device_type, device_name, driver_version,
         cuda_version, cudnn_version (the last three None on CPU), the TF32 / cudnn / matmul-precision flags, dtype,
         amp, memory_format, compile, cuda_graph, attention_core (the attention core `attend` uses on this device,
-        in words: the automatic rule or the forced core), threads, torch_threads, torch_interop_threads, and the
+        in words: the automatic rule or the forced core), threads, torch_threads, torch_interop_threads,
+        malloc_top_pad_bytes (retain_freed_heap), and the
         cpu_info() keys; on GPU also gpu_* keys, cuda_driver_version and nvml_missing_reason.
     """
     from effscope._version import __version__
@@ -213,6 +241,7 @@ def environment(
         "threads": threads,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
+        "malloc_top_pad_bytes": _heap_pad,  # None: the C library's default (freed heap returned to the OS)
         **cpu_info(),
     }
     if dev.type == "cuda":

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from effscope.errors import EffscopeError
-from effscope.profile.record import Record, Workload
+from effscope.profile.record import PROTOCOL, Record, Workload
 from effscope.profile.timing import LOW_CPU_UTIL
 
 __all__ = ["Job", "Options", "describe_failure", "run_job"]
@@ -117,7 +117,7 @@ def _protocol(o: Options) -> dict[str, Any]:
 
     fixed = o.warmup_iters is not None or o.iters is not None
     described: dict[str, Any] = {
-        "name": o.protocol or ("fixed-iterations" if fixed else "effscope-v1"),
+        "name": o.protocol or ("fixed-iterations" if fixed else PROTOCOL),
         "warmup": f"{o.warmup_iters} iterations"
         if o.warmup_iters is not None
         else f"time-budgeted: >= {WARMUP_S:g} s and >= 10 iterations",

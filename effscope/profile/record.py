@@ -66,13 +66,19 @@ class Workload:
         return cls(**d)
 
 
+# effscope's own timing protocol (docs/measurement.md#timing). It is part of the cache key: numbers measured under an
+# earlier protocol are measured again. v2: 25 ms warm-up floor, freed heap kept mapped in the measurement process.
+PROTOCOL = "effscope-v2"
+
+
 def canonical_key(target: str, knobs: dict[str, Any], workload: Workload, device_name: str) -> str:
-    """A stable key for (architecture, workload, device): equal keys mean the same measurement (search cache)."""
+    """A stable key for (architecture, workload, device, timing protocol): equal keys mean the same measurement
+    (search cache)."""
     measured = workload.as_dict()
     if measured["mode"] == "infer":
-        del measured["mode"]  # keys from before training mode existed stay valid for inference
+        del measured["mode"]
     payload = json.dumps(
-        {"target": target, "knobs": knobs, "workload": measured, "device": device_name},
+        {"target": target, "knobs": knobs, "workload": measured, "device": device_name, "protocol": PROTOCOL},
         sort_keys=True,
         default=str,
     )

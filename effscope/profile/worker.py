@@ -15,6 +15,9 @@ __all__ = ["InProcess", "Worker"]
 
 def _serve(conn, mem_limit_bytes: int | None) -> None:
     """Child main loop: receive jobs, send back Records as JSON, until told to stop (None)."""
+    from effscope.profile.env import retain_freed_heap
+
+    retain_freed_heap()  # before any tensor exists: every forward is timed with the heap it leaves behind
     if mem_limit_bytes:
         import resource
 
@@ -44,6 +47,7 @@ class Worker:
 
     def __init__(self, *, mem_limit_bytes: int | None = None) -> None:
         self._child = ChildProcess(_serve, (mem_limit_bytes,), "measurement process")
+        self._lost: ChildDied | None = None
 
     def start(self) -> None:
         """Start the measurement process ahead of the first job."""
@@ -51,10 +55,27 @@ class Worker:
 
     def run(self, job: Job) -> Record:
         """Run `job` in the child; a dead or hung child yields a failed Record naming what happened."""
+        self.submit(job)
+        return self.result(job)
+
+    def submit(self, job: Job) -> None:
+        """Start `job` in the child and return at once, so the caller can work while it runs; `result` waits for its
+        Record."""
         if job.options.fresh_process and self._child.requests:
             self._child.close()
         try:
-            return Record.from_json(self._child.request(job, job.options.timeout_s))
+            self._child.send(job)
+        except ChildDied as e:
+            self._lost = e  # the child died before taking the job: `result` reports it
+        else:
+            self._lost = None
+
+    def result(self, job: Job) -> Record:
+        """The Record of the job submitted last; a dead or hung child yields a failed Record naming what happened."""
+        try:
+            if self._lost is not None:
+                raise self._lost
+            return Record.from_json(self._child.receive(job.options.timeout_s))
         except (ChildTimedOut, ChildDied) as e:
             return Record(
                 target=job.target,

@@ -20,6 +20,7 @@ from effscope.errors import EffscopeError
 from effscope.knobs import format_value
 from effscope.metrics import FLAGS, METRICS, MIB, budgetable, display_value
 from effscope.pareto import nondominated
+from effscope.profile.record import PROTOCOL
 from effscope.report.sections import REGISTERED
 from effscope.stats import kendall_tau, spearman_rho
 from effscope.units import si_unit
@@ -46,6 +47,9 @@ __all__ = [
 ]
 
 LATENCY = "latency_ms_p50"
+PROTOCOL_NOTE = {  # what a provenance table says beside a timing protocol's name
+    PROTOCOL: " (warm-up ≥ 25 ms, adaptive repeats to IQR/median ≤ 5 %, synchronized windows, freed heap kept mapped)",
+}
 TRAIN_STEP = "train_step_ms_p50"  # a training search's timing ([workload] mode = "train"), in place of LATENCY
 QUALITY = "quality"
 PROTOCOL_IQR_TARGET = 0.05  # measure.py repeats until IQR/median <= 5 %
@@ -153,6 +157,7 @@ class Point:
     time_by_module_ms: dict[str, float] | None = None
     command: str | None = None
     missing: dict[str, str] = field(default_factory=dict)  # number -> why it could not be measured
+    protocol: str | None = None  # the timing protocol's name (effscope-v2, litv2, ...), where known
 
     def get(self, key: str) -> float | None:
         """A finite number or None (missing is never 0)."""
@@ -250,6 +255,7 @@ def points_from_records(records: Iterable[Any]) -> list[Point]:
                 time_by_module_ms=r.details.get("time_by_module_ms"),
                 command=r.command,
                 missing=dict(r.missing),
+                protocol=r.protocol.get("name"),
             )
         )
     return _unique_ids(points)
@@ -283,6 +289,7 @@ def points_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Point]:
                 workload={k: row.get(k) for k in workload_keys if k in row},
                 env={k.removeprefix("env."): v for k, v in row.items() if k.startswith("env.")},
                 command=row.get("command"),
+                protocol=row.get("protocol"),
             )
         )
     return _unique_ids(points)
@@ -335,6 +342,7 @@ def points_from_trials(trials: Iterable[Any], records: Iterable[Any] = (), targe
                 macs_by_module=base.macs_by_module,
                 time_by_module_ms=base.time_by_module_ms,
                 missing=base.missing,
+                protocol=base.protocol,
             )
         )
     return points
@@ -1465,9 +1473,9 @@ def provenance_section(source: Source, command: str | None = None) -> Table:
     sizes = distinct(f"{p.size[0]}x{p.size[1]}" for p in pts if p.size)
     if sizes != "-":
         rows.append(["input sizes", sizes])
-    protocols = [p for p in pts if p.env]
-    if protocols:
-        rows.append(["protocol", "effscope-v1 (warm-up, adaptive repeats to IQR/median ≤ 5 %, synchronized windows)"])
+    protocols = distinct(p.protocol for p in pts if p.protocol)
+    if protocols != "-":
+        rows.append(["timing protocol", protocols + PROTOCOL_NOTE.get(protocols, "")])
     if source.attrs.get("effscope_version"):
         rows.append(["effscope (search)", str(source.attrs["effscope_version"])])
     rows.append(["storage", mask_url(source.storage) if source.storage else "-"])

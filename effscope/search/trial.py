@@ -155,6 +155,7 @@ class SearchObjective:
 
         key = canonical_key(target.name, target.knobs(), space.workload, self.device_name)
         record = self._cached(key)
+        early_quality = None  # (quality, why) when computed while the design was counted
         t0 = time.perf_counter()
         if record is not None:
             attrs["status"] = "cached"
@@ -166,25 +167,26 @@ class SearchObjective:
             provenance = {"study": self.study_name, "trial": trial.number, "key": key, "command": self.command}
             budget = space.latency_budget
             first: list[Record] = []
+            # A computed quality (a proxy, training) runs in its process while the measurement process counts the
+            # design, after the timing, so neither disturbs it (not where every job needs a fresh process).
+            beside = OBJECTIVES[space.quality].source != "record" and not self.options.fresh_process
 
             def measure() -> Record:
                 # Counts depend on the design alone: a re-measurement times again and reuses the first count.
-                options = replace(self.options, count=not first)
+                options = replace(self.options, count=not first and not beside)
                 (measured,) = profile(
                     [Plan(target, space.workload)], options, store=None, worker=self.measure, provenance=provenance
                 )
-                if first:
-                    from effscope.profile.roofline import add_roofline
-
-                    measured.counts, measured.details["count"] = first[0].counts, first[0].details.get("count")
-                    measured.missing = {k: v for k, v in measured.missing.items() if k not in first[0].counts}
-                    add_roofline(measured)  # achieved MAC/s from this measurement's latency
+                if first and not beside:
+                    _adopt_counts(measured, first[0])
                 first.append(measured)
                 return measured
 
             record, attrs["remeasured"], _ = measure_and_decide(
                 measure, budget.statistic, budget.limit, remeasures=space.measure["remeasure"]
             )
+            if beside and record.status == "ok":
+                early_quality = self._count_beside_quality(trial, target, record, provenance, timing)
             if self.store is not None:  # only the kept measurement is stored (the cache reads the newest)
                 store_record(record, self.store)
             attrs["status"] = "measured"
@@ -212,12 +214,40 @@ class SearchObjective:
                 ),
             )
 
-        t0 = time.perf_counter()
-        quality, why = self._quality_of(trial, target, record, skip=aborted)
-        timing["quality_s"] = time.perf_counter() - t0
+        if early_quality is not None:
+            quality, why = early_quality
+        else:
+            t0 = time.perf_counter()
+            quality, why = self._quality_of(trial, target, record, skip=aborted)
+            timing["quality_s"] = time.perf_counter() - t0
         if why is not None:
             attrs["reason"] = f"{attrs['reason']}; {why}" if "reason" in attrs else why
         return self._finish(trial, attrs, quality=quality, record=record, valid=quality is not None or aborted)
+
+    def _count_beside_quality(
+        self, trial, target, record: Record, provenance: dict[str, Any], timing: dict[str, float]
+    ) -> tuple[float | None, str | None] | None:
+        """Count the timed design in the measurement process while the quality process computes its quality, and
+        give `record` the counts (a failed count fails it). Returns (quality, why), or None for a design aborted
+        over budget, which gets no quality."""
+        from effscope.profile.measure import Job
+
+        options = replace(
+            self.options, count=True, latency=False, throughput=False, reference=False, module_times=False
+        )
+        job = Job(target.name, target.knobs(), self.space.workload, options, dict(provenance), module=target.instance)
+        self.measure.submit(job)
+        quality = None
+        if "aborted-over-budget" not in record.flags:
+            t0 = time.perf_counter()
+            quality = self._quality_of(trial, target, record, skip=False)
+            timing["quality_s"] = time.perf_counter() - t0
+        counted = self.measure.result(job)
+        if counted.status != "ok":
+            record.status, record.error = "failed", f"counting failed: {counted.error}"
+            return None
+        _adopt_counts(record, counted)
+        return quality
 
     def _screen(self, trial, ts, target, attrs: dict[str, Any]) -> bool:
         """Predict; True when the candidate is rejected unmeasured (a spot-checked rejection is measured)."""
@@ -342,6 +372,16 @@ class SearchObjective:
             return q
         lat = flat.get(space.timing("p50"))
         return q, lat if lat is not None else math.inf
+
+
+def _adopt_counts(record: Record, counted: Record) -> None:
+    """Give `record`, timed without counting, the counts of `counted` (the same design) and the roofline numbers
+    they allow with `record`'s latency."""
+    from effscope.profile.roofline import add_roofline
+
+    record.counts, record.details["count"] = counted.counts, counted.details.get("count")
+    record.missing = {k: v for k, v in record.missing.items() if k not in counted.counts}
+    add_roofline(record)
 
 
 def _complete():
