@@ -12,9 +12,20 @@ from dataclasses import dataclass
 
 from effscope.errors import SpecError
 
-__all__ = ["FLAGS", "METRICS", "Metric", "budgetable", "display_value", "register_flag", "register_metric"]
+__all__ = [
+    "FLAGS",
+    "METRICS",
+    "TIMED",
+    "Metric",
+    "budgetable",
+    "display_value",
+    "register_flag",
+    "register_metric",
+]
 
 MIB = 2**20
+# What a timing loop timed, by workload mode: the prefix of its Record keys (latency_ms_p50, train_step_ms_p50).
+TIMED = {"infer": "latency_ms_", "train": "train_step_ms_"}
 SI = 0.0  # a scale of SI means: shown with an SI prefix (13.98 K, 9.38 M), for counts spanning many decades
 
 

@@ -30,7 +30,8 @@ _heap_pad: int | None = None  # set once retain_freed_heap() took effect in this
 def retain_freed_heap() -> bool:
     """Have glibc keep up to HEAP_PAD_BYTES of freed heap mapped (mallopt M_TOP_PAD) instead of returning it to the
     OS after each forward and faulting it back in on the next one. Without it, a CPU forward's time includes a
-    varying share of page faults: medians 20-30 % higher and spreads of up to 20 % on this project's VM.
+    varying share of page faults: on this project's VM, PVTv2-b0's median at batch 1 nearly doubled and a LightViT
+    block's spread reached 24 % of its median (reports/allocator_cpu.txt).
 
     Called first thing in a measurement process (never in a user's own). Returns False where the C library is not
     glibc (nothing is changed there); the Record's environment says which (`malloc_top_pad_bytes`).

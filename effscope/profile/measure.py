@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from effscope.errors import EffscopeError
+from effscope.metrics import TIMED
 from effscope.profile.record import PROTOCOL, Record, Workload
 from effscope.profile.timing import LOW_CPU_UTIL
 
@@ -257,7 +258,7 @@ def _train_step(module: torch.nn.Module, runner, tensors, device: torch.device, 
 
 # Training mode measures a step, not a forward: its numbers get names that say so (latency_ms_p50 ->
 # train_step_ms_p50, latency_ms_p90_lo -> train_step_ms_p90_lo, ...).
-_TRAIN_PREFIXES = {"latency_ms_": "train_step_ms_", "latency_wall_ms_": "train_step_wall_ms_"}
+_TRAIN_PREFIXES = {TIMED["infer"]: TIMED["train"], "latency_wall_ms_": "train_step_wall_ms_"}
 _TRAIN_NAMES = {
     "latency_n": "train_step_n",
     "throughput_img_s": "train_img_s",

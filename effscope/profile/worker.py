@@ -17,7 +17,7 @@ def _serve(conn, mem_limit_bytes: int | None) -> None:
     """Child main loop: receive jobs, send back Records as JSON, until told to stop (None)."""
     from effscope.profile.env import retain_freed_heap
 
-    retain_freed_heap()  # before any tensor exists: every forward is timed with the heap it leaves behind
+    retain_freed_heap()  # before any tensor exists: freed activations stay mapped from one forward to the next
     if mem_limit_bytes:
         import resource
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from effscope.errors import EffscopeError
 from effscope.knobs import format_value
-from effscope.metrics import FLAGS, METRICS, MIB, budgetable, display_value
+from effscope.metrics import FLAGS, METRICS, MIB, TIMED, budgetable, display_value
 from effscope.pareto import nondominated
 from effscope.profile.record import PROTOCOL
 from effscope.report.sections import REGISTERED
@@ -50,7 +50,7 @@ LATENCY = "latency_ms_p50"
 PROTOCOL_NOTE = {  # what a provenance table says beside a timing protocol's name
     PROTOCOL: " (warm-up ≥ 25 ms, adaptive repeats to IQR/median ≤ 5 %, synchronized windows, freed heap kept mapped)",
 }
-TRAIN_STEP = "train_step_ms_p50"  # a training search's timing ([workload] mode = "train"), in place of LATENCY
+TRAIN_STEP = TIMED["train"] + "p50"  # a training search's timing ([workload] mode = "train"), in place of LATENCY
 QUALITY = "quality"
 PROTOCOL_IQR_TARGET = 0.05  # measure.py repeats until IQR/median <= 5 %
 # +-10 %: the accuracy figure latency predictors are judged by (docs/search.md#latency-predictor)

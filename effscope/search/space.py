@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from effscope.errors import SpecError, UnknownNameError
 from effscope.knobs import Choice, Config, Domain, FloatRange, IntRange, Knob, Seq, format_value, knobs_of
-from effscope.metrics import budgetable
+from effscope.metrics import TIMED, budgetable
 from effscope.registry import did_you_mean
 
 if TYPE_CHECKING:
@@ -300,7 +300,7 @@ class Space:
     def timing(self, statistic: str) -> str:
         """The Record key of a timing statistic ("p50", "p90", "iqr") for this space's workload: `latency_ms_p50` for
         a forward, `train_step_ms_p50` for a training step ([workload] mode = "train")."""
-        return TIMING_PREFIX[self.workload.mode] + statistic
+        return TIMED[self.workload.mode] + statistic
 
     @property
     def directions(self) -> list[str]:
@@ -484,7 +484,6 @@ SECTIONS = {
     "data": {"dir"},
     "knobs": None,  # keys checked against the target's knobs
 }
-TIMING_PREFIX = {"infer": "latency_ms_", "train": "train_step_ms_"}  # Record keys of what the timing loop timed
 MEASURE_DEFAULTS = {
     "max_time_s": 1.0,
     "window_s": 0.5,
@@ -640,7 +639,7 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
     for v in limits:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
             raise SpaceError(f"{where}: [budgets] latency_ms must be positive numbers of milliseconds, but got {v!r}")
-    timed = TIMING_PREFIX[workload.mode]  # what the timing loop measures: a forward or a training step
+    timed = TIMED[workload.mode]  # what the timing loop measures: a forward or a training step
     statistic = bu.get("statistic", str, f"{timed}p90")
     allowed = [s for s in budgetable() if s.startswith(timed)]  # the catalogue says which statistics a budget limits
     if statistic not in allowed:
