@@ -100,6 +100,16 @@ def test_derived_alpha_and_window_one():
         HiLoBlockConfig(lofi_heads=5)
 
 
+def test_the_model_takes_its_lofi_heads_from_the_block_declaration():
+    """LITv2's stage-3 Lo-Fi heads are the HiLo block's knob: one domain, one window-1 rule."""
+    from effscope.knobs import knobs_of
+
+    assert knobs_of(LITv2Config)["lofi_heads"].domain == knobs_of(HiLoBlockConfig)["lofi_heads"].domain
+    msa = LITv2Config(window_size=1, lofi_heads=3)
+    assert msa.derived()["alpha"] == 1.0 and msa.derived()["hifi_heads"] == 0
+    assert LITv2Config().derived()["alpha"] == 10 / 12
+
+
 def test_window_one_is_plain_msa():
     hilo = HiLoBlock(HiLoBlockConfig(window_size=1)).attn.eval()
     msa = MHSA(128, 4, 32).eval()

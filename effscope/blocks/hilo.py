@@ -32,6 +32,7 @@ __all__ = [
     "HiLoBlock",
     "HiLoBlockConfig",
     "deform_sample",
+    "lofi_heads_built",
 ]
 
 _PAPER = "LITv2: Fast Vision Transformers with HiLo Attention (NeurIPS 2022, arXiv 2205.13213)"
@@ -46,6 +47,11 @@ def _check_tokens(x: torch.Tensor, hw: tuple[int, int], owner: str) -> None:
 
 
 # --- small layers -----------------------------------------------------------------------------------------------
+
+
+def lofi_heads_built(heads: int, lofi_heads: int, window_size: int) -> int:
+    """Lo-Fi heads HiLo builds: `lofi_heads`, except at window_size 1 (plain MSA), where every head is Lo-Fi."""
+    return heads if window_size == 1 else lofi_heads
 
 
 class HiLo(nn.Module):
@@ -77,7 +83,7 @@ class HiLo(nn.Module):
         dd = {"device": device, "dtype": dtype}
         self.ws, self.head_dim = window_size, head_dim
         self.scale = head_dim**-0.5
-        self.l_heads = heads if window_size == 1 else lofi_heads
+        self.l_heads = lofi_heads_built(heads, lofi_heads, window_size)
         self.h_heads = heads - self.l_heads
         h_dim, l_dim = self.h_heads * head_dim, self.l_heads * head_dim
         if self.h_heads:
@@ -230,7 +236,7 @@ class HiLoBlockConfig(Config):
     @property
     def effective_lofi_heads(self) -> int:
         """Lo-Fi heads actually built: all of them at window_size 1 (plain MSA)."""
-        return self.heads if self.window_size == 1 else self.lofi_heads
+        return lofi_heads_built(self.heads, self.lofi_heads, self.window_size)
 
     def derived(self) -> dict[str, float | int]:
         lofi = self.effective_lofi_heads

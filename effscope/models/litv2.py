@@ -13,14 +13,24 @@ from torch import nn
 
 from effscope.blocks._base import ImageModel
 from effscope.blocks._layers import init_transformer_weights
-from effscope.blocks.hilo import DTM, ConvFFNBlock, ConvFFNConfig, DeformConv2d, DTMConfig, HiLoBlock, HiLoBlockConfig
+from effscope.blocks.hilo import (
+    DTM,
+    ConvFFNBlock,
+    ConvFFNConfig,
+    DeformConv2d,
+    DTMConfig,
+    HiLoBlock,
+    HiLoBlockConfig,
+    lofi_heads_built,
+)
 from effscope.knobs import Choice, Config, FloatRange, IntRange, Seq, knob, knobs_of
 from effscope.spec import Reference, register_model
 
 __all__ = ["LITv2", "LITv2Config"]
 
 _PAPER = "LITv2: Fast Vision Transformers with HiLo Attention (NeurIPS 2022, arXiv 2205.13213)"
-_HEAD_DIMS = knobs_of(HiLoBlockConfig)["head_dim"].domain
+_HILO = knobs_of(HiLoBlockConfig)  # the stage-3 block's knobs: the model's head width and Lo-Fi heads follow them
+_HEAD_DIMS = _HILO["head_dim"].domain
 _ATTENTION_STAGES = (2, 3)  # stages 1-2 hold ConvFFN blocks only (HAS_MSA = [0, 0, 1, 1])
 
 
@@ -40,7 +50,7 @@ class LITv2Config(Config):
     )
     lofi_heads: int = knob(
         10,
-        IntRange(0, 64),
+        _HILO["lofi_heads"].domain,
         help="Lo-Fi heads of the stage-3 HiLo blocks (alpha = lofi_heads / num_heads[2]); ignored when "
         "window_size = 1. Stage 4 is always plain MSA (window 1, every head Lo-Fi, unpooled)",
         unit="heads",
@@ -71,7 +81,7 @@ class LITv2Config(Config):
         return tuple(self.embed_dim * 2**i for i in range(4))
 
     def derived(self) -> dict[str, float | int | tuple[int, ...]]:
-        lofi = self.num_heads[2] if self.window_size == 1 else self.lofi_heads
+        lofi = lofi_heads_built(self.num_heads[2], self.lofi_heads, self.window_size)
         return {
             "dims": self.dims,
             "head_dims": tuple(self.dims[i] // self.num_heads[i] for i in _ATTENTION_STAGES),
