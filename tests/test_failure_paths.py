@@ -363,6 +363,31 @@ def _spawned_children(pid: int) -> list[int]:
     return found
 
 
+def test_a_ctrl_c_that_another_thread_receives_waits_until_the_child_is_started():
+    """SIGINT blocked in the starting thread may still reach another thread of the process; Python then raises in the
+    starting thread, which must not happen between launching a child and sending it its start-up data."""
+    from effscope.profile.child import start_shielded
+
+    class Launch:  # stands in for Process.start: a signal in the middle, then the part that must not be skipped
+        finished = False
+
+        def start(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)  # the main thread blocks it: the kernel gives it to `other`
+            time.sleep(0.2)
+            self.finished = True
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)  # created before the block: SIGINT reaches it
+    other.start()
+    launch = Launch()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            start_shielded(launch)  # the Ctrl-C is kept: raised once the child is started
+    finally:
+        stop.set()
+    assert launch.finished
+
+
 def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path):
     # The event, not a delay: Ctrl-C (SIGINT to the whole process group, as a terminal sends it) the moment the
     # first worker process exists, while it is still importing its modules.

@@ -22,16 +22,32 @@ def start_shielded(proc) -> None:
     should react to SIGINT later (a search worker, once in its own session) unblocks it and then receives any
     SIGINT that arrived meanwhile. The parent blocks it only while starting the child (the mask is inherited), so
     its own Ctrl-C is delayed, never lost.
+
+    Blocking covers this thread only: the kernel may hand the signal to another thread of the parent (torch's
+    worker threads), and Python would then raise KeyboardInterrupt in the middle of `proc.start()`, between
+    launching the child and sending it what it must unpickle first (the child dies with "Ran out of input"). So the
+    parent's SIGINT handler, too, only records the signal until the child is started, and it is raised afterwards.
     """
+    import threading
     from multiprocessing import resource_tracker
 
     # Spawning starts multiprocessing's resource tracker once, and its start unblocks SIGINT: start it first.
     resource_tracker.ensure_running()
+    main = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
+    came: list[int] = []
+    # (a handler installed outside Python reads as None: then the signal is only blocked, as before)
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    if handler is not None:
+        signal.signal(signal.SIGINT, lambda signum, _frame: came.append(signum))
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         proc.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+            if came:
+                signal.raise_signal(signal.SIGINT)  # now handled as it would have been
 
 
 class ChildDied(Exception):
