@@ -115,11 +115,16 @@ class SearchObjective:
             self._quality = QualityProcess(threads=self.space.workload.threads)
         return self._quality
 
+    @property
+    def _computed_quality(self) -> bool:
+        """The quality is computed in the quality process (a proxy, training), not read from the Record."""
+        return OBJECTIVES[self.space.quality].source != "record"
+
     def start(self) -> None:
         """Start the measurement process, and the quality process where the quality is computed, side by side:
         their start-up (importing torch) overlaps instead of adding up in the first trial."""
         self.measure.start()
-        if OBJECTIVES[self.space.quality].source != "record":
+        if self._computed_quality:
             self.quality_process().start()
 
     def close(self) -> None:
@@ -169,7 +174,7 @@ class SearchObjective:
             first: list[Record] = []
             # A computed quality (a proxy, training) runs in its process while the measurement process counts the
             # design, after the timing, so neither disturbs it (not where every job needs a fresh process).
-            beside = OBJECTIVES[space.quality].source != "record" and not self.options.fresh_process
+            beside = self._computed_quality and not self.options.fresh_process
 
             def measure() -> Record:
                 # Counts depend on the design alone: a re-measurement times again and reuses the first count.
