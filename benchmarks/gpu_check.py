@@ -5,16 +5,17 @@ the latency predictor, each step in its own process under its own time budget, t
     python3 benchmarks/gpu_check.py --out DIR --limit 420
     python3 benchmarks/gpu_check.py --device cpu --quick  # the same steps at CPU size, in under 3 minutes
 
-Steps (their shares of --limit; time a step leaves unused passes to the later ones):
+Steps, in this order (their shares of --limit; time a step leaves unused passes to the later ones):
   device     `effscope device` and `effscope device --calibrate` (peak MAC/s per dtype, copy bandwidth)
   presets    every preset's forward at batch 1 in fp32 and bf16 (output finite, bf16 against fp32), failures kept
   protocols  `effscope profile litv2_s --protocol litv2` and `lightvit_t --protocol lightvit`, beside the papers' img/s
-  zoo        the zoo suite with energy and telemetry: every preset, then every block, at bf16 batch 64, then the
-             presets at fp32 batch 1 while time allows; its HTML report
-  fidelity   benchmarks/measurement_fidelity.py on the device (repeatability, agreement with torch.utils.benchmark)
+  fidelity   benchmarks/measurement_fidelity.py on the device (repeatability, agreement with torch.utils.benchmark),
+             target by target while time allows
   search     a short `effscope search litv2` under the space's GPU latency budgets, stopped like Ctrl-C at its
              budget; its HTML report
   predictor  benchmarks/predictor_quality.py on the device (small sample)
+  zoo        last, with all the time the others left: the zoo suite with energy and telemetry, every preset, then
+             every block, at bf16 batch 64, then the presets at fp32 batch 1 while time allows; its HTML report
 A step that fails or runs out of time is recorded as such and the next one starts; the run ends before --limit.
 
 Output, at most 8 files (a lent GPU machine returns no more): gpu-check.db (SQLite: the calibration, every Record,
@@ -98,6 +99,7 @@ class Settings:
     fidelity_targets: tuple[str, ...] | None
     fidelity_max_time_s: float
     fidelity_timer_s: float
+    fidelity_guess_s: float  # expected seconds per fidelity target (and for its profile job) until one is timed
     search_space: str
     search_trials: int
     predictor_space: str
@@ -128,6 +130,7 @@ def settings_for(device: str, quick: bool) -> Settings:
             fidelity_targets=("vit",),
             fidelity_max_time_s=0.3,
             fidelity_timer_s=0.3,
+            fidelity_guess_s=5.0,
             search_space="hilo_block",
             search_trials=4,
             predictor_space="hilo_block",
@@ -159,6 +162,7 @@ def settings_for(device: str, quick: bool) -> Settings:
         fidelity_targets=None,
         fidelity_max_time_s=1.0,
         fidelity_timer_s=1.0,
+        fidelity_guess_s=15.0,  # an H200: 17 s per target at 3 s + 2 s caps; 13 s the job
         search_space="litv2",
         search_trials=12,
         predictor_space="litv2",
@@ -179,15 +183,18 @@ class Step:
     what: str
 
 
+# Steps with a fixed amount of work run first and pass the time they leave unused to the zoo, which runs last
+# because it can use any amount of time (it measures targets while time allows).
 STEPS = (
-    Step("device", 0.10, "effscope device, and the roofline calibration"),
-    Step("presets", 0.08, "every preset's forward at batch 1, fp32 and bf16"),
-    Step("protocols", 0.10, "the papers' own timing protocols (LITv2, LightViT) on the device"),
-    Step("zoo", 0.26, "the zoo suite with energy and telemetry, and its report"),
-    Step("fidelity", 0.10, "measurement fidelity: repeatability, agreement with torch.utils.benchmark"),
+    Step("device", 0.08, "effscope device, and the roofline calibration"),
+    Step("presets", 0.06, "every preset's forward at batch 1, fp32 and bf16"),
+    Step("protocols", 0.14, "the papers' own timing protocols (LITv2, LightViT) on the device"),
+    # Five targets, eager and graph replay: 60-90 s on an H200, whose host makes eager timings slow to settle.
+    Step("fidelity", 0.18, "measurement fidelity: repeatability, agreement with torch.utils.benchmark"),
     # A GPU search's first trial took 19 s on an H100 (processes, CUDA, counting): the step needs a minute or more.
-    Step("search", 0.24, "a short search under a latency budget measured on the device, and its report"),
-    Step("predictor", 0.12, "latency predictor quality on held-out designs"),
+    Step("search", 0.18, "a short search under a latency budget measured on the device, and its report"),
+    Step("predictor", 0.10, "latency predictor quality on held-out designs"),
+    Step("zoo", 0.26, "the zoo suite with energy and telemetry, and its report"),
 )
 
 
@@ -621,16 +628,29 @@ def step_protocols(ctx: Context) -> dict[str, Any]:
 
 
 def step_fidelity(ctx: Context) -> dict[str, Any]:
+    """benchmarks/measurement_fidelity.py, target by target: what it measured is kept if the step is stopped, and
+    a target that would run past the step's deadline is not started."""
     import measurement_fidelity
 
     s = ctx.settings
+
+    def progress(res: dict[str, Any]) -> None:
+        row = res["rows"][-1]
+        _say(f"{row['target']}: repeat {row['repeat_ratio']:.4f}, agreement {row['agreement_ratio']:.4f}")
+        ctx.save(res)
+
     res = measurement_fidelity.run(
         s.device,
         targets=list(s.fidelity_targets) if s.fidelity_targets else None,
         max_time_s=s.fidelity_max_time_s,
         timer_time_s=s.fidelity_timer_s,
+        deadline=ctx.deadline,
+        guess_s=s.fidelity_guess_s,
+        progress=progress,
     )
     measurement_fidelity.print_results(res)
+    if res["not_run"]:
+        res["incomplete"] = f"not run for lack of time: {', '.join(res['not_run'])}"
     return res
 
 
@@ -982,12 +1002,16 @@ def _summary_fidelity(d: dict[str, Any]) -> list[str]:
         )
         for r in d["rows"]
     ]
-    head = (
-        f"{_worst_sentence(d, target)}; timing-loop overhead {d['loop_overhead_us']:.2f} us per iteration; one "
-        f"profile job {d['job_wall_s']:.1f} s wall for {d['job_timed_s']:.2f} s timed."
-    )
+    parts = [_worst_sentence(d, target)] if rows else ["No target was measured"]
+    if "loop_overhead_us" in d:
+        parts.append(f"timing-loop overhead {d['loop_overhead_us']:.2f} us per iteration")
+    if "job_wall_s" in d:
+        parts.append(f"one profile job {d['job_wall_s']:.1f} s wall for {d['job_timed_s']:.2f} s timed")
+    if d.get("not_run"):
+        parts.append(f"not run for lack of time: {', '.join(d['not_run'])}")
     table = _table(("target", "median 1 ms", "median 2 ms", "repeat", "Timer ms", "agreement", "IQR %"), rows)
-    return ["## Measurement fidelity (batch 1, fp32)", "", head, ""] + table + _summary_graph_fidelity(d)
+    head = ["## Measurement fidelity (batch 1, fp32)", "", "; ".join(parts) + ".", ""]
+    return head + table + _summary_graph_fidelity(d)
 
 
 def _summary_graph_fidelity(d: dict[str, Any]) -> list[str]:

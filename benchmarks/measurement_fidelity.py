@@ -23,6 +23,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,9 @@ def run(
     max_time_s: float = 3.0,
     timer_time_s: float = 2.0,
     default_heap: bool = False,
+    deadline: float | None = None,
+    guess_s: float = 15.0,
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Measure repeatability, agreement with torch.utils.benchmark and the profiler's overhead; returns the results.
 
@@ -122,6 +126,10 @@ def run(
         timer_time_s: torch.utils.benchmark's blocked_autorange min_run_time per target.
         default_heap: leave the C library's heap as it is (effscope-v1), instead of keeping freed heap mapped as
             effscope's measurement process does: shows what that setting changes. The profile job is unaffected.
+        deadline: a `time.time()` by which to have finished: a target (or the profile job) expected to run past
+            it is not started, and is listed under "not_run".
+        guess_s: the seconds a target (and the profile job) is expected to take until one target has been timed.
+        progress: called with the results so far after each target, so a caller can keep them if stopped.
     """
     unknown = sorted(set(targets or ()) - set(TARGETS))
     if unknown:
@@ -131,45 +139,7 @@ def run(
     set_threads(threads)
     if not default_heap:
         retain_freed_heap()  # as in effscope's measurement process, so this measures effscope's protocol
-    rows = []
-    for name in targets or TARGETS:
-        fn = _forward(name, TARGETS[name], dev)
-        first = measure_latency(fn, device=dev, max_time_s=max_time_s)
-        second = measure_latency(fn, device=dev, max_time_s=max_time_s)
-        ours_ms, timer_ms = _agreement(fn, dev, threads, max_time_s, timer_time_s)
-        rows.append(
-            {
-                "target": name,
-                "size": TARGETS[name],
-                "median_ms_1": first.median_ms,
-                "median_ms_2": second.median_ms,
-                "repeat_ratio": second.median_ms / first.median_ms,
-                "p10_ms_1": first.p10_ms,
-                "p10_ms_2": second.p10_ms,
-                "repeat_ratio_p10": second.p10_ms / first.p10_ms,  # the low-percentile estimator, beside the median
-                "rel_iqr_1": first.rel_iqr,
-                "interleaved_ms": ours_ms,
-                "timer_median_ms": timer_ms,
-                "agreement_ratio": ours_ms / timer_ms,
-                "cpu_util": first.cpu_util,
-                "timer": first.timer,
-                **(
-                    _graph_fidelity(fn, dev, first.median_ms, threads, max_time_s, timer_time_s)
-                    if dev.type == "cuda"
-                    else {}
-                ),
-            }
-        )
-
-    empty = measure_latency(lambda: None, device=dev, max_time_s=1.0, min_iters=1000)
-    t0 = time.perf_counter()
-    (record,) = profile(
-        [Plan(resolve_target("vit"), Workload(device=device, size=(14, 14), threads=threads))],
-        Options(max_time_s=1.0, window_s=1.0),
-        store=None,
-    )
-    job_wall_s = time.perf_counter() - t0
-    return {
+    res: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "device": device,
         "processor": platform.processor() or platform.machine(),
@@ -178,19 +148,80 @@ def run(
         "torch": torch.__version__,
         "max_time_s": max_time_s,
         "timer_time_s": timer_time_s,
-        "rows": rows,
+        "rows": [],
+        "not_run": [],
+    }
+    walls: list[float] = []
+
+    def time_left_for_one() -> bool:
+        expected = statistics.mean(walls) if walls else guess_s
+        return deadline is None or deadline - time.time() >= 1.2 * expected
+
+    for name in targets or TARGETS:
+        if not time_left_for_one():
+            res["not_run"].append(name)
+            continue
+        t0 = time.perf_counter()
+        res["rows"].append(_measure_target(name, dev, threads, max_time_s, timer_time_s))
+        walls.append(time.perf_counter() - t0)
+        res.update(_worst_figures(res["rows"]))
+        if progress:
+            progress(res)
+
+    empty = measure_latency(lambda: None, device=dev, max_time_s=1.0, min_iters=1000)
+    res["loop_overhead_us"], res["loop_overhead_n"] = 1e3 * empty.median_ms, empty.n
+    walls = []  # the job is guessed afresh: it is not a target
+    if not time_left_for_one():
+        res["not_run"].append("profile job")
+        return res
+    t0 = time.perf_counter()
+    (record,) = profile(
+        [Plan(resolve_target("vit"), Workload(device=device, size=(14, 14), threads=threads))],
+        Options(max_time_s=1.0, window_s=1.0),
+        store=None,
+    )
+    res |= {
+        "job_status": record.status,
+        "job_wall_s": time.perf_counter() - t0,
+        "job_timed_s": sum(record.details.get("latency_samples_ms", [])) / 1e3,
+        "job_reference_ms_p50": record.reference.get("reference_ms_p50"),
+    }
+    return res
+
+
+def _measure_target(name: str, dev: torch.device, threads: int, max_time_s: float, timer_time_s: float) -> dict:
+    """One target's row: two medians back to back, Timer agreement, and on a GPU the same for the graph replay."""
+    fn = _forward(name, TARGETS[name], dev)
+    first = measure_latency(fn, device=dev, max_time_s=max_time_s)
+    second = measure_latency(fn, device=dev, max_time_s=max_time_s)
+    ours_ms, timer_ms = _agreement(fn, dev, threads, max_time_s, timer_time_s)
+    return {
+        "target": name,
+        "size": TARGETS[name],
+        "median_ms_1": first.median_ms,
+        "median_ms_2": second.median_ms,
+        "repeat_ratio": second.median_ms / first.median_ms,
+        "p10_ms_1": first.p10_ms,
+        "p10_ms_2": second.p10_ms,
+        "repeat_ratio_p10": second.p10_ms / first.p10_ms,  # the low-percentile estimator, beside the median
+        "rel_iqr_1": first.rel_iqr,
+        "interleaved_ms": ours_ms,
+        "timer_median_ms": timer_ms,
+        "agreement_ratio": ours_ms / timer_ms,
+        "cpu_util": first.cpu_util,
+        "timer": first.timer,
+        **(_graph_fidelity(fn, dev, first.median_ms, threads, max_time_s, timer_time_s) if dev.type == "cuda" else {}),
+    }
+
+
+def _worst_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
         "worst_repeat_dev": _worst(rows, "repeat_ratio"),
         "worst_agreement_dev": _worst(rows, "agreement_ratio"),
         "median_repeat_ratio": statistics.median(r["repeat_ratio"] for r in rows),
         "worst_repeat_dev_p10": _worst(rows, "repeat_ratio_p10"),
         "worst_graph_repeat_dev": _worst(rows, "graph_repeat_ratio"),
         "worst_graph_agreement_dev": _worst(rows, "graph_agreement_ratio"),
-        "loop_overhead_us": 1e3 * empty.median_ms,
-        "loop_overhead_n": empty.n,
-        "job_status": record.status,
-        "job_wall_s": job_wall_s,
-        "job_timed_s": sum(record.details.get("latency_samples_ms", [])) / 1e3,
-        "job_reference_ms_p50": record.reference.get("reference_ms_p50"),
     }
 
 
@@ -213,15 +244,10 @@ def print_results(res: dict[str, Any]) -> None:
         f"(median1, median2: two measurements back to back; ours ms and Timer ms: {AGREEMENT_ROUNDS} alternating "
         "rounds of each, pooled)"
     )
-    print(
-        f"worst repeatability deviation {100 * res['worst_repeat_dev']:.2f} % "
-        f"(target {'1' if res['device'].startswith('cuda') else '5'} %); worst Timer disagreement "
-        f"{100 * res['worst_agreement_dev']:.2f} % (target 3 %)"
-    )
-    print(
-        f"low-percentile estimator: worst repeatability deviation of p10 {100 * res['worst_repeat_dev_p10']:.2f} % "
-        f"(median's: {100 * res['worst_repeat_dev']:.2f} %)"
-    )
+    if not res["rows"]:
+        print("no target was measured")
+    else:
+        _print_worst(res)
     graph_rows = [r for r in res["rows"] if "graph_median_ms_1" in r or "graph_error" in r]
     if graph_rows:
         print("CUDA graph replay (the GPU's work without per-kernel launches):")
@@ -249,11 +275,27 @@ def print_results(res: dict[str, Any]) -> None:
         f"timing-loop overhead: {res['loop_overhead_us']:.2f} us per iteration "
         f"(empty callable, n={res['loop_overhead_n']})"
     )
+    if res["not_run"]:
+        print(f"not run for lack of time: {', '.join(res['not_run'])}")
+    if "job_wall_s" not in res:
+        return
     ref = res["job_reference_ms_p50"]
     print(
         f"one profile job (vit @14x14, spawn + build + count + latency + 1 s throughput + reference): "
         f"{res['job_wall_s']:.1f} s wall, of which {res['job_timed_s']:.2f} s in timed latency iterations; "
         f"reference module p50 {ref if ref is not None else float('nan'):.3f} ms"
+    )
+
+
+def _print_worst(res: dict[str, Any]) -> None:
+    print(
+        f"worst repeatability deviation {100 * res['worst_repeat_dev']:.2f} % "
+        f"(target {'1' if res['device'].startswith('cuda') else '5'} %); worst Timer disagreement "
+        f"{100 * res['worst_agreement_dev']:.2f} % (target 3 %)"
+    )
+    print(
+        f"low-percentile estimator: worst repeatability deviation of p10 {100 * res['worst_repeat_dev_p10']:.2f} % "
+        f"(median's: {100 * res['worst_repeat_dev']:.2f} %)"
     )
 
 

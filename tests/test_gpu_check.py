@@ -105,6 +105,42 @@ def test_a_step_without_time_left_is_skipped(kit, tmp_path):
     assert [r.status for r in results] == ["out of time", "skipped"]
 
 
+def test_fidelity_starts_no_target_it_expects_to_run_past_its_deadline(kit, monkeypatch):
+    """On a fake clock each target takes 10 s: with 25 s the first two run (guess 5 s, then 10 s each), the third
+    and the profile job are listed as not run, and what was measured is handed on after every target."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import measurement_fidelity as fidelity
+    finally:
+        sys.path.pop(0)
+    now = [1000.0]
+
+    class Clock:
+        time = perf_counter = staticmethod(lambda: now[0])
+
+    def fake_target(name, *_):
+        now[0] += 10.0
+        medians = {"median_ms_1": 2.0, "median_ms_2": 2.02, "timer_median_ms": 2.04, "rel_iqr_1": 0.01}
+        return {"target": name, **medians, "repeat_ratio": 1.01, "repeat_ratio_p10": 1.0, "agreement_ratio": 0.98}
+
+    monkeypatch.setattr(fidelity, "time", Clock)
+    monkeypatch.setattr(fidelity, "_measure_target", fake_target)
+    handed_on = []
+    res = fidelity.run(
+        "cpu",
+        targets=["vit", "hilo", "lightvit"],
+        deadline=now[0] + 25.0,
+        guess_s=5.0,
+        progress=lambda r: handed_on.append([row["target"] for row in r["rows"]]),
+    )
+    assert [r["target"] for r in res["rows"]] == ["vit", "hilo"]
+    assert res["not_run"] == ["lightvit", "profile job"] and "job_wall_s" not in res
+    assert handed_on == [["vit"], ["vit", "hilo"]]
+    assert res["worst_repeat_dev"] == pytest.approx(0.01) and res["worst_agreement_dev"] == pytest.approx(0.02)
+    summary = "\n".join(kit._summary_fidelity(res))
+    assert "not run for lack of time: lightvit, profile job" in summary and "profile job 0" not in summary
+
+
 # ------------------------------------------------------------------------------------------------ summary
 
 
