@@ -3,7 +3,7 @@
 Runs every registered preset and block once at each batch with SDPA forced, capturing each attention call's q, k,
 v and bias (a TorchFunctionMode on F.scaled_dot_product_attention). Each distinct call is then timed with the
 fused and the explicit core, interleaved in rounds (median of per-round ratios). The table lists, per call shape,
-sdpa / explicit, the automatic choice (effscope.blocks._layers.choose_attention) and whether it picked the faster
+sdpa / explicit, the automatic choice (effscope.blocks.attention.choose_attention) and whether it picked the faster
 core; the summary weighs each call by how often the zoo makes it and compares the attention time of the
 automatic choice with always-sdpa and always-explicit.
 
@@ -28,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 
 import effscope.blocks  # noqa: F401
 import effscope.models  # noqa: F401
-from effscope.blocks._layers import attend, attention_impl, attention_rule, choose_attention
+from effscope.blocks.attention import attend, attention_impl, attention_rule, choose_attention
 from effscope.spec import blocks, models
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

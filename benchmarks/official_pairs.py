@@ -23,7 +23,7 @@ from torch import nn
 
 import effscope.blocks  # noqa: F401  (fills the registries)
 import effscope.models  # noqa: F401
-from effscope.blocks._base import ConfiguredModule
+from effscope.modules import ConfiguredModule
 from effscope.spec import blocks, models
 
 __all__ = [

@@ -34,7 +34,7 @@ from interleave import interleaved
 from official_code import Official, commits
 from official_pairs import BLOCK_BENCH_CASES, PRESET_CASES, Case, build_pair
 
-from effscope.blocks._layers import attention_impl, attention_rule
+from effscope.blocks.attention import attention_impl, attention_rule
 from effscope.profile.env import cpu_info
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

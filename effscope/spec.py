@@ -16,7 +16,7 @@ from effscope.registry import Registry
 if TYPE_CHECKING:
     import torch
 
-    from effscope.blocks._base import ConfiguredModule
+    from effscope.modules import ConfiguredModule
 
 __all__ = ["Reference", "Spec", "BLOCKS", "MODELS", "blocks", "models", "register_block", "register_model"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from effscope.blocks._layers import attention_impl
+from effscope.blocks.attention import attention_impl
 
 
 def param_count(m: nn.Module) -> int:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from effscope.blocks._layers import (
+from effscope.blocks.attention import (
     CPU_SDPA_FEW_KEYS,
     CPU_SDPA_MIN_KEYS,
     attend,

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from effscope.blocks._layers import attention_impl
+from effscope.blocks.attention import attention_impl
 from effscope.errors import InputSizeError, KnobError
 from effscope.knobs import Choice, FloatRange, IntRange, Seq, knobs_of
 from effscope.spec import blocks

@@ -7,7 +7,7 @@ import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
 
-from effscope.blocks._layers import attention_impl
+from effscope.blocks.attention import attention_impl
 from effscope.blocks.cagevit import CageViTBlock, CageViTBlockConfig, CageViTSelect, CageViTSelectConfig
 from effscope.errors import InputSizeError, KnobError
 from effscope.models.cagevit import CageViT, CageViTConfig

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effscope.blocks._layers import attend, attention_impl, merge_heads, split_heads
+from effscope.blocks._layers import merge_heads, split_heads
+from effscope.blocks.attention import attend, attention_impl
 from effscope.errors import EffscopeError
 from effscope.profile.counting import _GEMM_HANDLES, _MATMUL_CLASS, CountError, Counts, count, einsum_macs
 from effscope.spec import blocks, models
@@ -255,6 +256,22 @@ def test_non_tensor_args_are_bound_and_module_names_are_clean():
     assert not any(name.startswith("inner") for name in c.macs_by_module)
     assert c.uncounted_ops == {"aten::add": 2, "aten::gelu": 1}  # not merge_heads' traced size arithmetic h * d
     assert set(c.summary()) >= {"params", "macs", "flops", "pool_ops", "elementwise_ops", "crosscheck_rel_diff"}
+
+
+class _Nested(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 3)
+
+    def forward(self, inputs: dict, scale: float) -> dict:
+        x, (y, hw) = inputs["x"], inputs["pair"]
+        return {"out": self.proj(x + y) * scale, "hw": hw}
+
+
+def test_tensors_inside_nested_arguments_are_traced_and_constants_bound():
+    x, y = torch.randn(2, 4), torch.randn(2, 4)
+    c = count(_Nested(), ({"x": x, "pair": [y, (5, 5)]}, 2.0), strict=True)
+    assert c.macs == c.macs_by_module["proj"] == 2 * 4 * 3
 
 
 def test_importing_the_counter_is_cheap():

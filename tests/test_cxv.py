@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from effscope.blocks._layers import attend, attention_impl, merge_heads
+from effscope.blocks._layers import merge_heads
+from effscope.blocks.attention import attend, attention_impl
 from effscope.blocks.cxv import (
     ImageLinearAttention,
     LinearBlock,

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from effscope.blocks._layers import attention_impl
+from effscope.blocks.attention import attention_impl
 from effscope.blocks.lightvit import (
     BiAttn,
     LightViTAttention,

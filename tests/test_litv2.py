@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effscope.blocks._layers import attention_impl
+from effscope.blocks.attention import attention_impl
 from effscope.blocks.hilo import (
     DTM,
     ConvFFNBlock,

@@ -11,7 +11,7 @@ import torch
 from _fvcore import fvcore_macs, param_count
 from torch import nn
 
-from effscope.blocks._layers import attention_impl
+from effscope.blocks.attention import attention_impl
 from effscope.blocks.pvt import PVTBlock, PVTLinearSRABlock, PVTLinearSRAConfig, PVTSRAConfig, SRAttention
 from effscope.errors import InputSizeError, KnobError
 from effscope.models.pvtv2 import PVTv2, PVTv2Config

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from effscope.search.data import DataError, open_imagefolder
+from effscope.search.imagefolder import DataError, open_imagefolder
 from effscope.search.objectives import OBJECTIVES, QualityError, QualityProcess, dss, evaluate, label_for
 from effscope.search.space import parse_space
 

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effscope.blocks._base import ConfiguredModule, TokenBlock
-from effscope.blocks._layers import DropPath, Mlp, attend, merge_heads, split_heads
+from effscope.blocks._layers import DropPath, Mlp, merge_heads, split_heads
+from effscope.blocks.attention import attend
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
+from effscope.modules import ConfiguredModule, TokenBlock
 from effscope.spec import Reference, register_block
 
 __all__ = [

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effscope.blocks._base import ConfiguredModule
-from effscope.blocks._layers import attend, merge_heads
+from effscope.blocks._layers import merge_heads
+from effscope.blocks.attention import attend
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
+from effscope.modules import ConfiguredModule
 from effscope.spec import Reference, register_block
 
 __all__ = [

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from effscope.blocks._base import TokenBlock
 from effscope.blocks.vit import ViTBlock, ViTBlockConfig
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
+from effscope.modules import TokenBlock
 from effscope.spec import Reference, register_block
 
 __all__ = ["KERNEL_CHOICES", "DWShortcut", "DWShortcutBlock", "DWShortcutConfig"]

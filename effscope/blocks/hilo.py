@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effscope.blocks._base import TokenBlock
-from effscope.blocks._layers import DropPath, DWConvMlp, attend, pad_to_multiple
+from effscope.blocks._layers import DropPath, DWConvMlp, pad_to_multiple
+from effscope.blocks.attention import attend
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
+from effscope.modules import TokenBlock
 from effscope.spec import Reference, register_block
 
 __all__ = [

@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effscope.blocks._base import TokenBlock
-from effscope.blocks._layers import DropPath, attend, merge_heads
+from effscope.blocks._layers import DropPath, merge_heads
+from effscope.blocks.attention import attend
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
+from effscope.modules import TokenBlock
 from effscope.spec import Reference, register_block
 
 __all__ = [

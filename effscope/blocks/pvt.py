@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from effscope.blocks._base import TokenBlock
-from effscope.blocks._layers import DropPath, DWConvMlp, attend, init_transformer_weights, merge_heads, split_heads
+from effscope.blocks._layers import DropPath, DWConvMlp, init_transformer_weights, merge_heads, split_heads
+from effscope.blocks.attention import attend
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
+from effscope.modules import TokenBlock
 from effscope.spec import Reference, register_block
 
 __all__ = ["PVTBlock", "PVTLinearSRABlock", "PVTLinearSRAConfig", "PVTSRAConfig", "SRAttention"]

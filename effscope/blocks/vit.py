@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from effscope.blocks._base import TokenBlock
-from effscope.blocks._layers import DropPath, Mlp, attend, merge_heads
+from effscope.blocks._layers import DropPath, Mlp, merge_heads
+from effscope.blocks.attention import attend
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
+from effscope.modules import TokenBlock
 from effscope.spec import register_block
 
 __all__ = ["MHSA", "ViTBlock", "ViTBlockConfig"]

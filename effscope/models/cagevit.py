@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effscope.blocks._base import ImageModel
 from effscope.blocks._layers import init_transformer_weights
 from effscope.blocks.cagevit import CageViTBlock, CageViTBlockConfig, CageViTSelectConfig, TokenRearrange
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
+from effscope.modules import ImageModel
 from effscope.spec import Reference, register_model
 
 __all__ = ["ActivationScorer", "CageViT", "CageViTConfig"]

@@ -15,7 +15,6 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from effscope.blocks._base import ImageModel
 from effscope.blocks.cxv import (
     CXVBlock,
     CXVBlockConfig,
@@ -27,6 +26,7 @@ from effscope.blocks.cxv import (
     PerformerKnobs,
 )
 from effscope.knobs import Config, FloatRange, IntRange, knob, knobs_of
+from effscope.modules import ImageModel
 from effscope.spec import Reference, register_model
 
 __all__ = ["CLTV", "CNV", "CPV", "CLTVConfig", "CNVConfig", "CPVConfig", "CXVConfig", "CXVNet", "ChannelLayerNorm"]

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from effscope.blocks._base import ImageModel
 from effscope.blocks.lightvit import (
     PAPER,
     LightViTBlock,
@@ -25,6 +24,7 @@ from effscope.blocks.lightvit import (
     LightViTMergeConfig,
 )
 from effscope.knobs import Choice, Config, FloatRange, IntRange, Seq, knob
+from effscope.modules import ImageModel
 from effscope.spec import Reference, register_model
 
 __all__ = ["ConvStem", "LightViT", "LightViTConfig"]

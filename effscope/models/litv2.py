@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from effscope.blocks._base import ImageModel
 from effscope.blocks._layers import init_transformer_weights
 from effscope.blocks.hilo import (
     DTM,
@@ -24,6 +23,7 @@ from effscope.blocks.hilo import (
     lofi_heads_built,
 )
 from effscope.knobs import Choice, Config, FloatRange, IntRange, Seq, knob, knobs_of
+from effscope.modules import ImageModel
 from effscope.spec import Reference, register_model
 
 __all__ = ["LITv2", "LITv2Config"]

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from effscope.blocks._base import ImageModel
 from effscope.blocks._layers import init_transformer_weights
 from effscope.blocks.pvt import PVTBlock, PVTLinearSRABlock, PVTLinearSRAConfig, PVTSRAConfig
 from effscope.knobs import Choice, Config, FloatRange, IntRange, Seq, knob
+from effscope.modules import ImageModel
 from effscope.spec import Reference, register_model
 
 __all__ = ["OverlapPatchEmbed", "PVTv2", "PVTv2Config"]

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effscope.blocks._base import ImageModel
 from effscope.blocks.dw_shortcut import KERNEL_CHOICES, DWShortcutBlock, DWShortcutConfig
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
+from effscope.modules import ImageModel
 from effscope.spec import Reference, register_model
 
 __all__ = ["ViTDW", "ViTDWConfig"]

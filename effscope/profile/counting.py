@@ -49,7 +49,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from effscope.errors import EffscopeError
@@ -391,14 +390,20 @@ def _elementwise_handles(counting: bool) -> dict[str, Handle]:
 _BYTES = "bytes:"  # key prefix: bytes of input-dependent tensors an op reads or writes
 _WEIGHT_BYTES = "wbytes:"  # key prefix: bytes of input-independent tensors (parameters, buffers, what they make)
 
-# Data movement that materializes a new tensor: read the input(s), write the output.
-_COPY_OPS = (
-    "cat stack clone copy_ constant_pad_nd pad reflection_pad1d reflection_pad2d reflection_pad3d replication_pad1d "
-    "replication_pad2d replication_pad3d roll repeat tile flip pixel_shuffle pixel_unshuffle channel_shuffle im2col "
-    "col2im repeat_interleave tril triu"
-).split()
-_GATHER_OPS = "index index_select gather embedding take_along_dim".split()  # read at most what they write
-_MAYBE_COPY_OPS = "contiguous reshape flatten to type_as".split()  # a copy only when layout or dtype changes
+# Data movement that may materialize a new tensor, by how its bytes are counted: "copy" reads the input(s) and
+# writes the output; "gather" reads at most what it writes; "maybe_copy" copies only when layout or dtype changes.
+_COPY_OPS: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "cat stack clone copy_ constant_pad_nd pad reflection_pad1d reflection_pad2d reflection_pad3d "
+            "replication_pad1d replication_pad2d replication_pad3d roll repeat tile flip pixel_shuffle pixel_unshuffle "
+            "channel_shuffle im2col col2im repeat_interleave tril triu"
+        ).split(),
+        "copy",
+    ),
+    **dict.fromkeys("index index_select gather embedding take_along_dim".split(), "gather"),
+    **dict.fromkeys("contiguous reshape flatten to type_as".split(), "maybe_copy"),
+}
 
 _OP_NAMES = {"convolution": "conv"}
 
@@ -490,8 +495,9 @@ class _Dependence:
 def _bytes_moved(op: str, inputs: list, outputs: list, depends: _Dependence) -> Counter:
     """Bytes one op reads and writes, split by whether the tensor depends on the forward's inputs."""
     name = op.removeprefix("aten::").rstrip("_")
+    convention = _COPY_OPS.get(name)
     reads, writes = _tensors(inputs), _tensors(outputs)
-    if name in _MAYBE_COPY_OPS:
+    if convention == "maybe_copy":
         src, out = reads[0], writes[0]
         copies = out.type().dtype() != src.type().dtype() or (not _is_contiguous(src) and _is_contiguous(out))
         if not copies:
@@ -499,7 +505,7 @@ def _bytes_moved(op: str, inputs: list, outputs: list, depends: _Dependence) -> 
     if name == "copy":  # dst.copy_(src) reads only src
         reads = reads[1:]
     moved = [(v, _stored(v) * _itemsize(v)) for v in reads + writes]
-    if name in _GATHER_OPS:  # a lookup reads (at most) the rows it writes, not the whole table
+    if convention == "gather":  # a lookup reads (at most) the rows it writes, not the whole table
         table, cap = reads[0], sum(_stored(w) * _itemsize(w) for w in writes)
         moved = [(v, min(n, cap) if v is table else n) for v, n in moved]
     key = _op_name(op)
@@ -511,8 +517,7 @@ def _bytes_moved(op: str, inputs: list, outputs: list, depends: _Dependence) -> 
 
 def _copy_handles() -> dict[str, Handle]:
     """Data-movement ops that may copy: no operations, only the bytes added by the tagging wrapper."""
-    ops = [*_COPY_OPS, *_GATHER_OPS, *_MAYBE_COPY_OPS]
-    return {f"aten::{op}": (lambda inputs, outputs: Counter()) for op in ops}
+    return {f"aten::{op}": (lambda inputs, outputs: Counter()) for op in _COPY_OPS}
 
 
 # ------------------------------------------------------------------------------------------------------ the result
@@ -598,45 +603,6 @@ class Counts:
 # --------------------------------------------------------------------------------------------------------- count
 
 
-_PREFIX = "inner"  # the wrapped module's name inside the binding wrapper, stripped from module names
-
-
-@cache
-def _bound_class() -> type:
-    """The binding wrapper (defined on first use so that importing this module does not import torch)."""
-    import torch
-    from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
-
-    class Bound(torch.nn.Module):
-        """Binds a forward's non-tensor arguments: the tracer sees a module taking and returning only tensors."""
-
-        def __init__(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-            super().__init__()
-            setattr(self, _PREFIX, module)
-            self._leaves, self._spec = tree_flatten(args)
-            self._slots = [isinstance(leaf, torch.Tensor) for leaf in self._leaves]
-
-        def tensors(self) -> tuple[torch.Tensor, ...]:
-            return tuple(leaf for leaf, t in zip(self._leaves, self._slots, strict=True) if t)
-
-        def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            it = iter(tensors)
-            leaves = [next(it) if t else leaf for leaf, t in zip(self._leaves, self._slots, strict=True)]
-            out = getattr(self, _PREFIX)(*tree_unflatten(leaves, self._spec))
-            return tuple(x for x in tree_leaves(out) if isinstance(x, torch.Tensor))
-
-    return Bound
-
-
-def _strip(name: str) -> str | None:
-    """Module name inside the wrapper: 'inner.attn' -> 'attn', 'inner' -> ''; the wrapper itself -> None."""
-    if name == _PREFIX:
-        return ""
-    if name.startswith(_PREFIX + "."):
-        return name[len(_PREFIX) + 1 :]
-    return None
-
-
 @contextmanager
 def _eval_mode(module: nn.Module) -> Iterator[None]:
     """Count the inference forward (eval batch norm, no dropout); restore each module's mode afterwards."""
@@ -717,11 +683,13 @@ def count(
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=DeprecationWarning)
         from fvcore.nn import FlopCountAnalysis
 
+    from effscope.profile.target import Bound
+
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
-    bound = _bound_class()(module, args)
-    handles, category, zeros = _handle_table(elementwise, n_inputs=len(bound.tensors()))
+    bound, tensors = Bound(module, args), Bound.tensors(args)
+    handles, category, zeros = _handle_table(elementwise, n_inputs=len(tensors))
     with _eval_mode(module), torch.no_grad(), _quiet_fvcore():
-        analysis = FlopCountAnalysis(bound, bound.tensors()).clear_op_handles().set_op_handle(**handles)
+        analysis = FlopCountAnalysis(bound, tensors).clear_op_handles().set_op_handle(**handles)
         analysis.set_op_handle(**dict.fromkeys(_DATA_MOVEMENT))
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         per_module = analysis.by_module_and_operator()
@@ -749,14 +717,14 @@ def count(
     mac_keys = {k for cat in ("gemm", "norm", "interp") for k in by_cat[cat]}
     macs_by_module = {}
     for name, ops in per_module.items():
-        inner = _strip(name)
+        inner = Bound.inner_name(name)
         if inner is not None:
             macs_by_module[inner] = int(sum(n for k, n in ops.items() if k in mac_keys))
 
     macs_by_category = {cat: sum(by_cat[cat].values()) for cat in ("gemm", "norm", "interp")}
     result_flops = rel = None
     if cross_check:
-        result_flops = _flop_counter_total(bound)
+        result_flops = _flop_counter_total(bound, tensors)
         expected = 2 * macs_by_category["gemm"]
         if result_flops == expected:
             rel = 0.0
@@ -822,7 +790,7 @@ def _addbmm_flop(bias, a, b, *args, out_shape=None, **kwargs) -> int:
     return 2 * math.prod(a) * b[-1]
 
 
-def _flop_counter_total(bound: nn.Module) -> int:
+def _flop_counter_total(bound: nn.Module, tensors: tuple) -> int:
     """torch's own count (real FLOPs) of the same forward, with the formulas it lacks added."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -837,5 +805,5 @@ def _flop_counter_total(bound: nn.Module) -> int:
         aten.addbmm: _addbmm_flop,
     }
     with _eval_mode(bound), torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        bound(*bound.tensors())
+        bound(*tensors)
     return int(counter.get_total_flops())

@@ -203,7 +203,7 @@ def environment(
         cpu_info() keys; on GPU also gpu_* keys, cuda_driver_version and nvml_missing_reason.
     """
     from effscope._version import __version__
-    from effscope.blocks._layers import attention_rule
+    from effscope.blocks.attention import attention_rule
 
     dev = torch.device(device)
     with warnings.catch_warnings():  # newer torch deprecates allow_tf32 reads in favour of fp32_precision

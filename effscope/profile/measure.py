@@ -146,7 +146,7 @@ def _protocol(o: Options) -> dict[str, Any]:
 
 
 def _run(job: Job, record: Record, first_in_process: bool) -> None:
-    from effscope.blocks._layers import attention_impl
+    from effscope.blocks.attention import attention_impl
     from effscope.profile.env import environment
     from effscope.profile.target import Bound, Target, resolve_target
     from effscope.profile.timing import set_threads
@@ -242,9 +242,7 @@ def _train_step(module: torch.nn.Module, runner, tensors, device: torch.device, 
         optimizer.zero_grad(set_to_none=True)
         amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
         with amp:
-            out = runner(*tensors)
-            first = out if isinstance(out, torch.Tensor) else next(t for t in out if isinstance(t, torch.Tensor))
-            loss = first.float().pow(2).mean()
+            loss = runner(*tensors)[0].float().pow(2).mean()  # the bound module returns a tuple of tensors
         if scaler is None:
             loss.backward()
             optimizer.step()

@@ -60,7 +60,7 @@ def validate_workload(w: Workload, where: str | None = None) -> Workload:
         where: for a workload read from a file, the file as messages name it ("search space x.toml"); each
             mistake then names the file and its [workload] key instead of the command-line option.
     """
-    from effscope.blocks._layers import ATTENTION_IMPLS
+    from effscope.blocks.attention import ATTENTION_IMPLS
 
     def name(key: str) -> str:
         return f"{where}: [workload] {key.replace('-', '_')}" if where else f"--{key}"

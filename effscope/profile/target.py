@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 
 from effscope.errors import SpecError, UnknownNameError
 from effscope.knobs import Config
@@ -184,21 +185,49 @@ def _import_callable(text: str):
     return fn
 
 
-class Bound(nn.Module):
-    """Wrap a module so that forward takes only its tensor inputs (non-tensors such as a block's (H, W) are bound).
+def _has_tensor(tree: Any) -> bool:
+    return any(isinstance(leaf, torch.Tensor) for leaf in tree_leaves(tree))
 
-    Tracers (fvcore, torch.jit) and timers call `bound(*tensors)`.
+
+class Bound(nn.Module):
+    """Wrap a module so that forward takes and returns only tensors: the parts of its arguments that hold no tensor
+    (such as a block's (H, W)) are bound, and the output is reduced to its tensor leaves.
+
+    Tracers (fvcore, torch.jit) and timers call `bound(*bound.tensors(args))`. The module is the child `inner`, so
+    module names seen through the wrapper read `inner.<name>` (`inner_name` strips the prefix).
+
+    Args:
+        module: the module to call.
+        args: its positional arguments, any pytree of tensors and constants.
     """
 
     def __init__(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         super().__init__()
-        self.module = module
-        self._slots = [isinstance(a, torch.Tensor) for a in args]
-        self._fixed = [None if t else a for a, t in zip(args, self._slots, strict=True)]
+        self.inner = module
+        # A subtree without tensors stays one constant, so flat arguments (tensors and constants side by side, as
+        # every block and model takes) are passed as they are: the timed forward does no pytree work.
+        leaves, self._spec = tree_flatten(args, is_leaf=lambda a: not _has_tensor(a))
+        self._flat = len(leaves) == len(args) and all(a is leaf for a, leaf in zip(args, leaves, strict=True))
+        self._slots = [isinstance(leaf, torch.Tensor) for leaf in leaves]
+        self._fixed = [None if t else leaf for leaf, t in zip(leaves, self._slots, strict=True)]
 
-    def tensors(self, args: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
-        return tuple(a for a, t in zip(args, self._slots, strict=True) if t)
+    @staticmethod
+    def tensors(args: tuple[Any, ...]) -> tuple[torch.Tensor, ...]:
+        """The tensors in `args`, in the order forward takes them."""
+        return tuple(leaf for leaf in tree_leaves(args) if isinstance(leaf, torch.Tensor))
 
-    def forward(self, *tensors: torch.Tensor) -> Any:
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         it = iter(tensors)
-        return self.module(*[next(it) if t else f for t, f in zip(self._slots, self._fixed, strict=True)])
+        leaves = [next(it) if t else leaf for t, leaf in zip(self._slots, self._fixed, strict=True)]
+        out = self.inner(*(leaves if self._flat else tree_unflatten(leaves, self._spec)))
+        if isinstance(out, torch.Tensor):  # the usual output, without the cost of flattening
+            return (out,)
+        return tuple(x for x in tree_leaves(out) if isinstance(x, torch.Tensor))
+
+    @staticmethod
+    def inner_name(name: str) -> str | None:
+        """A module name seen through the wrapper, as the wrapped module's: 'inner.attn' -> 'attn', 'inner' -> '';
+        None for the wrapper itself."""
+        if name == "inner":
+            return ""
+        return name.removeprefix("inner.") if name.startswith("inner.") else None

@@ -51,7 +51,7 @@ def calibrate_proxies(
     import dataclasses
 
     from effscope.profile.store import RecordStore
-    from effscope.search.data import open_imagefolder
+    from effscope.search.imagefolder import open_imagefolder
     from effscope.search.objectives import QualityError, QualityProcess, evaluate
     from effscope.search.storage import open_storage, storage_url
     from effscope.search.study import default_study_name, device_name_for, prepare_study

@@ -186,7 +186,7 @@ def run_search(
     if space.quality == "train" and not space.data:
         raise SpecError("quality 'train' needs --data DIR (an ImageFolder: root/<class>/<image>)")
     if space.data:
-        from effscope.search.data import open_imagefolder
+        from effscope.search.imagefolder import open_imagefolder
 
         open_imagefolder(space.data)
     started = time.monotonic()

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from effscope.search.data import ImageFolder
+    from effscope.search.imagefolder import ImageFolder
 
 __all__ = ["OBJECTIVES", "QualityError", "QualityObjective", "QualityProcess", "evaluate", "label_for"]
 
@@ -348,7 +348,7 @@ def evaluate(
 
     folder = None
     if data is not None:
-        from effscope.search.data import open_imagefolder
+        from effscope.search.imagefolder import open_imagefolder
 
         folder = open_imagefolder(data)
     if workload.get("threads"):
@@ -386,15 +386,14 @@ def _counts(target_name: str, knobs: dict[str, Any], workload: dict[str, Any]) -
     import torch
 
     from effscope.profile.counting import count
-    from effscope.profile.target import Bound, resolve_target
+    from effscope.profile.target import resolve_target
 
     device = torch.device(workload["device"])
     size = tuple(workload["size"]) if workload.get("size") else None
     target = resolve_target(target_name, knobs)
     module = target.build(device).eval()
     args = target.example_args(module, 1, size, device)
-    bound = Bound(module, args)
-    c = count(bound, bound.tensors(args))
+    c = count(module, args)
     return {"params": float(c.params), "macs": float(c.macs)}
 
 

@@ -1,4 +1,4 @@
-"""The base class of every registered block and model."""
+"""The base classes of every registered block (`TokenBlock`) and model (`ImageModel`): modules built from a config."""
 
 from __future__ import annotations
 
