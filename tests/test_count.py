@@ -295,9 +295,17 @@ def test_missing_handle_for_a_matmul_class_op_raises(monkeypatch):
 
 
 def test_handle_counting_zero_raises(monkeypatch):
-    monkeypatch.setitem(_GEMM_HANDLES, "aten::linear", lambda ew: lambda i, o: Counter({"linear": 0}))
+    monkeypatch.setitem(_GEMM_HANDLES, "aten::linear", ("linear", lambda ew: lambda i, o: 0))
     with pytest.raises(CountError, match="aten::linear x1"):
         count(nn.Linear(3, 4), torch.randn(2, 3))
+
+
+def test_a_gemm_table_entry_alone_files_its_key_under_gemm(monkeypatch):
+    """The table is the one place a gemm op is declared: a new key needs no second list to count as gemm."""
+    _, macs = _GEMM_HANDLES["aten::linear"]
+    monkeypatch.setitem(_GEMM_HANDLES, "aten::linear", ("renamed_linear", macs))
+    c = count(nn.Linear(3, 4), torch.randn(2, 3))
+    assert c.macs_by_operator == {"renamed_linear": 2 * 3 * 4} and c.macs_by_category["gemm"] == 24
 
 
 def test_every_gemm_handle_is_matmul_class():
@@ -309,8 +317,8 @@ def test_crosscheck_agrees_on_vit_and_reports_disagreement(monkeypatch):
     m = blocks().get("vit").build()
     c = count(m, m.example_args(), strict=True)
     assert c.crosscheck_rel_diff == 0.0 and c.crosscheck_flops == 2 * c.macs_by_category["gemm"]
-    double = _GEMM_HANDLES["aten::linear"]
-    monkeypatch.setitem(_GEMM_HANDLES, "aten::linear", lambda ew: lambda i, o: double(ew)(i, o) + double(ew)(i, o))
+    key, single = _GEMM_HANDLES["aten::linear"]
+    monkeypatch.setitem(_GEMM_HANDLES, "aten::linear", (key, lambda ew: lambda i, o: 2 * single(ew)(i, o)))
     off = count(m, m.example_args())
     assert off.crosscheck_rel_diff < 0  # torch counts fewer: the doubled linear stands out
     with pytest.raises(CountError, match="disagree"):

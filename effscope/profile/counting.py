@@ -61,6 +61,7 @@ __all__ = ["CROSSCHECK_RTOL", "CountError", "Counts", "count"]
 CROSSCHECK_RTOL = 1e-6  # both counters compute exact integers; any real disagreement is a missing or wrong formula
 
 Handle = Callable[[list, list], Counter]
+GemmMacs = Callable[[list, list], int]  # a gemm op's MACs; _GEMM_HANDLES says which key they are counted under
 
 
 class CountError(EffscopeError, RuntimeError):
@@ -92,23 +93,23 @@ def _const(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------------------ gemm handles
 
 
-def _matmul_like(a_index: int, key: str, batch_index: int | None = None) -> Handle:
+def _matmul_like(a_index: int, batch_index: int | None = None) -> GemmMacs:
     """prod(output shape) x contracted size: exact for mm/bmm/matmul (broadcast included), linear, addmm, mv, dot."""
 
-    def handle(inputs: list, outputs: list) -> Counter:
+    def macs(inputs: list, outputs: list) -> int:
         k = _shape(inputs[a_index])[-1]
         if batch_index is not None:  # addbmm sums the batch of products into one matrix
             k *= _shape(inputs[batch_index])[0]
-        return Counter({key: _numel(outputs[0]) * k})
+        return _numel(outputs[0]) * k
 
-    return handle
+    return macs
 
 
-def _conv(inputs: list, outputs: list) -> Counter:
+def _conv(inputs: list, outputs: list) -> int:
     from fvcore.nn.jit_handles import conv_flop_count
 
     x, w, out = _shape(inputs[0]), _shape(inputs[1]), _shape(outputs[0])
-    return Counter({"conv": int(conv_flop_count(x, w, out, transposed=bool(inputs[6].toIValue())))})
+    return int(conv_flop_count(x, w, out, transposed=bool(inputs[6].toIValue())))
 
 
 def _sdpa_macs(q: list[int], k: list[int], v: list[int], out: list[int]) -> int:
@@ -181,19 +182,19 @@ def _einsum_operands(inputs: list) -> int:
     return len(list(inputs[1].node().inputs()))
 
 
-def _einsum(inputs: list, outputs: list) -> Counter:
+def _einsum(inputs: list, outputs: list) -> int:
     shapes = [_shape(v) for v in inputs[1].node().inputs()]
     path = _const(inputs[2]) if len(inputs) > 2 else None
-    return Counter({"einsum": einsum_macs(inputs[0].toIValue(), shapes, path)})
+    return einsum_macs(inputs[0].toIValue(), shapes, path)
 
 
-def _tensordot(inputs: list, outputs: list) -> Counter:
+def _tensordot(inputs: list, outputs: list) -> int:
     a, dims = _shape(inputs[0]), _const(inputs[2]) or []
-    return Counter({"tensordot": _numel(outputs[0]) * math.prod(a[d] for d in dims)})
+    return _numel(outputs[0]) * math.prod(a[d] for d in dims)
 
 
-def _bilinear(inputs: list, outputs: list) -> Counter:
-    return Counter({"bilinear": _numel(outputs[0]) * _shape(inputs[0])[-1] * _shape(inputs[1])[-1]})
+def _bilinear(inputs: list, outputs: list) -> int:
+    return _numel(outputs[0]) * _shape(inputs[0])[-1] * _shape(inputs[1])[-1]
 
 
 _SDPA_OPS = (
@@ -205,29 +206,38 @@ _SDPA_OPS = (
     "aten::_scaled_dot_product_cudnn_attention",
 )
 
-# Every gemm op effscope counts; a test deletes an entry to check that the missing handle is caught.
-_GEMM_HANDLES: dict[str, Callable[[bool], Handle]] = {
-    "aten::linear": lambda ew: _matmul_like(0, "linear"),
-    "aten::matmul": lambda ew: _matmul_like(0, "matmul"),
-    "aten::mm": lambda ew: _matmul_like(0, "mm"),
-    "aten::bmm": lambda ew: _matmul_like(0, "bmm"),
-    "aten::mv": lambda ew: _matmul_like(0, "mv"),
-    "aten::dot": lambda ew: _matmul_like(0, "dot"),
-    "aten::vdot": lambda ew: _matmul_like(0, "dot"),
-    "aten::addmm": lambda ew: _matmul_like(1, "addmm"),
-    "aten::addmv": lambda ew: _matmul_like(1, "addmv"),
-    "aten::baddbmm": lambda ew: _matmul_like(1, "baddbmm"),
-    "aten::addbmm": lambda ew: _matmul_like(1, "addbmm", batch_index=1),
-    "aten::_convolution": lambda ew: _conv,
-    "aten::einsum": lambda ew: _einsum,
-    "aten::tensordot": lambda ew: _tensordot,
-    "aten::bilinear": lambda ew: _bilinear,
-    **{op: _sdpa for op in _SDPA_OPS},
+# Every gemm op effscope counts: the key its MACs are counted under (the one key of the op in the gemm category) and
+# a function of `elementwise` that makes its handle. A test deletes an entry to check that the missing handle is caught.
+_GEMM_HANDLES: dict[str, tuple[str, Callable[[bool], GemmMacs | Handle]]] = {
+    "aten::linear": ("linear", lambda ew: _matmul_like(0)),
+    "aten::matmul": ("matmul", lambda ew: _matmul_like(0)),
+    "aten::mm": ("mm", lambda ew: _matmul_like(0)),
+    "aten::bmm": ("bmm", lambda ew: _matmul_like(0)),
+    "aten::mv": ("mv", lambda ew: _matmul_like(0)),
+    "aten::dot": ("dot", lambda ew: _matmul_like(0)),
+    "aten::vdot": ("dot", lambda ew: _matmul_like(0)),
+    "aten::addmm": ("addmm", lambda ew: _matmul_like(1)),
+    "aten::addmv": ("addmv", lambda ew: _matmul_like(1)),
+    "aten::baddbmm": ("baddbmm", lambda ew: _matmul_like(1)),
+    "aten::addbmm": ("addbmm", lambda ew: _matmul_like(1, batch_index=1)),
+    "aten::_convolution": ("conv", lambda ew: _conv),
+    "aten::einsum": ("einsum", lambda ew: _einsum),
+    "aten::tensordot": ("tensordot", lambda ew: _tensordot),
+    "aten::bilinear": ("bilinear", lambda ew: _bilinear),
+    **{op: ("sdpa", _sdpa) for op in _SDPA_OPS},  # with elementwise, also the ops around its two products
 }
 
-_GEMM_KEYS = frozenset(  # the keys the handles above count MACs under
-    "linear matmul mm bmm mv dot addmm addmv baddbmm addbmm conv einsum tensordot bilinear sdpa".split()
-)
+
+def _gemm_handle(key: str, make: Callable[[bool], GemmMacs | Handle], elementwise: bool) -> Handle:
+    """The fvcore handle of one table entry: MACs under `key`, or the Counter a handle returns whole (SDPA)."""
+    inner = make(elementwise)
+
+    def handle(inputs: list, outputs: list) -> Counter:
+        out = inner(inputs, outputs)
+        return out if isinstance(out, Counter) else Counter({key: out})
+
+    return handle
+
 
 # Ops that must never count as zero: anything matching this that runs without a handle raises CountError.
 _MATMUL_CLASS = re.compile(
@@ -626,7 +636,10 @@ def _handle_table(elementwise: bool, n_inputs: int = 0) -> tuple[dict[str, Handl
     zeros: Counter = Counter()
     depends = _Dependence(n_inputs)
 
-    def tag(op: str, cat: str, handle: Handle) -> Handle:
+    def tag(op: str, cat: str, handle: Handle, gemm_key: str | None = None) -> Handle:
+        """`handle`, adding the op's bytes and filing each key it counts under a category; a gemm op's other keys
+        (SDPA's softmax, say) are element-wise."""
+
         def tagged(inputs: list, outputs: list) -> Counter:
             counts = handle(inputs, outputs)
             counts.update(_bytes_moved(op, inputs, outputs, depends))
@@ -636,8 +649,8 @@ def _handle_table(elementwise: bool, n_inputs: int = 0) -> tuple[dict[str, Handl
                 if key.startswith(_UNCOUNTED):
                     category.setdefault(key, "uncounted")
                 else:
-                    category.setdefault(key, cat if cat != "gemm" or key in _GEMM_KEYS else "elementwise")
-            if cat == "gemm" and not any(counts[k] for k in counts if k in _GEMM_KEYS) and _numel(outputs[0]):
+                    category.setdefault(key, cat if cat != "gemm" or key == gemm_key else "elementwise")
+            if cat == "gemm" and not counts[gemm_key] and _numel(outputs[0]):
                 if not (op == "aten::einsum" and _einsum_operands(inputs) < 2):  # a transpose or a reduction
                     zeros[op] += 1
             return counts
@@ -648,8 +661,8 @@ def _handle_table(elementwise: bool, n_inputs: int = 0) -> tuple[dict[str, Handl
         handles[op] = tag(op, "elementwise", h)
     for op, (cat, h) in _non_gemm_handles().items():
         handles[op] = tag(op, cat, h)
-    for op, make in _GEMM_HANDLES.items():
-        handles[op] = tag(op, "gemm", make(elementwise))
+    for op, (key, make) in _GEMM_HANDLES.items():
+        handles[op] = tag(op, "gemm", _gemm_handle(key, make, elementwise), key)
     for op, h in _copy_handles().items():
         handles[op] = tag(op, "copy", h)
     return handles, category, zeros
