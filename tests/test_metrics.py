@@ -10,7 +10,8 @@ from effscope.errors import SpecError
 from effscope.metrics import Metric, register_flag, register_metric
 from effscope.profile.record import Record
 from effscope.report._load import records_source
-from effscope.report.data import hover, report_data
+from effscope.report.contents import report_data
+from effscope.report.data import hover
 
 
 @pytest.fixture()

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from effscope.profile.record import Record
+from effscope.report.contents import report_data
 from effscope.report.data import (
     Budget,
     Objective,
@@ -19,22 +20,19 @@ from effscope.report.data import (
     Source,
     budget_slices,
     eta_squared,
-    front_section,
-    gap_section,
     hover,
     hypervolume_2d,
-    hypervolume_history,
     least_violating,
     module_shares,
     pareto_front,
     points_from_rows,
     points_from_trials,
-    prediction_accuracy,
-    reference_drift,
-    report_data,
-    scaling_section,
-    slice_table,
 )
+from effscope.report.sections.front import front_section, slice_table
+from effscope.report.sections.gap import gap_section
+from effscope.report.sections.insight import hypervolume_history
+from effscope.report.sections.scaling import scaling_section
+from effscope.report.sections.trust import prediction_accuracy, reference_drift
 
 GOLDEN = Path(__file__).parent / "golden" / "report_data_small_study.json"
 PROXY = {
@@ -546,8 +544,38 @@ def test_the_report_layer_imports_neither_torch_nor_optuna():
     assert out.split() == ["False", "False"]
 
 
+def test_every_section_makes_its_data_without_plotly():
+    import subprocess
+    import sys
+
+    code = "import sys, effscope.report.html, effscope.report.contents; print('plotly' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"]  # each section imports plotly in its drawing functions only
+
+
+def test_report_data_has_a_field_per_built_in_section_in_page_order():
+    from effscope.report.contents import ReportData
+    from effscope.report.sections import BUILT_IN, page_order
+
+    assert [f.name for f in dataclasses.fields(ReportData)] == ["title", *BUILT_IN, "registered"]
+    assert [s.key for s in page_order()] == list(BUILT_IN)
+
+
+def test_a_section_after_one_without_data_keeps_its_place_built_in_or_registered():
+    from effscope.report.sections import Section, page_order, register_section, unregister_section
+
+    register_section(Section("empty", "Nothing to show", lambda source: None, str, after="gap"))
+    register_section(Section("mine", "Mine", lambda source: 1, str, after="empty"))
+    try:
+        assert [s.key for s in page_order()][2:6] == ["gap", "empty", "mine", "scaling"]
+        assert report_data(Source("records", "r", [pt("a", 1.0, None)])).registered == {"mine": 1}
+    finally:
+        unregister_section("mine")
+        unregister_section("empty")
+
+
 def test_parallel_coordinates_scaling_and_readable_ticks():
-    from effscope.report.data import parallel_coordinates
+    from effscope.report.sections.insight import parallel_coordinates
 
     points = [
         pt("a", 1.0, 0.0, knobs={"w": 2, "act": "gelu"}, constraints={"latency": -1}),

@@ -383,7 +383,8 @@ def test_a_300_trial_study_stays_under_5_mb():
     """Hover labels are written once per trace, so even a long search stays one small offline file."""
     import random
 
-    from effscope.report.data import Point, Source, report_data
+    from effscope.report.contents import report_data
+    from effscope.report.data import Point, Source
     from effscope.report.html import render
 
     rng = random.Random(0)
@@ -423,7 +424,8 @@ def test_a_300_trial_study_stays_under_5_mb():
 
 
 def test_nothing_feasible_renders_the_least_violating_designs():
-    from effscope.report.data import Point, Source, report_data
+    from effscope.report.contents import report_data
+    from effscope.report.data import Point, Source
     from effscope.report.html import render
 
     points = [
@@ -447,8 +449,9 @@ def test_nothing_feasible_renders_the_least_violating_designs():
 def test_each_design_carries_the_interval_of_the_budget_statistic_as_a_bar():
     """The Pareto plot's x is the budgeted p90; its 95 % interval is drawn through each design, so a design near a
     budget line shows whether it is across it by chance."""
-    from effscope.report.data import Point, Source, report_data
-    from effscope.report.html import front_figure
+    from effscope.report.contents import report_data
+    from effscope.report.data import Point, Source
+    from effscope.report.sections.front import front_figure
 
     def design(i: int, p90: float, interval: tuple[float, float] | None) -> Point:
         numbers = {"quality": float(i), "latency_ms_p50": p90 - 0.1, "latency_ms_p90": p90}
@@ -514,8 +517,10 @@ def _number(text: str) -> float:
 
 
 def test_log_axis_ticks_carry_their_full_values():
-    from effscope.report.data import Source, report_data
-    from effscope.report.html import gap_figure, iqr_figure
+    from effscope.report.contents import report_data
+    from effscope.report.data import Source
+    from effscope.report.sections.gap import gap_figure
+    from effscope.report.sections.trust import iqr_figure
 
     data = report_data(Source("records", "r", _spread_designs(batch=1)))
     iqr = iqr_figure(data.trust).layout.yaxis
@@ -531,8 +536,10 @@ def test_log_axis_ticks_carry_their_full_values():
 
 
 def test_throughput_panel_only_beyond_batch_1_and_legends_only_for_two_or_more_entries():
-    from effscope.report.data import Source, report_data
-    from effscope.report.html import gap_figure, render
+    from effscope.report.contents import report_data
+    from effscope.report.data import Source
+    from effscope.report.html import render
+    from effscope.report.sections.gap import gap_figure
 
     one = report_data(Source("records", "r", _spread_designs(batch=1)))
     fig = gap_figure(one.gap)

@@ -245,7 +245,7 @@ def test_a_training_search_budgets_and_minimizes_the_training_step(tmp_path):
     """[workload] mode = "train": each design's training step (forward, backward, AdamW) is timed, budgeted and
     minimized, under its own names; forward latencies appear nowhere, and a latency table is refused."""
     from effscope.report._load import load_study
-    from effscope.report.data import report_data
+    from effscope.report.contents import report_data
     from effscope.search.predictor import PredictorError, check_compatible
 
     path = tmp_path / "train.toml"

@@ -2,8 +2,9 @@
 
     build_report(output="reports/hilo.html", storage="effscope.db", study="hilo-search")
 
-data.py turns designs into plain data per figure (tested on its own); html.py renders it with plotly. plotly, optuna
-and pandas load only when a report is built. `effscope.report(...)` (this package, called) is the Python API's
+Each section is one module in sections/: its plain data (tested on its own), then its plotly figures. data.py holds
+the designs and what the sections share; contents.py gathers every section's data and html.py draws the page. plotly,
+optuna and pandas load only when a report is built. `effscope.report(...)` (this package, called) is the Python API's
 report function.
 """
 

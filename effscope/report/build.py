@@ -49,7 +49,7 @@ def build_report(
         OutputError: an unwritable output, or one that is a database in use (checked before anything is read).
     """
     from effscope.report import _load, html
-    from effscope.report.data import report_data
+    from effscope.report.contents import report_data
 
     if plotlyjs not in html.PLOTLYJS_MODES:
         raise ReportError(f"--plotlyjs must be one of {', '.join(html.PLOTLYJS_MODES)}, but got '{plotlyjs}'")

@@ -10,34 +10,21 @@
 
     register_section(Section("count", "How many designs", build, render, after="gap"))
 
-The built-in sections (summary, front, gap, scaling, breakdown, insight, trust, provenance) are built by
-report/data.py and drawn by report/html.py; a registered section is placed after the one named by `after`.
+The built-in sections (summary, front, gap, scaling, breakdown, insight, trust, provenance) are made the same way,
+one module each in this package: its dataclasses, its builder and its renderer. A report builds and draws every
+section, built-in or registered, in `page_order()`; each sits after the one its `after` names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 from effscope.errors import SpecError
+from effscope.report.sections import breakdown, front, gap, insight, provenance, scaling, summary, trust
+from effscope.report.sections._section import Section
 
-__all__ = ["BUILT_IN", "REGISTERED", "Section", "register_section", "unregister_section"]
+__all__ = ["BUILT_IN", "REGISTERED", "Section", "page_order", "register_section", "unregister_section"]
 
-BUILT_IN = ("summary", "front", "gap", "scaling", "breakdown", "insight", "trust", "provenance")
-
-
-@dataclass(frozen=True)
-class Section:
-    """One report section: `build(source)` returns its data (plotly-free, testable alone) or None when it has
-    nothing to show; `render(data)` returns its HTML body. `after` names the section it follows."""
-
-    key: str
-    title: str
-    build: Callable[[Any], Any]  # takes the report's data.Source (not imported here: data.py imports this module)
-    render: Callable[[Any], str]
-    after: str = "trust"
-
+BUILT_IN_SECTIONS = tuple(m.SECTION for m in (summary, front, gap, scaling, breakdown, insight, trust, provenance))
+BUILT_IN = tuple(s.key for s in BUILT_IN_SECTIONS)
 
 REGISTERED: list[Section] = []
 
@@ -62,3 +49,20 @@ def register_section(section: Section) -> Section:
 def unregister_section(key: str) -> None:
     """Remove a registered section (tests, notebooks)."""
     REGISTERED[:] = [s for s in REGISTERED if s.key != key]
+
+
+def page_order() -> list[Section]:
+    """The built-in and registered sections in the order a report shows them: each after the section its `after`
+    names (a later one nearer to it), the first with `after=None` on top. A section whose `after` is gone (it was
+    unregistered) goes before the last section, provenance."""
+    order: list[Section] = []
+    for section in (*BUILT_IN_SECTIONS, *REGISTERED):
+        keys = [s.key for s in order]
+        if section.after is None:
+            at = 0
+        elif section.after in keys:
+            at = keys.index(section.after) + 1
+        else:
+            at = len(order) - 1
+        order.insert(at, section)
+    return order

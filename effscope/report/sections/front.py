@@ -1,0 +1,281 @@
+"""Section "front": quality against measured latency: every design, the Pareto front, presets, budget lines and
+the front within each budget."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from effscope.report.data import (
+    LATENCY,
+    QUALITY,
+    Budget,
+    Marker,
+    Objective,
+    Point,
+    Source,
+    Table,
+    budget_slices,
+    budgets_of,
+    dedupe_measurements,
+    design_table,
+    direction_sign,
+    front_statistic,
+    hover,
+    knobs_short,
+    latency_budgets,
+    least_violating,
+    number_name,
+    pareto_front,
+    quality_of,
+    quantity,
+    timing_columns,
+    varying_knobs,
+)
+from effscope.report.markup import notes_html, table_html
+from effscope.report.sections._section import Section
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+__all__ = ["Front", "SECTION", "front_figure", "front_html", "front_section", "slice_table"]
+
+
+@dataclass
+class Front:
+    x_statistic: str  # the latency statistic on x: the one the budgets limit (latency_ms_p90), else p50
+    x_label: str
+    y_label: str
+    direction: str
+    groups: dict[str, list[Marker]]  # "infeasible", "feasible", "best", "least violating"
+    front_line: list[tuple[float, float]]
+    presets: list[Marker]
+    budget_lines: list[tuple[float, str]]
+    slices: Table
+    slices_hint: str | None  # how to read the per-budget table when it has several budgets
+    least_violating: Table | None
+    notes: list[str]
+
+
+def front_section(source: Source) -> Front | None:
+    """Quality vs measured latency: groups, the front, presets, budget lines and the per-budget table.
+
+    x is the statistic the latency budgets limit (`front_statistic`), so the picture, the budget lines and the
+    per-budget table judge a design by one number.
+    """
+    quality = quality_of(source)
+    if source.kind != "study" or quality is None:
+        return None
+    budgets = budgets_of(source)
+    stat = front_statistic(budgets)
+    pts = [p for p in source.points if p.get(QUALITY) is not None and p.get(stat) is not None]
+    if not pts:
+        return None
+    direction = quality.direction
+    feasible = [p for p in dedupe_measurements(pts) if p.feasible and p.measured]
+    best = pareto_front(feasible, direction, x=stat)
+    best_ids = {p.id for p in best}
+    name = number_name(stat)
+    notes = [f"x is the measured {name}, the statistic the budgets limit: a design left of a budget line meets it."]
+    if stat != LATENCY:
+        notes[0] += f" The front is the best quality at each {name}; the search itself minimizes the median (p50)."
+    groups: dict[str, list[Marker]] = {
+        "infeasible": [_marker(p, stat, QUALITY, quality) for p in pts if not (p.feasible and p.measured)],
+        "feasible": [_marker(p, stat, QUALITY, quality) for p in feasible if p.id not in best_ids],
+        "best": [_marker(p, stat, QUALITY, quality) for p in best],
+    }
+    lv_table = None
+    if not feasible:
+        lv = least_violating(source.points, direction=direction)
+        groups["least violating"] = [
+            _marker(p, stat, QUALITY, quality) for p in lv if p.get(QUALITY) is not None and p.get(stat) is not None
+        ]
+        lv_table = design_table(lv, source.points, quality, with_violation=True)
+        notes.insert(
+            0, f"No design met every budget. The {len(lv)} least-violating designs are highlighted and listed."
+        )
+    left_out: dict[str, int] = {}
+    for p in source.points:
+        if p.get(QUALITY) is None or p.get(stat) is None:
+            left_out[p.status] = left_out.get(p.status, 0) + 1
+    if left_out:
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(left_out.items()))
+        notes.append(
+            f"{sum(left_out.values())} design(s) lack a quality or {name} value and are not plotted ({counts})."
+        )
+    lines = [
+        (b.limit, f"budget {b.statistic} ≤ {quantity(b.limit, b.unit)}")
+        for b in latency_budgets(budgets)
+        if b.statistic == stat
+    ]
+    presets = [_marker(p, stat, QUALITY, quality) for p in pts if p.preset]
+    if any(m.x_interval for ms in groups.values() for m in ms):
+        notes.append(
+            f"The horizontal bar through a design is the 95 % confidence interval of its {name}. A design whose "
+            "interval contains a budget is measured again; if it still does, it is flagged latency-uncertain: "
+            "feasible or not by chance."
+        )
+    return Front(
+        x_statistic=stat,
+        x_label=f"{name} (ms, measured; the budgets' statistic)"
+        if stat != LATENCY
+        else "median latency p50 (ms, measured)",
+        y_label=quality.display,
+        direction=direction,
+        groups={k: v for k, v in groups.items() if v},
+        front_line=[(p.get(stat), p.get(QUALITY)) for p in best],
+        presets=presets,
+        budget_lines=lines,
+        slices=slice_table(source.points, budgets, quality),
+        slices_hint=(
+            "Each design is listed once, under the tightest budget it meets; the front within a looser budget is "
+            "its own rows plus all the rows above it."
+        )
+        if len(latency_budgets(budgets)) > 1
+        else None,
+        least_violating=lv_table,
+        notes=notes,
+    )
+
+
+def _marker(p: Point, x: str, y: str, quality: Objective | None, *, x_scale: float = 1.0) -> Marker:
+    xv, yv = p.get(x), p.get(y)
+    lo, hi = p.get(f"{x}_lo"), p.get(f"{x}_hi")
+    interval = (lo / x_scale, hi / x_scale) if lo is not None and hi is not None else None
+    return Marker(p.id, xv / x_scale if xv is not None else None, yv, hover(p, quality), interval)
+
+
+def slice_table(points: Sequence[Point], budgets: Sequence[Budget], quality: Objective) -> Table:
+    """The fronts per budget, tightest budget first, each design once: under the tightest budget whose front it is
+    on. A looser budget's front is its own rows plus the tighter budgets' rows; a budget nothing fits says so."""
+    names = varying_knobs(points)
+    timing = timing_columns(points)
+    columns = ["tightest budget met", "designs within", "design", quality.display, *timing.values(), "knobs"]
+    rows: list[list[Any]] = []
+    listed: set[str] = set()
+    for s in budget_slices(points, budgets, quality.direction):
+        label = s.budget.text if s.budget else "no budget (all feasible designs)"
+        if not s.front:
+            rows.append([label, s.n_within, "no design fits", None, None, None, ""])
+        new = [p for p in s.front if p.id not in listed]
+        if s.front and not new:
+            rows.append([label, s.n_within, "no design beyond the rows above", None, None, None, ""])
+        ranked = sorted(new, key=lambda p: -direction_sign(quality.direction) * p.get(QUALITY))
+        for i, p in enumerate(ranked):
+            shown = [label, s.n_within] if i == 0 else ["", ""]
+            rows.append([*shown, p.id, p.get(QUALITY), *(p.get(k) for k in timing), knobs_short(p, names)])
+        listed.update(p.id for p in s.front)
+    return Table(columns, rows)
+
+
+# ------------------------------------------------------------------ drawing (plotly loads here, not on import)
+
+
+def front_figure(f: Front) -> go.Figure:
+    """Quality vs measured latency: infeasible, feasible, best; the front as a staircase; presets; budgets."""
+    import plotly.graph_objects as go
+
+    from effscope.report.figures import (
+        BEST,
+        BUDGET,
+        FEASIBLE,
+        GREY,
+        axis_layout,
+        finish_figure,
+        log_worthy,
+        marker_trace,
+        rounded,
+    )
+
+    fig = go.Figure()
+    styles = {
+        "infeasible": ("infeasible (over a budget or invalid)", {"color": GREY, "symbol": "x", "size": 8}),
+        "feasible": ("feasible", {"color": FEASIBLE, "symbol": "circle", "size": 9, "opacity": 0.8}),
+        "least violating": (
+            "least violating (nothing is feasible)",
+            {"color": BEST, "symbol": "diamond-open", "size": 13, "line": {"width": 2}},
+        ),
+        "best": ("best: the Pareto front", {"color": BEST, "symbol": "diamond", "size": 11}),
+    }
+    if f.front_line:
+        xs, ys = zip(*f.front_line, strict=True)
+        fig.add_trace(
+            go.Scatter(
+                x=rounded(xs),
+                y=rounded(ys),
+                mode="lines",
+                line={"color": BEST, "width": 1.5, "shape": "hv", "dash": "dot"},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+    for group, (name, style) in styles.items():
+        if f.groups.get(group):
+            fig.add_trace(marker_trace(f.groups[group], name, **style))
+    xs = [m.x for ms in f.groups.values() for m in ms] + [b for b, _ in f.budget_lines]
+    log_x = log_worthy(xs)
+    if f.presets:
+        ordered = sorted(f.presets, key=lambda m: m.x or 0.0)
+        trace = marker_trace(
+            ordered, "published presets", symbol="star-open", size=17, color="#000", line={"width": 1.5}
+        )
+        trace.update(
+            mode="markers+text",
+            text=[_preset_name(m) for m in ordered],
+            textposition=[_label_side(m.x, xs, log_x, i) for i, m in enumerate(ordered)],
+            textfont={"size": 12},
+            cliponaxis=False,
+        )
+        fig.add_trace(trace)
+    for i, (limit, label) in enumerate(f.budget_lines):
+        fig.add_vline(x=limit, line={"color": BUDGET, "dash": "dash", "width": 1.5})
+        fig.add_annotation(
+            x=math.log10(limit) if log_x else limit,  # annotations on a log axis take log10 positions
+            y=1.0 + 0.07 * i,
+            yref="paper",
+            text=html.escape(label),
+            showarrow=False,
+            xanchor="right",
+            yanchor="bottom",
+            font={"color": BUDGET, "size": 12},
+        )
+    return finish_figure(
+        fig,
+        560,
+        xaxis=axis_layout(f.x_label, xs),
+        yaxis=axis_layout(f.y_label, [m.y for ms in f.groups.values() for m in ms]),
+        margin={"t": 40 + 24 * len(f.budget_lines)},
+    )
+
+
+def _label_side(x: float | None, xs: Sequence[float | None], log: bool, i: int) -> str:
+    """Where a preset's label goes: away from the plot's left/right edge, alternating above and below."""
+    vs = [v for v in xs if v is not None and (v > 0 or not log)]
+    if x is None or not vs or max(vs) == min(vs):
+        return "top center"
+    f = math.log if log else float
+    where = (f(x) - f(min(vs))) / (f(max(vs)) - f(min(vs)))
+    vertical = "top" if i % 2 == 0 else "bottom"
+    return f"{vertical} {'left' if where > 0.75 else 'right' if where < 0.25 else 'center'}"
+
+
+def _preset_name(m: Marker) -> str:
+    return next((str(v) for k, v in m.hover if k == "preset"), m.id)
+
+
+def front_html(f: Front) -> str:
+    """Notes, the figure, the front per budget and, when nothing is feasible, the least-violating designs."""
+    from effscope.report.figures import figure_html
+
+    parts = [notes_html(f.notes), figure_html(front_figure(f), "fig-front")]
+    hint = f'<p class="hint">{html.escape(f.slices_hint)}</p>' if f.slices_hint else ""
+    parts.append("<h3>The front per budget</h3>" + hint + table_html(f.slices))
+    if f.least_violating is not None:
+        parts.append("<h3>Least-violating designs</h3>" + table_html(f.least_violating))
+    return "".join(parts)
+
+
+SECTION = Section("front", "Pareto front: quality vs measured latency", front_section, front_html, after="summary")

@@ -1,0 +1,165 @@
+"""Section "gap": MACs against measured latency and throughput, per family, with rank correlations: the gap
+between the indirect metric and real speed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from effscope.report.data import LATENCY, Marker, Point, Source, Table, dedupe_measurements
+from effscope.report.markup import cell, notes_html, table_html
+from effscope.report.sections._section import Section
+from effscope.stats import kendall_tau, spearman_rho
+from effscope.units import si, si_unit
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+__all__ = ["Gap", "GapSeries", "SECTION", "correlations", "gap_figure", "gap_html", "gap_section"]
+
+
+@dataclass
+class GapSeries:
+    family: str
+    markers: list[Marker]  # x = MACs (G), y = latency p50 (ms); hover is the id and the plotted numbers
+    throughput: list[float | None]  # img/s, aligned with markers
+    kinds: list[str | None]  # "block" / "model", aligned with markers
+
+
+@dataclass
+class Gap:
+    series: list[GapSeries]
+    correlations: Table
+    headline: dict[str, Any]  # overall n, spearman/kendall for latency and throughput
+    notes: list[str]
+    x_label: str  # MACs with the SI prefix the markers' x is in
+    x_scale: float  # the markers' x times this is MACs
+    throughput: bool  # plot throughput: some design ran at batch > 1 (at batch 1 it is 1000 / latency)
+
+
+def gap_section(source: Source) -> Gap | None:
+    """MACs against measured latency and throughput, per family, with rank correlations."""
+    pts = [p for p in dedupe_measurements(source.points) if p.measured and p.get("macs") is not None]
+    if len(pts) < 3 or len({p.get("macs") for p in pts}) < 2:
+        return None
+    families: dict[str, list[Point]] = {}
+    for p in pts:
+        families.setdefault(p.family or p.target, []).append(p)
+    prefix, scale = si_unit(p.get("macs") for p in pts)
+    series = [
+        GapSeries(
+            fam,
+            [Marker(p.id, p.get("macs") / scale, p.get(LATENCY), []) for p in fam_pts],
+            [p.get("throughput_img_s") for p in fam_pts],
+            [p.kind for p in fam_pts],
+        )
+        for fam, fam_pts in sorted(families.items())
+    ]
+    throughput = any((p.workload.get("batch") or 1) > 1 for p in pts if p.get("throughput_img_s") is not None)
+    columns = ["designs", "n", "Spearman ρ (MACs, latency)", "Kendall τ (MACs, latency)"]
+    if throughput:
+        columns += ["Spearman ρ (MACs, throughput)", "Kendall τ (MACs, throughput)"]
+    chosen = [("all designs", pts)]
+    chosen += [(fam, fp) for fam, fp in sorted(families.items()) if len(fp) >= 3 and len(families) > 1]
+    rows = [_correlation_row(name, fp)[: len(columns)] for name, fp in chosen]
+    headline = dict(zip(columns[1:], rows[0][1:], strict=True))
+    notes = [
+        "A rank correlation of 1 would mean MACs order the designs exactly as measured latency does; "
+        "anything less is the gap between the indirect metric and real speed on this device."
+    ]
+    if not throughput and any(p.get("throughput_img_s") is not None for p in pts):
+        notes.append(
+            "Throughput is not plotted: every design ran at batch 1, where images/s is 1000 / latency in ms, "
+            "the latency panel again."
+        )
+    kinds = {p.kind for p in pts}
+    if len(kinds) > 1:
+        notes.append(
+            "Blocks (circles) and whole models (diamonds) are mixed here; "
+            "compare within a family for a like-for-like gap."
+        )
+    x_label = f"MACs ({prefix or 'count'}, fvcore convention)"
+    return Gap(series, Table(columns, rows), headline, notes, x_label, scale, throughput)
+
+
+def correlations(points: Sequence[Point], y: str) -> tuple[int, float, float]:
+    """(n, Spearman ρ, Kendall τ) of MACs against `y` over the points that have both."""
+    pairs = [(p.get("macs"), p.get(y)) for p in points if p.get("macs") is not None and p.get(y) is not None]
+    xs, ys = [a for a, _ in pairs], [b for _, b in pairs]
+    return len(pairs), spearman_rho(xs, ys), kendall_tau(xs, ys)
+
+
+def _correlation_row(name: str, pts: Sequence[Point]) -> list[Any]:
+    n, rho_l, tau_l = correlations(pts, LATENCY)
+    _, rho_t, tau_t = correlations(pts, "throughput_img_s")
+    return [name, n, _nan_none(rho_l), _nan_none(tau_l), _nan_none(rho_t), _nan_none(tau_t)]
+
+
+def _nan_none(v: float) -> float | None:
+    return None if v is None or math.isnan(v) else v
+
+
+# ------------------------------------------------------------------ drawing (plotly loads here, not on import)
+
+
+def gap_figure(g: Gap) -> go.Figure:
+    """MACs vs measured latency, one colour per family; throughput beside it (same MACs axis) when batch > 1."""
+    from plotly.subplots import make_subplots
+
+    from effscope.report.figures import PALETTE, axis_layout, finish_figure, point_trace
+
+    h = g.headline
+    single = g.series[0].family if len(g.series) == 1 else None  # one family: named in the title, no legend
+    titles = [
+        "latency vs MACs" + (f" ({single})" if single else "") + ": "
+        f"Spearman ρ = {cell(h.get('Spearman ρ (MACs, latency)'))}, "
+        f"Kendall τ = {cell(h.get('Kendall τ (MACs, latency)'))} (n = {h.get('n')})"
+    ]
+    if g.throughput:
+        titles.append(
+            f"throughput vs MACs: Spearman ρ = {cell(h.get('Spearman ρ (MACs, throughput)'))}, "
+            f"Kendall τ = {cell(h.get('Kendall τ (MACs, throughput)'))}"
+        )
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.1)
+    for i, s in enumerate(g.series):
+        color = PALETTE[i % len(PALETTE)]
+        symbols = ["diamond" if k == "model" else "circle" for k in s.kinds]
+        marker = {"color": color, "size": 10, "symbol": symbols if len(set(symbols)) > 1 else symbols[0]}
+        fig.add_trace(
+            point_trace(s.markers, s.family, marker, g.x_label, "latency p50 (ms)", legendgroup=s.family), row=1, col=1
+        )
+        keep = [j for j, t in enumerate(s.throughput) if t is not None]
+        if g.throughput and keep:
+            tp = [Marker(s.markers[j].id, s.markers[j].x, s.throughput[j], []) for j in keep]
+            if len(set(symbols)) > 1:
+                marker = {**marker, "symbol": [symbols[j] for j in keep]}
+            right = point_trace(tp, s.family, marker, g.x_label, "throughput (img/s)", legendgroup=s.family)
+            right.update(showlegend=False)
+            fig.add_trace(right, row=1, col=2)
+    macs = [m.x for s in g.series for m in s.markers]
+    lat = [m.y for s in g.series for m in s.markers]
+    fig.update_xaxes(**axis_layout(g.x_label, macs, fmt=lambda v: si(v * g.x_scale)))
+    fig.update_xaxes(matches="x")  # both panels show the same MACs range
+    fig.update_yaxes(**axis_layout("median latency p50 (ms, measured)", lat), row=1, col=1)
+    if g.throughput:
+        tps = [t for s in g.series for t in s.throughput]
+        fig.update_yaxes(**axis_layout("throughput (images/s)", tps), row=1, col=2)
+    fig.update_annotations(font={"size": 13})
+    return finish_figure(fig, 500, legend={"title": {"text": "block family "}}, margin={"t": 60})
+
+
+def gap_html(g: Gap) -> str:
+    """The figure, the rank correlations and notes."""
+    from effscope.report.figures import figure_html
+
+    return (
+        figure_html(gap_figure(g), "fig-gap")
+        + "<h3>Rank correlations</h3>"
+        + table_html(g.correlations)
+        + notes_html(g.notes)
+    )
+
+
+SECTION = Section("gap", "The indirect-metric gap: MACs vs measured speed", gap_section, gap_html, after="front")

@@ -1,0 +1,387 @@
+"""Section "insight": what a study's search found: knob importance, parallel coordinates and the hypervolume
+history."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from effscope.report.data import (
+    IMPORTANCE_BINS,
+    QUALITY,
+    TRAIN_STEP,
+    Objective,
+    Point,
+    Source,
+    best_designs,
+    budgets_of,
+    dedupe_measurements,
+    direction_sign,
+    eta_squared,
+    hypervolume_2d,
+    is_number,
+    knob_text,
+    latency_budgets,
+    number_name,
+    quality_of,
+    timing_key,
+    varying_knobs,
+)
+from effscope.report.markup import notes_html
+from effscope.report.sections._section import Section
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+__all__ = [
+    "Hypervolume",
+    "Importance",
+    "Insight",
+    "ParallelAxis",
+    "ParallelLine",
+    "SECTION",
+    "hypervolume_figure",
+    "hypervolume_history",
+    "importance_figure",
+    "insight_html",
+    "insight_section",
+    "parallel_coordinates",
+    "parallel_figure",
+]
+
+
+MAX_PARALLEL_KNOBS = 12
+MAX_DISTINCT_TICKS = 6
+MIN_IMPORTANCE_POINTS = 4
+
+
+@dataclass
+class Importance:
+    objective: str
+    knobs: list[str]
+    eta2: list[float]
+
+
+@dataclass
+class ParallelAxis:
+    name: str
+    ticks: list[tuple[float, str]]
+
+
+@dataclass
+class ParallelLine:
+    id: str
+    group: str  # "best", "feasible", "infeasible"
+    ys: list[float | None]
+
+
+@dataclass
+class Hypervolume:
+    trials: list[int]
+    values: list[float]
+    reference: tuple[float, float]
+    reference_text: str
+
+
+@dataclass
+class Insight:
+    importance: list[Importance]
+    axes: list[ParallelAxis]
+    lines: list[ParallelLine]
+    hypervolume: Hypervolume | None
+    notes: list[str]
+
+
+def insight_section(source: Source) -> Insight | None:
+    """Knob importance, parallel coordinates and the hypervolume history of a study."""
+    quality = quality_of(source)
+    if source.kind != "study":
+        return None
+    measured = [p for p in dedupe_measurements(source.points) if p.measured]
+    names = varying_knobs(measured)
+    if len(measured) < 2 or not names:
+        return None
+    timing = timing_key(measured)
+    objectives = [(timing, "median training step (ms)" if timing == TRAIN_STEP else "median latency (ms)")]
+    if quality is not None:
+        objectives.insert(0, (QUALITY, quality.display))
+    importance = []
+    if len(measured) >= MIN_IMPORTANCE_POINTS:
+        for key, label in objectives:
+            pts = [p for p in measured if p.get(key) is not None]
+            scores = []
+            for k in names:
+                have = [p for p in pts if k in p.knobs]
+                e = eta_squared([p.knobs[k] for p in have], [p.get(key) for p in have])
+                if e is not None:
+                    scores.append((k, e))
+            scores.sort(key=lambda kv: -kv[1])
+            if scores:
+                importance.append(Importance(label, [k for k, _ in scores], [e for _, e in scores]))
+    axes, lines = parallel_coordinates(measured, names[:MAX_PARALLEL_KNOBS], objectives, best_designs(source))
+    hv = hypervolume_history(source, quality) if quality is not None else None
+    notes = [
+        "Knob importance is η²: the share of an objective's variance that a knob explains on its own (numeric knobs "
+        f"grouped into {IMPORTANCE_BINS} ranges). It ignores interactions and means little with few trials."
+    ]
+    return Insight(importance, axes, lines, hv, notes)
+
+
+def parallel_coordinates(
+    points: Sequence[Point], knobs: Sequence[str], objectives: Sequence[tuple[str, str]], front: Sequence[Point]
+) -> tuple[list[ParallelAxis], list[ParallelLine]]:
+    """Axes scaled to [0, 1] (numbers by value, categories evenly) and one line per design."""
+    front_ids = {p.id for p in front}
+    columns: list[tuple[str, list[Any]]] = [(k, [p.knobs.get(k) for p in points]) for k in knobs]
+    columns += [(label, [p.get(key) for p in points]) for key, label in objectives]
+    axes, scaled = [], []
+    for name, values in columns:
+        present = [v for v in values if v is not None]
+        if present and all(is_number(v) for v in present):
+            lo, hi = min(present), max(present)
+            pos = [None if v is None else (0.5 if hi == lo else (v - lo) / (hi - lo)) for v in values]
+            distinct = sorted(set(present))
+            if len(distinct) <= MAX_DISTINCT_TICKS:  # few values: tick each one
+                ticks = [(0.5 if hi == lo else (v - lo) / (hi - lo), _num(v)) for v in distinct]
+            else:
+                ticks = [(0.0, _num(lo)), (0.5, _num((lo + hi) / 2)), (1.0, _num(hi))]
+            ticks = _spread(ticks)
+        else:
+            cats = sorted({knob_text(v) for v in present})
+            where = {c: (i / (len(cats) - 1) if len(cats) > 1 else 0.5) for i, c in enumerate(cats)}
+            pos = [None if v is None else where[knob_text(v)] for v in values]
+            ticks = [(where[c], c) for c in cats]
+        axes.append(ParallelAxis(name, ticks))
+        scaled.append(pos)
+    lines = []
+    for i, p in enumerate(points):
+        group = "best" if p.id in front_ids else "feasible" if p.feasible else "infeasible"
+        lines.append(ParallelLine(p.id, group, [col[i] for col in scaled]))
+    return axes, lines
+
+
+def _spread(ticks: list[tuple[float, str]], gap: float = 0.07) -> list[tuple[float, str]]:
+    """Drop ticks that would print on top of a neighbour (the ends are kept)."""
+    if len(ticks) <= 2:
+        return ticks
+    kept = [ticks[0]]
+    for pos, text in ticks[1:-1]:
+        if pos - kept[-1][0] >= gap and ticks[-1][0] - pos >= gap:
+            kept.append((pos, text))
+    return [*kept, ticks[-1]]
+
+
+def _num(v: float) -> str:
+    """An axis tick: thousands separators for large numbers, 4 significant digits otherwise."""
+    if isinstance(v, int) or (abs(v) >= 1e4 and abs(v) < 1e12):
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
+
+
+def hypervolume_history(source: Source, quality: Objective) -> Hypervolume | None:
+    """Hypervolume of the feasible (quality, latency p50) points after each trial, against one fixed reference.
+
+    The reference point: latency at the loosest latency budget (or 10 % past the slowest feasible design without
+    one), quality 10 % of the feasible range worse than the worst feasible design.
+    """
+    direction = quality.direction
+    sign = direction_sign(direction)
+    trials = sorted((p for p in source.points if p.trial is not None), key=lambda p: p.trial)
+    feasible = [p for p in trials if p.feasible and p.measured and p.get(QUALITY) is not None]
+    if not feasible:
+        return None
+    qs = [p.get(QUALITY) for p in feasible]
+    timing = timing_key(feasible)
+    lats = [p.get(timing) for p in feasible]
+    worst_q = min(qs) if sign > 0 else max(qs)
+    q_span = (max(qs) - min(qs)) or abs(worst_q) or 1.0
+    q_ref = worst_q - sign * 0.1 * q_span
+    lat_budgets = latency_budgets(budgets_of(source))
+    if lat_budgets:
+        l_ref = lat_budgets[-1].limit
+        l_text = "the loosest latency budget"
+    else:
+        l_ref = max(lats) + 0.1 * ((max(lats) - min(lats)) or max(lats))
+        l_text = "10 % past the slowest feasible design"
+    l_ref = max(l_ref, max(lats) * (1 + 1e-9))  # p50 below a p90 budget, but keep every feasible point inside
+    xs, values, done = [], [], []
+    feasible_ids = {p.id for p in feasible}
+    for p in trials:
+        if p.id in feasible_ids:
+            done.append((p.get(QUALITY), p.get(timing)))
+        xs.append(p.trial)
+        values.append(hypervolume_2d(done, (q_ref, l_ref), direction))
+    text = (
+        f"reference point: {quality.display} = {q_ref:.4g} (10 % of the feasible range worse than the worst "
+        f"feasible design), {number_name(timing)} = {l_ref:.4g} ms ({l_text})"
+    )
+    return Hypervolume(xs, values, (q_ref, l_ref), text)
+
+
+# ------------------------------------------------------------------ drawing (plotly loads here, not on import)
+
+
+def importance_figure(ins: Insight) -> go.Figure:
+    """η² per knob as horizontal bars, one colour per objective."""
+    import plotly.graph_objects as go
+
+    from effscope.report.figures import PALETTE, finish_figure, rounded
+
+    fig = go.Figure()
+    for i, imp in enumerate(ins.importance):
+        fig.add_trace(
+            go.Bar(
+                y=imp.knobs,
+                x=rounded(imp.eta2),
+                name=imp.objective,
+                orientation="h",
+                marker={"color": PALETTE[i % len(PALETTE)]},
+                hovertemplate="%{y}: η² = %{x:.3f}<extra>" + html.escape(imp.objective) + "</extra>",
+            )
+        )
+    knobs = {k for imp in ins.importance for k in imp.knobs}
+    return finish_figure(
+        fig,
+        max(260, 150 + 34 * len(knobs) * max(1, len(ins.importance))),
+        barmode="group",
+        xaxis={
+            "title": {"text": "η² (share of the objective's variance explained by the knob alone)"},
+            "range": [0, 1],
+        },
+        yaxis={"autorange": "reversed"},
+    )
+
+
+def parallel_figure(ins: Insight) -> go.Figure:
+    """Parallel coordinates drawn in SVG (plotly's parcoords needs WebGL): one polyline per design."""
+    import plotly.graph_objects as go
+
+    from effscope.report.figures import BEST, FEASIBLE, GREY, finish_figure
+
+    fig = go.Figure()
+    n = len(ins.axes)
+    styles = {
+        "infeasible": ("infeasible", {"color": GREY, "width": 1}),
+        "feasible": ("feasible", {"color": FEASIBLE, "width": 1.2}),
+        "best": ("best: the Pareto front", {"color": BEST, "width": 2.5}),
+    }
+    for group, (name, line) in styles.items():
+        lines = [ln for ln in ins.lines if ln.group == group]
+        if not lines:
+            continue
+        xs: list[Any] = []
+        ys: list[Any] = []
+        for ln in lines:
+            xs += [*range(n), None]
+            ys += [*(None if y is None else round(y, 4) for y in ln.ys), None]
+        fig.add_trace(
+            go.Scatter(
+                x=xs, y=ys, mode="lines", name=name, line=line, opacity=0.85, hoverinfo="skip", legendgroup=group
+            )
+        )
+        # hover at the last axis (latency) names the design; one point per design keeps the page small
+        ends = [ln for ln in lines if ln.ys and ln.ys[-1] is not None]
+        fig.add_trace(
+            go.Scatter(
+                x=[n - 1] * len(ends),
+                y=[round(ln.ys[-1], 4) for ln in ends],
+                mode="markers",
+                marker={"color": line["color"], "size": 5},
+                text=[html.escape(ln.id) for ln in ends],
+                hovertemplate="%{text}<extra></extra>",
+                legendgroup=group,
+                showlegend=False,
+            )
+        )
+    for i, axis in enumerate(ins.axes):
+        fig.add_shape(type="line", x0=i, x1=i, y0=0, y1=1, line={"color": "#555", "width": 1}, layer="below")
+        for pos, text in axis.ticks:
+            fig.add_annotation(
+                x=i,
+                y=pos,
+                text=html.escape(text),
+                showarrow=False,
+                xanchor="left",
+                xshift=4,
+                font={"size": 11},
+                bgcolor="rgba(255,255,255,0.75)",
+            )
+    return finish_figure(
+        fig,
+        480,
+        xaxis={
+            "tickvals": list(range(n)),
+            "ticktext": [_wrap(a.name) for a in ins.axes],
+            "showgrid": False,
+            "range": [-0.2, n - 0.4],
+            "side": "top",
+            "ticks": "",
+        },
+        yaxis={"visible": False, "range": [-0.06, 1.06]},
+        margin={"t": 90},
+    )
+
+
+def _wrap(text: str, width: int = 16) -> str:
+    """Break a long axis name into lines so neighbouring names do not overlap."""
+    words, lines, cur = text.split(" "), [], ""
+    for w in words:
+        if cur and len(cur) + 1 + len(w) > width:
+            lines.append(cur)
+            cur = w
+        else:
+            cur = f"{cur} {w}".strip()
+    lines.append(cur)
+    return "<br>".join(html.escape(x) for x in lines)
+
+
+def hypervolume_figure(ins: Insight) -> go.Figure:
+    """The hypervolume after each trial, as a staircase."""
+    import plotly.graph_objects as go
+
+    from effscope.report.figures import FEASIBLE, finish_figure, integer_ticks, rounded
+
+    hv = ins.hypervolume
+    assert hv is not None
+    fig = go.Figure(
+        go.Scatter(
+            x=hv.trials,
+            y=rounded(hv.values),
+            mode="lines+markers",
+            line={"shape": "hv", "color": FEASIBLE},
+            name="hypervolume",
+            hovertemplate="after trial %{x}: %{y:.4g}<extra></extra>",
+        )
+    )
+    return finish_figure(
+        fig,
+        380,
+        xaxis={"title": {"text": "trial number"}, **integer_ticks(hv.trials)},
+        yaxis={"title": {"text": "hypervolume (quality × ms)"}, "rangemode": "tozero"},
+        showlegend=False,
+    )
+
+
+def insight_html(ins: Insight) -> str:
+    """Knob importance, parallel coordinates and the hypervolume history, each where it has data."""
+    from effscope.report.figures import figure_html
+
+    parts = []
+    if ins.importance:
+        parts.append(
+            "<h3>Knob importance</h3>" + figure_html(importance_figure(ins), "fig-importance") + notes_html(ins.notes)
+        )
+    if ins.axes:
+        parts.append("<h3>Parallel coordinates</h3>" + figure_html(parallel_figure(ins), "fig-parallel"))
+    if ins.hypervolume is not None:
+        parts.append(
+            "<h3>Hypervolume history</h3>"
+            + f'<p class="hint">{html.escape(ins.hypervolume.reference_text)}.</p>'
+            + figure_html(hypervolume_figure(ins), "fig-hypervolume")
+        )
+    return "".join(parts)
+
+
+SECTION = Section("insight", "Search insight", insight_section, insight_html, after="breakdown")
