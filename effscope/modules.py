@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import torch
 from torch import nn
 
 from effscope.knobs import Config
 
-__all__ = ["ConfiguredModule", "ImageModel", "TokenBlock"]
+__all__ = ["ConfiguredModule", "DeviceLike", "ImageModel", "TokenBlock"]
+
+DeviceLike: TypeAlias = torch.device | str
+"""Where a module's parameters and inputs are created: a torch.device or its name ("cpu", "cuda:1", "meta")."""
 
 
 class ConfiguredModule(nn.Module):
@@ -31,7 +34,7 @@ class ConfiguredModule(nn.Module):
         self,
         config: Config | None = None,
         *,
-        device: torch.device | str | None = None,
+        device: DeviceLike | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
@@ -46,7 +49,7 @@ class ConfiguredModule(nn.Module):
         batch: int = 1,
         size: tuple[int, int] | None = None,
         *,
-        device: torch.device | str | None = None,
+        device: DeviceLike | None = None,
         dtype: torch.dtype | None = None,
     ) -> tuple[Any, ...]:
         """Positional arguments for `forward`: random inputs of `batch` items at `size` (default_size if None)."""
@@ -56,7 +59,14 @@ class ConfiguredModule(nn.Module):
 class TokenBlock(ConfiguredModule):
     """A block on image tokens: `forward(x, hw)` with x (B, H*W, dim) on an H x W grid; its config has `dim`."""
 
-    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
+    def example_args(
+        self,
+        batch: int = 1,
+        size: tuple[int, int] | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple:
         h, w = size or self.default_size
         return torch.randn(batch, h * w, self.config.dim, device=device, dtype=dtype), (h, w)
 
@@ -82,6 +92,13 @@ class ImageModel(ConfiguredModule):
         """
         return None
 
-    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
+    def example_args(
+        self,
+        batch: int = 1,
+        size: tuple[int, int] | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple:
         h, w = size or self.default_size
         return (torch.randn(batch, self.in_chans, h, w, device=device, dtype=dtype),)

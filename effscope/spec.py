@@ -16,7 +16,7 @@ from effscope.registry import Registry
 if TYPE_CHECKING:
     import torch
 
-    from effscope.modules import ConfiguredModule
+    from effscope.modules import ConfiguredModule, DeviceLike
 
 __all__ = ["Reference", "Spec", "BLOCKS", "MODELS", "blocks", "models", "register_block", "register_model"]
 
@@ -61,7 +61,7 @@ class Spec:
         self,
         config: Config | None = None,
         *,
-        device: torch.device | str | None = None,
+        device: DeviceLike | None = None,
         dtype: torch.dtype | None = None,
     ) -> ConfiguredModule:
         """Instantiate the module (on `meta` for counting without memory, or straight on a GPU)."""

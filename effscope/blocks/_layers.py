@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from effscope.modules import DeviceLike
 
 __all__ = [
     "DWConvMlp",
@@ -82,7 +86,14 @@ class Mlp(nn.Module):
     """Linear -> GELU -> Linear on the last dim."""
 
     def __init__(
-        self, dim: int, hidden: int, out: int | None = None, *, bias: bool = True, device=None, dtype=None
+        self,
+        dim: int,
+        hidden: int,
+        out: int | None = None,
+        *,
+        bias: bool = True,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -103,7 +114,15 @@ class DWConvMlp(nn.Module):
         relu_after_fc1: PVTv2-Li's extra ReLU between fc1 and the conv.
     """
 
-    def __init__(self, dim: int, hidden: int, *, relu_after_fc1: bool = False, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        *,
+        relu_after_fc1: bool = False,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.fc1 = nn.Linear(dim, hidden, **dd)

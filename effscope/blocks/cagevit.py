@@ -26,7 +26,7 @@ from effscope.blocks._layers import DropPath, Mlp, merge_heads, split_heads
 from effscope.blocks.attention import attend
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
-from effscope.modules import ConfiguredModule, TokenBlock
+from effscope.modules import ConfiguredModule, DeviceLike, TokenBlock
 from effscope.spec import Reference, register_block
 
 __all__ = [
@@ -57,7 +57,16 @@ class FusionPool(nn.Module):
     keys and values are a Linear of the layer-normed minor tokens.
     """
 
-    def __init__(self, dim: int, heads: int, num_fusion: int, *, qkv_bias: bool = True, device=None, dtype=None):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        num_fusion: int,
+        *,
+        qkv_bias: bool = True,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.heads, self.head_dim = heads, dim // heads
@@ -114,7 +123,9 @@ class TokenRearrange(nn.Module):
     `pos_grid` x `pos_grid` grid and bicubically interpolated to other grids.
     """
 
-    def __init__(self, config: CageViTSelectConfig, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: CageViTSelectConfig, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         c, dd = config, {"device": device, "dtype": dtype}
         self.num_major, self.pos_grid = c.num_major, c.pos_grid
@@ -170,7 +181,13 @@ class CageViTSelect(TokenBlock):
 
     Config = CageViTSelectConfig
 
-    def __init__(self, config: CageViTSelectConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        config: CageViTSelectConfig | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         dd = {"device": device, "dtype": dtype}
         self.score = nn.Linear(self.config.dim, 1, **dd)
@@ -199,8 +216,8 @@ class GatedLinearSRA(nn.Module):
         pool_tokens: int,
         *,
         qkv_bias: bool = True,
-        device=None,
-        dtype=None,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -280,7 +297,13 @@ class CageViTBlock(ConfiguredModule):
 
     Config = CageViTBlockConfig
 
-    def __init__(self, config: CageViTBlockConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        config: CageViTBlockConfig | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         self.norm1 = nn.LayerNorm(c.dim, eps=1e-6, **dd)
@@ -296,6 +319,13 @@ class CageViTBlock(ConfiguredModule):
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
-    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
+    def example_args(
+        self,
+        batch: int = 1,
+        size: tuple[int, int] | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple:
         n = self.config.num_major + self.config.num_fusion
         return (torch.randn(batch, n, self.config.dim, device=device, dtype=dtype),)

@@ -19,7 +19,7 @@ from torch import nn
 from effscope.blocks._layers import merge_heads
 from effscope.blocks.attention import attend
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
-from effscope.modules import ConfiguredModule
+from effscope.modules import ConfiguredModule, DeviceLike
 from effscope.spec import Reference, register_block
 
 __all__ = [
@@ -62,7 +62,9 @@ def _map(tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 class ConvFeedForward(nn.Module):
     """CXV's FFN on a map: Conv1x1(dim -> mult*dim) -> GELU -> Dropout -> Conv1x1 -> Dropout."""
 
-    def __init__(self, dim: int, mult: int, dropout: float, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, dim: int, mult: int, dropout: float, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.fc1 = nn.Conv2d(dim, dim * mult, 1, **dd)
@@ -109,8 +111,8 @@ class NystromAttention(nn.Module):
         res_kernel: int,
         dropout: float,
         *,
-        device=None,
-        dtype=None,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -146,7 +148,9 @@ class NystromAttention(nn.Module):
         return self.drop(self.proj(out))
 
 
-def gaussian_orthogonal_matrix(rows: int, cols: int, *, device=None, dtype=None) -> torch.Tensor:
+def gaussian_orthogonal_matrix(
+    rows: int, cols: int, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Performer's random feature matrix (rows, cols): stacked orthogonal (cols x cols) blocks from the QR of
     Gaussian matrices (the last block truncated), each row rescaled by the norm of a fresh Gaussian vector.
 
@@ -183,8 +187,8 @@ class PerformerAttention(nn.Module):
         dropout: float,
         *,
         key_max: str = "global",
-        device=None,
-        dtype=None,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -222,7 +226,16 @@ class ImageLinearAttention(nn.Module):
     out = q-weighted sum of context = Σₙ k vᵀ (head_dim x head_dim per head), then the output conv.
     """
 
-    def __init__(self, dim: int, heads: int, head_dim: int, kernel_size: int, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        kernel_size: int,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.heads, self.head_dim = heads, head_dim
@@ -330,13 +343,19 @@ class CXVBlock(ConfiguredModule):
 
     default_size = (32, 32)
 
-    def __init__(self, config: CXVBlockConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        config: CXVBlockConfig | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c = self.config
         self.attn = self._attention(c, device=device, dtype=dtype)
         self.ff = ConvFeedForward(c.dim, c.mlp_mult, c.dropout, device=device, dtype=dtype)
 
-    def _attention(self, c, *, device, dtype) -> nn.Module:
+    def _attention(self, c: CXVBlockConfig, *, device: DeviceLike | None, dtype: torch.dtype | None) -> nn.Module:
         raise NotImplementedError
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
@@ -347,7 +366,14 @@ class CXVBlock(ConfiguredModule):
         x = self._attend(x) + x
         return self.ff(x) + x
 
-    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
+    def example_args(
+        self,
+        batch: int = 1,
+        size: tuple[int, int] | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple:
         h, w = size or self.default_size
         return (torch.randn(batch, self.config.dim, h, w, device=device, dtype=dtype),)
 
@@ -375,7 +401,7 @@ class NystromBlock(CXVBlock):
 
     Config = NystromBlockConfig
 
-    def _attention(self, c, *, device, dtype):
+    def _attention(self, c: NystromBlockConfig, *, device: DeviceLike | None, dtype: torch.dtype | None):
         return NystromAttention(
             c.dim,
             c.heads,
@@ -404,7 +430,7 @@ class PerformerBlock(CXVBlock):
 
     Config = PerformerBlockConfig
 
-    def _attention(self, c, *, device, dtype):
+    def _attention(self, c: PerformerBlockConfig, *, device: DeviceLike | None, dtype: torch.dtype | None):
         return PerformerAttention(
             c.dim, c.heads, c.head_dim, c.nb_features, c.dropout, key_max=c.key_max, device=device, dtype=dtype
         )
@@ -425,7 +451,7 @@ class LinearBlock(CXVBlock):
 
     Config = LinearBlockConfig
 
-    def _attention(self, c, *, device, dtype):
+    def _attention(self, c: LinearBlockConfig, *, device: DeviceLike | None, dtype: torch.dtype | None):
         return ImageLinearAttention(c.dim, c.heads, c.head_dim, c.kernel_size, device=device, dtype=dtype)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:

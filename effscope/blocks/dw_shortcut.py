@@ -19,7 +19,7 @@ from torch import nn
 
 from effscope.blocks.vit import ViTBlock, ViTBlockConfig
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
-from effscope.modules import TokenBlock
+from effscope.modules import DeviceLike, TokenBlock
 from effscope.spec import Reference, register_block
 
 __all__ = ["KERNEL_CHOICES", "DWShortcut", "DWShortcutBlock", "DWShortcutConfig"]
@@ -35,7 +35,14 @@ class DWShortcut(nn.Module):
         kernels: one kernel size per parallel branch (odd, 'same' padding).
     """
 
-    def __init__(self, dim: int, kernels: tuple[int, ...] = (3,), *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        kernels: tuple[int, ...] = (3,),
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.act = nn.GELU()
@@ -105,7 +112,13 @@ class DWShortcutBlock(TokenBlock):
 
     Config = DWShortcutConfig
 
-    def __init__(self, config: DWShortcutConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        config: DWShortcutConfig | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         inner = ViTBlockConfig(
@@ -129,7 +142,14 @@ class DWShortcutBlock(TokenBlock):
             return torch.cat([x[:, :p], x[:, p:] + s], dim=1)
         return x + s
 
-    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
+    def example_args(
+        self,
+        batch: int = 1,
+        size: tuple[int, int] | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple:
         h, w = size or self.default_size
         n = self.config.prefix_tokens + h * w
         return torch.randn(batch, n, self.config.dim, device=device, dtype=dtype), (h, w)

@@ -20,7 +20,7 @@ from effscope.blocks._layers import DropPath, DWConvMlp, pad_to_multiple
 from effscope.blocks.attention import attend
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
-from effscope.modules import TokenBlock
+from effscope.modules import DeviceLike, TokenBlock
 from effscope.spec import Reference, register_block
 
 __all__ = [
@@ -77,8 +77,8 @@ class HiLo(nn.Module):
         window_size: int,
         *,
         qkv_bias: bool = True,
-        device=None,
-        dtype=None,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -173,7 +173,15 @@ class DeformConv2d(nn.Module):
     the sampled taps; the model figures in docs/zoo.md#litv2-dtm-counting count the plain conv only.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, k: int = 2, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        k: int = 2,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.k = k
@@ -268,7 +276,13 @@ class HiLoBlock(TokenBlock):
 
     Config = HiLoBlockConfig
 
-    def __init__(self, config: HiLoBlockConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        config: HiLoBlockConfig | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         self.norm1 = nn.LayerNorm(c.dim, **dd)
@@ -310,7 +324,9 @@ class ConvFFNBlock(TokenBlock):
 
     Config = ConvFFNConfig
 
-    def __init__(self, config: ConvFFNConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: ConvFFNConfig | None = None, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         self.norm = nn.LayerNorm(c.dim, **dd)
@@ -351,7 +367,9 @@ class DTM(TokenBlock):
 
     Config = DTMConfig
 
-    def __init__(self, config: DTMConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: DTMConfig | None = None, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         if c.deformable:

@@ -21,7 +21,7 @@ from effscope.blocks._layers import DropPath, merge_heads
 from effscope.blocks.attention import attend
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
-from effscope.modules import TokenBlock
+from effscope.modules import DeviceLike, TokenBlock
 from effscope.spec import Reference, register_block
 
 __all__ = [
@@ -70,7 +70,15 @@ class LightViTAttention(nn.Module):
     """
 
     def __init__(
-        self, dim: int, heads: int, num_tokens: int, window_size: int, *, qkv_bias: bool = True, device=None, dtype=None
+        self,
+        dim: int,
+        heads: int,
+        num_tokens: int,
+        window_size: int,
+        *,
+        qkv_bias: bool = True,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -144,7 +152,14 @@ class BiAttn(nn.Module):
     token, global tokens included.
     """
 
-    def __init__(self, dim: int, act_ratio: float = BIATTN_RATIO, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        act_ratio: float = BIATTN_RATIO,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         reduced = int(dim * act_ratio)
@@ -168,7 +183,9 @@ class BiAttn(nn.Module):
 class BiAttnMlp(nn.Module):
     """fc1 -> GELU -> fc2 -> BiAttn (docs/zoo.md#lightvit-block)."""
 
-    def __init__(self, dim: int, hidden: int, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, dim: int, hidden: int, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.fc1 = nn.Linear(dim, hidden, **dd)
@@ -224,7 +241,13 @@ class LightViTBlock(TokenBlock):
 
     Config = LightViTBlockConfig
 
-    def __init__(self, config: LightViTBlockConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        config: LightViTBlockConfig | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         self.norm1 = nn.LayerNorm(c.dim, eps=1e-6, **dd)
@@ -238,7 +261,14 @@ class LightViTBlock(TokenBlock):
         x = x + self.drop_path(self.attn(self.norm1(x), hw))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
-    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
+    def example_args(
+        self,
+        batch: int = 1,
+        size: tuple[int, int] | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple:
         h, w = size or self.default_size
         n = self.config.num_tokens + h * w
         return torch.randn(batch, n, self.config.dim, device=device, dtype=dtype), (h, w)
@@ -284,7 +314,13 @@ class LightViTMerge(TokenBlock):
 
     Config = LightViTMergeConfig
 
-    def __init__(self, config: LightViTMergeConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        config: LightViTMergeConfig | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         self.norm = nn.LayerNorm(4 * c.in_dim, **dd)
@@ -310,7 +346,14 @@ class LightViTMerge(TokenBlock):
         glb = self.proj_global(self.norm_global(x[:, :nt]))
         return torch.cat([glb, img], dim=1), (h2, w2)
 
-    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
+    def example_args(
+        self,
+        batch: int = 1,
+        size: tuple[int, int] | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple:
         h, w = size or self.default_size
         n = self.config.num_tokens + h * w
         return torch.randn(batch, n, self.config.in_dim, device=device, dtype=dtype), (h, w)

@@ -18,7 +18,7 @@ from effscope.blocks._layers import DropPath, DWConvMlp, init_transformer_weight
 from effscope.blocks.attention import attend
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
-from effscope.modules import TokenBlock
+from effscope.modules import DeviceLike, TokenBlock
 from effscope.spec import Reference, register_block
 
 __all__ = ["PVTBlock", "PVTLinearSRABlock", "PVTLinearSRAConfig", "PVTSRAConfig", "SRAttention"]
@@ -45,8 +45,8 @@ class SRAttention(nn.Module):
         sr_ratio: int = 1,
         pool_size: int | None = None,
         qkv_bias: bool = True,
-        device=None,
-        dtype=None,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -144,7 +144,9 @@ class PVTBlock(TokenBlock):
 
     Config = PVTSRAConfig
 
-    def __init__(self, config: PVTSRAConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: PVTSRAConfig | None = None, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         linear = isinstance(c, PVTLinearSRAConfig)

@@ -14,7 +14,7 @@ from torch import nn
 from effscope.blocks._layers import DropPath, Mlp, merge_heads
 from effscope.blocks.attention import attend
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
-from effscope.modules import TokenBlock
+from effscope.modules import DeviceLike, TokenBlock
 from effscope.spec import register_block
 
 __all__ = ["MHSA", "ViTBlock", "ViTBlockConfig"]
@@ -23,7 +23,16 @@ __all__ = ["MHSA", "ViTBlock", "ViTBlockConfig"]
 class MHSA(nn.Module):
     """Multi-head self-attention on (B, N, dim) with heads x head_dim inner channels and an output projection."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, *, qkv_bias: bool = True, device=None, dtype=None):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        *,
+        qkv_bias: bool = True,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.heads, self.head_dim = heads, head_dim
@@ -72,7 +81,13 @@ class ViTBlock(TokenBlock):
 
     Config = ViTBlockConfig
 
-    def __init__(self, config: ViTBlockConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        config: ViTBlockConfig | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         self.norm1 = nn.LayerNorm(c.dim, **dd)
@@ -85,7 +100,14 @@ class ViTBlock(TokenBlock):
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
-    def example_args(self, batch: int = 1, size: tuple[int, int] | None = None, *, device=None, dtype=None) -> tuple:
+    def example_args(
+        self,
+        batch: int = 1,
+        size: tuple[int, int] | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> tuple:
         h, w = size or self.default_size
         n = self.config.prefix_tokens + h * w
         return torch.randn(batch, n, self.config.dim, device=device, dtype=dtype), (h, w)

@@ -38,7 +38,7 @@ def command_line() -> str:
     return mask_command(" ".join(["effscope", *sys.argv[1:]]))
 
 
-def esc(text) -> str:
+def esc(text: object) -> str:
     """User or exception text for a rich string: its brackets shown as typed, never read as markup."""
     return escape(str(text))
 
@@ -50,7 +50,7 @@ def shown_url(url: str) -> str:
     return esc(mask_url(url))
 
 
-def fmt(value, spec: str = "", scale: float = 1.0) -> str:
+def fmt(value: float | None, spec: str = "", scale: float = 1.0) -> str:
     """A table cell: '-' for a missing number (missing is never shown as 0)."""
     if value is None or (isinstance(value, float) and value != value):
         return "-"

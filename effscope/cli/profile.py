@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
@@ -22,10 +24,17 @@ from effscope.cli._app import (
 from effscope.errors import SpecError
 from effscope.units import binary_bytes, si
 
+if TYPE_CHECKING:
+    from effscope.profile.measure import Options
+    from effscope.profile.record import Record
+    from effscope.profile.run import Plan
+    from effscope.profile.store import RecordStore
+    from effscope.profile.target import Target
+
 CROSSCHECK_TOLERANCE = 1e-6  # both counters are exact on matmul-class work, so any difference is a miscount
 
 
-def _records_table(records, train: bool = False) -> Table:
+def _records_table(records: list[Record], train: bool = False) -> Table:
     """The run's Records, one row each; in training mode the times are of a training step."""
     time_key, rate_key = ("train_step_ms", "train_img_s") if train else ("latency_ms", "throughput_img_s")
     step = "step " if train else ""
@@ -237,7 +246,7 @@ def profile(
         raise typer.Exit(1)
 
 
-def _print_notes(r) -> None:
+def _print_notes(r: Record) -> None:
     """What a user should know about one Record beyond the table: roofline position, counting warnings and the ops
     outside the MAC convention."""
     roof = r.roofline
@@ -263,7 +272,7 @@ def _print_notes(r) -> None:
         )
 
 
-def _module_table(record, target, depth: int) -> Table:
+def _module_table(record: Record, target: Target, depth: int) -> Table:
     """Params, MACs and measured time per module down to `depth` levels, as fvcore's flop_count_table shows counts.
 
     Time shares are of the outermost timed modules' total (hooks synchronize around each module, so the times
@@ -297,7 +306,7 @@ def _module_table(record, target, depth: int) -> Table:
     return table
 
 
-def _print_missing(records) -> None:
+def _print_missing(records: list[Record]) -> None:
     """Which numbers are missing and why: once for the run where every target misses them for the same reason (no
     GPU, no calibration), else per target."""
     groups: dict[tuple[str, str], list[str]] = {}  # (missing names, why) -> targets
@@ -337,7 +346,9 @@ def _output_format(output: str, json_out: str | None, csv_out: str | None) -> tu
     return output, None if json_out == "-" else json_out, None if csv_out == "-" else csv_out
 
 
-def _run_with_progress(plans, options, store, provenance):
+def _run_with_progress(
+    plans: list[Plan], options: Options, store: RecordStore, provenance: dict[str, str]
+) -> list[Record]:
     """Measure the plans, showing which target is being measured and about how long is left: a bar on a terminal,
     one line per target otherwise (logs, CI, `make demo`)."""
     import time
@@ -354,7 +365,7 @@ def _run_with_progress(plans, options, store, provenance):
 
     if not err.is_terminal:
 
-        def line(record) -> None:
+        def line(record: Record) -> None:
             nonlocal done
             done += 1
             elapsed = time.monotonic() - started
@@ -375,7 +386,7 @@ def _run_with_progress(plans, options, store, provenance):
     ) as progress:
         task = progress.add_task(describe(0), total=total)
 
-        def advance(_record) -> None:
+        def advance(_record: Record) -> None:
             nonlocal done
             done += 1
             progress.update(task, advance=1, description=describe(done))
@@ -422,7 +433,7 @@ def device_cmd(
     out.print(table)
 
 
-def _readable(key: str, value) -> str:
+def _readable(key: str, value: object) -> str:
     """A device property in the unit its name says (bytes as GiB, watts, MHz); missing shown as '-'."""
     if value is None or value == {}:
         return "-"
@@ -436,7 +447,15 @@ def _readable(key: str, value) -> str:
     return esc(value)
 
 
-def _calibrate(device, dtypes, threads, gemm_sizes, copy_mib, max_time, db) -> None:
+def _calibrate(
+    device: str,
+    dtypes: list[str],
+    threads: int | None,
+    gemm_sizes: str | None,
+    copy_mib: int | None,
+    max_time: float,
+    db: str | None,
+) -> None:
     from effscope.profile.record import Workload
     from effscope.profile.roofline import calibrate, calibration_table
     from effscope.profile.run import check_device, validate_workload

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
 from effscope.cli._app import app, command_line, err, esc, fmt, out, shown_url
 from effscope.errors import SpecError
 from effscope.units import si
+
+if TYPE_CHECKING:
+    from effscope.search.coordinator import SearchProgress, SearchResult
+    from effscope.search.space import Space
+    from effscope.search.summary import SearchSummary
 
 STORAGE_HELP = (
     "Study + Record database: an SQLite file or SQLAlchemy URL (postgresql://user@host/db for many machines)."
@@ -42,7 +49,7 @@ def _list_table() -> Table:
     return table
 
 
-def _knob_text(row: dict, space) -> str:
+def _knob_text(row: dict, space: Space) -> str:
     """The searched knobs of a design, compactly (a multi-block space names the block first)."""
     from effscope.knobs import format_value
 
@@ -52,13 +59,13 @@ def _knob_text(row: dict, space) -> str:
     return esc(f"{row['block']}: {text}" if row.get("block") else text)
 
 
-def _quality_fmt(v) -> str:
+def _quality_fmt(v: float | None) -> str:
     if v is None:
         return "-"
     return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
 
 
-def _front_table(summary, space) -> Table:
+def _front_table(summary: SearchSummary, space: Space) -> Table:
     b = summary.budget
     table = Table(
         title=f"Pareto designs: {summary.quality_label}"
@@ -82,15 +89,15 @@ def _front_table(summary, space) -> Table:
     return table
 
 
-def _timing_columns(space) -> tuple[str, str]:
+def _timing_columns(space: Space) -> tuple[str, str]:
     return ("step p50 ms", "step p90 ms") if space.workload.mode == "train" else ("p50 ms", "p90 ms")
 
 
-def _timing_label(space) -> str:
+def _timing_label(space: Space) -> str:
     return "median training step (ms)" if space.workload.mode == "train" else "median latency (ms)"
 
 
-def _preset_table(summary, space) -> Table:
+def _preset_table(summary: SearchSummary, space: Space) -> Table:
     table = Table(title="published designs (enqueued first)", title_justify="left")
     for col in ("trial", "preset", summary.quality_name, *_timing_columns(space), "position"):
         table.add_column(col, justify="left" if col in ("preset", "position") else "right")
@@ -127,7 +134,7 @@ def _why_infeasible(r: dict, budget: dict) -> str:
     return "; ".join(parts) or (r.get("reason") or r.get("status") or "")
 
 
-def _progress_text(p, quality: str) -> str:
+def _progress_text(p: SearchProgress, quality: str) -> str:
     best = ""
     if p.best is not None:
         lat = p.best.get("latency_ms_p50")
@@ -149,13 +156,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _trial_line(t: dict, p, quality: str) -> str:
+def _trial_line(t: dict, p: SearchProgress, quality: str) -> str:
     """One completed trial (stderr is not a terminal: a log gets a line per trial)."""
     took = f" in {t['seconds']:.2f} s" if t["seconds"] is not None else ""
     return f"trial {t['trial']} {t['status'] or 'done'}{took} | {_progress_text(p, quality)}"
 
 
-def summary_line(result, cap: int) -> str:
+def summary_line(result: SearchResult, cap: int) -> str:
     """The search's first line: completed trials (by status) against the cap; failed and running ones apart."""
     s = result.summary
     kinds = ", ".join(f"{v} {k}" for k, v in s.counts.items() if v)
@@ -165,7 +172,7 @@ def summary_line(result, cap: int) -> str:
     return text + (f"; not counted: {', '.join(apart)}" if apart else "")
 
 
-def print_summary(result, space) -> None:
+def print_summary(result: SearchResult, space: Space) -> None:
     """The tables a finished (or interrupted) search prints: the front, the presets, the budget slices."""
     s = result.summary
     out.print(summary_line(result, space.trials))
@@ -184,7 +191,7 @@ def print_summary(result, space) -> None:
         out.print(f"[dim]note: {esc(note)}[/dim]")
 
 
-def failure_lines(result) -> list[str]:
+def failure_lines(result: SearchResult) -> list[str]:
     """One sentence per worker that ended early (stderr), and the exit code: 2 when one met an EffscopeError (an
     unwritable database: the user can act on it), 1 when one crashed or was killed, 0 when none did."""
     lines = []
@@ -200,7 +207,7 @@ def failure_lines(result) -> list[str]:
     return lines
 
 
-def failure_exit_code(result) -> int:
+def failure_exit_code(result: SearchResult) -> int:
     if not result.failures:
         return 0
     return 2 if any(f.cause == "error" for f in result.failures) else 1
@@ -246,7 +253,7 @@ def search(
 
     with err.status("starting the search", spinner="dots") if interactive else _Null() as status:
 
-        def progress(p) -> None:
+        def progress(p: SearchProgress) -> None:
             if interactive:  # the status line, updated in place
                 status.update(esc(_progress_text(p, label)))
                 return
@@ -295,7 +302,7 @@ class _Null:
         return None
 
 
-def _interrupted(space, storage, study_name) -> None:
+def _interrupted(space: Space, storage: str | None, study_name: str | None) -> None:
     """After Ctrl-C: what was kept, and how to resume."""
     import optuna
 
@@ -374,5 +381,5 @@ def calibrate(
     )
 
 
-def _num(v):
+def _num(v: object) -> float | None:
     return v if isinstance(v, int | float) else None

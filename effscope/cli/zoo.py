@@ -10,6 +10,7 @@ from rich.table import Table
 from effscope.cli._app import FORMAT_HELP, SET_HELP, app, check_format, out, write_rows
 
 if TYPE_CHECKING:
+    from effscope.knobs import Config
     from effscope.spec import Spec
 
 blocks_app = typer.Typer(help="The block zoo: every block variant of the efficient-ViT papers.", no_args_is_help=True)
@@ -24,7 +25,7 @@ def _configured(spec: Spec, assignments: list[str]):
     return spec.configure(parse_assignments(spec.config, assignments))
 
 
-def _knob_table(spec: Spec, config) -> Table:
+def _knob_table(spec: Spec, config: Config) -> Table:
     from effscope.knobs import format_value, knobs_of
 
     table = Table(title=f"{spec.kind} {spec.name}: knobs", title_justify="left")
@@ -61,7 +62,7 @@ def _layout_lines(doc: str) -> list[str]:
     return items
 
 
-def _param_count(spec: Spec, config=None) -> int:
+def _param_count(spec: Spec, config: Config | None = None) -> int:
     return sum(p.numel() for p in spec.build(config, device="meta").parameters())
 
 

@@ -42,7 +42,7 @@ from effscope.blocks._layers import init_transformer_weights
 from effscope.blocks.cagevit import CageViTBlock, CageViTBlockConfig, CageViTSelectConfig, TokenRearrange
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
-from effscope.modules import ImageModel
+from effscope.modules import DeviceLike, ImageModel
 from effscope.spec import Reference, register_model
 
 __all__ = ["ActivationScorer", "CageViT", "CageViTConfig"]
@@ -56,7 +56,15 @@ class ActivationScorer(nn.Module):
     Input: images (B, 3, H, W) with H, W multiples of patch_size. Output: (B, H/p * W/p) scores, row-major.
     """
 
-    def __init__(self, in_chans: int, width: int, patch_size: int, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_chans: int,
+        width: int,
+        patch_size: int,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         layers: list[nn.Module] = []
@@ -125,7 +133,9 @@ class CageViT(ImageModel):
 
     Config = CageViTConfig
 
-    def __init__(self, config: CageViTConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: CageViTConfig | None = None, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         self.scorer = ActivationScorer(self.in_chans, c.scorer_width, c.patch_size, **dd)

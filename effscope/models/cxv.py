@@ -26,7 +26,7 @@ from effscope.blocks.cxv import (
     PerformerKnobs,
 )
 from effscope.knobs import Config, FloatRange, IntRange, knob, knobs_of
-from effscope.modules import ImageModel
+from effscope.modules import DeviceLike, ImageModel
 from effscope.spec import Reference, register_model
 
 __all__ = ["CLTV", "CNV", "CPV", "CLTVConfig", "CNVConfig", "CPVConfig", "CXVConfig", "CXVNet", "ChannelLayerNorm"]
@@ -40,7 +40,9 @@ class ChannelLayerNorm(nn.Module):
     Note eps is added to the standard deviation, not to the variance as in nn.LayerNorm.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, dim: int, eps: float = 1e-5, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         self.eps = eps
         self.g = nn.Parameter(torch.ones(1, dim, 1, 1, device=device, dtype=dtype))
@@ -96,7 +98,9 @@ class CXVNet(ImageModel):
     default_size = (32, 32)
     block: ClassVar[type[CXVBlock]]
 
-    def __init__(self, config: CXVConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: CXVConfig | None = None, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         e = c.emb_dim

@@ -24,7 +24,7 @@ from effscope.blocks.lightvit import (
     LightViTMergeConfig,
 )
 from effscope.knobs import Choice, Config, FloatRange, IntRange, Seq, knob
-from effscope.modules import ImageModel
+from effscope.modules import DeviceLike, ImageModel
 from effscope.spec import Reference, register_model
 
 __all__ = ["ConvStem", "LightViT", "LightViTConfig"]
@@ -45,7 +45,9 @@ class ConvStem(nn.Module):
     Conv3x3 s2 (dim/2 -> dim) and LayerNorm (eps 1e-5) over the flattened tokens.
     """
 
-    def __init__(self, in_chans: int, dim: int, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, in_chans: int, dim: int, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         mid = dim // 2
@@ -122,7 +124,13 @@ class LightViT(ImageModel):
 
     Config = LightViTConfig
 
-    def __init__(self, config: LightViTConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        config: LightViTConfig | None = None,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         dims = c.embed_dims

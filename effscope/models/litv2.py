@@ -23,7 +23,7 @@ from effscope.blocks.hilo import (
     lofi_heads_built,
 )
 from effscope.knobs import Choice, Config, FloatRange, IntRange, Seq, knob, knobs_of
-from effscope.modules import ImageModel
+from effscope.modules import DeviceLike, ImageModel
 from effscope.spec import Reference, register_model
 
 __all__ = ["LITv2", "LITv2Config"]
@@ -127,7 +127,9 @@ class LITv2(ImageModel):
 
     Config = LITv2Config
 
-    def __init__(self, config: LITv2Config | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: LITv2Config | None = None, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         dims = c.dims

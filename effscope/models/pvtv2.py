@@ -16,7 +16,7 @@ from torch import nn
 from effscope.blocks._layers import init_transformer_weights
 from effscope.blocks.pvt import PVTBlock, PVTLinearSRABlock, PVTLinearSRAConfig, PVTSRAConfig
 from effscope.knobs import Choice, Config, FloatRange, IntRange, Seq, knob
-from effscope.modules import ImageModel
+from effscope.modules import DeviceLike, ImageModel
 from effscope.spec import Reference, register_model
 
 __all__ = ["OverlapPatchEmbed", "PVTv2", "PVTv2Config"]
@@ -27,7 +27,16 @@ _PAPER = "PVTv2 (arXiv 2106.13797)"
 class OverlapPatchEmbed(nn.Module):
     """Strided conv with overlapping kernels (k = 2s - 1, padding k // 2), flattened to tokens and layer-normed."""
 
-    def __init__(self, in_chans: int, dim: int, kernel: int, stride: int, *, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_chans: int,
+        dim: int,
+        kernel: int,
+        stride: int,
+        *,
+        device: DeviceLike | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.proj = nn.Conv2d(in_chans, dim, kernel, stride=stride, padding=kernel // 2, **dd)
@@ -86,7 +95,9 @@ class PVTv2(ImageModel):
 
     Config = PVTv2Config
 
-    def __init__(self, config: PVTv2Config | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: PVTv2Config | None = None, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         total = sum(c.depths)

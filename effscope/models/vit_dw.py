@@ -17,7 +17,7 @@ from torch import nn
 from effscope.blocks.dw_shortcut import KERNEL_CHOICES, DWShortcutBlock, DWShortcutConfig
 from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, knob
-from effscope.modules import ImageModel
+from effscope.modules import DeviceLike, ImageModel
 from effscope.spec import Reference, register_model
 
 __all__ = ["ViTDW", "ViTDWConfig"]
@@ -67,7 +67,9 @@ class ViTDW(ImageModel):
 
     Config = ViTDWConfig
 
-    def __init__(self, config: ViTDWConfig | None = None, *, device=None, dtype=None) -> None:
+    def __init__(
+        self, config: ViTDWConfig | None = None, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         c, dd = self.config, {"device": device, "dtype": dtype}
         self.grid = (self.default_size[0] // c.patch_size, self.default_size[1] // c.patch_size)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import multiprocessing as mp
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
 
 __all__ = ["ChildDied", "ChildProcess", "ChildTimedOut", "start_shielded"]
 
 
-def start_shielded(proc) -> None:
+def start_shielded(proc: BaseProcess) -> None:
     """Start a spawned process with SIGINT blocked: a Ctrl-C that reaches it stays pending instead of interrupting it.
 
     A terminal's Ctrl-C goes to the whole foreground process group; a child still importing its modules would die

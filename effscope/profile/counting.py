@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 from effscope.errors import EffscopeError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 __all__ = ["CROSSCHECK_RTOL", "CountError", "Counts", "count"]
@@ -786,20 +787,31 @@ def _quiet_fvcore() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------ the cross-check
 
 
-def _sdpa_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
+def _sdpa_flop(
+    query: torch.Size,
+    key: torch.Size,
+    value: torch.Size,
+    *args,
+    out_shape: tuple[torch.Size, ...] | None = None,
+    **kwargs,
+) -> int:
     """FLOPs of CPU flash attention (FlopCounterMode has no formula for it): 2 x the MACs of the two products."""
     return 2 * math.prod(query[:-2]) * query[-2] * key[-2] * (query[-1] + value[-1])
 
 
-def _mv_flop(a, b, *args, out_shape=None, **kwargs) -> int:
+def _mv_flop(a: torch.Size, b: torch.Size, *args, out_shape: torch.Size | None = None, **kwargs) -> int:
     return 2 * math.prod(a)
 
 
-def _addmv_flop(bias, a, b, *args, out_shape=None, **kwargs) -> int:
+def _addmv_flop(
+    bias: torch.Size, a: torch.Size, b: torch.Size, *args, out_shape: torch.Size | None = None, **kwargs
+) -> int:
     return 2 * math.prod(a)
 
 
-def _addbmm_flop(bias, a, b, *args, out_shape=None, **kwargs) -> int:
+def _addbmm_flop(
+    bias: torch.Size, a: torch.Size, b: torch.Size, *args, out_shape: torch.Size | None = None, **kwargs
+) -> int:
     return 2 * math.prod(a) * b[-1]
 
 

@@ -7,8 +7,9 @@ failed Record with its reason; the worker (worker.py) covers what cannot be caug
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -16,6 +17,10 @@ from effscope.errors import EffscopeError
 from effscope.metrics import TIMED
 from effscope.profile.record import PROTOCOL, Record, Workload
 from effscope.profile.timing import LOW_CPU_UTIL
+
+if TYPE_CHECKING:
+    from effscope.profile.target import Target
+    from effscope.profile.timing import LatencyStats
 
 __all__ = ["Job", "Options", "describe_failure", "run_job"]
 
@@ -195,7 +200,7 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
         runner = torch.compile(bound) if wl.compile else bound
         amp_dtype = _AMP_DTYPES.get(wl.dtype)
 
-        def forward(cache: bool = True, fn=runner):
+        def forward(cache: bool = True, fn: Callable[..., tuple[torch.Tensor, ...]] = runner):
             amp = (
                 torch.autocast(device.type, dtype=amp_dtype, cache_enabled=cache)
                 if amp_dtype
@@ -227,7 +232,13 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
     _roofline(record)
 
 
-def _train_step(module: torch.nn.Module, runner, tensors, device: torch.device, amp_dtype):
+def _train_step(
+    module: torch.nn.Module,
+    runner: Callable[..., tuple[torch.Tensor, ...]],
+    tensors: tuple[torch.Tensor, ...],
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+):
     """One training step as a callable: forward in train mode (under autocast when asked), a scalar loss, backward,
     and an AdamW step (through a GradScaler in fp16). The loss is the mean square of the first output, a stand-in
     whose cost is negligible beside the network's."""
@@ -287,7 +298,9 @@ def _roofline(record: Record) -> None:
     add_roofline(record)
 
 
-def _module_times(forward, module: torch.nn.Module, device: torch.device, repeats: int = 5) -> dict[str, float]:
+def _module_times(
+    forward: Callable[[], object], module: torch.nn.Module, device: torch.device, repeats: int = 5
+) -> dict[str, float]:
     """Mean wall time per forward of each module up to three levels deep (stages, blocks, and blocks kept in a
     ModuleList, which is never called itself), named as in macs_by_module.
 
@@ -304,11 +317,11 @@ def _module_times(forward, module: torch.nn.Module, device: torch.device, repeat
         if not name or name.count(".") > 2:
             continue
 
-        def pre(_m, _a, name=name):
+        def pre(_m: torch.nn.Module, _a: tuple[Any, ...], name: str = name) -> None:
             sync()
             starts[name] = time.perf_counter()
 
-        def post(_m, _a, _o, name=name):
+        def post(_m: torch.nn.Module, _a: tuple[Any, ...], _o: Any, name: str = name) -> None:
             sync()
             totals[name] = totals.get(name, 0.0) + time.perf_counter() - starts[name]
 
@@ -324,7 +337,7 @@ def _module_times(forward, module: torch.nn.Module, device: torch.device, repeat
     return {name: 1e3 * t / repeats for name, t in totals.items()}
 
 
-def _count(module, args, opts: Options, record: Record) -> None:
+def _count(module: torch.nn.Module, args: tuple[Any, ...], opts: Options, record: Record) -> None:
     from effscope.profile.counting import count
 
     c = count(module, args, elementwise=opts.elementwise)
@@ -332,7 +345,13 @@ def _count(module, args, opts: Options, record: Record) -> None:
     record.details["count"] = c.details()
 
 
-def _memory(forward, device: torch.device, baseline_rss: int | None, first_in_process: bool, record: Record) -> None:
+def _memory(
+    forward: Callable[[], object],
+    device: torch.device,
+    baseline_rss: int | None,
+    first_in_process: bool,
+    record: Record,
+) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -356,7 +375,7 @@ def _memory(forward, device: torch.device, baseline_rss: int | None, first_in_pr
         record.memory = {"peak_rss_bytes": max(0, peak - baseline_rss)}
 
 
-def _latency(forward, device, wl: Workload, opts: Options, record: Record) -> None:
+def _latency(forward: Callable[..., object], device: torch.device, wl: Workload, opts: Options, record: Record) -> None:
     from effscope.profile.timing import measure_latency
 
     abort = None
@@ -401,7 +420,7 @@ def _latency(forward, device, wl: Workload, opts: Options, record: Record) -> No
         _cuda_graph_latency(forward, device, opts, record)
 
 
-def latency_intervals(samples_ms) -> dict[str, float | None]:
+def latency_intervals(samples_ms: Sequence[float]) -> dict[str, float | None]:
     """95 % confidence intervals of the median, p90 and p99 (latency_ms_p50_lo / _hi, ...), distribution-free from
     order statistics; where the samples are too few for one, the samples' range stands in (a weaker interval)."""
     from effscope.stats import quantile_interval
@@ -413,7 +432,7 @@ def latency_intervals(samples_ms) -> dict[str, float | None]:
     return out
 
 
-def _cuda_graph_latency(forward, device, opts: Options, record: Record) -> None:
+def _cuda_graph_latency(forward: Callable[..., object], device: torch.device, opts: Options, record: Record) -> None:
     """Latency of a CUDA-graph replay beside eager, and how host-bound the eager figure is.
 
     The replay costs the GPU's work alone; eager adds the host launching each kernel. Where eager is over
@@ -459,7 +478,9 @@ def host_bound_ratio(eager_ms: float | None, graph_ms: float | None) -> float | 
     return eager_ms / graph_ms
 
 
-def _throughput(forward, device, wl: Workload, opts: Options, record: Record) -> None:
+def _throughput(
+    forward: Callable[[], object], device: torch.device, wl: Workload, opts: Options, record: Record
+) -> None:
     from effscope.profile.telemetry import GpuSampler, nvml_index
     from effscope.profile.timing import measure_throughput
 
@@ -503,7 +524,14 @@ def _throughput(forward, device, wl: Workload, opts: Options, record: Record) ->
         record.flags.append("gpu-throttled")
 
 
-def _sweep(target, module, wl: Workload, opts: Options, record: Record, amp_dtype) -> None:
+def _sweep(
+    target: Target,
+    module: torch.nn.Module,
+    wl: Workload,
+    opts: Options,
+    record: Record,
+    amp_dtype: torch.dtype | None,
+) -> None:
     from effscope.profile.target import Bound
     from effscope.profile.timing import batch_sweep
 
@@ -532,7 +560,7 @@ def _time_reference(device: torch.device):
     return time_reference(device, max_time_s=1.0)
 
 
-def _reference(before, after, record: Record) -> None:
+def _reference(before: LatencyStats, after: LatencyStats, record: Record) -> None:
     """Reference module timed before and after the target: ratios across sessions, and a contention check."""
     lat = record.latency.get("latency_ms_p50")
     ref_ms = min(before.median_ms, after.median_ms)

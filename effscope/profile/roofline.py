@@ -33,10 +33,13 @@ from typing import TYPE_CHECKING, Any
 from effscope.errors import SpecError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
+
+    import torch
 
     from effscope.profile.record import Record
     from effscope.profile.store import RecordStore
+    from effscope.profile.timing import LatencyStats
 
 __all__ = [
     "CALIBRATION_KIND",
@@ -180,7 +183,7 @@ def _protocol() -> dict[str, Any]:
     }
 
 
-def _dtype_support(device: Any, dtype: str) -> str | None:
+def _dtype_support(device: torch.device, dtype: str) -> str | None:
     """None when `dtype` matmuls run on `device`, else why not."""
     import torch
 
@@ -194,7 +197,7 @@ def _dtype_support(device: Any, dtype: str) -> str | None:
     return None
 
 
-def _time(fn, device, max_time_s: float):
+def _time(fn: Callable[[], object], device: torch.device, max_time_s: float) -> LatencyStats:
     from effscope.profile.timing import measure_latency
 
     return measure_latency(
@@ -208,11 +211,13 @@ def _time(fn, device, max_time_s: float):
     )
 
 
-def _timing(stats) -> dict[str, Any]:
+def _timing(stats: LatencyStats) -> dict[str, Any]:
     return {"p10_ms": stats.p10_ms, "median_ms": stats.median_ms, "rel_iqr": stats.rel_iqr, "cpu_util": stats.cpu_util}
 
 
-def _peak(device, dtype: str, sizes: Sequence[int], max_time_s: float) -> tuple[float, int, list[dict[str, Any]]]:
+def _peak(
+    device: torch.device, dtype: str, sizes: Sequence[int], max_time_s: float
+) -> tuple[float, int, list[dict[str, Any]]]:
     """Best MAC/s over square GEMMs of `sizes`; a size predicted to exceed MAX_ITER_S per call is skipped.
 
     A size's rate is taken at the 10th percentile of its iteration times: a peak is what the hardware reaches, and
@@ -238,7 +243,7 @@ def _peak(device, dtype: str, sizes: Sequence[int], max_time_s: float) -> tuple[
     return best["mac_s"], best["n"], tried
 
 
-def _bandwidth(device, copy_bytes: int, max_time_s: float) -> tuple[float, dict[str, Any]]:
+def _bandwidth(device: torch.device, copy_bytes: int, max_time_s: float) -> tuple[float, dict[str, Any]]:
     import torch
 
     n = copy_bytes // 4

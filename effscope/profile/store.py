@@ -17,6 +17,8 @@ from effscope.urls import DEFAULT_DB, database_url, mask_command, mask_url, sqli
 
 if TYPE_CHECKING:
     import pandas as pd
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = ["DEFAULT_DB", "EXPORT_FORMATS", "RecordStore", "StoreError", "write_table"]
 
@@ -159,7 +161,7 @@ def export_format(path: str | Path) -> str:
     return suffix[1:]
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # WAL lets readers and one writer work at once; the busy timeout makes concurrent writers wait, not fail.
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -13,6 +13,9 @@ from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 from effscope.errors import SpecError, UnknownNameError
 from effscope.knobs import Config
 from effscope.registry import did_you_mean
+
+if TYPE_CHECKING:
+    from effscope.modules import DeviceLike
 
 __all__ = ["Target", "resolve_target", "expand_patterns", "Bound"]
 
@@ -34,7 +37,7 @@ class Target:
     def derived(self) -> dict[str, Any]:
         return self.config.derived() if self.config is not None else {}
 
-    def build(self, device: torch.device | str | None = None) -> nn.Module:
+    def build(self, device: DeviceLike | None = None) -> nn.Module:
         """Instantiate the module on `device` (fp32 parameters; autocast handles lower precision).
 
         A `module:callable` target imports its module here, in the measurement process, so an import that
@@ -50,7 +53,7 @@ class Target:
         return self.factory.build(self.config, device=device)
 
     def example_args(
-        self, module: nn.Module, batch: int, size: tuple[int, int] | None, device: torch.device | str | None
+        self, module: nn.Module, batch: int, size: tuple[int, int] | None, device: DeviceLike | None
     ) -> tuple[Any, ...]:
         """Inputs for `module`: its own `example_args` when it has one, else an image batch (B, 3, H, W)."""
         if hasattr(module, "example_args"):

@@ -6,14 +6,19 @@ The parent (CLI, search sampler) never times anything itself: the sampler never 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from effscope.profile.child import ChildDied, ChildProcess, ChildTimedOut
 from effscope.profile.measure import Job
 from effscope.profile.record import Record
 
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
 __all__ = ["InProcess", "Worker"]
 
 
-def _serve(conn, mem_limit_bytes: int | None) -> None:
+def _serve(conn: Connection, mem_limit_bytes: int | None) -> None:
     """Child main loop: receive jobs, send back Records as JSON, until told to stop (None)."""
     from effscope.profile.env import retain_freed_heap
 

@@ -6,10 +6,17 @@ empty database.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from effscope.report.data import ReportError, Source, points_from_records, points_from_rows, points_from_trials
 from effscope.urls import database_url, mask_command, mask_url, shown_location, sqlite_path
+
+if TYPE_CHECKING:
+    import sqlalchemy
+
+    from effscope.profile.record import Record
 
 __all__ = ["load_records_db", "load_records_file", "load_study", "records_source"]
 
@@ -35,7 +42,7 @@ def _engine(location: str, what: str):
     return engine, tables, url
 
 
-def _records(engine, tables: set[str], study: str | None = None) -> list:
+def _records(engine: sqlalchemy.engine.Engine, tables: set[str], study: str | None = None) -> list:
     """Records in insertion order, read directly (RecordStore would create its table in a foreign database)."""
     import sqlalchemy as sa
 
@@ -99,7 +106,7 @@ def load_records_db(db: str) -> Source:
     return Source("records", str(name or "records"), points_from_records(records), shown_location(db))
 
 
-def records_source(records) -> Source:
+def records_source(records: Iterable[Record]) -> Source:
     """Records already in memory (a profile run that reports on itself), named after their targets."""
     records = list(records)
     if not records:

@@ -664,7 +664,9 @@ def number_name(key: str) -> str:
     return (metric.label if metric else key).split(" (")[0]
 
 
-def design_table(rows_pts: Sequence[Point], all_pts: Sequence[Point], quality, *, with_violation: bool) -> Table:
+def design_table(
+    rows_pts: Sequence[Point], all_pts: Sequence[Point], quality: Objective | None, *, with_violation: bool
+) -> Table:
     """Designs as rows; the knobs column shows the knobs that vary between designs of the same target."""
     targets = {p.target for p in all_pts}
     varying = {t: varying_knobs([p for p in all_pts if p.target == t]) for t in targets}

@@ -12,9 +12,9 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from effscope.errors import SpecError
 from effscope.search.space import Space
@@ -22,6 +22,12 @@ from effscope.search.storage import open_storage, storage_cause, storage_error, 
 from effscope.search.study import default_study_name, device_name_for, make_sampler, prepare_study, study_info
 from effscope.search.summary import SearchSummary, feasible_front, is_feasible, summarize, trial_row
 from effscope.search.workers import WorkerArgs, worker_process
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+    import optuna
 
 __all__ = ["HEARTBEAT_S", "SearchProgress", "SearchResult", "WorkerFailure", "resolve_space", "run_search", "search"]
 
@@ -91,7 +97,9 @@ class WorkerFailure:
     reason: str
 
 
-def _progress(study, space: Space, started: float, procs, before: Collection[int] = ()) -> SearchProgress:
+def _progress(
+    study: optuna.Study, space: Space, started: float, procs: Sequence[BaseProcess], before: Collection[int] = ()
+) -> SearchProgress:
     """The study's progress; `before`: the numbers of trials already complete when this run started."""
     import statistics
 
@@ -128,7 +136,7 @@ def _progress(study, space: Space, started: float, procs, before: Collection[int
     )
 
 
-def _seconds(t) -> float | None:
+def _seconds(t: optuna.trial.FrozenTrial) -> float | None:
     if t.datetime_start is None or t.datetime_complete is None:
         return None
     return (t.datetime_complete - t.datetime_start).total_seconds()
@@ -294,7 +302,7 @@ def search(
     )
 
 
-def _failure(proc, report) -> WorkerFailure:
+def _failure(proc: BaseProcess, report: Connection) -> WorkerFailure:
     """Why a worker process ended with a non-zero exit code (its one sentence, or the signal)."""
     if proc.exitcode < 0:
         return WorkerFailure(proc.name, "killed", f"was killed by {signal.Signals(-proc.exitcode).name}")
@@ -329,7 +337,7 @@ def _fail_stale(url: str, name: str, heartbeat_s: int, grace_s: int | None) -> l
     return [f"trial(s) {', '.join(map(str, failed))} of the dead worker were failed and queued again for the next run"]
 
 
-def _stop(procs, timeout: float = 30.0) -> None:
+def _stop(procs: Sequence[BaseProcess], timeout: float = 30.0) -> None:
     """Ask every worker to stop (SIGINT: its running trial is failed), then wait; kill the stragglers.
 
     A worker still starting up keeps the signal pending until it can handle it (see `start_shielded`).

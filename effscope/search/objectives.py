@@ -37,6 +37,7 @@ from effscope.errors import EffscopeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from multiprocessing.connection import Connection
 
     import torch
     from torch import nn
@@ -118,7 +119,9 @@ class QualityError(EffscopeError):
 # --------------------------------------------------------------------------------------------------- inputs
 
 
-def _module_and_inputs(target_name: str, knobs: dict[str, Any], workload: dict[str, Any], batch: int, data, seed: int):
+def _module_and_inputs(
+    target_name: str, knobs: dict[str, Any], workload: dict[str, Any], batch: int, data: ImageFolder | None, seed: int
+):
     """Build the design on the workload's device and make its inputs: a real image batch when `data` is given."""
     import torch
 
@@ -151,7 +154,7 @@ def _first_float(args: list) -> int:
     raise QualityError("the design takes no floating-point input to differentiate")
 
 
-def _outputs(y) -> torch.Tensor:
+def _outputs(y: torch.Tensor | list | tuple | dict) -> torch.Tensor:
     import torch
 
     if isinstance(y, torch.Tensor):
@@ -400,7 +403,7 @@ def _counts(target_name: str, knobs: dict[str, Any], workload: dict[str, Any]) -
 # --------------------------------------------------------------------------------------------------- the process
 
 
-def _serve(conn, threads: int | None) -> None:
+def _serve(conn: Connection, threads: int | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the search worker decides when to stop
     if threads:
         import torch

@@ -41,10 +41,13 @@ from effscope.errors import EffscopeError, KnobError, SpecError, UnknownNameErro
 from effscope.knobs import Config, to_jsonable, with_knobs
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from effscope.profile.record import Record, Workload
     from effscope.profile.store import RecordStore
     from effscope.profile.worker import Worker as ProfilerWorker
     from effscope.search.space import Space, TargetSpace
+    from effscope.spec import Spec
 
 __all__ = [
     "BlockCall",
@@ -108,7 +111,7 @@ def _call(config: Config, size: tuple[int, int] | None, batch: int) -> BlockCall
     return BlockCall(config.owner(), tuple(sorted(knobs.items())), tuple(size) if size else None, batch)
 
 
-def _trace(spec, config: Config, size: tuple[int, int] | None, batch: int) -> list[BlockCall]:
+def _trace(spec: Spec, config: Config, size: tuple[int, int] | None, batch: int) -> list[BlockCall]:
     """Any model: run its forward on `meta` and note every outermost registered block with its input grid."""
     import torch
 
@@ -120,14 +123,14 @@ def _trace(spec, config: Config, size: tuple[int, int] | None, batch: int) -> li
     depth = [0]
     handles = []
 
-    def pre(module, args) -> None:
+    def pre(module: nn.Module, args: tuple[Any, ...]) -> None:
         if depth[0] == 0:
             x, hw = args[0], args[1] if len(args) > 1 else None
             grid = tuple(int(v) for v in hw) if isinstance(hw, tuple | list) else None
             calls.append(_call(module.config, grid, int(x.shape[0])))
         depth[0] += 1
 
-    def post(module, args, output) -> None:
+    def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         depth[0] -= 1
 
     for m in model.modules():

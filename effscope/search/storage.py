@@ -15,6 +15,8 @@ from effscope.errors import EffscopeError
 if TYPE_CHECKING:
     import optuna
     import sqlalchemy
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = [
     "CONSTRAINTS",
@@ -63,7 +65,9 @@ def open_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
         raise StoreError(f"cannot open the study storage '{mask_url(url)}': {mask_command(first)}") from None
 
 
-def _create_rdb_storage(rdb_storage, url: str, kwargs: dict[str, Any], attempts: int = 5):
+def _create_rdb_storage(
+    rdb_storage: type[optuna.storages.RDBStorage], url: str, kwargs: dict[str, Any], attempts: int = 5
+) -> optuna.storages.RDBStorage:
     """RDBStorage(url), retried when another process is creating the same schema at that moment.
 
     Optuna creates its tables on first connection without a lock; two processes doing it at once (a reader
@@ -96,7 +100,7 @@ def sqlite_fast_commits(engine: sqlalchemy.engine.Engine) -> None:
     if engine.dialect.name != "sqlite":
         return
 
-    def pragmas(dbapi_conn, _record) -> None:
+    def pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from effscope.errors import EffscopeError, KnobError, SpecError, UnknownNameError
 from effscope.knobs import to_jsonable
 from effscope.search.objectives import OBJECTIVES, QualityError
-from effscope.search.space import Space
+from effscope.search.space import Space, TargetSpace
 from effscope.search.storage import write_trial
 from effscope.search.uncertainty import UNCERTAIN, measure_and_decide, verdict
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from effscope.profile.measure import Options
     from effscope.profile.record import Record
     from effscope.profile.store import RecordStore
+    from effscope.profile.target import Target
     from effscope.profile.worker import Worker as ProfilerWorker
     from effscope.search.objectives import QualityProcess
     from effscope.search.predictor import Predictor
@@ -230,7 +231,7 @@ class SearchObjective:
         return self._finish(trial, attrs, quality=quality, record=record, valid=quality is not None or aborted)
 
     def _count_beside_quality(
-        self, trial, target, record: Record, provenance: dict[str, Any], timing: dict[str, float]
+        self, trial: optuna.Trial, target: Target, record: Record, provenance: dict[str, Any], timing: dict[str, float]
     ) -> tuple[float | None, str | None] | None:
         """Count the timed design in the measurement process while the quality process computes its quality, and
         give `record` the counts (a failed count fails it). Returns (quality, why), or None for a design aborted
@@ -254,7 +255,7 @@ class SearchObjective:
         _adopt_counts(record, counted)
         return quality
 
-    def _screen(self, trial, ts, target, attrs: dict[str, Any]) -> bool:
+    def _screen(self, trial: optuna.Trial, ts: TargetSpace, target: Target, attrs: dict[str, Any]) -> bool:
         """Predict; True when the candidate is rejected unmeasured (a spot-checked rejection is measured)."""
         from effscope.search.predictor import reject_rule, spot_check
 
@@ -272,7 +273,7 @@ class SearchObjective:
             return False
         return True
 
-    def _rejected(self, trial, attrs: dict[str, Any]):
+    def _rejected(self, trial: optuna.Trial, attrs: dict[str, Any]):
         """Complete a predicted-infeasible trial: its predicted violation, no measurement, no quality."""
         space, p = self.space, attrs["predicted_latency_ms"]
         b = space.latency_budget
@@ -295,7 +296,7 @@ class SearchObjective:
         q = _worst(space.direction)
         return (q, math.inf) if space.latency_objective else q
 
-    def _trial_id(self, trial) -> int:
+    def _trial_id(self, trial: optuna.Trial) -> int:
         """The storage's id of `trial` (public API: by study and trial number; the study's id is looked up once)."""
         if self._study_id is None:
             self._study_id = trial.storage.get_study_id_from_name(trial.study.study_name)
@@ -313,7 +314,9 @@ class SearchObjective:
                 return None
         return record
 
-    def _quality_of(self, trial, target, record: Record, *, skip: bool) -> tuple[float | None, str | None]:
+    def _quality_of(
+        self, trial: optuna.Trial, target: Target, record: Record, *, skip: bool
+    ) -> tuple[float | None, str | None]:
         q = OBJECTIVES[self.space.quality]
         if q.source == "record":
             value = record.counts.get(q.name)
@@ -350,7 +353,9 @@ class SearchObjective:
             return None, f"{q.name}: {value}"
         return float(value), None
 
-    def _finish(self, trial, attrs: dict[str, Any], *, quality: float | None, record: Record | None, valid: bool):
+    def _finish(
+        self, trial: optuna.Trial, attrs: dict[str, Any], *, quality: float | None, record: Record | None, valid: bool
+    ):
         space = self.space
         flat = record.flat() if record is not None else {}
         peak = flat.get("peak_mem_bytes", flat.get("peak_rss_bytes"))

@@ -236,7 +236,13 @@ class TrialSlots:
             os.close(fd)  # releases the flock
 
 
-def _run_trial(study, storage, trial, trial_id: int, objective) -> None:
+def _run_trial(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    trial: optuna.Trial,
+    trial_id: int,
+    objective: SearchObjective,
+) -> None:
     """Run one claimed trial with a heartbeat and tell its result; an objective that raises fails the trial."""
     from optuna.trial import TrialState
 
@@ -291,7 +297,7 @@ def worker_process(args: WorkerArgs, report: Connection) -> None:
     os._exit(code)  # the idle children see their pipes close and exit; nothing waits for their teardown
 
 
-def _report(conn, text: str, code: int) -> int:
+def _report(conn: Connection, text: str, code: int) -> int:
     with contextlib.suppress(OSError):
         conn.send(text)
     return code
