@@ -14,6 +14,7 @@ from effscope.errors import SpecError
 
 __all__ = [
     "FLAGS",
+    "GRAPH_TIMED",
     "METRICS",
     "TIMED",
     "Metric",
@@ -26,6 +27,8 @@ __all__ = [
 MIB = 2**20
 # What a timing loop timed, by workload mode: the prefix of its Record keys (latency_ms_p50, train_step_ms_p50).
 TIMED = {"infer": "latency_ms_", "train": "train_step_ms_"}
+# The prefix of a forward's CUDA-graph replay times (GPU only): the GPU's work without the host launching kernels.
+GRAPH_TIMED = "latency_graph_ms_"
 SI = 0.0  # a scale of SI means: shown with an SI prefix (13.98 K, 9.38 M), for counts spanning many decades
 
 
@@ -93,7 +96,18 @@ for _m in (
     Metric("latency_ms_p99", "latency p99 (ms)", budgetable=True, help="99th percentile time of one forward"),
     Metric("latency_ms_iqr", "latency IQR (ms)", help="interquartile range of the forward times"),
     Metric("latency_ms_mean", "latency mean (ms)", budgetable=True, help="mean time of one forward"),
-    Metric("latency_graph_ms_p50", "CUDA-graph latency p50 (ms)", help="median time of a CUDA-graph replay"),
+    Metric(
+        "latency_graph_ms_p50",
+        "CUDA-graph latency p50 (ms)",
+        budgetable=True,
+        help="median time of a CUDA-graph replay of the forward",
+    ),
+    Metric(
+        "latency_graph_ms_p90",
+        "CUDA-graph latency p90 (ms)",
+        budgetable=True,
+        help="90th percentile time of a CUDA-graph replay of the forward",
+    ),
     Metric("host_bound_ratio", "eager / CUDA-graph latency", direction="none", help="over 1.25: host-bound"),
     Metric(
         "timed_s",

@@ -60,6 +60,8 @@ def test_budget_statistics_come_from_the_catalogue():
         "latency_ms_p90",
         "latency_ms_p99",
         "latency_ms_mean",
+        "latency_graph_ms_p50",
+        "latency_graph_ms_p90",
         "train_step_ms_p50",
         "train_step_ms_p90",
     ]

@@ -27,6 +27,8 @@ from effscope.report.data import (
     pareto_front,
     points_from_rows,
     points_from_trials,
+    study_timing,
+    timing_columns,
 )
 from effscope.report.sections.front import front_section, slice_table
 from effscope.report.sections.gap import gap_section
@@ -142,6 +144,26 @@ def test_front_plots_the_budget_statistic_so_position_and_feasibility_agree():
     assert front.front_line == [(1.2, 1.0), (1.9, 2.0)]
     # without latency budgets the median is plotted, as the search minimizes it
     assert front_section(dataclasses.replace(source, attrs={"objectives": [PROXY]})).x_statistic == "latency_ms_p50"
+
+
+def test_a_study_budgeting_the_cuda_graph_replay_shows_the_replay_in_its_front_and_tables():
+    """Eager GPU times measure the host; a study that budgets and minimizes the replay lists the replay's times,
+    not eager's, beside its budgets (a table showing eager p90 under a replay budget would look infeasible)."""
+    graph = {"latency_graph_ms_p50": 0.8, "latency_graph_ms_p90": 0.9}
+    points = [
+        pt("a", 5.0, 1.0, numbers=graph, constraints={"latency": -0.1}, trial=0),
+        pt("b", 6.0, 2.0, numbers={k: 2 * v for k, v in graph.items()}, constraints={"latency": 0.8}, trial=1),
+    ]
+    objectives = [PROXY, {"name": "latency_graph_ms_p50", "label": "median CUDA-graph latency (ms, measured)"}]
+    budget = {"name": "latency", "statistic": "latency_graph_ms_p90", "limit": 1.0, "unit": "ms"}
+    source = Source("study", "g", points, attrs={"objectives": objectives, "budgets": [budget]})
+    front = front_section(source)
+    assert front.x_statistic == "latency_graph_ms_p90" and [m.id for m in front.groups["best"]] == ["a"]
+    assert front.slices.columns[4:6] == ["CUDA-graph latency p50 (ms)", "CUDA-graph latency p90 (ms)"]
+    assert front.slices.rows[0][4:6] == [0.8, 0.9]
+    records = Source("records", "r", points)  # Records declare nothing: eager latency, as before
+    assert timing_columns(points) == {"latency_ms_p50": "latency p50 (ms)", "latency_ms_p90": "latency p90 (ms)"}
+    assert study_timing(records) is None and study_timing(source) == "latency_graph_ms_p50"
 
 
 def test_least_violating_ranks_by_total_violation_and_skips_invalid():

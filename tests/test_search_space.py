@@ -41,6 +41,22 @@ def test_a_training_space_budgets_the_training_step():
         parse(base=BASE.replace("size = [7, 7]", 'size = [7, 7]\nmode = "training"'))
 
 
+def test_a_gpu_space_may_budget_the_cuda_graph_replay():
+    """Eager GPU timing measures the host's kernel launches as much as the GPU; a budget on the replay limits the
+    GPU's work. The trials then replay every design, and the study's latency is the replay's."""
+    gpu = BASE.replace("size = [7, 7]", 'size = [7, 7]\ndevice = "cuda"')
+    s = parse('statistic = "latency_graph_ms_p90"\n', gpu)
+    assert s.budgets_graph_replay and s.workload.cuda_graph
+    assert s.timing("p50") == "latency_graph_ms_p50" and s.latency_budget.statistic == "latency_graph_ms_p90"
+    assert not parse(base=gpu).workload.cuda_graph  # an eager budget does not pay for the replay
+    assert s.with_overrides(device="cuda:1").workload.cuda_graph
+    with pytest.raises(SpaceError, match="budgets latency_graph_ms_p90, a CUDA-graph replay: --device must be cuda"):
+        s.with_overrides(device="cpu")
+    train = gpu.replace('device = "cuda"', 'device = "cuda"\nmode = "train"')
+    with pytest.raises(SpaceError, match="needs \\[workload\\] device = 'cuda' and mode = 'infer'"):
+        parse('statistic = "latency_graph_ms_p50"\n', train)
+
+
 def test_narrowing_forms_map_to_domains_and_distributions():
     s = parse(
         """
@@ -171,13 +187,18 @@ def test_every_shipped_space_parses_and_enqueues_its_presets():
             "",
             BASE + 'statistic = "train_step_ms_p50"\n',
             "statistic must be one of latency_ms_p50, latency_ms_p90, latency_ms_p99, latency_ms_mean with "
-            "[workload] mode = 'infer', but got 'train_step_ms_p50'",
+            "[workload] device = 'cpu' and mode = 'infer', but got 'train_step_ms_p50'",
         ),
         (
             "",
             BASE.replace("size = [7, 7]", 'size = [7, 7]\nmode = "train"') + 'statistic = "latency_ms_p90"\n',
-            "statistic must be one of train_step_ms_p50, train_step_ms_p90 with [workload] mode = 'train', but got "
-            "'latency_ms_p90'",
+            "statistic must be one of train_step_ms_p50, train_step_ms_p90 with [workload] device = 'cpu' and "
+            "mode = 'train', but got 'latency_ms_p90'",
+        ),
+        (
+            "",
+            BASE + 'statistic = "latency_graph_ms_p90"\n',
+            "but got 'latency_graph_ms_p90' (a CUDA-graph replay needs [workload] device = 'cuda' and mode = 'infer')",
         ),
     ],
 )

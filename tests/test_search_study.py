@@ -241,6 +241,40 @@ def test_over_budget_designs_abort_early_and_complete_infeasible(tmp_path):
     assert not result.summary.front and result.summary.feasible == 0
 
 
+def test_a_budget_on_the_cuda_graph_replay_turns_off_early_abort_and_needs_the_replay(tmp_path):
+    """Run here without a GPU: what the objective does with a Record that a GPU would return. Early abort watches eager
+    samples, so it is off; a design whose forward could not be captured is infeasible, with the capture's error."""
+    from effscope.profile.record import Record
+    from effscope.search.trial import SearchObjective
+
+    gpu = tiny(tmp_path).read_text().replace("threads = 1", 'device = "cuda"')
+    path = tmp_path / "gpu.toml"
+    path.write_text(gpu.replace("[search]", 'statistic = "latency_graph_ms_p90"\n[search]'))
+    space = load(path)
+    db = str(tmp_path / "g.db")
+    objective = SearchObjective(
+        space, store=RecordStore(db), device_name="gpu", study_name="g", command="test", measure=None
+    )
+    assert space.measure["abort_margin"] and objective.options.abort_above_ms is None
+    study = optuna.create_study(directions=space.directions, storage=storage_url(db), study_name="g")
+    why = "CUDA graph capture failed: operation not permitted when stream is capturing"
+    for latency, missing in (
+        ({"latency_graph_ms_p90": 0.5, "latency_graph_ms_p50": 0.4}, {}),
+        ({}, {"latency_graph_ms_p90": why}),
+    ):
+        trial = study.ask()
+        record = Record(target="hilo", kind="block", workload={}, latency={"latency_ms_p50": 3.0, **latency})
+        record.missing.update(missing)
+        values = objective._finish(trial, {}, quality=1.0, record=record, valid=True)
+        study.tell(trial, values)
+    captured, uncaptured = study.get_trials()
+    assert named_constraints(captured.system_attrs)["latency"] == pytest.approx(0.5 / 100.0 - 1.0)
+    assert captured.values == [1.0, 0.4]  # the second objective is the replay's median, not eager's 3.0 ms
+    assert captured.user_attrs["latency_graph_ms_p90"] == 0.5 and captured.user_attrs["latency_ms_p50"] == 3.0
+    assert named_constraints(uncaptured.system_attrs)["latency"] == 1.0
+    assert uncaptured.user_attrs["reason"] == f"latency_graph_ms_p90: {why}" and uncaptured.values[1] == math.inf
+
+
 def test_a_training_search_budgets_and_minimizes_the_training_step(tmp_path):
     """[workload] mode = "train": each design's training step (forward, backward, AdamW) is timed, budgeted and
     minimized, under its own names; forward latencies appear nowhere, and a latency table is refused."""

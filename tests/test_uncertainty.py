@@ -32,6 +32,17 @@ def fake_measure(rng: random.Random, true_p90: float, sigma: float, n: int):
     return measure, calls
 
 
+def test_the_cuda_graph_replay_gets_intervals_under_its_own_names():
+    samples = [1.0 + 0.01 * i for i in range(60)]
+    graph = latency_intervals(samples, "latency_graph_ms_", ("p50", "p90"))
+    assert sorted(graph) == [f"latency_graph_ms_{q}_{end}" for q in ("p50", "p90") for end in ("hi", "lo")]
+    eager = latency_intervals(samples)
+    assert graph["latency_graph_ms_p90_lo"] == eager["latency_ms_p90_lo"] and "latency_ms_p99_hi" in eager
+    record = {"latency_graph_ms_p90": float(np.percentile(samples, 90)), **graph}
+    assert verdict(record, "latency_graph_ms_p90", graph["latency_graph_ms_p90_hi"] + 0.01) == FEASIBLE
+    assert verdict(record, "latency_graph_ms_p90", record["latency_graph_ms_p90"]) == UNCERTAIN
+
+
 def test_verdicts():
     lat = {"latency_ms_p90": 9.0, "latency_ms_p90_lo": 8.0, "latency_ms_p90_hi": 9.5}
     assert verdict(lat, "latency_ms_p90", LIMIT) == FEASIBLE

@@ -90,11 +90,12 @@ def _front_table(summary: SearchSummary, space: Space) -> Table:
 
 
 def _timing_columns(space: Space) -> tuple[str, str]:
-    return ("step p50 ms", "step p90 ms") if space.workload.mode == "train" else ("p50 ms", "p90 ms")
+    short = {"training step": "step ", "CUDA-graph latency": "graph "}.get(space.timing_name, "")
+    return (f"{short}p50 ms", f"{short}p90 ms")
 
 
 def _timing_label(space: Space) -> str:
-    return "median training step (ms)" if space.workload.mode == "train" else "median latency (ms)"
+    return f"median {space.timing_name} (ms)"
 
 
 def _preset_table(summary: SearchSummary, space: Space) -> Table:

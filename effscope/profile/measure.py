@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from effscope.errors import EffscopeError
-from effscope.metrics import TIMED
+from effscope.metrics import GRAPH_TIMED, TIMED
 from effscope.profile.record import PROTOCOL, Record, Workload
 from effscope.profile.timing import LOW_CPU_UTIL
 
@@ -420,15 +420,19 @@ def _latency(forward: Callable[..., object], device: torch.device, wl: Workload,
         _cuda_graph_latency(forward, device, opts, record)
 
 
-def latency_intervals(samples_ms: Sequence[float]) -> dict[str, float | None]:
-    """95 % confidence intervals of the median, p90 and p99 (latency_ms_p50_lo / _hi, ...), distribution-free from
-    order statistics; where the samples are too few for one, the samples' range stands in (a weaker interval)."""
+def latency_intervals(
+    samples_ms: Sequence[float], prefix: str = TIMED["infer"], quantiles: Sequence[str] = ("p50", "p90", "p99")
+) -> dict[str, float | None]:
+    """95 % confidence intervals of the median, p90 and p99 (latency_ms_p50_lo / _hi, ...; `prefix` names other
+    timings), distribution-free from order statistics; where the samples are too few for one, the samples' range
+    stands in (a weaker interval)."""
     from effscope.stats import quantile_interval
 
     out: dict[str, float | None] = {}
-    for name, q in (("latency_ms_p50", 0.5), ("latency_ms_p90", 0.9), ("latency_ms_p99", 0.99)):
+    for name in quantiles:
+        q = int(name[1:]) / 100
         interval = quantile_interval(samples_ms, q) or ((min(samples_ms), max(samples_ms)) if samples_ms else None)
-        out[f"{name}_lo"], out[f"{name}_hi"] = interval or (None, None)
+        out[f"{prefix}{name}_lo"], out[f"{prefix}{name}_hi"] = interval or (None, None)
     return out
 
 
@@ -457,6 +461,8 @@ def _cuda_graph_latency(forward: Callable[..., object], device: torch.device, op
     record.latency.update(
         {"latency_graph_ms_p50": stats.median_ms, "latency_graph_ms_p90": stats.p90_ms, "host_bound_ratio": ratio}
     )
+    # Its intervals decide a search whose budget is on the replay (search/uncertainty.py), as eager's do.
+    record.latency.update(latency_intervals(stats.samples_ms, GRAPH_TIMED, ("p50", "p90")))
     if ratio is not None and ratio > HOST_BOUND:
         record.flags.append("host-bound")
 

@@ -57,6 +57,7 @@ __all__ = [
     "points_from_trials",
     "quality_of",
     "quantity",
+    "study_timing",
     "timing_columns",
     "timing_key",
     "varying_knobs",
@@ -645,16 +646,26 @@ def dedupe_measurements(points: Sequence[Point]) -> list[Point]:
     return out
 
 
-def timing_key(points: Sequence[Point]) -> str:
-    """The median time a study minimizes: a forward's latency, or, where every timed design was timed as a training
-    step ([workload] mode = "train"), the step's."""
+def study_timing(source: Source) -> str | None:
+    """The median time a study minimizes, as its objectives declare it (latency_ms_p50, train_step_ms_p50, or
+    latency_graph_ms_p50 for a budget on the CUDA-graph replay); None for Records or a study without one."""
+    objs = objectives_of(source)
+    name = objs[1].name if source.kind == "study" and len(objs) > 1 else None
+    return name if name in METRICS else None
+
+
+def timing_key(points: Sequence[Point], declared: str | None = None) -> str:
+    """The median time to show: the one a study declares (`study_timing`), else a forward's latency, or, where every
+    timed design was timed as a training step ([workload] mode = "train"), the step's."""
+    if declared:
+        return declared
     timed = [p for p in points if p.get(LATENCY) is not None or p.get(TRAIN_STEP) is not None]
     return TRAIN_STEP if timed and all(p.get(LATENCY) is None for p in timed) else LATENCY
 
 
-def timing_columns(points: Sequence[Point]) -> dict[str, str]:
+def timing_columns(points: Sequence[Point], declared: str | None = None) -> dict[str, str]:
     """The two timing columns, key -> heading: p50 and p90 of `timing_key`."""
-    p50 = timing_key(points)
+    p50 = timing_key(points, declared)
     return {k: METRICS[k].label for k in (p50, p50.replace("_p50", "_p90"))}
 
 
@@ -665,9 +676,15 @@ def number_name(key: str) -> str:
 
 
 def design_table(
-    rows_pts: Sequence[Point], all_pts: Sequence[Point], quality: Objective | None, *, with_violation: bool
+    rows_pts: Sequence[Point],
+    all_pts: Sequence[Point],
+    quality: Objective | None,
+    *,
+    with_violation: bool,
+    timing: str | None = None,
 ) -> Table:
-    """Designs as rows; the knobs column shows the knobs that vary between designs of the same target."""
+    """Designs as rows; the knobs column shows the knobs that vary between designs of the same target. `timing` is
+    the study's declared timing (`study_timing`), if any."""
     targets = {p.target for p in all_pts}
     varying = {t: varying_knobs([p for p in all_pts if p.target == t]) for t in targets}
     columns = ["design"]
@@ -675,8 +692,8 @@ def design_table(
         columns.append(quality.display)
     p_prefix, p_scale = si_unit(p.get("params") for p in rows_pts)
     m_prefix, m_scale = si_unit(p.get("macs") for p in rows_pts)
-    timing = timing_columns(all_pts)
-    columns += [*timing.values(), f"params ({p_prefix or 'count'})"]
+    timing_heads = timing_columns(all_pts, timing)
+    columns += [*timing_heads.values(), f"params ({p_prefix or 'count'})"]
     columns += [f"MACs ({m_prefix or 'count'})", "status"]
     if with_violation:
         columns.append("over budget")
@@ -688,7 +705,7 @@ def design_table(
             row.append(p.get(QUALITY))
         params, macs = p.get("params"), p.get("macs")
         row += [
-            *(p.get(k) for k in timing),
+            *(p.get(k) for k in timing_heads),
             params / p_scale if params is not None else None,
             macs / m_scale if macs is not None else None,
             p.status + (f": {p.reason}" if p.reason and p.status not in ("ok", "measured", "cached") else ""),

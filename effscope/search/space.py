@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from effscope.errors import SpecError, UnknownNameError
 from effscope.knobs import Choice, Config, Domain, FloatRange, IntRange, Knob, Seq, format_value, knobs_of
-from effscope.metrics import TIMED, budgetable
+from effscope.metrics import GRAPH_TIMED, TIMED, budgetable
 from effscope.registry import did_you_mean
 
 if TYPE_CHECKING:
@@ -297,10 +297,23 @@ class Space:
     def memory_budget(self) -> SearchBudget | None:
         return next((b for b in self.budgets if b.name == "memory"), None)
 
+    @property
+    def budgets_graph_replay(self) -> bool:
+        """The latency budget is on the CUDA-graph replay (the GPU's work), not on the eager timing loop."""
+        return self.latency_budget.statistic.startswith(GRAPH_TIMED)
+
+    @property
+    def timing_name(self) -> str:
+        """What this space times, in words: a forward, a training step, or a forward replayed as a CUDA graph."""
+        if self.budgets_graph_replay:
+            return "CUDA-graph latency"
+        return "training step" if self.workload.mode == "train" else "latency"
+
     def timing(self, statistic: str) -> str:
-        """The Record key of a timing statistic ("p50", "p90", "iqr") for this space's workload: `latency_ms_p50` for
-        a forward, `train_step_ms_p50` for a training step ([workload] mode = "train")."""
-        return TIMED[self.workload.mode] + statistic
+        """The Record key of a timing statistic ("p50", "p90", "iqr") for what this space times: `latency_ms_p50` for
+        a forward, `train_step_ms_p50` for a training step ([workload] mode = "train"), `latency_graph_ms_p50` for a
+        forward replayed as a CUDA graph (a budget on the replay; it has no IQR)."""
+        return (GRAPH_TIMED if self.budgets_graph_replay else TIMED[self.workload.mode]) + statistic
 
     @property
     def directions(self) -> list[str]:
@@ -350,6 +363,11 @@ class Space:
         if device is not None:
             from effscope.profile.run import validate_workload
 
+            if self.budgets_graph_replay and not device.startswith("cuda"):
+                raise SpaceError(
+                    f"space {self.name} budgets {self.latency_budget.statistic}, a CUDA-graph replay: --device must "
+                    f"be cuda or cuda:N, but got '{device}'"
+                )
             changes["workload"] = validate_workload(dataclasses.replace(self.workload, device=device))
         if trials is not None:
             if trials < 1:
@@ -372,6 +390,15 @@ class Space:
             "latency_objective": self.latency_objective,
             "budgets": [b.as_dict() for b in self.budgets],
         }
+
+
+def budget_statistics(workload: Workload) -> list[str]:
+    """The catalogue's budgetable statistics that a search on `workload` measures: its timing loop's (a forward's, or
+    a training step's) and, for a forward on a CUDA device, the CUDA-graph replay's."""
+    prefixes = [TIMED[workload.mode]]
+    if workload.mode == "infer" and workload.device.startswith("cuda"):
+        prefixes.append(GRAPH_TIMED)
+    return [s for s in budgetable() if s.startswith(tuple(prefixes))]
 
 
 def sample_designs(space: Space, n: int, seed: int) -> list[tuple[TargetSpace, Config]]:
@@ -639,14 +666,17 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
     for v in limits:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
             raise SpaceError(f"{where}: [budgets] latency_ms must be positive numbers of milliseconds, but got {v!r}")
-    timed = TIMED[workload.mode]  # what the timing loop measures: a forward or a training step
-    statistic = bu.get("statistic", str, f"{timed}p90")
-    allowed = [s for s in budgetable() if s.startswith(timed)]  # the catalogue says which statistics a budget limits
+    statistic = bu.get("statistic", str, f"{TIMED[workload.mode]}p90")
+    allowed = budget_statistics(workload)
     if statistic not in allowed:
+        graph = statistic in budgetable() and statistic.startswith(GRAPH_TIMED)
+        why = " (a CUDA-graph replay needs [workload] device = 'cuda' and mode = 'infer')" if graph else ""
         raise SpaceError(
-            f"{where}: [budgets] statistic must be one of {', '.join(allowed)} with [workload] mode = "
-            f"'{workload.mode}', but got '{statistic}'"
+            f"{where}: [budgets] statistic must be one of {', '.join(allowed)} with [workload] device = "
+            f"'{workload.device}' and mode = '{workload.mode}', but got '{statistic}'{why}"
         )
+    if statistic.startswith(GRAPH_TIMED):  # the trials must replay the forward as a CUDA graph to measure it
+        workload = dataclasses.replace(workload, cuda_graph=True)
     budgets = [SearchBudget("latency", statistic, float(v), "ms") for v in sorted(set(limits), reverse=True)]
     memory = bu.positive("memory_bytes", (int, float))
     if memory is not None:

@@ -50,11 +50,10 @@ def objectives_attr(space: Space) -> list[dict[str, Any]]:
         }
     ]
     if space.latency_objective:
-        train = space.workload.mode == "train"
         out.append(
             {
                 "name": space.timing("p50"),
-                "label": "median training step (ms, measured)" if train else "median latency (ms, measured)",
+                "label": f"median {space.timing_name} (ms, measured)",
                 "direction": "minimize",
                 "is_proxy": False,
             }

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from effscope.metrics import GRAPH_TIMED, TIMED
 from effscope.pareto import dominates, nondominated
 from effscope.search.space import ZOO_PARAM
 from effscope.search.storage import named_constraints
@@ -43,7 +44,7 @@ def trial_row(t: Any) -> dict[str, Any]:
     """A completed trial as a plain dict (the rows of SearchSummary)."""
     a = t.user_attrs
     return {
-        **{k: v for k, v in a.items() if k.startswith(("latency_ms_", "train_step_ms_"))},  # a training search's
+        **{k: v for k, v in a.items() if k.startswith((*TIMED.values(), GRAPH_TIMED))},  # whatever the space timed
         "trial": t.number,
         "preset": a.get("preset"),
         "status": a.get("status"),

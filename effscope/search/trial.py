@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from effscope.errors import EffscopeError, KnobError, SpecError, UnknownNameError
 from effscope.knobs import to_jsonable
+from effscope.metrics import TIMED
 from effscope.search.objectives import OBJECTIVES, QualityError
 from effscope.search.space import Space, TargetSpace
 from effscope.search.storage import write_trial
@@ -94,7 +95,8 @@ class SearchObjective:
         from effscope.profile.measure import Options
 
         m = self.space.measure
-        margin = m["abort_margin"]
+        # Early abort watches the eager samples: against a budget on the CUDA-graph replay they say nothing.
+        margin = None if self.space.budgets_graph_replay else m["abort_margin"]
         return Options(
             count=True,
             latency=True,
@@ -362,7 +364,9 @@ class SearchObjective:
         stat = flat.get(space.latency_budget.statistic)
         attrs.setdefault("record_uid", None)
         attrs.setdefault("flags", [])
-        timed = [space.timing(s) for s in ("p50", "p90", "iqr")]  # a forward's, or a training step's
+        timed = [TIMED[space.workload.mode] + s for s in ("p50", "p90", "iqr")]  # a forward's, or a training step's
+        if space.budgets_graph_replay:  # and what the study budgets and minimizes
+            timed += [space.timing("p50"), space.timing("p90")]
         for k in (*timed, "params", "macs", "train_img_s" if space.workload.mode == "train" else "throughput_img_s"):
             attrs[k] = flat.get(k)
         attrs[space.latency_budget.statistic] = stat  # the budgeted statistic, whichever it is
@@ -371,8 +375,14 @@ class SearchObjective:
         attrs["quality_name"] = space.quality
         if self._preset is not None:
             attrs["preset"] = self._preset
+        # Measured, yet without the budgeted statistic (a forward that cannot be captured as a CUDA graph): infeasible,
+        # since the budget cannot be shown to hold.
+        unbudgeted = stat is None and valid and record is not None and record.status == "ok"
+        if unbudgeted:
+            why = record.missing.get(space.latency_budget.statistic) or "not measured"
+            attrs["reason"] = f"{space.latency_budget.statistic}: {why}"
         constraints = {
-            "latency": stat / space.latency_budget.limit - 1.0 if stat is not None else 0.0,
+            "latency": stat / space.latency_budget.limit - 1.0 if stat is not None else float(unbudgeted),
             "memory": peak / space.memory_budget.limit - 1.0 if space.memory_budget and peak is not None else 0.0,
             "valid": 0.0 if valid else 1.0,
         }

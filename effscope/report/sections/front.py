@@ -32,6 +32,7 @@ from effscope.report.data import (
     pareto_front,
     quality_of,
     quantity,
+    study_timing,
     timing_columns,
     varying_knobs,
 )
@@ -93,7 +94,7 @@ def front_section(source: Source) -> Front | None:
         groups["least violating"] = [
             _marker(p, stat, QUALITY, quality) for p in lv if p.get(QUALITY) is not None and p.get(stat) is not None
         ]
-        lv_table = design_table(lv, source.points, quality, with_violation=True)
+        lv_table = design_table(lv, source.points, quality, with_violation=True, timing=study_timing(source))
         notes.insert(
             0, f"No design met every budget. The {len(lv)} least-violating designs are highlighted and listed."
         )
@@ -129,7 +130,7 @@ def front_section(source: Source) -> Front | None:
         front_line=[(p.get(stat), p.get(QUALITY)) for p in best],
         presets=presets,
         budget_lines=lines,
-        slices=slice_table(source.points, budgets, quality),
+        slices=slice_table(source.points, budgets, quality, study_timing(source)),
         slices_hint=(
             "Each design is listed once, under the tightest budget it meets; the front within a looser budget is "
             "its own rows plus all the rows above it."
@@ -148,11 +149,13 @@ def _marker(p: Point, x: str, y: str, quality: Objective | None, *, x_scale: flo
     return Marker(p.id, xv / x_scale if xv is not None else None, yv, hover(p, quality), interval)
 
 
-def slice_table(points: Sequence[Point], budgets: Sequence[Budget], quality: Objective) -> Table:
+def slice_table(
+    points: Sequence[Point], budgets: Sequence[Budget], quality: Objective, timing: str | None = None
+) -> Table:
     """The fronts per budget, tightest budget first, each design once: under the tightest budget whose front it is
     on. A looser budget's front is its own rows plus the tighter budgets' rows; a budget nothing fits says so."""
     names = varying_knobs(points)
-    timing = timing_columns(points)
+    timing = timing_columns(points, timing)
     columns = ["tightest budget met", "designs within", "design", quality.display, *timing.values(), "knobs"]
     rows: list[list[Any]] = []
     listed: set[str] = set()

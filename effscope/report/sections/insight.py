@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from effscope.report.data import (
     IMPORTANCE_BINS,
+    LATENCY,
     QUALITY,
     TRAIN_STEP,
     Objective,
@@ -26,6 +27,7 @@ from effscope.report.data import (
     latency_budgets,
     number_name,
     quality_of,
+    study_timing,
     timing_key,
     varying_knobs,
 )
@@ -103,8 +105,9 @@ def insight_section(source: Source) -> Insight | None:
     names = varying_knobs(measured)
     if len(measured) < 2 or not names:
         return None
-    timing = timing_key(measured)
-    objectives = [(timing, "median training step (ms)" if timing == TRAIN_STEP else "median latency (ms)")]
+    timing = timing_key(measured, study_timing(source))
+    label = {LATENCY: "median latency (ms)", TRAIN_STEP: "median training step (ms)"}.get(timing)
+    objectives = [(timing, label or f"median {number_name(timing).removesuffix(' p50')} (ms)")]
     if quality is not None:
         objectives.insert(0, (QUALITY, quality.display))
     importance = []
@@ -193,7 +196,7 @@ def hypervolume_history(source: Source, quality: Objective) -> Hypervolume | Non
     if not feasible:
         return None
     qs = [p.get(QUALITY) for p in feasible]
-    timing = timing_key(feasible)
+    timing = timing_key(feasible, study_timing(source))
     lats = [p.get(timing) for p in feasible]
     worst_q = min(qs) if sign > 0 else max(qs)
     q_span = (max(qs) - min(qs)) or abs(worst_q) or 1.0

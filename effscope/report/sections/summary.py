@@ -24,6 +24,7 @@ from effscope.report.data import (
     least_violating,
     objectives_of,
     quality_of,
+    study_timing,
 )
 from effscope.report.markup import facts_html, notes_html, table_html
 from effscope.report.sections._section import Section
@@ -79,7 +80,8 @@ def summary_section(source: Source) -> Summary:
         else:
             best_pts = least_violating(pts, direction=direction)
         best_title = "Best designs (the Pareto front)" if feasible else "Least-violating designs (nothing feasible)"
-        best = design_table(best_pts, pts, quality, with_violation=not feasible) if best_pts else None
+        timing = study_timing(source)
+        best = design_table(best_pts, pts, quality, with_violation=not feasible, timing=timing) if best_pts else None
     else:
         ok = [p for p in pts if p.status == "ok"]
         facts += [("source", source.name), ("records", len(pts)), ("measured", len(ok))]
