@@ -279,6 +279,25 @@ def test_summary_shows_every_step_and_never_prints_a_missing_number_as_zero(kit)
     assert "Not run for lack of time: hilo (bf16 batch 64), vit (bf16 batch 64)" in text
 
 
+def test_the_search_step_budgets_the_cuda_graph_replay_and_says_so(kit, tmp_path):
+    path = kit._space_budgeting("litv2", "latency_graph_ms_p90", tmp_path)
+    assert path.name == "litv2.toml" and 'statistic = "latency_graph_ms_p90"' in path.read_text()
+    from effscope.search.space import load_space
+
+    space = load_space(str(path))
+    assert space.budgets_graph_replay and space.workload.cuda_graph and space.name == "litv2"
+    eager = kit._space_budgeting("hilo_block", "latency_ms_p50", tmp_path / "eager")
+    assert load_space(str(eager)).latency_budget.statistic == "latency_ms_p50"  # the shipped space's line replaced
+    preset = {"preset": "litv2_s", "trial": 0, "on_front": True, "feasible": True, "latency_ms_p50": 10.4}
+    preset |= {"latency_graph_ms_p50": 9.7, "latency_graph_ms_p90": 9.8}
+    data = {"study": "gpu-check-litv2", "budget": {"statistic": "latency_graph_ms_p90", "limit": 40.0}}
+    data |= {"counts": {}, "trials": 1, "feasible": 1, "seconds_per_trial_median": 2.0, "quality": "synflow"}
+    data |= {"slices": [], "presets": [preset]}
+    text = "\n".join(kit._summary_search(data))
+    assert "feasible under latency_graph_ms_p90 <= 40 ms" in text
+    assert "preset litv2_s (trial 0): graph p50 9.700 ms, graph p90 9.800 ms, eager p50 10.400 ms" in text
+
+
 def test_plain_makes_strict_json(kit):
     value = kit.plain({"a": (1, float("nan")), "b": float("inf"), "c": Path("x"), 3: None})
     assert value == {"a": [1, None], "b": None, "c": "x", "3": None}
