@@ -192,10 +192,10 @@ class Step:
 # because it can use any amount of time (it measures targets while time allows).
 STEPS = (
     Step("device", 0.08, "effscope device, and the roofline calibration"),
-    Step("presets", 0.06, "every preset's forward at batch 1, fp32 and bf16"),
+    Step("presets", 0.08, "every preset's forward at batch 1, fp32 and bf16"),
     Step("protocols", 0.14, "the papers' own timing protocols (LITv2, LightViT) on the device"),
-    # Five targets, eager and graph replay: 60-90 s on an H200, whose host makes eager timings slow to settle.
-    Step("fidelity", 0.18, "measurement fidelity: repeatability, agreement with torch.utils.benchmark"),
+    # Five targets, eager and graph replay: 60-100 s on an H200, whose host makes eager timings slow to settle.
+    Step("fidelity", 0.16, "measurement fidelity: repeatability, agreement with torch.utils.benchmark"),
     # A GPU search's first trial took 19 s on an H100 (processes, CUDA, counting): the step needs a minute or more.
     Step("search", 0.18, "a short search under a latency budget measured on the device, and its report"),
     Step("predictor", 0.10, "latency predictor quality on held-out designs"),
