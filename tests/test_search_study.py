@@ -184,6 +184,9 @@ def test_progress_names_the_trial_and_gives_an_eta():
     assert _progress_text(SearchProgress(3, 2, 0, 3, 400, 2, None, 12.0, 2, [], eta_s=397 * 30.0), "q").endswith(
         "ETA 3.3 h"
     )
+    best = {"trial": 1, "quality": 5.0, "latency_ms_p50": 3.0, "latency_graph_ms_p50": 0.4}
+    graph = SearchProgress(3, 2, 0, 3, 40, 2, best, 12.0, 2, [1, 2], eta_s=None, finished=[])
+    assert "best q 5 at 0.400 ms (trial 1)" in _progress_text(graph, "q", "latency_graph_ms_p50")  # what it minimizes
 
 
 def test_another_definition_under_the_same_study_name_is_refused(first_run):

@@ -135,10 +135,11 @@ def _why_infeasible(r: dict, budget: dict) -> str:
     return "; ".join(parts) or (r.get("reason") or r.get("status") or "")
 
 
-def _progress_text(p: SearchProgress, quality: str) -> str:
+def _progress_text(p: SearchProgress, quality: str, timing: str = "latency_ms_p50") -> str:
+    """The progress line; `timing` is the median the search minimizes (Space.timing("p50"))."""
     best = ""
     if p.best is not None:
-        lat = p.best.get("latency_ms_p50")
+        lat = p.best.get(timing)
         best = f" | best {quality} {_quality_fmt(p.best['quality'])}" + (
             f" at {lat:.3f} ms (trial {p.best['trial']})" if lat is not None else f" (trial {p.best['trial']})"
         )
@@ -157,10 +158,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _trial_line(t: dict, p: SearchProgress, quality: str) -> str:
+def _trial_line(t: dict, p: SearchProgress, quality: str, timing: str = "latency_ms_p50") -> str:
     """One completed trial (stderr is not a terminal: a log gets a line per trial)."""
     took = f" in {t['seconds']:.2f} s" if t["seconds"] is not None else ""
-    return f"trial {t['trial']} {t['status'] or 'done'}{took} | {_progress_text(p, quality)}"
+    return f"trial {t['trial']} {t['status'] or 'done'}{took} | {_progress_text(p, quality, timing)}"
 
 
 def summary_line(result: SearchResult, cap: int) -> str:
@@ -256,12 +257,12 @@ def search(
 
         def progress(p: SearchProgress) -> None:
             if interactive:  # the status line, updated in place
-                status.update(esc(_progress_text(p, label)))
+                status.update(esc(_progress_text(p, label, sp.timing("p50"))))
                 return
             for t in p.finished:
                 if t["trial"] not in printed:
                     printed.add(t["trial"])
-                    err.print(_trial_line(t, p, label), markup=False, highlight=False, soft_wrap=True)
+                    err.print(_trial_line(t, p, label, sp.timing("p50")), markup=False, highlight=False, soft_wrap=True)
 
         try:
             result = run(
