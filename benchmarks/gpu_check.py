@@ -1082,9 +1082,11 @@ def _summary_protocols(d: dict[str, Any]) -> list[str]:
 
 
 def _summary_search(d: dict[str, Any]) -> list[str]:
+    from effscope.metrics import GRAPH_TIMED
+
     b = d["budget"]
     timed = b["statistic"].rsplit("_", 1)[0] + "_"  # the budgeted timing's keys: latency_ms_, latency_graph_ms_, ...
-    name = "graph " if timed == "latency_graph_ms_" else ""
+    name = "graph " if timed == GRAPH_TIMED else ""
     counts = ", ".join(f"{v} {k}" for k, v in d["counts"].items() if v)
     lines = [
         f"## Search `{d['study']}`",

@@ -57,7 +57,17 @@ class ConfiguredModule(nn.Module):
 
 
 class TokenBlock(ConfiguredModule):
-    """A block on image tokens: `forward(x, hw)` with x (B, H*W, dim) on an H x W grid; its config has `dim`."""
+    """A block on image tokens: `forward(x, hw)` with x (B, leading + H*W, width) on an H x W grid, where a block
+    with global or class tokens puts them first (`leading_tokens`) and the width is its config's `dim` unless
+    `token_width` says otherwise."""
+
+    def leading_tokens(self) -> int:
+        """Tokens in x before the H x W image tokens."""
+        return 0
+
+    def token_width(self) -> int:
+        """Channels of each input token."""
+        return self.config.dim
 
     def example_args(
         self,
@@ -68,7 +78,8 @@ class TokenBlock(ConfiguredModule):
         dtype: torch.dtype | None = None,
     ) -> tuple:
         h, w = size or self.default_size
-        return torch.randn(batch, h * w, self.config.dim, device=device, dtype=dtype), (h, w)
+        n = self.leading_tokens() + h * w
+        return torch.randn(batch, n, self.token_width(), device=device, dtype=dtype), (h, w)
 
 
 class ImageModel(ConfiguredModule):

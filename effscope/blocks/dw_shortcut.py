@@ -142,14 +142,5 @@ class DWShortcutBlock(TokenBlock):
             return torch.cat([x[:, :p], x[:, p:] + s], dim=1)
         return x + s
 
-    def example_args(
-        self,
-        batch: int = 1,
-        size: tuple[int, int] | None = None,
-        *,
-        device: DeviceLike | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> tuple:
-        h, w = size or self.default_size
-        n = self.config.prefix_tokens + h * w
-        return torch.randn(batch, n, self.config.dim, device=device, dtype=dtype), (h, w)
+    def leading_tokens(self) -> int:
+        return self.config.prefix_tokens

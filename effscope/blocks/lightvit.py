@@ -261,17 +261,8 @@ class LightViTBlock(TokenBlock):
         x = x + self.drop_path(self.attn(self.norm1(x), hw))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
-    def example_args(
-        self,
-        batch: int = 1,
-        size: tuple[int, int] | None = None,
-        *,
-        device: DeviceLike | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> tuple:
-        h, w = size or self.default_size
-        n = self.config.num_tokens + h * w
-        return torch.randn(batch, n, self.config.dim, device=device, dtype=dtype), (h, w)
+    def leading_tokens(self) -> int:
+        return self.config.num_tokens
 
 
 @dataclass(frozen=True)
@@ -346,14 +337,8 @@ class LightViTMerge(TokenBlock):
         glb = self.proj_global(self.norm_global(x[:, :nt]))
         return torch.cat([glb, img], dim=1), (h2, w2)
 
-    def example_args(
-        self,
-        batch: int = 1,
-        size: tuple[int, int] | None = None,
-        *,
-        device: DeviceLike | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> tuple:
-        h, w = size or self.default_size
-        n = self.config.num_tokens + h * w
-        return torch.randn(batch, n, self.config.in_dim, device=device, dtype=dtype), (h, w)
+    def leading_tokens(self) -> int:
+        return self.config.num_tokens
+
+    def token_width(self) -> int:
+        return self.config.in_dim

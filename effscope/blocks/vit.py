@@ -100,14 +100,5 @@ class ViTBlock(TokenBlock):
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
-    def example_args(
-        self,
-        batch: int = 1,
-        size: tuple[int, int] | None = None,
-        *,
-        device: DeviceLike | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> tuple:
-        h, w = size or self.default_size
-        n = self.config.prefix_tokens + h * w
-        return torch.randn(batch, n, self.config.dim, device=device, dtype=dtype), (h, w)
+    def leading_tokens(self) -> int:
+        return self.config.prefix_tokens

@@ -90,7 +90,7 @@ def _front_table(summary: SearchSummary, space: Space) -> Table:
 
 
 def _timing_columns(space: Space) -> tuple[str, str]:
-    short = {"training step": "step ", "CUDA-graph latency": "graph "}.get(space.timing_name, "")
+    short = "graph " if space.budgets_graph_replay else "step " if space.workload.mode == "train" else ""
     return (f"{short}p50 ms", f"{short}p90 ms")
 
 
