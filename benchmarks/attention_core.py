@@ -1,13 +1,14 @@
 """Verify the automatic attention core on the zoo's own attention calls: is the chosen path the faster one?
 
-Runs every registered preset and block once at each batch with SDPA forced, capturing each attention call's q, k,
-v and bias (a TorchFunctionMode on F.scaled_dot_product_attention). Each distinct call is then timed with the
-fused and the explicit core, interleaved in rounds (median of per-round ratios). The table lists, per call shape,
-sdpa / explicit, the automatic choice (effscope.blocks.attention.choose_attention) and whether it picked the faster
-core; the summary weighs each call by how often the zoo makes it and compares the attention time of the
-automatic choice with always-sdpa and always-explicit.
+Runs every registered preset and block once at each batch with SDPA forced, capturing each attention call's q, k, v
+and bias (a TorchFunctionMode on F.scaled_dot_product_attention). Each distinct call is then timed with the fused
+and the explicit core, interleaved in rounds (median of per-round ratios). The table lists, per call shape, sdpa /
+explicit, the automatic choice (effscope.blocks.attention.choose_attention where a rule holds, else what the
+measured mode's own short timing picks) and whether it picked the faster core; the summary weighs each call by how
+often the zoo makes it and compares the attention time of the automatic choice with always-sdpa and always-explicit.
 
-Usage: python benchmarks/attention_core.py [--device cpu] [--dtype fp32|bf16] [--batch 1 8] [--out FILE.json]
+Usage: python benchmarks/attention_core.py [--device cpu] [--dtype fp32|bf16] [--batch 1 8] [--mode auto|measured]
+       [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from interleave import interleaved
 from torch.overrides import TorchFunctionMode
 
 import effscope.blocks  # noqa: F401
 import effscope.models  # noqa: F401
-from effscope.blocks.attention import attend, attention_impl, attention_rule, choose_attention
+from effscope.blocks.attention import attend, attention_impl, attention_rule, choose_attention, measures_attention
+from effscope.profile.timing import interleaved, time_attention_cores
 from effscope.spec import blocks, models
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -106,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--chunk-s", type=float, default=0.03)
+    p.add_argument(
+        "--mode",
+        default="auto",
+        choices=("auto", "measured"),
+        help="the mode whose choice is checked (auto: rule or timing)",
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     if args.threads:
@@ -115,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     examples, counts, where = collect(args.batch, device, args.dtype)
     print(
         f"# {device}, {args.dtype}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-        f"rule: {attention_rule(device.type, 'auto')}"
+        f"{attention_rule(device.type, args.mode)}"
     )
     print(f"# load average before: {' '.join(f'{x:.2f}' for x in load_before)}")
     print(
@@ -125,9 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     totals = Counter()
     for key, call in sorted(examples.items(), key=lambda kv: kv[0][0]):
-        q, k, _, bias, _ = call
+        q, k, v, bias, scale = call
         logits = q.numel() // q.shape[-1] * k.shape[-2]
-        choice = choose_attention(device.type, bias is not None, q.shape[-2], k.shape[-2])
+        if measures_attention(
+            device.type, args.mode
+        ):  # what the measured mode's short timing picks, beside the long one
+            choice = time_attention_cores(q, k, v, bias, scale).core
+        else:
+            choice = choose_attention(device.type, bias is not None, q.shape[-2], k.shape[-2])
         ratio, ms_s, ms_e = measure(call, device, args.rounds, args.chunk_s)
         faster = "sdpa" if ratio < 1 else "explicit"
         ok = choice == faster or abs(ratio - 1) <= TIE

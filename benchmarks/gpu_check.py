@@ -525,6 +525,7 @@ def _zoo_row(group: ZooGroup, record, wall_s: float) -> dict[str, Any]:
         "flags": f.get("flags") or "",
         "wall_s": wall_s,
         **{k: f.get(k) for k in keys},
+        "attention_cores": [c["core"] for c in record.details.get("attention_choices", [])],
         "missing": dict(record.missing),
     }
 
@@ -961,6 +962,7 @@ def _summary_zoo(d: dict[str, Any]) -> list[str]:
                 _fmt(r["peak_mem_bytes"] if r["peak_mem_bytes"] is not None else r["peak_rss_bytes"], ".0f", 2**20),
                 _fmt(r["energy_j_per_img"], ".4f"),
                 _fmt(r["mean_power_w"], ".0f"),
+                _explicit_of_timed(r.get("attention_cores")),
                 r["flags"],
             )
         )
@@ -978,10 +980,16 @@ def _summary_zoo(d: dict[str, Any]) -> list[str]:
             "peak MB",
             "J/img",
             "W",
+            "explicit cores",
             "flags",
         ),
         rows,
     )
+    if any(r.get("attention_cores") for r in d["rows"]):
+        lines.append(
+            "\n`explicit cores`: of the target's distinct attention calls, each timed both ways before measuring, how "
+            "many took the explicit matmul-softmax-matmul path over fused SDPA."
+        )
     if any(r.get("latency_graph_ms_p50") for r in d["rows"]):
         lines.append(
             "\n`graph p50 ms` replays the forward as one CUDA graph: the GPU's work without the host launching each "
@@ -999,6 +1007,10 @@ def _summary_zoo(d: dict[str, Any]) -> list[str]:
     if missing:
         lines.append(f"\nMissing: {'; '.join(missing)}")
     return lines
+
+
+def _explicit_of_timed(cores: list[str] | None) -> str:
+    return f"{cores.count('explicit')} of {len(cores)}" if cores else "-"
 
 
 def _timing_cells(r: dict[str, Any], prefix: str = "") -> tuple[str, ...]:

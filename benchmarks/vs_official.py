@@ -30,12 +30,12 @@ import sys
 from pathlib import Path
 
 import torch
-from interleave import interleaved
 from official_code import Official, commits
 from official_pairs import BLOCK_BENCH_CASES, PRESET_CASES, Case, build_pair
 
-from effscope.blocks.attention import attention_impl, attention_rule
+from effscope.blocks.attention import ATTENTION_IMPLS, attention_impl, attention_rule, measuring_attention
 from effscope.profile.env import cpu_info
+from effscope.profile.timing import interleaved, time_attention_cores
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -66,9 +66,10 @@ def compare(
         with torch.no_grad(), ctx():
             return pair.run_theirs()
 
-    a, b = ours(), theirs()
-    agree = ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
-    t = interleaved(ours, theirs, rounds=rounds, chunk_s=chunk_s, device=device)
+    with measuring_attention(time_attention_cores) as choices:  # the measured mode times its cores on first use
+        a, b = ours(), theirs()
+        agree = ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+        t = interleaved(ours, theirs, rounds=rounds, chunk_s=chunk_s, device=device)
     q1, q3 = t.ratio_quartiles
     return {
         "target": case.name + (" (A/A)" if control else ""),
@@ -81,7 +82,14 @@ def compare(
         "ms_official": statistics.median(t.b) * 1e3,
         "rounds": rounds,
         "max_rel_diff": agree,
+        "measured_cores": [c.core for c in choices.values()],  # empty unless the attention core is measured
     }
+
+
+def _cores(measured: list[str]) -> str:
+    """The measured attention cores of one row, counted ("  cores: sdpa 2, explicit 1"), or nothing."""
+    counts = {core: measured.count(core) for core in dict.fromkeys(measured)}
+    return ("  cores: " + ", ".join(f"{core} {n}" for core, n in counts.items())) if measured else ""
 
 
 def _load() -> str:
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=11)
     p.add_argument("--chunk-s", type=float, default=0.25, help="seconds of forwards per timed chunk")
     p.add_argument("--only", nargs="*", help="preset or block names (default: all with official code)")
-    p.add_argument("--attention", default="auto", help="effscope's attention core: auto, sdpa or explicit")
+    p.add_argument("--attention", default="auto", choices=ATTENTION_IMPLS, help="effscope's attention core")
     p.add_argument(
         "--control", nargs="*", default=[], help="targets to also run A/A (official against its own copy) at the end"
     )
@@ -163,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{row['target']:22s} {batch:5d} {row['ratio_median']:12.3f}x "
                 f"[{row['ratio_q1']:.2f}-{row['ratio_q3']:.2f}] {row['ratio_of_min']:7.3f}x {row['ms_ours']:9.2f} "
-                f"{row['ms_official']:11.2f} {row['max_rel_diff']:12.1e}",
+                f"{row['ms_official']:11.2f} {row['max_rel_diff']:12.1e}{_cores(row['measured_cores'])}",
                 flush=True,
             )
     header["load_after"] = _load()

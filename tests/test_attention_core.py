@@ -1,23 +1,33 @@
 """The automatic attention core: the rule, that `attend` follows it, that every core computes the same function,
-and that the choice is recorded with every measurement."""
+that the measured mode times each distinct call once and uses the faster core, and that the choice is recorded with
+every measurement."""
 
 from __future__ import annotations
+
+import warnings
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from effscope.blocks import attention
 from effscope.blocks.attention import (
     CPU_SDPA_FEW_KEYS,
     CPU_SDPA_MIN_KEYS,
+    CoreChoice,
     attend,
     attention_impl,
     attention_rule,
     choose_attention,
+    measures_attention,
+    measuring_attention,
 )
 from effscope.errors import UnknownNameError
-from effscope.profile import env
+from effscope.profile import env, timing
+from effscope.profile.measure import Job, Options, run_job
+from effscope.profile.record import Workload
 
 
 class _CountSDPA(TorchFunctionMode):
@@ -74,14 +84,111 @@ def test_forced_cores_and_unknown_names():
         with attention_impl(impl), mode:
             attend(q, k, v, scale=1.0)
         assert mode.calls == calls
-    with pytest.raises(UnknownNameError, match="auto, sdpa, explicit"):
+    with pytest.raises(UnknownNameError, match="auto, measured, sdpa, explicit"):
         with attention_impl("flash"):
             pass
 
 
 def test_rule_in_words_and_in_the_environment():
     assert attention_rule("cpu", "auto").startswith("auto: sdpa without a bias when Nk >= 196")
-    assert attention_rule("cuda", "auto") == "auto: sdpa"
+    assert attention_rule("cuda", "auto").startswith("auto: per distinct call, the faster of sdpa and explicit")
+    assert attention_rule("cpu", "measured").startswith("measured: per distinct call")
     assert attention_rule("cpu", "explicit") == "explicit (forced)"
     assert env.environment("cpu", dtype=torch.float32)["attention_core"] == attention_rule("cpu", "auto")
     assert env.environment("cpu", dtype=torch.float32, attention="sdpa")["attention_core"] == "sdpa (forced)"
+
+
+def test_the_automatic_core_is_measured_where_no_rule_was_verified():
+    assert not measures_attention("cpu", "auto") and measures_attention("cuda", "auto")
+    assert measures_attention("cpu", "measured") and measures_attention("cuda", "measured")
+    assert not any(measures_attention(d, impl) for d in ("cpu", "cuda") for impl in ("sdpa", "explicit"))
+    assert not measures_attention("meta", "auto") and not measures_attention("meta", "measured")  # nothing to time
+
+
+@pytest.fixture
+def no_measured_calls(monkeypatch):
+    """A process that has measured no call yet (choices are kept per process)."""
+    monkeypatch.setattr(attention, "_MEASURED", {})
+
+
+class _FakeTuner:
+    """Picks `core` for every call and counts how often it was asked."""
+
+    def __init__(self, core: str) -> None:
+        self.core, self.calls = core, 0
+
+    def __call__(self, q, k, v, bias, scale) -> CoreChoice:
+        self.calls += 1
+        return CoreChoice(self.core, 2.0 if self.core == "explicit" else 0.5, "fake")
+
+
+@pytest.mark.parametrize(("core", "fused"), [("explicit", 0), ("sdpa", 2)])
+def test_the_measured_mode_times_each_distinct_call_once_and_uses_its_choice(no_measured_calls, core, fused):
+    q, k, v = _qkv(2, 2, 16, 16)
+    tuner, mode = _FakeTuner(core), _CountSDPA()
+    with attention_impl("measured"), measuring_attention(tuner) as used, mode:
+        first = attend(q, k, v, scale=0.3)
+        again = attend(q, k, v, scale=0.3)
+    assert tuner.calls == 1 and mode.calls == fused
+    torch.testing.assert_close(first, again)
+    ((key, choice),) = used.items()
+    assert choice.core == core
+    assert attention.describe_call(key) == {
+        "device": "cpu",
+        "dtype": "float64",
+        "autocast": None,
+        "q": [2, 2, 16, 8],
+        "k": [2, 2, 16, 8],
+        "bias": None,
+    }
+    with attention_impl("measured"), measuring_attention(tuner) as used_later:  # a later job: no new timing
+        attend(q, k, v, scale=0.3)
+        attend(q.transpose(-2, -1).contiguous().transpose(-2, -1), k, v, scale=0.3)  # another layout: timed
+    assert tuner.calls == 2 and len(used_later) == 2
+
+
+def test_an_untimed_call_takes_sdpa_and_is_not_remembered(no_measured_calls):
+    q, k, v = _qkv(1, 2, 8, 8)
+    tuner = _FakeTuner("explicit")
+    with attention_impl("measured"):
+        mode = _CountSDPA()
+        with mode:
+            attend(q, k, v, scale=1.0)  # no tuner
+        assert mode.calls == 1
+        with measuring_attention(tuner) as used, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fvcore counts through this tracer
+            torch.jit.trace(lambda q, k, v: attend(q, k, v, scale=1.0), (q, k, v), check_trace=False)
+        assert tuner.calls == 0 and not used and not attention._MEASURED
+
+
+def test_timing_the_cores_picks_the_faster_one_and_survives_running_out_of_memory(monkeypatch):
+    q, k, v = _qkv(1, 2, 64, 64, dtype=torch.float32)
+    choice = timing.time_attention_cores(q, k, v, None, 0.3)
+    assert choice.sdpa_over_explicit > 0
+    assert choice.core == ("explicit" if choice.sdpa_over_explicit > timing.CORE_EXPLICIT_MARGIN else "sdpa")
+    assert choice.why == f"sdpa took {choice.sdpa_over_explicit:.2f}x the explicit path's time"
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(timing, "interleaved", no_memory)
+    assert timing.time_attention_cores(q, k, v, None, 0.3) == CoreChoice(
+        "sdpa", None, "the explicit path ran out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
+
+
+def test_a_measured_job_records_every_calls_core_and_says_why_its_peak_is_missing(no_measured_calls):
+    job = Job(
+        "vit",
+        {},
+        workload=Workload(size=(7, 7), attention="measured"),
+        options=Options(max_time_s=0.1, window_s=0.1, reference=False, count=False, module_times=False),
+    )
+    r = run_job(job)
+    assert r.status == "ok", r.error
+    ((choice,),) = [r.details["attention_choices"]]  # one attention layer: one distinct call
+    assert choice["q"] == [1, 4, 49, 32] and choice["core"] in ("sdpa", "explicit") and choice["why"]
+    assert r.env["attention_core"] == attention_rule("cpu", "measured")
+    assert r.memory["peak_rss_bytes"] is None and "timed in this process first" in r.missing["peak_rss_bytes"]
+    auto = run_job(replace(job, workload=Workload(size=(7, 7))))
+    assert "attention_choices" not in auto.details  # the CPU rule needs no timing

@@ -207,6 +207,7 @@ def test_summary_shows_every_step_and_never_prints_a_missing_number_as_zero(kit)
                             "energy_j_per_img": 0.06,
                             "mean_power_w": 180.0,
                             "flags": "host-bound",
+                            "attention_cores": ["sdpa", "explicit", "sdpa"],
                             "missing": {},
                         },
                     ],
@@ -267,10 +268,11 @@ def test_summary_shows_every_step_and_never_prints_a_missing_number_as_zero(kit)
         assert step in text
     row = next(line for line in text.splitlines() if line.startswith("| litv2_s"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[6:12] == ["-", "-", "3,200", "1024", "-", "-"]  # no graph replay, no energy: missing, never 0
+    assert cells[6:13] == ["-", "-", "3,200", "1024", "-", "-", "-"]  # no graph replay, energy, cores: never 0
     row = next(line for line in text.splitlines() if line.startswith("| lightvit_t"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[6:8] == ["5.200", "5.00"] and cells[-1] == "host-bound"
+    assert cells[6:8] == ["5.200", "5.00"] and cells[-2:] == ["1 of 3", "host-bound"]
+    assert "how many took the explicit matmul-softmax-matmul path" in text
     assert "Worst repeatability deviation 0.40 % (target 1 %)" in text  # the graph replay's, beside eager's 70 %
     graph_rows = [line for line in text.splitlines() if line.startswith(("| vit", "| hilo"))][2:]
     assert "1.0035" in graph_rows[0] and "| 1.90 |" in graph_rows[0]

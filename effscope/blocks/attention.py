@@ -1,11 +1,13 @@
 """The attention core every block calls, `attend`, and the selection of its implementation: fused SDPA or the
-explicit matmul-softmax-matmul path, chosen per call ("auto") or forced for a whole forward (`attention_impl`)."""
+explicit matmul-softmax-matmul path, chosen per call ("auto": a verified rule on the CPU, a measurement elsewhere;
+"measured": a measurement everywhere) or forced for a whole forward (`attention_impl`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -16,13 +18,19 @@ __all__ = [
     "ATTENTION_IMPLS",
     "CPU_SDPA_FEW_KEYS",
     "CPU_SDPA_MIN_KEYS",
+    "RULE_DEVICE_TYPES",
+    "CoreChoice",
+    "Tuner",
     "attend",
     "attention_impl",
     "attention_rule",
     "choose_attention",
+    "describe_call",
+    "measures_attention",
+    "measuring_attention",
 ]
 
-ATTENTION_IMPLS = ("auto", "sdpa", "explicit")
+ATTENTION_IMPLS = ("auto", "measured", "sdpa", "explicit")
 _ATTENTION_IMPL: ContextVar[str] = ContextVar("effscope_attention_impl", default="auto")
 
 # The automatic choice, measured on every attention call the zoo makes by benchmarks/attention_core.py (CPU, 2
@@ -30,18 +38,39 @@ _ATTENTION_IMPL: ContextVar[str] = ContextVar("effscope_attention_impl", default
 # its math kernel (1.6-2x slower than matmul-softmax-matmul); without one, its fused kernel wins when the keys are
 # many (the logits it never writes are long rows) or fewer than a SIMD vector for many queries (short softmax rows
 # vectorize poorly in the explicit path), and loses to the explicit path's three plain ops everywhere else (small
-# windows, 49-key Lo-Fi / SRA / MSA attention). On CUDA the fused kernels (flash / memory-efficient, which take a
-# bias) are kept.
+# windows, 49-key Lo-Fi / SRA / MSA attention).
 CPU_SDPA_MIN_KEYS = 196
 CPU_SDPA_FEW_KEYS = 16  # below this, SDPA when there are at least CPU_SDPA_MIN_KEYS queries
+# Device types whose automatic choice is that verified rule. Elsewhere no rule has held: on an H200 at fp32, SDPA made
+# LITv2's HiLo block 1.09x the official matmul-softmax-matmul, while at bf16 on an H100 it made it 0.76x. There
+# "auto" times both cores on each distinct call instead (`measuring_attention`).
+RULE_DEVICE_TYPES = frozenset({"cpu"})
+_UNTIMED_DEVICE_TYPES = frozenset({"meta"})  # shapes without data: nothing to time, the rule's core is taken
+UNMEASURED_CORE = "sdpa"  # the core of a call the measured mode could not time (no tuner, tracing, graph capture)
+
+
+class CoreChoice(NamedTuple):
+    """The measured mode's choice for one distinct call: the core, its time ratio, and why it was chosen."""
+
+    core: str
+    sdpa_over_explicit: float | None  # median of interleaved per-round time ratios; None when not timed
+    why: str
+
+
+# Times both cores on one call (q, k, v, bias, scale) on the call's own device and returns the faster.
+Tuner = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, float], CoreChoice]
+_MEASURED: dict[tuple, CoreChoice] = {}  # per process: a call's choice is measured once
+_TUNER: ContextVar[Tuner | None] = ContextVar("effscope_attention_tuner", default=None)
+_USED: ContextVar[dict[tuple, CoreChoice] | None] = ContextVar("effscope_attention_used", default=None)
 
 
 @contextmanager
 def attention_impl(name: str) -> Iterator[None]:
-    """Select the attention core inside the block: "auto" (the default: per call, see `attention_rule`), "sdpa"
-    (fused) or "explicit" (matmul-softmax-matmul, as the official implementations).
+    """Select the attention core inside the block: "auto" (the default: per call, see `attention_rule`), "measured"
+    (per call, the faster core as timed on the call's device, see `measuring_attention`), "sdpa" (fused) or
+    "explicit" (matmul-softmax-matmul, as the official implementations).
 
-    All three compute the same function; "explicit" also serves to count with tools that miss SDPA.
+    All compute the same function; "explicit" also serves to count with tools that miss SDPA.
     """
     if name not in ATTENTION_IMPLS:
         raise UnknownNameError(f"unknown attention implementation '{name}' (choose from {', '.join(ATTENTION_IMPLS)})")
@@ -52,8 +81,75 @@ def attention_impl(name: str) -> Iterator[None]:
         _ATTENTION_IMPL.reset(token)
 
 
+def measures_attention(device_type: str, impl: str | None = None) -> bool:
+    """Whether `attend` chooses by measurement on this device type in mode `impl` (default: the current one)."""
+    impl = impl or _ATTENTION_IMPL.get()
+    if device_type in _UNTIMED_DEVICE_TYPES:
+        return False
+    return impl == "measured" or (impl == "auto" and device_type not in RULE_DEVICE_TYPES)
+
+
+@contextmanager
+def measuring_attention(tuner: Tuner) -> Iterator[dict[tuple, CoreChoice]]:
+    """Within the block, a call that the measured mode meets for the first time in this process is timed by `tuner`
+    (not while tracing, compiling or capturing a CUDA graph: there it gets sdpa, unrecorded). Yields the choices of
+    the calls made inside, keyed by call, filled as they are made."""
+    used: dict[tuple, CoreChoice] = {}
+    tuner_token, used_token = _TUNER.set(tuner), _USED.set(used)
+    try:
+        yield used
+    finally:
+        _TUNER.reset(tuner_token)
+        _USED.reset(used_token)
+
+
+def describe_call(key: tuple) -> dict[str, object]:
+    """A call key in words: device, dtype (and autocast dtype), the q and k shapes and the bias shape."""
+    device, dtype, autocast, q_shape, _, k_shape, _, _, _, bias_shape, _ = key
+    shape = lambda s: None if s is None else list(s)  # noqa: E731
+    return {
+        "device": device,
+        "dtype": dtype,
+        "autocast": autocast,
+        "q": shape(q_shape),
+        "k": shape(k_shape),
+        "bias": shape(bias_shape),
+    }
+
+
+def _call_key(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> tuple:
+    """What a core's speed depends on: device, dtypes, shapes and strides (layouts take different kernels)."""
+    dev = q.device.type
+    autocast = str(torch.get_autocast_dtype(dev)).removeprefix("torch.") if torch.is_autocast_enabled(dev) else None
+    return (
+        str(q.device),
+        str(q.dtype).removeprefix("torch."),
+        autocast,
+        *(x for t in (q, k, v) for x in (tuple(t.shape), t.stride())),
+        None if bias is None else tuple(bias.shape),
+        None if bias is None else bias.stride(),
+    )
+
+
+def _measured_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float) -> str:
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return UNMEASURED_CORE
+    key = _call_key(q, k, v, bias)
+    choice = _MEASURED.get(key)
+    if choice is None:
+        tuner = _TUNER.get()
+        if tuner is None or (q.is_cuda and torch.cuda.is_current_stream_capturing()):
+            return UNMEASURED_CORE
+        choice = _MEASURED[key] = tuner(q, k, v, bias, scale)
+    used = _USED.get()
+    if used is not None:
+        used[key] = choice
+    return choice.core
+
+
 def choose_attention(device_type: str, has_bias: bool, queries: int, keys: int) -> str:
-    """The automatic attention core for one call: "sdpa" or "explicit".
+    """The verified rule's attention core for one call: "sdpa" or "explicit" (device types in RULE_DEVICE_TYPES;
+    elsewhere "auto" measures, and this returns the core of a call that was not measured).
 
     Args:
         device_type: the tensors' device type ("cpu", "cuda", ...).
@@ -61,8 +157,8 @@ def choose_attention(device_type: str, has_bias: bool, queries: int, keys: int) 
         queries: Nq, the query length.
         keys: Nk, the key length.
     """
-    if device_type != "cpu":
-        return "sdpa"
+    if device_type not in RULE_DEVICE_TYPES:
+        return UNMEASURED_CORE
     if has_bias:
         return "explicit"
     many_keys = keys >= CPU_SDPA_MIN_KEYS
@@ -74,10 +170,13 @@ def attention_rule(device_type: str, impl: str | None = None) -> str:
     """The attention core that `attend` uses on this device type, in words (recorded in every Record's
     environment). `impl` is the selected mode (default: the current one)."""
     impl = impl or _ATTENTION_IMPL.get()
+    if measures_attention(device_type, impl):
+        return (
+            f"{impl}: per distinct call, the faster of sdpa and explicit as timed on this device before the first "
+            f"measurement (details: attention_choices); {UNMEASURED_CORE} where it could not be timed"
+        )
     if impl != "auto":
         return f"{impl} (forced)"
-    if device_type != "cpu":
-        return "auto: sdpa"
     return (
         f"auto: sdpa without a bias when Nk >= {CPU_SDPA_MIN_KEYS} or (Nk < {CPU_SDPA_FEW_KEYS} and "
         f"Nq >= {CPU_SDPA_MIN_KEYS}), else explicit"
@@ -100,7 +199,9 @@ def attend(
         (..., Nq, dv).
     """
     impl = _ATTENTION_IMPL.get()
-    if impl == "auto":
+    if measures_attention(q.device.type, impl):
+        impl = _measured_core(q, k, v, bias, scale)
+    elif impl in ("auto", "measured"):  # where nothing can be timed
         impl = choose_attention(q.device.type, bias is not None, q.shape[-2], k.shape[-2])
     if impl == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import typer
@@ -112,7 +113,12 @@ def profile(
         show_default=False,
     ),
     flush_cache: bool = typer.Option(False, "--flush-cache", help="Flush the L2 cache before each timed run."),
-    attention: str = typer.Option("auto", "--attention", help="Attention core: auto (per call), sdpa or explicit."),
+    attention: str = typer.Option(
+        "auto",
+        "--attention",
+        help="Attention core: auto (per call: a rule on the CPU, timed elsewhere), measured (per call, timed), "
+        "sdpa or explicit.",
+    ),
     sweep: bool = typer.Option(False, "--sweep", help="Batch sweep (powers of two) for peak throughput."),
     elementwise: bool = typer.Option(False, "--elementwise", help="Also count element-wise ops."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Skip latency timing."),
@@ -269,6 +275,12 @@ def _print_notes(r: Record) -> None:
         out.print(
             f"[dim]{esc(r.target)}: not in the MAC convention (element-wise; --elementwise counts them): "
             f"{esc(listed)}[/dim]"
+        )
+    choices = r.details.get("attention_choices")
+    if choices:
+        cores = ", ".join(f"{core} for {n}" for core, n in sorted(Counter(c["core"] for c in choices).items()))
+        out.print(
+            f"[dim]{esc(r.target)}: attention core timed per call: {cores} of {len(choices)} distinct calls[/dim]"
         )
 
 

@@ -191,7 +191,7 @@ def environment(
         compiled: False, True, or the torch.compile mode ("default", "reduce-overhead", "max-autotune").
         cuda_graph: whether iterations replay a captured CUDA graph.
         amp: the autocast dtype when running under AMP, else None.
-        attention: the attention core selected for the run ("auto", "sdpa" or "explicit").
+        attention: the attention core selected for the run ("auto", "measured", "sdpa" or "explicit").
 
     Returns:
         Keys effscope_version, timestamp_utc, hostname, os, machine, python_version, torch_version,

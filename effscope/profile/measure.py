@@ -19,6 +19,7 @@ from effscope.profile.record import PROTOCOL, Record, Workload
 from effscope.profile.timing import LOW_CPU_UTIL
 
 if TYPE_CHECKING:
+    from effscope.blocks.attention import CoreChoice
     from effscope.profile.target import Target
     from effscope.profile.timing import LatencyStats
 
@@ -151,10 +152,10 @@ def _protocol(o: Options) -> dict[str, Any]:
 
 
 def _run(job: Job, record: Record, first_in_process: bool) -> None:
-    from effscope.blocks.attention import attention_impl
+    from effscope.blocks.attention import attention_impl, measures_attention, measuring_attention
     from effscope.profile.env import environment
     from effscope.profile.target import Bound, Target, resolve_target
-    from effscope.profile.timing import set_threads
+    from effscope.profile.timing import set_threads, time_attention_cores
 
     wl, opts = job.workload, job.options
     device = torch.device(wl.device)
@@ -186,7 +187,8 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
     # Memory first, in a clean process: the baseline is taken before anything else allocates (the reference
     # workload and fvcore's tracing would otherwise leave freed memory that the model reuses, hiding its peak).
     baseline_rss = _reset_peak_rss() if first_in_process else None
-    with attention_impl(wl.attention):
+    measured_core = measures_attention(device.type, wl.attention)
+    with attention_impl(wl.attention), measuring_attention(time_attention_cores) as attention_choices:
         module = target.build(device).eval()
         args = target.example_args(module, wl.batch, wl.size, device)
         if wl.channels_last:
@@ -209,9 +211,13 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
             with torch.no_grad(), amp:
                 return fn(*tensors)
 
+        heap_note = None
+        if measured_core and not wl.compile:  # choose each call's core now, before memory and time are measured
+            forward(fn=bound)
+            heap_note = "the attention cores were timed in this process first: their freed memory hides the peak"
         train = wl.mode == "train"
         work = _train_step(module, runner, tensors, device, amp_dtype) if train else forward
-        _memory(work, device, baseline_rss, first_in_process, record)
+        _memory(work, device, baseline_rss, first_in_process, record, heap_note)
         reference_before = _time_reference(device) if opts.reference else None
         if opts.latency:
             _latency(work, device, replace(wl, cuda_graph=wl.cuda_graph and not train), opts, record)
@@ -229,7 +235,24 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
             record.details["time_by_module_ms"] = _module_times(lambda: forward(fn=bound), module, device)
         if opts.count:  # last: tracing allocates, and its counts do not depend on timing
             _count(module, target.example_args(module, 1, wl.size, device), opts, record)
+    if measured_core:
+        _attention_choices(attention_choices, wl.compile, record)
     _roofline(record)
+
+
+def _attention_choices(choices: dict[tuple, CoreChoice], compiled: bool, record: Record) -> None:
+    """The measured mode's choice for every attention call the job made (details["attention_choices"])."""
+    from effscope.blocks.attention import UNMEASURED_CORE, describe_call
+
+    if compiled:
+        record.missing["attention_choices"] = (
+            f"under torch.compile every attention call takes {UNMEASURED_CORE}: the measured choice is not compiled in"
+        )
+        return
+    record.details["attention_choices"] = [
+        {**describe_call(key), "core": c.core, "sdpa_over_explicit": c.sdpa_over_explicit, "why": c.why}
+        for key, c in choices.items()
+    ]
 
 
 def _train_step(
@@ -351,7 +374,10 @@ def _memory(
     baseline_rss: int | None,
     first_in_process: bool,
     record: Record,
+    heap_note: str | None = None,
 ) -> None:
+    """Peak memory of one call of `forward`. On the CPU the peak RSS needs the job's process to be clean; `heap_note`
+    says why it is not, though it is the first job there."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -364,12 +390,12 @@ def _memory(
         return
     forward()
     peak = _peak_rss()
-    if baseline_rss is None or peak is None:
+    if baseline_rss is None or peak is None or heap_note:
         record.memory = {"peak_rss_bytes": None}
+        if not first_in_process:
+            heap_note = "measured in a reused worker process, where memory freed by earlier jobs hides this job's peak"
         record.missing["peak_rss_bytes"] = (
-            "measured in a reused worker process, where memory freed by earlier jobs hides this job's peak"
-            if not first_in_process
-            else "this OS does not expose a resettable peak RSS (/proc/self/clear_refs)"
+            heap_note or "this OS does not expose a resettable peak RSS (/proc/self/clear_refs)"
         )
     else:
         record.memory = {"peak_rss_bytes": max(0, peak - baseline_rss)}

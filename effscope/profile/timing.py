@@ -13,6 +13,9 @@ power-of-two batch sweep that finds the peak and records the batch that ran out 
 A fixed reference workload (`REFERENCE_ID`) is timed in each run so results can be given as ratios to it
 (docs/measurement.md#contention).
 
+Interleaved A/B timing (`interleaved`) compares two callables in one process, and chooses the attention core of the
+measured mode (`time_attention_cores`, docs/measurement.md#attention-core).
+
 Nothing here prints; every result is a frozen dataclass the caller stores.
 """
 
@@ -21,10 +24,11 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,7 +36,11 @@ import torch.nn.functional as F
 
 from effscope.errors import SpecError
 
+if TYPE_CHECKING:
+    from effscope.blocks.attention import CoreChoice
+
 __all__ = [
+    "ABTiming",
     "FLUSH_BYTES",
     "LOW_CPU_UTIL",
     "REFERENCE_ID",
@@ -43,10 +51,13 @@ __all__ = [
     "ThroughputStats",
     "batch_sweep",
     "capture_cuda_graph",
+    "interleaved",
     "measure_latency",
     "measure_throughput",
     "reference_workload",
     "set_threads",
+    "time_attention_cores",
+    "time_chunk",
     "time_reference",
 ]
 
@@ -393,6 +404,124 @@ def capture_cuda_graph(fn: Callable[[], object], device: str | torch.device) -> 
     with torch.cuda.graph(graph):
         fn()
     return graph.replay
+
+
+# --------------------------------------------------------------------------------------------------- A/B
+
+
+def time_chunk(fn: Callable[[], object], n: int, device: torch.device) -> float:
+    """Seconds per call over n back-to-back calls (the GPU synchronized around them)."""
+    sync = _synchronizer(device)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync()
+    return (time.perf_counter() - t0) / n
+
+
+@dataclass(frozen=True)
+class ABTiming:
+    """Per-round seconds per call of A and B, and the statistics the comparisons print."""
+
+    a: list[float]
+    b: list[float]
+
+    @property
+    def ratios(self) -> list[float]:
+        return [x / y for x, y in zip(self.a, self.b, strict=True)]
+
+    @property
+    def ratio_median(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def ratio_quartiles(self) -> tuple[float, float]:
+        if len(self.ratios) < 2:
+            return self.ratios[0], self.ratios[0]
+        q = statistics.quantiles(self.ratios, n=4)
+        return q[0], q[2]
+
+    @property
+    def ratio_of_min(self) -> float:
+        """min(A) / min(B): contention only adds time, so the fastest chunks are the steadier comparison."""
+        return min(self.a) / min(self.b)
+
+
+def interleaved(
+    a: Callable[[], object],
+    b: Callable[[], object],
+    *,
+    rounds: int,
+    chunk_s: float,
+    device: torch.device,
+    warmup_s: float = 0.3,
+) -> ABTiming:
+    """Warm both up for `warmup_s` (allocator and caches settle: glibc serves large fresh tensors from mmap until
+    its dynamic threshold has grown past them), then `rounds` rounds of one chunk of A and one of B, in alternating
+    order so that drift hits both alike; a chunk is as many calls as fit in about `chunk_s` seconds."""
+    end = time.perf_counter() + warmup_s
+    a(), b()
+    while time.perf_counter() < end:
+        a(), b()
+    n = max(1, round(chunk_s / max(time_chunk(a, 1, device), time_chunk(b, 1, device))))
+    ta, tb = [], []
+    for r in range(rounds):
+        if r % 2:
+            tb.append(time_chunk(b, n, device))
+            ta.append(time_chunk(a, n, device))
+        else:
+            ta.append(time_chunk(a, n, device))
+            tb.append(time_chunk(b, n, device))
+    return ABTiming(ta, tb)
+
+
+# The measured attention core: a short interleaved comparison per distinct call (about 40 ms on any call that takes
+# under 2 ms), and the fused kernel unless the explicit path is clearly faster: ties keep SDPA, which writes no
+# logits, and a choice that does not flip with noise keeps Records of one design alike across runs.
+CORE_ROUNDS, CORE_CHUNK_S, CORE_WARMUP_S = 7, 0.002, 0.01
+CORE_EXPLICIT_MARGIN = 1.03  # the explicit path is chosen when SDPA takes longer than this many times its time
+CORE_LOGITS_SHARE = 0.25  # on a GPU, the explicit path is not tried when its logits need more of the free memory
+
+
+def time_attention_cores(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float
+) -> CoreChoice:
+    """The faster attention core for this call on its own device (a `Tuner` for `measuring_attention`)."""
+    from effscope.blocks.attention import CoreChoice, attend, attention_impl
+
+    device = q.device
+    logits_bytes = q.numel() // q.shape[-1] * k.shape[-2] * 4  # softmax runs in fp32 under autocast
+    if device.type == "cuda" and logits_bytes > CORE_LOGITS_SHARE * torch.cuda.mem_get_info(device)[0]:
+        return CoreChoice("sdpa", None, f"the explicit path's {logits_bytes / 2**30:.1f} GiB of logits would not fit")
+
+    def run(impl: str) -> Callable[[], object]:
+        def call() -> object:
+            with attention_impl(impl):
+                return attend(q, k, v, scale=scale, bias=bias)
+
+        return call
+
+    try:
+        with torch.no_grad():
+            t = interleaved(
+                run("sdpa"),
+                run("explicit"),
+                rounds=CORE_ROUNDS,
+                chunk_s=CORE_CHUNK_S,
+                device=device,
+                warmup_s=CORE_WARMUP_S,
+            )
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory is expected; anything else propagates
+        reason = _oom_reason(exc)
+        if reason is None:
+            raise
+        _free_memory(device)
+        return CoreChoice("sdpa", None, f"the explicit path ran {reason}")
+    ratio = t.ratio_median
+    if ratio > CORE_EXPLICIT_MARGIN:
+        return CoreChoice("explicit", ratio, f"sdpa took {ratio:.2f}x the explicit path's time")
+    return CoreChoice("sdpa", ratio, f"sdpa took {ratio:.2f}x the explicit path's time")
 
 
 # --------------------------------------------------------------------------------------------------- throughput
