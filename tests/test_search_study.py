@@ -278,6 +278,39 @@ def test_a_budget_on_the_cuda_graph_replay_turns_off_early_abort_and_needs_the_r
     assert uncaptured.user_attrs["reason"] == f"latency_graph_ms_p90: {why}" and uncaptured.values[1] == math.inf
 
 
+def test_a_memory_budget_needs_the_peak_a_design_without_one_is_infeasible_with_its_reason(tmp_path):
+    from effscope.profile.record import Record
+    from effscope.search.trial import SearchObjective
+
+    path = tmp_path / "mem.toml"
+    path.write_text(tiny(tmp_path).read_text().replace("[search]", "memory_bytes = 1000\n[search]"))
+    space = load(path)
+    db = str(tmp_path / "m.db")
+    objective = SearchObjective(
+        space, store=RecordStore(db), device_name="cpu", study_name="m", command="t", measure=None
+    )
+    study = optuna.create_study(directions=space.directions, storage=storage_url(db), study_name="m")
+    why = "this OS does not expose a resettable peak RSS (/proc/self/clear_refs)"
+    for peak in (500, None):
+        trial = study.ask()
+        record = Record(
+            target="hilo", kind="block", workload={}, latency={"latency_ms_p50": 0.4, "latency_ms_p90": 0.5}
+        )
+        record.memory = {"peak_rss_bytes": peak}
+        if peak is None:
+            record.missing["peak_rss_bytes"] = why
+        study.tell(trial, objective._finish(trial, {}, quality=1.0, record=record, valid=True))
+    measured, unmeasured = study.get_trials()
+    assert named_constraints(measured.system_attrs)["memory"] == pytest.approx(500 / 1000 - 1.0)
+    assert "reason" not in measured.user_attrs
+    assert named_constraints(unmeasured.system_attrs)["memory"] == 1.0  # never silently within the budget
+    assert unmeasured.user_attrs["reason"] == f"peak_rss_bytes: {why}"
+    # the measured attention mode times its cores in the measuring process first: no clean peak RSS to budget
+    path.write_text(path.read_text().replace("threads = 1", 'threads = 1\nattention = "measured"'))
+    with pytest.raises(SpecError, match="memory_bytes needs the peak RSS, which .* cannot give on the CPU"):
+        load(path)
+
+
 def test_a_training_search_budgets_and_minimizes_the_training_step(tmp_path):
     """[workload] mode = "train": each design's training step (forward, backward, AdamW) is timed, budgeted and
     minimized, under its own names; forward latencies appear nowhere, and a latency table is refused."""

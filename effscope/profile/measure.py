@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from effscope.profile.target import Target
     from effscope.profile.timing import LatencyStats
 
-__all__ = ["Job", "Options", "describe_failure", "run_job"]
+__all__ = ["Job", "Options", "describe_failure", "peak_rss_hidden", "run_job"]
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 REFERENCE_DRIFT = 1.2  # the reference slowed by more than this between before and after the target: contention
@@ -211,10 +211,9 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
             with torch.no_grad(), amp:
                 return fn(*tensors)
 
-        heap_note = None
         if measured_core and not wl.compile:  # choose each call's core now, before memory and time are measured
             forward(fn=bound)
-            heap_note = "the attention cores were timed in this process first: their freed memory hides the peak"
+        heap_note = peak_rss_hidden(wl)
         train = wl.mode == "train"
         work = _train_step(module, runner, tensors, device, amp_dtype) if train else forward
         _memory(work, device, baseline_rss, first_in_process, record, heap_note)
@@ -238,6 +237,16 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
     if measured_core:
         _attention_choices(attention_choices, wl.compile, record)
     _roofline(record)
+
+
+def peak_rss_hidden(wl: Workload) -> str | None:
+    """Why this workload's CPU peak RSS is not measured even in a fresh process, or None: the measured attention
+    mode times its cores in that process before the memory pass, and their freed memory hides the peak."""
+    from effscope.blocks.attention import measures_attention
+
+    if wl.device == "cpu" and measures_attention("cpu", wl.attention) and not wl.compile:
+        return "the attention cores were timed in this process first: their freed memory hides the peak"
+    return None
 
 
 def _attention_choices(choices: dict[tuple, CoreChoice], compiled: bool, record: Record) -> None:

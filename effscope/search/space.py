@@ -578,6 +578,7 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
         SpaceError: malformed TOML, unknown sections or keys, unknown knobs, knob values outside the declared
             domain, empty domains, non-positive budgets; one sentence each.
     """
+    from effscope.profile.measure import peak_rss_hidden
     from effscope.profile.record import Workload
     from effscope.profile.run import validate_workload
     from effscope.search.objectives import OBJECTIVES
@@ -680,6 +681,13 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
     budgets = [SearchBudget("latency", statistic, float(v), "ms") for v in sorted(set(limits), reverse=True)]
     memory = bu.positive("memory_bytes", (int, float))
     if memory is not None:
+        hidden = peak_rss_hidden(workload)
+        if hidden:
+            raise SpaceError(
+                f"{where}: [budgets] memory_bytes needs the peak RSS, which [workload] attention = "
+                f"'{workload.attention}' cannot give on the CPU ({hidden}); use 'auto', 'sdpa' or 'explicit', or "
+                "drop the memory budget"
+            )
         budgets.append(SearchBudget("memory", "peak_mem_bytes", float(memory), "bytes"))
 
     # search, measure, proxy, train, data

@@ -375,15 +375,24 @@ class SearchObjective:
         attrs["quality_name"] = space.quality
         if self._preset is not None:
             attrs["preset"] = self._preset
-        # Measured, yet without the budgeted statistic (a forward that cannot be captured as a CUDA graph): infeasible,
-        # since the budget cannot be shown to hold.
-        unbudgeted = stat is None and valid and record is not None and record.status == "ok"
-        if unbudgeted:
-            why = record.missing.get(space.latency_budget.statistic) or "not measured"
-            attrs["reason"] = f"{space.latency_budget.statistic}: {why}"
+        # Measured, yet without a budgeted figure (a forward that cannot be captured as a CUDA graph, a peak RSS
+        # hidden by earlier work in the process): infeasible, since the budget cannot be shown to hold.
+        measured = valid and record is not None and record.status == "ok"
+        unbudgeted = measured and stat is None
+        peak_name = "peak_mem_bytes" if space.workload.device == "cuda" else "peak_rss_bytes"
+        no_peak = measured and space.memory_budget is not None and peak is None
+        reasons = [
+            f"{name}: {record.missing.get(name) or 'not measured'}"
+            for name, lacking in ((space.latency_budget.statistic, unbudgeted), (peak_name, no_peak))
+            if lacking
+        ]
+        if reasons:
+            attrs["reason"] = "; ".join(reasons)
         constraints = {
             "latency": stat / space.latency_budget.limit - 1.0 if stat is not None else float(unbudgeted),
-            "memory": peak / space.memory_budget.limit - 1.0 if space.memory_budget and peak is not None else 0.0,
+            "memory": peak / space.memory_budget.limit - 1.0
+            if space.memory_budget and peak is not None
+            else float(no_peak),
             "valid": 0.0 if valid else 1.0,
         }
         write_trial(trial, self._trial_id(trial), attrs, constraints, dashboard=self.dashboard)
