@@ -493,7 +493,8 @@ def time_attention_cores(
     device = q.device
     logits_bytes = q.numel() // q.shape[-1] * k.shape[-2] * 4  # softmax runs in fp32 under autocast
     if device.type == "cuda" and logits_bytes > CORE_LOGITS_SHARE * torch.cuda.mem_get_info(device)[0]:
-        return CoreChoice("sdpa", None, f"the explicit path's {logits_bytes / 2**30:.1f} GiB of logits would not fit")
+        why = f"the explicit path's {logits_bytes / 2**30:.1f} GiB of logits exceed a quarter of the free memory"
+        return CoreChoice("sdpa", None, why)
 
     def run(impl: str) -> Callable[[], object]:
         def call() -> object:
