@@ -555,6 +555,16 @@ def test_sections_exist_only_with_their_data():
     assert data.summary.best.rows[0][0] == "a" and data.provenance.rows
 
 
+def test_provenance_says_what_the_attention_mode_did_on_each_device():
+    gpu = "auto: per distinct call, the faster of sdpa and explicit as timed on this device"
+    points = [
+        pt("a", 1.0, None, env={"attention_core": gpu}, workload={"attention": "auto"}),
+        pt("b", 1.0, None, env={"attention_core": "sdpa (forced)"}, workload={"attention": "sdpa"}),
+    ]
+    rows = dict(report_data(Source("records", "r", points)).provenance.rows)
+    assert rows["attention core"] == f"{gpu} | sdpa (forced)" and rows["workload attention"] == "auto | sdpa"
+
+
 def test_the_report_layer_imports_neither_torch_nor_optuna():
     import subprocess
     import sys

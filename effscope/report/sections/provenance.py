@@ -44,6 +44,7 @@ def provenance_section(source: Source) -> Table:
         ("OS", "os"),
         ("threads", "torch_threads"),
         ("TF32 matmul", "tf32_matmul"),
+        ("attention core", "attention_core"),  # what the workload's attention mode did on this device
     ]
     device_name = source.attrs.get("device_name")
     for label, key in env_keys:
