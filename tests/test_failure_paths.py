@@ -262,19 +262,24 @@ def test_trial_slots_count_completed_and_heartbeating_trials_only(tmp_path):
 
 def test_concurrent_claims_never_pass_the_cap(tmp_path):
     db = tmp_path / "cap.db"
-    optuna.create_study(study_name="cap", storage=f"sqlite:///{db}")
-    claimed, barrier = [], threading.Barrier(6)
+    optuna.create_study(study_name="cap", storage=f"sqlite:///{db}")  # not yet in WAL: six connections switch it
+    claimed, errors, barrier = [], [], threading.Barrier(6, timeout=120)
 
     def claim() -> None:
-        slots = _slots(db, 4)
-        barrier.wait()
-        claimed.append(slots.claim(stop=lambda: True))
+        try:
+            slots = _slots(db, 4)
+            barrier.wait()
+            claimed.append(slots.claim(stop=lambda: True))
+        except Exception as e:  # a failed thread fails the test, and breaks the barrier instead of hanging the rest
+            errors.append(repr(e))
+            barrier.abort()
 
-    threads = [threading.Thread(target=claim) for _ in range(6)]
+    threads = [threading.Thread(target=claim, daemon=True) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(180)
+    assert not errors
     assert sum(t is not None for t in claimed) == 4 and len(claimed) == 6
 
 

@@ -107,3 +107,46 @@ def test_export_rejects_unknown_formats(tmp_path):
     store = RecordStore(str(tmp_path / "r.db"))
     with pytest.raises(SpecError, match="suffix must be one of .csv, .parquet, .json"):
         store.export(tmp_path / "x.xlsx")
+
+
+class _Connection:
+    """An SQLite connection as the pragmas see it: the statements run, and a journal-mode switch that finds the
+    file locked `locked` times before it succeeds."""
+
+    def __init__(self, mode: str, locked: int) -> None:
+        self.mode, self.locked, self.statements = mode, locked, []
+
+    def cursor(self):
+        return self
+
+    def execute(self, sql: str):
+        import sqlite3
+
+        self.statements.append(sql)
+        if sql == "PRAGMA journal_mode=WAL" and self.locked:
+            self.locked -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return self
+
+    def fetchone(self):
+        return (self.mode,)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_wal_switch_waits_for_other_connections_and_retries_what_sqlite_will_not_wait_for(monkeypatch):
+    from effscope.profile.store import sqlite_connection_pragmas
+
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    racing = _Connection("delete", locked=3)
+    sqlite_connection_pragmas(racing, busy_timeout_ms=60_000, synchronous="NORMAL")
+    assert racing.statements == [
+        "PRAGMA busy_timeout=60000",  # first: everything after it waits for other connections' locks
+        "PRAGMA journal_mode",
+        *["PRAGMA journal_mode=WAL"] * 4,  # "database is locked" three times, then switched
+        "PRAGMA synchronous=NORMAL",
+    ]
+    already = _Connection("wal", locked=0)
+    sqlite_connection_pragmas(already, busy_timeout_ms=30_000)
+    assert already.statements == ["PRAGMA busy_timeout=30000", "PRAGMA journal_mode"]

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPIConnection
     from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["DEFAULT_DB", "EXPORT_FORMATS", "RecordStore", "StoreError", "write_table"]
+__all__ = ["DEFAULT_DB", "EXPORT_FORMATS", "RecordStore", "StoreError", "sqlite_connection_pragmas", "write_table"]
 
 EXPORT_FORMATS = (".csv", ".parquet", ".json")
 
@@ -161,12 +161,45 @@ def export_format(path: str | Path) -> str:
     return suffix[1:]
 
 
-def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-    # WAL lets readers and one writer work at once; the busy timeout makes concurrent writers wait, not fail.
+# Switching a file to WAL needs it to itself. When the switch would deadlock with another connection's lock upgrade
+# (several workers opening a file that is not yet in WAL), SQLite answers "database is locked" at once instead of
+# waiting out the busy timeout, so the switch is retried for up to about 18 s.
+WAL_SWITCH_TRIES = 40
+
+
+def sqlite_connection_pragmas(
+    dbapi_conn: DBAPIConnection, *, busy_timeout_ms: int, synchronous: str | None = None
+) -> None:
+    """Set up one new SQLite connection: concurrent writers wait for each other (the busy timeout, set first so that
+    everything after it waits too), and the file is put in WAL (readers and one writer at once) unless it is. If
+    others hold the file throughout the retries, this connection works in the file's current journal mode."""
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
+    try:
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            _switch_to_wal(cur)
+        if synchronous:
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+    finally:
+        cur.close()
+
+
+def _switch_to_wal(cur: Any) -> None:
+    import sqlite3
+    import time
+
+    for attempt in range(WAL_SWITCH_TRIES):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise
+            time.sleep(min(0.05 * (attempt + 1), 0.5))
+
+
+def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    sqlite_connection_pragmas(dbapi_conn, busy_timeout_ms=30_000)
 
 
 def _first_line(e: Exception) -> str:

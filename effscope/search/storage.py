@@ -97,15 +97,13 @@ def sqlite_fast_commits(engine: sqlalchemy.engine.Engine) -> None:
     last commits but never corrupts the file); fsync per commit would cost ~10 ms per attribute on some disks."""
     import sqlalchemy as sa
 
+    from effscope.profile.store import sqlite_connection_pragmas
+
     if engine.dialect.name != "sqlite":
         return
 
     def pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=60000")
-        cur.close()
+        sqlite_connection_pragmas(dbapi_conn, busy_timeout_ms=60_000, synchronous="NORMAL")
 
     sa.event.listen(engine, "connect", pragmas)
     engine.dispose()  # connections opened before the listener get the pragmas on reconnect
