@@ -106,11 +106,12 @@ def measuring_attention(tuner: Tuner) -> Iterator[dict[tuple, CoreChoice]]:
 def describe_call(key: tuple) -> dict[str, object]:
     """A call key in words: device, dtype (and autocast dtype), the q and k shapes and the bias shape."""
     device, dtype, autocast, q_shape, _, k_shape, _, _, _, bias_shape, _ = key
+    name = lambda t: None if t is None else str(t).removeprefix("torch.")  # noqa: E731
     shape = lambda s: None if s is None else list(s)  # noqa: E731
     return {
-        "device": device,
-        "dtype": dtype,
-        "autocast": autocast,
+        "device": str(device),
+        "dtype": name(dtype),
+        "autocast": name(autocast),
         "q": shape(q_shape),
         "k": shape(k_shape),
         "bias": shape(bias_shape),
@@ -118,15 +119,21 @@ def describe_call(key: tuple) -> dict[str, object]:
 
 
 def _call_key(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> tuple:
-    """What a core's speed depends on: device, dtypes, shapes and strides (layouts take different kernels)."""
-    dev = q.device.type
-    autocast = str(torch.get_autocast_dtype(dev)).removeprefix("torch.") if torch.is_autocast_enabled(dev) else None
+    """What a core's speed depends on: device, dtypes, shapes and strides (layouts take different kernels). Built on
+    every attention call of the measured mode, so it holds torch's own hashable objects; `describe_call` names them."""
+    dev = q.device
+    autocast = torch.get_autocast_dtype(dev.type) if torch.is_autocast_enabled(dev.type) else None
     return (
-        str(q.device),
-        str(q.dtype).removeprefix("torch."),
+        dev,
+        q.dtype,
         autocast,
-        *(x for t in (q, k, v) for x in (tuple(t.shape), t.stride())),
-        None if bias is None else tuple(bias.shape),
+        q.shape,
+        q.stride(),
+        k.shape,
+        k.stride(),
+        v.shape,
+        v.stride(),
+        None if bias is None else bias.shape,
         None if bias is None else bias.stride(),
     )
 
