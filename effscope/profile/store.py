@@ -165,10 +165,13 @@ def export_format(path: str | Path) -> str:
 # (several workers opening a file that is not yet in WAL), SQLite answers "database is locked" at once instead of
 # waiting out the busy timeout, so the switch is retried for up to about 18 s.
 WAL_SWITCH_TRIES = 40
+# How long a connection waits for another's lock before SQLite answers "database is locked": search workers and
+# profile runs writing Records and the study to one file take turns within it.
+SQLITE_BUSY_TIMEOUT_S = 60
 
 
 def sqlite_connection_pragmas(
-    dbapi_conn: DBAPIConnection, *, busy_timeout_ms: int, synchronous: str | None = None
+    dbapi_conn: DBAPIConnection, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_S * 1000, synchronous: str | None = None
 ) -> None:
     """Set up one new SQLite connection: concurrent writers wait for each other (the busy timeout, set first so that
     everything after it waits too), and the file is put in WAL (readers and one writer at once) unless it is. If
@@ -199,7 +202,7 @@ def _switch_to_wal(cur: Any) -> None:
 
 
 def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-    sqlite_connection_pragmas(dbapi_conn, busy_timeout_ms=30_000)
+    sqlite_connection_pragmas(dbapi_conn)
 
 
 def _first_line(e: Exception) -> str:

@@ -42,12 +42,12 @@ def open_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    from effscope.profile.store import StoreError
+    from effscope.profile.store import SQLITE_BUSY_TIMEOUT_S, StoreError
     from effscope.urls import mask_command, mask_url
 
     kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # concurrent writers wait instead of failing
+    if url.startswith("sqlite"):  # concurrent writers wait instead of failing
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -103,7 +103,7 @@ def sqlite_fast_commits(engine: sqlalchemy.engine.Engine) -> None:
         return
 
     def pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-        sqlite_connection_pragmas(dbapi_conn, busy_timeout_ms=60_000, synchronous="NORMAL")
+        sqlite_connection_pragmas(dbapi_conn, synchronous="NORMAL")
 
     sa.event.listen(engine, "connect", pragmas)
     engine.dispose()  # connections opened before the listener get the pragmas on reconnect
