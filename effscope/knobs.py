@@ -343,6 +343,7 @@ def parse_assignments(config: Config, assignments: Iterable[str]) -> dict[str, A
     """Parse CLI `knob=value` strings against a config's declared knobs."""
     declared = knobs_of(config)
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for text in assignments:
         name, sep, raw = text.partition("=")
         name = name.strip()
@@ -353,5 +354,8 @@ def parse_assignments(config: Config, assignments: Iterable[str]) -> dict[str, A
                 f"{config.owner()} has no knob '{name}'{did_you_mean(name, list(declared))} "
                 f"(knobs: {', '.join(declared)})"
             )
+        if name in given:  # last-wins would hide a typo in a long command line
+            raise SpecError(f"--set gives knob '{name}' twice ('{given[name]}', then '{text}'); give it once")
+        given[name] = text
         out[name] = declared[name].parse(raw, config.owner())
     return out

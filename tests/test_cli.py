@@ -52,9 +52,10 @@ def test_bad_input_is_one_sentence_and_exit_2(args, message):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def test_debug_shows_the_traceback():
-    r = run("--debug", "blocks", "show", "vitt")
-    assert r.returncode != 0 and "Traceback" in r.stderr
+@pytest.mark.parametrize("args", [("--debug", "blocks", "show", "vitt"), ("blocks", "show", "vitt", "--debug")])
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(args):
+    r = run(*args)
+    assert r.returncode == 2 and "Traceback" in r.stderr
 
 
 def test_version():

@@ -7,6 +7,7 @@ each fails during validation, before anything is measured, so the table stays fa
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -69,6 +70,18 @@ CASES = [
     (["profile", "nosuchmod:build"], 2, "no module named 'nosuchmod'"),
     (["profile", "{tmp}/missing.py:build"], 2, "cannot find the file"),
     (["profile", "nosuchmod:"], 2, "is not module:callable"),
+    # 12. found before a worker starts: a knob given twice, sizes and counts past what torch or the machine takes
+    (["profile", "vit", "--set", "heads=2", "--set", "heads=3"], 2, "--set gives knob 'heads' twice"),
+    (["profile", "vit", "--batch", "99999999999999999999"], 2, "--batch must be an integer in [1, 1048576]"),
+    (["profile", "vit", "--threads", "100000"], 2, "(the CPUs this process may use), but got 100000"),
+    (["profile", "vit", "--tokens", "99999999999999999999"], 2, "--tokens takes N or HxW with integers in [1, 65536]"),
+    (["profile", "pvt_sra", "--tokens", "1"], 2, "pvt_sra cannot take --tokens 1x1: pvt_sra: the token grid must"),
+    (["profile", "pvtv2_b0", "--resolution", "7"], 2, "pvtv2_b0 cannot take --resolution 7x7"),
+    (["device", "--calibrate", "--gemm-sizes", "100000000"], 2, "--gemm-sizes takes integers in [1, 32768]"),
+    (["device", "--calibrate", "--max-time", "-1"], 2, "--max-time must be a positive number of seconds, but got -1"),
+    (["device", "--calibrate", "--dtype", "int8"], 2, "--dtype must be one of fp32, bf16, fp16, but got int8"),
+    (["device", "--threads", "3"], 2, "--threads applies only with --calibrate"),
+    (["models", "show", "hilo"], 2, "'hilo' is a block, not a model: effscope blocks show hilo"),
 ]
 
 TPU_SPACE = """
@@ -121,3 +134,96 @@ def test_bad_input_is_one_sentence_with_its_exit_code(place, monkeypatch, capfd,
     assert "Traceback" not in out + err
     assert PW not in out + err
     assert not list(Path(place).glob(".*.tmp.*"))  # no temporary file left behind
+
+
+# --- a profile run that ends early keeps what it measured ---------------------------------------------------------
+
+
+def _measured(target: str):
+    from effscope.profile.record import Record
+
+    return Record(
+        target=target,
+        kind="block",
+        family="vit",
+        workload={"device": "cpu", "size": [14, 14]},
+        knobs={},
+        counts={"macs": 1e6, "params": 1000},
+        latency={"latency_ms_p50": 1.0, "latency_ms_p90": 1.1},
+    )
+
+
+def _two_then(stop: BaseException):
+    """A stand-in for measure_plans: two Records arrive, then `stop` is raised while the third is measured."""
+
+    def measure_plans(plans, options, *, worker=None, provenance=None):
+        for plan in list(plans)[:2]:
+            yield _measured(plan.target.name)
+        raise stop
+
+    return measure_plans
+
+
+def _stored_targets(db: Path) -> list[str]:
+    from effscope.profile.store import RecordStore
+
+    return sorted(r.target for r in RecordStore(str(db)).records())
+
+
+def test_ctrl_c_in_profile_keeps_the_stored_records_and_writes_the_files_asked_for(place, monkeypatch, capfd):
+    monkeypatch.setattr("effscope.profile.run.measure_plans", _two_then(KeyboardInterrupt()))
+    args = ["profile", "vit", "hilo", "pvt_sra", "--db", "x.db", "--json", "run.json", "--csv", "run.csv"]
+    code, out, err = effscope(monkeypatch, capfd, args)
+    assert code == 130, out + err
+    assert "interrupted: stopped after 2 of 3 target(s); 2 record(s) stored in" in err
+    assert _stored_targets(place / "x.db") == ["hilo", "vit"]
+    assert {r["target"] for r in json.loads((place / "run.json").read_text())} == {"vit", "hilo"}
+    assert (place / "run.csv").read_text().count("\n") == 3  # header and two rows
+    assert "Traceback" not in out + err
+
+
+def test_a_store_that_fails_mid_run_loses_no_measured_record(place, monkeypatch, capfd):
+    from effscope.profile import run as run_module
+    from effscope.profile.store import StoreError
+
+    stored = run_module.store_record
+
+    def store_once(record, store, calibrations=None):
+        if record.target == "hilo":
+            raise StoreError("cannot write to the record store 'x.db': database is locked")
+        stored(record, store, calibrations)
+
+    monkeypatch.setattr("effscope.profile.run.measure_plans", _two_then(AssertionError("never reached")))
+    monkeypatch.setattr("effscope.profile.run.store_record", store_once)
+    code, out, err = effscope(monkeypatch, capfd, ["profile", "vit", "hilo", "pvt_sra", "--db", "x.db"])
+    assert code == 2, out + err
+    assert _stored_targets(place / "x.db") == ["vit"]
+    (kept,) = place.glob("effscope-unstored-*.json")  # no --json given: the measurements go to a file of their own
+    assert {r["target"] for r in json.loads(kept.read_text())} == {"vit", "hilo"}
+    assert f"not stored: hilo; every Record this run measured is in {kept.name}" in err
+    assert err.strip().splitlines()[-1].startswith("error: cannot write to the record store")
+
+
+def test_a_forward_that_returns_no_tensor_is_refused_not_counted_as_free():
+    from effscope.errors import SpecError
+    from effscope.profile.target import Bound
+
+    class Discards(torch.nn.Module):
+        def forward(self, x):
+            x.sum()
+
+    bound = Bound(Discards(), (torch.ones(2),))
+    with pytest.raises(SpecError, match="the forward returned no tensor"):
+        bound(*bound.tensors((torch.ones(2),)))
+
+
+def test_a_calibration_gemm_that_does_not_fit_is_one_sentence(monkeypatch):
+    from effscope.errors import SpecError
+    from effscope.profile import roofline
+
+    def allocation_fails(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: ...")
+
+    monkeypatch.setattr(roofline, "_time", allocation_fails)
+    with pytest.raises(SpecError, match="no GEMM size fits in memory on cpu .out of memory"):
+        roofline.calibrate("cpu", dtypes=("fp32",), sizes=(64,), max_time_s=0.01)

@@ -32,16 +32,29 @@ def _debug() -> bool:
     return bool(loaded and loaded.state["debug"])
 
 
+def _debug_first(argv: list[str]) -> list[str]:
+    """`--debug` is an option of `effscope` itself; accept it after the command too (`effscope profile X --debug`),
+    but never after `--`, where arguments are taken as they are."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[1:end]:
+        return argv
+    return [argv[0], "--debug", *(a for a in argv[1:end] if a != "--debug"), *argv[end:]]
+
+
 def main() -> None:
     """Console-script entry point."""
+    sys.argv = _debug_first(sys.argv)
     try:
         _load_app()()
     except EffscopeError as e:
         if _debug():
-            raise
-        from effscope.cli._app import err
+            import traceback
 
-        err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+            traceback.print_exc()  # the same exit code as without --debug: scripts can rely on it
+        else:
+            from effscope.cli._app import err
+
+            err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:  # outside a command's own handling (start-up, a long import)
         if _debug():

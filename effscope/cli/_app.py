@@ -27,6 +27,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 state = {"debug": False}
 
 SET_HELP = "Knob value, knob=value (repeatable); tuples as 2,2,6,2."
+DB_HELP = "Record store: SQLite file or SQLAlchemy URL (default $EFFSCOPE_DB, else ./effscope.db)."
 FORMATS = ("table", "json", "csv")
 FORMAT_HELP = "table (for people), or json / csv on stdout (for programs; notes then go to stderr)."
 

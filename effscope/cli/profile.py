@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from effscope.cli._app import (
+    DB_HELP,
     FORMAT_HELP,
     SET_HELP,
     app,
@@ -23,6 +25,7 @@ from effscope.cli._app import (
     write_rows,
 )
 from effscope.errors import SpecError
+from effscope.profile.store import StoreError
 from effscope.units import binary_bytes, si
 
 if TYPE_CHECKING:
@@ -125,7 +128,7 @@ def profile(
     no_throughput: bool = typer.Option(False, "--no-throughput", help="Skip the throughput window."),
     max_time: float = typer.Option(5.0, "--max-time", help="Cap on adaptive latency repeats, seconds."),
     timeout: float = typer.Option(600.0, "--timeout", help="Per-target limit, seconds; past it the target fails."),
-    db: str = typer.Option(None, "--db", help="Record store: SQLite file or SQLAlchemy URL (default ./effscope.db)."),
+    db: str = typer.Option(None, "--db", help=DB_HELP),
     json_out: str = typer.Option(None, "--json", help="Also write this run's Records to a JSON file (- for stdout)."),
     csv_out: str = typer.Option(None, "--csv", help="Also write this run's Records to a CSV file (- for stdout)."),
     format_: str = typer.Option("table", "--format", help=FORMAT_HELP),
@@ -136,7 +139,15 @@ def profile(
     from effscope.profile.measure import Options
     from effscope.profile.protocols import get_protocol
     from effscope.profile.record import Workload
-    from effscope.profile.run import Plan, check_device, parse_size, plan_suite, validate_options, validate_workload
+    from effscope.profile.run import (
+        Plan,
+        check_device,
+        check_input_size,
+        parse_size,
+        plan_suite,
+        validate_options,
+        validate_workload,
+    )
     from effscope.profile.store import RecordStore
     from effscope.profile.target import expand_patterns, resolve_target
     from effscope.urls import database_url
@@ -201,6 +212,8 @@ def profile(
                 raise SpecError(f"'{target}' is a block: give its token grid with --tokens, not --resolution")
             if resolved.kind == "model" and grid:
                 raise SpecError(f"'{target}' is a model: give its input size with --resolution, not --tokens")
+            if size or grid:
+                check_input_size(resolved, size or grid, "--resolution" if size else "--tokens")
             plans.append(Plan(resolved, workload))
     url = database_url(db)
     for path in (json_out, csv_out):  # before measuring: never onto the database, never into nowhere
@@ -212,8 +225,17 @@ def profile(
         check_report_output(report, protect=[url])
     with data_on_stdout(output):
         store = RecordStore(url)
-        provenance = {"command": command_line()}
-        records = _run_with_progress(plans, options, store, provenance)
+        command = command_line()
+        run = _RunSoFar(total=len(plans))
+        try:
+            _run_with_progress(plans, options, store, {"command": command}, run)
+        except KeyboardInterrupt:
+            _end_early("interrupted", run, store, json_out, csv_out, report, command, output)
+            raise typer.Exit(130) from None
+        except StoreError:
+            _end_early("the record store failed", run, store, json_out, csv_out, report, command, output)
+            raise
+        records = run.records
         out.print(_records_table(records, train=workload.mode == "train"))
         for r in records:
             _print_notes(r)
@@ -232,24 +254,72 @@ def profile(
                 f"Spearman {corr['spearman']:.3f}, Kendall {corr['kendall']:.3f}"
             )
         out.print(f"{len(records)} record(s) stored in {shown_url(store.url)}")
-        if json_out or csv_out:
-            import pandas as pd
-
-            from effscope.profile.store import write_table
-
-            df = pd.DataFrame([r.flat() for r in records])
-            for path, fmt_ in ((json_out, "json"), (csv_out, "csv")):
-                if path:
-                    out.print(f"records written to {esc(write_table(df, path, fmt_, databases=[store.url]))}")
-        if report:
-            from effscope.report import build_report
-
-            path = build_report(output=report, records=records, command=provenance["command"], protect=[store.url])
-            out.print(f"report written to {esc(path)}")
+        _write_outputs(records, json_out, csv_out, report, store.url, command)
     if output != "table":
         write_rows([r.flat() for r in records], output)
     if any(r.status != "ok" for r in records) and suite is None:
         raise typer.Exit(1)
+
+
+@dataclass
+class _RunSoFar:
+    """The Records a profile run has measured so far and how many of them are stored: what an early end reports."""
+
+    total: int
+    records: list[Record] = field(default_factory=list)
+    stored: int = 0
+
+
+def _end_early(
+    why: str,
+    run: _RunSoFar,
+    store: RecordStore,
+    json_out: str | None,
+    csv_out: str | None,
+    report: str | None,
+    command: str,
+    output: str,
+) -> None:
+    """After Ctrl-C or a failed store write: show what was measured, say what is stored, and still write the
+    requested files for every measured Record, so that a Record the store refused is kept in one of them."""
+    import time
+
+    measured, unstored = run.records, run.records[run.stored :]
+    if measured:
+        out.print(_records_table(measured))
+    err.print(
+        f"{why}: stopped after {len(measured)} of {run.total} target(s); {run.stored} record(s) stored in "
+        f"{shown_url(store.url)}"
+    )
+    if unstored and not json_out:  # the store refused them: keep them in a file rather than lose a measurement
+        json_out = f"effscope-unstored-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    if measured:
+        _write_outputs(measured, json_out, csv_out, report, store.url, command)
+        if output != "table":
+            write_rows([r.flat() for r in measured], output)
+    if unstored:
+        names = ", ".join(r.target for r in unstored)
+        err.print(f"not stored: {esc(names)}; every Record this run measured is in {esc(json_out)}")
+
+
+def _write_outputs(
+    records: list[Record], json_out: str | None, csv_out: str | None, report: str | None, store_url: str, command: str
+) -> None:
+    """The files the run was asked for: --json, --csv and --report, each of these Records."""
+    if json_out or csv_out:
+        import pandas as pd
+
+        from effscope.profile.store import write_table
+
+        df = pd.DataFrame([r.flat() for r in records])
+        for path, fmt_ in ((json_out, "json"), (csv_out, "csv")):
+            if path:
+                out.print(f"records written to {esc(write_table(df, path, fmt_, databases=[store_url]))}")
+    if report:
+        from effscope.report import build_report
+
+        path = build_report(output=report, records=records, command=command, protect=[store_url])
+        out.print(f"report written to {esc(path)}")
 
 
 def _print_notes(r: Record) -> None:
@@ -359,51 +429,55 @@ def _output_format(output: str, json_out: str | None, csv_out: str | None) -> tu
 
 
 def _run_with_progress(
-    plans: list[Plan], options: Options, store: RecordStore, provenance: dict[str, str]
-) -> list[Record]:
-    """Measure the plans, showing which target is being measured and about how long is left: a bar on a terminal,
-    one line per target otherwise (logs, CI, `make demo`)."""
+    plans: list[Plan], options: Options, store: RecordStore, provenance: dict[str, str], run: _RunSoFar
+) -> None:
+    """Measure the plans into `run`, storing each Record as it arrives and showing which target is being measured
+    and about how long is left: a bar on a terminal, one line per target otherwise (logs, CI, `make demo`)."""
     import time
+    from contextlib import ExitStack, closing
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from effscope.profile.run import profile as run_profile
+    from effscope.profile.run import measure_plans, store_record
 
-    total, started = len(plans), time.monotonic()
-    done = 0
+    started = time.monotonic()
+    calibrations: dict = {}  # one roofline calibration lookup per (device, dtype, threads)
 
     def describe(i: int) -> str:
-        return f"measuring {esc(plans[i].target.name)}" if i < total else "done"
+        return f"measuring {esc(plans[i].target.name)}" if i < run.total else "done"
 
-    if not err.is_terminal:
+    with ExitStack() as stack:
+        if err.is_terminal:
+            progress = stack.enter_context(
+                Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(),
+                    TextColumn("left"),
+                    TimeRemainingColumn(),
+                    console=err,
+                    transient=True,
+                )
+            )
+            task = progress.add_task(describe(0), total=run.total)
 
-        def line(record: Record) -> None:
-            nonlocal done
-            done += 1
-            elapsed = time.monotonic() - started
-            left = f"; about {elapsed / done * (total - done):.0f} s left" if done < total else ""
-            err.print(f"[{done}/{total}] {esc(record.target)}: {record.status}, {elapsed:.0f} s so far{left}")
+            def show(_record: Record) -> None:
+                progress.update(task, advance=1, description=describe(len(run.records)))
 
-        return run_profile(plans, options, store=store, provenance=provenance, on_record=line)
+        else:
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TextColumn("left"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(describe(0), total=total)
+            def show(record: Record) -> None:
+                done, elapsed = len(run.records), time.monotonic() - started
+                left = f"; about {elapsed / done * (run.total - done):.0f} s left" if done < run.total else ""
+                err.print(f"[{done}/{run.total}] {esc(record.target)}: {record.status}, {elapsed:.0f} s so far{left}")
 
-        def advance(_record: Record) -> None:
-            nonlocal done
-            done += 1
-            progress.update(task, advance=1, description=describe(done))
-
-        return run_profile(plans, options, store=store, provenance=provenance, on_record=advance)
+        arriving = stack.enter_context(closing(measure_plans(plans, options, provenance=provenance)))
+        for record in arriving:
+            run.records.append(record)
+            store_record(record, store, calibrations)
+            run.stored += 1
+            show(record)
 
 
 @app.command("device")
@@ -411,23 +485,37 @@ def device_cmd(
     calibrate: bool = typer.Option(
         False, "--calibrate", help="Measure peak matmul MAC/s per dtype and copy bandwidth; store them as a Record."
     ),
-    device: str = typer.Option("cpu", "--device", help="With --calibrate: cpu, cuda or cuda:N."),
+    device: str = typer.Option(None, "--device", help="With --calibrate: cpu, cuda or cuda:N (default cpu)."),
     dtype: list[str] = typer.Option(
-        ["fp32", "bf16", "fp16"], "--dtype", help="With --calibrate: dtypes to measure (repeatable)."
+        None, "--dtype", help="With --calibrate: dtypes to measure (repeatable; default fp32, bf16 and fp16)."
     ),
     threads: int = typer.Option(None, "--threads", help="With --calibrate: torch intra-op threads (CPU), pinned."),
     gemm_sizes: str = typer.Option(
         None, "--gemm-sizes", help="With --calibrate: GEMM sizes n to try, e.g. 512,1024 (default by device type)."
     ),
     copy_mib: int = typer.Option(None, "--copy-mib", help="With --calibrate: copied tensor size, MiB."),
-    max_time: float = typer.Option(1.0, "--max-time", help="With --calibrate: cap on each timing's repeats, s."),
-    db: str = typer.Option(None, "--db", help="Record store: SQLite file or SQLAlchemy URL (default ./effscope.db)."),
+    max_time: float = typer.Option(
+        None, "--max-time", help="With --calibrate: cap on each timing's repeats, s (default 1)."
+    ),
+    db: str = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """What effscope sees: CPU, threads, and GPU name, driver, clocks and power limits via NVML; --calibrate
     measures the roofline (peak matmul rate, copy bandwidth) that profiles are compared with."""
+    calibration_options = {
+        "--device": device,
+        "--dtype": dtype or None,
+        "--threads": threads,
+        "--gemm-sizes": gemm_sizes,
+        "--copy-mib": copy_mib,
+        "--max-time": max_time,
+    }
     if calibrate:
-        _calibrate(device, dtype, threads, gemm_sizes, copy_mib, max_time, db)
+        _calibrate(device or "cpu", dtype or ["fp32", "bf16", "fp16"], threads, gemm_sizes, copy_mib, max_time, db)
         return
+    given = [option for option, value in calibration_options.items() if value is not None]
+    if given:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise SpecError(f"{', '.join(given)} {verb} only with --calibrate (effscope device --calibrate {given[0]} ...)")
     from effscope.profile.env import cpu_info
     from effscope.profile.telemetry import gpu_info, nvml_available
 
@@ -465,11 +553,13 @@ def _calibrate(
     threads: int | None,
     gemm_sizes: str | None,
     copy_mib: int | None,
-    max_time: float,
+    max_time: float | None,
     db: str | None,
 ) -> None:
+    import math
+
     from effscope.profile.record import Workload
-    from effscope.profile.roofline import calibrate, calibration_table
+    from effscope.profile.roofline import AMP_DTYPES, MAX_COPY_BYTES, MAX_GEMM_N, calibrate, calibration_table
     from effscope.profile.run import check_device, validate_workload
     from effscope.profile.store import RecordStore
 
@@ -480,10 +570,20 @@ def _calibrate(
             sizes = tuple(int(n) for n in gemm_sizes.split(","))
         except ValueError:
             sizes = ()
-        if not sizes or min(sizes) < 1:
-            raise SpecError(f"--gemm-sizes takes positive integers separated by commas, but got '{gemm_sizes}'")
-    if copy_mib is not None and copy_mib < 1:
-        raise SpecError(f"--copy-mib must be >= 1, but got {copy_mib}")
+        if not sizes or not 1 <= min(sizes) <= max(sizes) <= MAX_GEMM_N:
+            raise SpecError(
+                f"--gemm-sizes takes integers in [1, {MAX_GEMM_N}] separated by commas, but got '{gemm_sizes}'"
+            )
+    max_copy_mib = MAX_COPY_BYTES // 2**20
+    if copy_mib is not None and not 1 <= copy_mib <= max_copy_mib:
+        raise SpecError(f"--copy-mib must be an integer in [1, {max_copy_mib}], but got {copy_mib}")
+    if max_time is None:
+        max_time = 1.0
+    elif not (math.isfinite(max_time) and max_time > 0):
+        raise SpecError(f"--max-time must be a positive number of seconds, but got {max_time:g}")
+    known = ("fp32", *AMP_DTYPES)
+    if bad := [d for d in dtypes if d not in known]:
+        raise SpecError(f"--dtype must be one of {', '.join(known)}, but got {', '.join(bad)}")
     store = RecordStore(db)  # opened first: a bad --db fails before minutes of timing
     cal = calibrate(
         device,

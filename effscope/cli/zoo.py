@@ -66,6 +66,17 @@ def _param_count(spec: Spec, config: Config | None = None) -> int:
     return sum(p.numel() for p in spec.build(config, device="meta").parameters())
 
 
+def _lookup(name: str, kind: str) -> Spec:
+    """The block or model named `name`; a name of the other kind is pointed to its own command."""
+    from effscope.errors import UnknownNameError
+    from effscope.spec import blocks, models
+
+    mine, other, other_kind = (blocks(), models(), "model") if kind == "block" else (models(), blocks(), "block")
+    if name not in mine and name in other:
+        raise UnknownNameError(f"'{name}' is a {other_kind}, not a {kind}: effscope {other_kind}s show {name}")
+    return mine.get(name)
+
+
 def _show(spec: Spec, assignments: list[str]) -> None:
     from effscope.knobs import format_value
 
@@ -120,9 +131,7 @@ def blocks_show(
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
 ) -> None:
     """Show a block's knobs (name, value, default, domain, unit, help), derived figures and parameter count."""
-    from effscope.spec import blocks
-
-    _show(blocks().get(name), set_)
+    _show(_lookup(name, "block"), set_)
 
 
 @models_app.command("list")
@@ -155,6 +164,4 @@ def models_show(
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
 ) -> None:
     """Show a preset's knobs, derived figures and parameter count."""
-    from effscope.spec import models
-
-    _show(models().get(name), set_)
+    _show(_lookup(name, "model"), set_)

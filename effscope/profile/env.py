@@ -127,6 +127,11 @@ def _affinity() -> int | None:
         return None
 
 
+def usable_cpus() -> int:
+    """The logical CPUs this process may run on (its affinity mask where the OS has one)."""
+    return _affinity() or os.cpu_count() or 1
+
+
 def cpu_info() -> dict[str, Any]:
     """The CPU as effscope sees it: model, physical cores, logical CPUs, CPUs this process may use (affinity and
     cgroup quota), torch's intra-op threads, the SIMD level torch dispatches to, and total memory."""

@@ -27,6 +27,7 @@ tensor is taken at 2 bytes, ignoring autocast's fp32 ops (softmax, norms) and it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,8 @@ PROTOCOL = "effscope-roofline-v1"
 GEMM_SIZES = {"cpu": (256, 512, 1024, 2048), "cuda": (2048, 4096, 8192)}  # n of the n x n x n GEMMs tried
 COPY_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}  # far above any last-level cache (H100 L2: 50 MB)
 MAX_ITER_S = 0.5  # a larger GEMM is skipped when it would take longer than this per call (slow dtypes on CPU)
+MAX_GEMM_N = 32768  # three fp32 matrices of this side take 12 GiB; no device reaches its peak only beyond it
+MAX_COPY_BYTES = 64 * 2**30
 AMP_DTYPES = ("bf16", "fp16")  # run under autocast: float tensors taken at 2 bytes
 
 _TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -225,6 +228,8 @@ def _peak(
     """
     import torch
 
+    from effscope.profile.timing import _free_memory, _oom_reason
+
     t = getattr(torch, _TORCH_DTYPES[dtype])
     g = torch.Generator().manual_seed(0)
     tried: list[dict[str, Any]] = []
@@ -232,13 +237,23 @@ def _peak(
         if tried and tried[-1]["median_ms"] / 1e3 * (n / tried[-1]["n"]) ** 3 > MAX_ITER_S:
             tried.append({"n": n, "skipped": f"predicted over {MAX_ITER_S:g} s per call"})
             break
-        a = torch.randn(n, n, generator=g).to(device=device, dtype=t)
-        b = torch.randn(n, n, generator=g).to(device=device, dtype=t)
-        out = torch.empty(n, n, device=device, dtype=t)
-        with torch.no_grad():
-            stats = _time(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), device, max_time_s)
+        try:
+            a = torch.randn(n, n, generator=g).to(device=device, dtype=t)
+            b = torch.randn(n, n, generator=g).to(device=device, dtype=t)
+            out = torch.empty(n, n, device=device, dtype=t)
+            with torch.no_grad():
+                stats = _time(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), device, max_time_s)
+        except (RuntimeError, MemoryError) as e:
+            if (reason := _oom_reason(e)) is None:
+                raise
+            a = b = out = None
+            _free_memory(device)
+            tried.append({"n": n, "skipped": reason})
+            break  # a larger size will not fit either
         tried.append({"n": n, **_timing(stats), "mac_s": n**3 / (stats.p10_ms / 1e3)})
         del a, b, out
+    if not any("mac_s" in t for t in tried):
+        raise SpecError(f"no GEMM size fits in memory on {device} ({tried[-1]['skipped']}); give smaller --gemm-sizes")
     best = _best(tried)
     return best["mac_s"], best["n"], tried
 
@@ -290,9 +305,13 @@ def calibrate(
     if bad or not dtypes:
         raise SpecError(f"dtypes must be among {', '.join(_TORCH_DTYPES)}, but got {', '.join(bad) or 'none'}")
     sizes = tuple(sizes or GEMM_SIZES[dev.type])
-    if min(sizes) < 1:
-        raise SpecError(f"GEMM sizes must be positive, but got {sizes}")
+    if not 1 <= min(sizes) <= max(sizes) <= MAX_GEMM_N:
+        raise SpecError(f"GEMM sizes must be integers in [1, {MAX_GEMM_N}], but got {', '.join(map(str, sizes))}")
     copy_bytes = copy_bytes or COPY_BYTES[dev.type]
+    if not 4 <= copy_bytes <= MAX_COPY_BYTES:
+        raise SpecError(f"the copied tensor must take 4 bytes to {MAX_COPY_BYTES // 2**30} GiB, but got {copy_bytes}")
+    if not (math.isfinite(max_time_s) and max_time_s > 0):
+        raise SpecError(f"the time cap must be a positive number of seconds, but got {max_time_s:g}")
 
     previous = set_threads(threads) if threads is not None and dev.type == "cpu" else None
     try:

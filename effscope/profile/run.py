@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from effscope.errors import SpecError
+from effscope.profile.env import usable_cpus
 from effscope.profile.measure import Job, Options
 from effscope.profile.record import DTYPES, MODES, Record, Workload
 from effscope.profile.target import Target, resolve_target
@@ -21,6 +23,8 @@ __all__ = [
     "SUITES",
     "Plan",
     "check_device",
+    "check_input_size",
+    "measure_plans",
     "parse_size",
     "plan_suite",
     "profile",
@@ -39,6 +43,10 @@ class Plan:
     workload: Workload
 
 
+MAX_BATCH = 1 << 20  # far past any device's memory for these models, and inside torch's integer sizes
+MAX_SIDE = 1 << 16  # pixels or tokens per side, likewise
+
+
 def parse_size(text: str | None, what: str) -> tuple[int, int] | None:
     """Parse "224" or "224x256" (H x W) into (H, W)."""
     if text is None:
@@ -48,8 +56,9 @@ def parse_size(text: str | None, what: str) -> tuple[int, int] | None:
         values = [int(p) for p in parts]
     except ValueError:
         values = []
-    if len(values) not in (1, 2) or min(values, default=0) < 1:
-        raise SpecError(f"{what} takes N or HxW with positive integers (e.g. 224 or 224x320), but got '{text}'")
+    example = "14 or 14x28" if what == "--tokens" else "224 or 224x320"
+    if len(values) not in (1, 2) or not 1 <= min(values, default=0) <= max(values) <= MAX_SIDE:
+        raise SpecError(f"{what} takes N or HxW with integers in [1, {MAX_SIDE}] (e.g. {example}), but got '{text}'")
     return (values[0], values[-1])
 
 
@@ -71,15 +80,45 @@ def validate_workload(w: Workload, where: str | None = None) -> Workload:
         raise SpecError(f"{name('mode')} must be one of {', '.join(MODES)}, but got '{w.mode}'")
     if not (w.device == "cpu" or w.device == "cuda" or re.fullmatch(r"cuda:\d+", w.device)):
         raise SpecError(f"{name('device')} must be cpu, cuda or cuda:N, but got '{w.device}'")
-    if w.batch < 1:
-        raise SpecError(f"{name('batch')} must be >= 1, but got {w.batch}")
-    if w.threads is not None and w.threads < 1:
-        raise SpecError(f"{name('threads')} must be >= 1, but got {w.threads}")
+    if not 1 <= w.batch <= MAX_BATCH:
+        raise SpecError(f"{name('batch')} must be an integer in [1, {MAX_BATCH}], but got {w.batch}")
+    cpus = usable_cpus()
+    if w.threads is not None and not 1 <= w.threads <= cpus:
+        raise SpecError(
+            f"{name('threads')} must be in [1, {cpus}] (the CPUs this process may use), but got {w.threads}"
+        )
+    if w.size is not None and max(w.size) > MAX_SIDE:
+        what = name("size") if where else "the input size"
+        raise SpecError(f"{what} must be at most {MAX_SIDE} per side, but got {w.size[0]}x{w.size[1]}")
     if w.attention not in ATTENTION_IMPLS:
         raise SpecError(f"{name('attention')} must be one of {', '.join(ATTENTION_IMPLS)}, but got '{w.attention}'")
     if w.cuda_graph and not w.device.startswith("cuda"):
         raise SpecError(f"{name('cuda-graph')} needs --device cuda (CUDA graphs exist only on NVIDIA GPUs)")
     return w
+
+
+def check_input_size(target: Target, size: tuple[int, int], what: str) -> None:
+    """Refuse an input size the target cannot take, before any worker starts: one forward on the meta device (no
+    memory, no data, a second at most for the largest preset). Any other failure is left to the measurement, which
+    reports it in full; a `module:callable` is never run in this process.
+
+    Raises:
+        SpecError: the target's own sentence on why this size does not fit.
+    """
+    import torch
+
+    from effscope.errors import InputSizeError
+
+    if target.kind == "custom" or target.instance is not None:
+        return
+    try:
+        module = target.build("meta")
+        with torch.no_grad():
+            module(*target.example_args(module, 1, size, "meta"))
+    except InputSizeError as e:
+        raise SpecError(f"{target.name} cannot take {what} {size[0]}x{size[1]}: {e}") from None
+    except Exception:  # noqa: BLE001 - not a size problem: the measurement reports it with its traceback
+        return
 
 
 def validate_options(o: Options) -> Options:
@@ -140,6 +179,43 @@ def plan_suite(name: str, base: Workload) -> list[Plan]:
     return SUITES[name](validate_workload(base))
 
 
+def measure_plans(
+    plans: Iterable[Plan], options: Options, *, worker: Worker | None = None, provenance: dict | None = None
+) -> Iterator[Record]:
+    """Measure each plan in the worker process and yield its Record as it arrives, not yet stored.
+
+    Close the generator (`contextlib.closing`) when stopping early: that stops a private worker at once.
+
+    Args:
+        plans: what to measure.
+        options: what to measure of each, and time limits.
+        worker: a running Worker to reuse; a private one is started and stopped otherwise.
+        provenance: fields copied into every Record (command, study, trial).
+    """
+    from effscope.profile.worker import Worker
+
+    own = worker is None
+    worker = worker or Worker()
+    try:
+        for plan in plans:
+            job = Job(
+                plan.target.name,
+                plan.target.knobs(),
+                plan.workload,
+                options,
+                dict(provenance or {}),
+                module=plan.target.instance,
+            )
+            record = worker.run(job)
+            if record.kind == "unknown":  # the worker died before filling it in
+                record.kind, record.family = plan.target.kind, plan.target.family
+                record.derived = plan.target.derived()
+            yield record
+    finally:
+        if own:
+            worker.close()
+
+
 def profile(
     plans: Iterable[Plan],
     options: Options,
@@ -162,34 +238,15 @@ def profile(
     Returns:
         the Records in plan order, failed ones included.
     """
-    from effscope.profile.worker import Worker
-
-    own = worker is None
-    worker = worker or Worker()
     records = []
     calibrations: dict = {}  # one roofline calibration lookup per (device, dtype, threads)
-    try:
-        for plan in plans:
-            job = Job(
-                plan.target.name,
-                plan.target.knobs(),
-                plan.workload,
-                options,
-                dict(provenance or {}),
-                module=plan.target.instance,
-            )
-            record = worker.run(job)
-            if record.kind == "unknown":  # the worker died before filling it in
-                record.kind, record.family = plan.target.kind, plan.target.family
-                record.derived = plan.target.derived()
+    with closing(measure_plans(plans, options, worker=worker, provenance=provenance)) as arriving:
+        for record in arriving:
             if store is not None:
                 store_record(record, store, calibrations)
             records.append(record)
             if on_record is not None:
                 on_record(record)
-    finally:
-        if own:
-            worker.close()
     return records
 
 

@@ -225,7 +225,12 @@ class Bound(nn.Module):
         out = self.inner(*(leaves if self._flat else tree_unflatten(leaves, self._spec)))
         if isinstance(out, torch.Tensor):  # the usual output, without the cost of flattening
             return (out,)
-        return tuple(x for x in tree_leaves(out) if isinstance(x, torch.Tensor))
+        found = tuple(x for x in tree_leaves(out) if isinstance(x, torch.Tensor))
+        if not found:  # tracing would see no work and report 0 MACs, as if the forward were free
+            raise SpecError(
+                f"the forward returned no tensor (it returned {type(out).__name__}); a target must return its output"
+            )
+        return found
 
     @staticmethod
     def inner_name(name: str) -> str | None:

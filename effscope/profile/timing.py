@@ -611,7 +611,8 @@ def _oom_reason(exc: BaseException) -> str | None:
             oom_types += (cls,)
     text = str(exc).strip()
     is_oom = isinstance(exc, oom_types) or (
-        isinstance(exc, RuntimeError) and ("not enough memory" in text or "out of memory" in text.lower())
+        isinstance(exc, RuntimeError)
+        and any(m in text.lower() for m in ("not enough memory", "out of memory", "can't allocate memory"))
     )
     if not is_oom:
         return None
