@@ -22,12 +22,11 @@ def export(
     """Write the record store as one flat table: one row per Record, knobs as knob.NAME, environment as env.NAME."""
     from effscope.output import check_output
     from effscope.profile.store import RecordStore, export_format, write_table
-    from effscope.urls import database_url, mask_url, sqlite_path
+    from effscope.urls import database_url, mask_url
 
     url = database_url(db)
-    path = sqlite_path(url)
-    if path is not None and not path.is_file():
-        raise SpecError(f"there is no record store at {path}; give --db with the file that effscope profile wrote")
+    # Export only reads: it needs no write access and must not create a file or the Record table.
+    store = RecordStore(url, read_only=True)
     if status not in (None, "ok", "failed"):
         raise SpecError(f"--status must be ok or failed, but got '{status}'")
     if output == "-":
@@ -36,7 +35,6 @@ def export(
     else:
         table_format = export_format(output)
         check_output(output, databases=[url])
-    store = RecordStore(url)
     filters = {"target": target, "study": study, "status": status}
     frame = store.dataframe(**filters)
     if frame.empty:

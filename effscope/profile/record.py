@@ -15,10 +15,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Record", "Workload", "canonical_key"]
+__all__ = ["NotARecordError", "Record", "Workload", "canonical_key"]
 
 DTYPES = ("fp32", "bf16", "fp16")
 MODES = ("infer", "train")
+_TYPE_NAMES = {str: "text", dict: "an object", list: "a list"}
+
+
+class NotARecordError(ValueError):
+    """Stored data that cannot be read back as a Record; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -135,9 +140,28 @@ class Record:
 
     @classmethod
     def from_json(cls, text: str) -> Record:
-        data = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The Record that `to_json` wrote; unknown fields (from a newer version) are ignored.
+
+        Raises:
+            NotARecordError: the text is not JSON, not an object, or lacks or mistypes a field (damaged data).
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise NotARecordError("its data is empty")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise NotARecordError("its data is not JSON") from None
+        if not isinstance(data, dict):
+            raise NotARecordError(f"its data is a JSON {type(data).__name__}, not an object")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = [n for n, f in fields.items() if f.default is f.default_factory is dataclasses.MISSING]
+        if missing := [name for name in required if name not in data]:
+            raise NotARecordError(f"its data lacks {', '.join(missing)}")
+        for name, f in fields.items():  # what flat(), reports and searches read with str, dict or list methods
+            wanted = str if name in ("target", "kind") else dict if name == "workload" else f.default_factory
+            if wanted in (str, dict, list) and name in data and not isinstance(data[name], wanted):
+                raise NotARecordError(f"its {name} is not {_TYPE_NAMES[wanted]}")
+        return cls(**{k: v for k, v in data.items() if k in fields})
 
     def flat(self) -> dict[str, Any]:
         """One flat row for tables and DataFrames: sections merged, knobs as `knob.NAME`, env as `env.NAME`."""

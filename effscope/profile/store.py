@@ -1,28 +1,41 @@
 """The record store: an append-only table in a real database (an SQLite file by default, any SQLAlchemy URL).
 
 Each Record is inserted in its own committed transaction, so a crash loses at most the record being measured;
-re-running a measurement adds a row, nothing is ever updated or deleted.
+re-running a measurement adds a row, nothing is ever updated or deleted. Reading skips (with a warning) a row that is
+not a Record, so one damaged row leaves the others readable; a read-only store (export) never writes to its file.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from effscope.errors import EffscopeError, SpecError
-from effscope.profile.record import Record
+from effscope.profile.record import NotARecordError, Record
 from effscope.urls import DEFAULT_DB, database_url, mask_command, mask_url, sqlite_path
 
 if TYPE_CHECKING:
     import pandas as pd
+    import sqlalchemy as sa
     from sqlalchemy.engine.interfaces import DBAPIConnection
     from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["DEFAULT_DB", "EXPORT_FORMATS", "RecordStore", "StoreError", "sqlite_connection_pragmas", "write_table"]
+__all__ = [
+    "DEFAULT_DB",
+    "EXPORT_FORMATS",
+    "RECORDS_TABLE",
+    "RecordStore",
+    "StoreError",
+    "failure_reason",
+    "sqlite_connection_pragmas",
+    "write_table",
+]
 
 EXPORT_FORMATS = (".csv", ".parquet", ".json")
+RECORDS_TABLE = "effscope_records"
 
 
 class StoreError(EffscopeError):
@@ -57,52 +70,70 @@ class RecordStore:
     Args:
         db: an SQLite file path or an SQLAlchemy URL (postgresql://user@host/db, sqlite:///path.db); None uses
             $EFFSCOPE_DB or ./effscope.db.
+        read_only: open an existing store only to read it (export): no write access is needed and nothing is
+            created, neither a missing file nor the Record table.
 
     Raises:
-        StoreError: the database cannot be created or reached; the message names the URL and what is allowed.
+        StoreError: the database cannot be created or reached, or its `effscope_records` table is someone else's;
+            the message names the URL and what is allowed.
     """
 
-    def __init__(self, db: str | None = None) -> None:
+    def __init__(self, db: str | None = None, *, read_only: bool = False) -> None:
         import sqlalchemy as sa
 
         self.url = database_url(db)
-        path = sqlite_path(self.url)
-        if path is not None:
-            if not path.parent.is_dir():
-                raise StoreError(f"cannot create the record store {path}: folder {path.parent} does not exist")
-            if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-                raise StoreError(f"cannot write the record store {path}: permission denied")
+        self.read_only = read_only
+        self.path = sqlite_path(self.url)
+        self.location = str(self.path) if self.path is not None else mask_url(self.url)
+        if self.path is not None:
+            _check_sqlite_location(self.path, read_only)
         try:
-            self.engine = sa.create_engine(self.url, future=True)
+            opened = _reader_url(self.url) if read_only and self.path is not None else self.url
+            self.engine = sa.create_engine(opened, future=True)
         except Exception as e:  # bad dialect, missing driver, malformed URL
             raise StoreError(
                 f"cannot open the record store '{mask_url(self.url)}' ({type(e).__name__}: {_first_line(e)}); "
                 "use an SQLite file path or an SQLAlchemy URL such as postgresql://user@host/dbname"
             ) from None
         if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "connect", _sqlite_reader_pragmas if read_only else _sqlite_pragmas)
         meta = sa.MetaData()
-        self.table = sa.Table(
-            "effscope_records",
-            meta,
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-            sa.Column("uid", sa.String(32), nullable=False, unique=True),
-            sa.Column("created_at", sa.String(40), nullable=False),
-            sa.Column("target", sa.String(200), nullable=False, index=True),
-            sa.Column("kind", sa.String(16), nullable=False),
-            sa.Column("status", sa.String(16), nullable=False),
-            sa.Column("device", sa.String(64)),
-            sa.Column("key", sa.String(64), index=True),
-            sa.Column("study", sa.String(200), index=True),
-            sa.Column("data", sa.Text, nullable=False),
-        )
+        self.table = _records_table(meta)
+        self._has_table = self._check_table()
+        if not self._has_table and not read_only:
+            try:
+                meta.create_all(self.engine)
+            except Exception as e:
+                raise StoreError(self._failure("reach", e)) from None
+            self._has_table = True
+
+    def _failure(self, action: str, e: Exception) -> str:
+        return f"cannot {action} the record store '{mask_url(self.url)}': {failure_reason(e, self.url)}"
+
+    def _check_table(self) -> bool:
+        """Whether the Record table exists; a table of that name without effscope's columns is an error."""
+        import sqlalchemy as sa
+
         try:
-            meta.create_all(self.engine)
-        except Exception as e:
-            raise StoreError(f"cannot reach the record store '{mask_url(self.url)}': {_first_line(e)}") from None
+            inspector = sa.inspect(self.engine)
+            if not inspector.has_table(RECORDS_TABLE):
+                return False
+            present = {column["name"] for column in inspector.get_columns(RECORDS_TABLE)}
+        except Exception as e:  # unreachable server, not a database, locked, read-only WAL folder
+            raise StoreError(self._failure("read" if self.read_only else "reach", e)) from None
+        missing = [column.name for column in self.table.columns if column.name not in present]
+        if missing:  # another program's table of that name
+            raise StoreError(
+                f"{self.location} has an {RECORDS_TABLE} table that is not effscope's (missing column(s) "
+                f"{', '.join(missing)}), so it is not an effscope record store; name another "
+                f"{'file' if self.path is not None else 'database'}"
+            )
+        return True
 
     def add(self, record: Record) -> int:
         """Append one Record in its own transaction; returns its row id."""
+        if self.read_only:
+            raise StoreError(f"the record store {self.location} was opened read-only; open it without read_only")
         row = {
             "uid": record.uid,
             "created_at": record.created_at,
@@ -118,20 +149,32 @@ class RecordStore:
             with self.engine.begin() as conn:
                 return int(conn.execute(self.table.insert().values(**row)).inserted_primary_key[0])
         except Exception as e:
-            raise StoreError(f"cannot write to the record store '{mask_url(self.url)}': {_first_line(e)}") from None
+            raise StoreError(self._failure("write to", e)) from None
 
     def records(
         self, *, target: str | None = None, key: str | None = None, status: str | None = None, study: str | None = None
     ) -> list[Record]:
-        """Records in insertion order, optionally filtered."""
+        """Records in insertion order, optionally filtered.
+
+        A row that is not a Record (damaged data) is skipped with a warning on stderr, so the others stay readable.
+        """
         import sqlalchemy as sa
 
-        q = sa.select(self.table.c.data).order_by(self.table.c.id)
+        if not self._has_table:  # a reader's store that nothing has been written to (yet)
+            self._has_table = self._check_table()
+            if not self._has_table:
+                return []
+        columns = self.table.c
+        q = sa.select(columns.id, columns.uid, columns.data).order_by(columns.id)
         for column, value in (("target", target), ("key", key), ("status", status), ("study", study)):
             if value is not None:
-                q = q.where(self.table.c[column] == value)
-        with self.engine.connect() as conn:
-            return [Record.from_json(text) for (text,) in conn.execute(q)]
+                q = q.where(columns[column] == value)
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(q).all()
+        except Exception as e:
+            raise StoreError(self._failure("read", e)) from None
+        return _records_from_rows(rows, self.location)
 
     def latest(self, key: str) -> Record | None:
         """The newest successful Record with this canonical key (the measurement cache), or None."""
@@ -147,6 +190,116 @@ class RecordStore:
     def export(self, path: str | Path, **filters: Any) -> Path:
         """Write the records to CSV, Parquet or JSON, chosen by the file suffix (never onto this database)."""
         return write_table(self.dataframe(**filters), path, export_format(path), databases=[self.url])
+
+
+def _records_table(meta: sa.MetaData) -> sa.Table:
+    """The Record table's definition (in `meta`)."""
+    import sqlalchemy as sa
+
+    return sa.Table(
+        RECORDS_TABLE,
+        meta,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("uid", sa.String(32), nullable=False, unique=True),
+        sa.Column("created_at", sa.String(40), nullable=False),
+        sa.Column("target", sa.String(200), nullable=False, index=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("device", sa.String(64)),
+        sa.Column("key", sa.String(64), index=True),
+        sa.Column("study", sa.String(200), index=True),
+        sa.Column("data", sa.Text, nullable=False),
+    )
+
+
+def _check_sqlite_location(path: Path, read_only: bool) -> None:
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder; --db takes a SQLite file or a SQLAlchemy URL")
+    if read_only:
+        if not path.is_file():
+            raise StoreError(f"there is no record store at {path}; give --db with the file that effscope profile wrote")
+        return
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot create the record store {path}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise StoreError(f"cannot write the record store {path}: permission denied")
+
+
+def _reader_url(url: str) -> str:
+    """The SQLite URL a reader opens, with mode=rw: a missing file is an error instead of a new database, and a
+    write-protected file is opened for reading (mode=ro would leave the -wal and -shm files behind)."""
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.database or parsed.database.startswith("file:"):  # already an SQLite URI: as the user wrote it
+        return url
+    path = Path(parsed.database).expanduser().resolve()
+    query = {**parsed.query, "mode": "rw", "uri": "true"}
+    return parsed.set(database=f"file:{quote(str(path))}", query=query).render_as_string(hide_password=False)
+
+
+def failure_reason(e: Exception, url: str) -> str:
+    """A database error's first line, with what SQLite's terse answers mean and what to do about them."""
+    text = _first_line(e)
+    lowered = text.lower()
+    path = sqlite_path(url)
+    if "database is locked" in lowered:
+        return f"{text}, which means another process holds a write lock on it; retry when that finishes"
+    if "disk i/o error" in lowered:
+        return f"{text}; is the disk full, or the file on a network share?"
+    if path is not None and ("readonly database" in lowered or "unable to open" in lowered):
+        if not os.access(path.parent, os.W_OK) and _in_wal_mode(path):
+            return (
+                f"it is in WAL mode and its folder {path.parent} is not writable, so SQLite cannot create its -shm "
+                "file; copy the file to a writable folder and use the copy"
+            )
+    if path is not None and "file is not a database" in lowered:
+        return f"{path} is not an SQLite database; give the file that effscope profile wrote"
+    return text
+
+
+def _in_wal_mode(path: Path) -> bool:
+    """Whether an SQLite file is in WAL mode, read from its header (bytes 18 and 19 are 2) without SQLite."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return header.startswith(b"SQLite format 3\x00") and header[18:20] == b"\x02\x02"
+
+
+# Unreadable rows already warned about, by (store, row id): search asks for the same keys again and again.
+_WARNED_ROWS: set[tuple[str, int]] = set()
+# Past this many unreadable rows in one read, the rest are summed up in one line.
+WARN_ROWS_ONE_BY_ONE = 5
+
+
+def _records_from_rows(rows: Iterable[tuple[int, Any, Any]], location: str) -> list[Record]:
+    """The Records in (id, uid, data) rows; each row that is not one is skipped with a warning line on stderr."""
+    records, unreadable = [], []
+    for row_id, uid, text in rows:
+        try:
+            records.append(Record.from_json(text))
+        except NotARecordError as why:
+            unreadable.append((row_id, uid, str(why)))
+    _warn_unreadable(unreadable, location)
+    return records
+
+
+def _warn_unreadable(rows: list[tuple[int, Any, str]], location: str) -> None:
+    fresh = [row for row in rows if (location, row[0]) not in _WARNED_ROWS]
+    _WARNED_ROWS.update((location, row_id) for row_id, _, _ in fresh)
+    for row_id, uid, why in fresh[:WARN_ROWS_ONE_BY_ONE]:
+        named = f" (uid {uid})" if uid else ""
+        print(f"warning: row {row_id}{named} of {location} is not a Record ({why}); skipped", file=sys.stderr)
+    rest = fresh[WARN_ROWS_ONE_BY_ONE:]
+    if rest:
+        ids = ", ".join(str(row_id) for row_id, _, _ in rest[:20]) + (", ..." if len(rest) > 20 else "")
+        print(
+            f"warning: {len(rest)} more rows of {location} are not Records either (ids {ids}); skipped", file=sys.stderr
+        )
 
 
 def export_format(path: str | Path) -> str:
@@ -202,7 +355,16 @@ def _switch_to_wal(cur: Any) -> None:
 
 
 def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-    sqlite_connection_pragmas(dbapi_conn)
+    sqlite_connection_pragmas(dbapi_conn, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_S * 1000)
+
+
+def _sqlite_reader_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    """A reader waits out writers' locks too, but keeps the journal mode it finds: switching it writes the file."""
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+    finally:
+        cur.close()
 
 
 def _first_line(e: Exception) -> str:

@@ -11,51 +11,46 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from effscope.report.data import ReportError, Source, points_from_records, points_from_rows, points_from_trials
-from effscope.urls import database_url, mask_command, mask_url, shown_location, sqlite_path
+from effscope.urls import database_url, mask_url, shown_location, sqlite_path
 
 if TYPE_CHECKING:
-    import sqlalchemy
-
     from effscope.profile.record import Record
 
 __all__ = ["load_records_db", "load_records_file", "load_study", "records_source"]
 
-RECORDS_TABLE = "effscope_records"
 EXPORT_SUFFIXES = (".csv", ".parquet", ".json")
 
 
-def _engine(location: str, what: str):
+def _engine(location: str, what: str, option: str):
     """An engine on an existing database (an SQLite file must exist), and the names of its tables."""
     import sqlalchemy as sa
+
+    from effscope.profile.store import failure_reason
 
     url = database_url(location)
     path = sqlite_path(url)
     if path is not None:
+        if path.is_dir():
+            raise ReportError(f"{path} is a folder; {option} takes a SQLite file or a SQLAlchemy URL")
         if not path.is_file():
             raise ReportError(f"{what} '{location}' does not exist; give an existing SQLite file or a database URL")
     try:
         engine = sa.create_engine(url)
         tables = set(sa.inspect(engine).get_table_names())
     except Exception as e:  # bad dialect, missing driver, unreachable server, not a database
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ReportError(f"cannot read {what} '{mask_url(url)}': {mask_command(text)}") from None
+        raise ReportError(f"cannot read {what} '{mask_url(url)}': {failure_reason(e, url)}") from None
     return engine, tables, url
 
 
-def _records(engine: sqlalchemy.engine.Engine, tables: set[str], study: str | None = None) -> list:
-    """Records in insertion order, read directly (RecordStore would create its table in a foreign database)."""
-    import sqlalchemy as sa
+def _records(url: str, study: str | None = None) -> list[Record]:
+    """Records in insertion order, opened read-only (a writer's RecordStore would create its table in a foreign
+    database); rows that are not Records are skipped with a warning."""
+    from effscope.profile.store import RecordStore, StoreError
 
-    from effscope.profile.record import Record
-
-    if RECORDS_TABLE not in tables:
-        return []
-    table = sa.Table(RECORDS_TABLE, sa.MetaData(), autoload_with=engine)
-    query = sa.select(table.c.data).order_by(table.c.id)
-    if study is not None:
-        query = query.where(table.c.study == study)
-    with engine.connect() as conn:
-        return [Record.from_json(text) for (text,) in conn.execute(query)]
+    try:
+        return RecordStore(url, read_only=True).records(study=study)
+    except StoreError as e:
+        raise ReportError(str(e)) from None
 
 
 def load_study(storage: str, study: str | None = None) -> Source:
@@ -66,7 +61,7 @@ def load_study(storage: str, study: str | None = None) -> Source:
     """
     import optuna
 
-    engine, tables, url = _engine(storage, "the study storage")
+    engine, tables, url = _engine(storage, "the study storage", "--storage")
     if "studies" not in tables:
         raise ReportError(f"'{mask_url(url)}' holds no Optuna study; give the storage that `effscope search` used")
     names = optuna.get_all_study_names(storage=url)
@@ -88,7 +83,7 @@ def load_study(storage: str, study: str | None = None) -> Source:
     if not finished:
         raise ReportError(f"study '{study}' has no finished trials yet; run `effscope search` on it first")
     target = str(loaded.user_attrs.get("target") or "")
-    points = points_from_trials(finished, _records(engine, tables, study=study), target)
+    points = points_from_trials(finished, _records(url, study=study), target)
     running = sum(1 for t in trials if t.state.name in ("RUNNING", "WAITING"))
     directions = [d.name.lower() for d in loaded.directions]
     return Source("study", study, points, shown_location(storage), dict(loaded.user_attrs), directions, running)
@@ -96,8 +91,8 @@ def load_study(storage: str, study: str | None = None) -> Source:
 
 def load_records_db(db: str) -> Source:
     """Every Record in a record store (`effscope profile --db`)."""
-    engine, tables, url = _engine(db, "the record store")
-    records = _records(engine, tables)
+    engine, _tables, url = _engine(db, "the record store", "--db")
+    records = _records(url)
     if not records:
         raise ReportError(
             f"'{mask_url(url)}' holds no effscope Records; measure something first with `effscope profile ... --db`"
