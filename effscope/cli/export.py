@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from effscope.cli._app import app, check_format, esc, out, shown_url, write_rows
+from effscope.cli._app import DB_HELP, app, check_format, esc, out, shown_url, write_rows
 from effscope.errors import SpecError
 
 
@@ -13,7 +13,7 @@ def export(
     output: str = typer.Option(
         ..., "--output", "-o", help="FILE.csv, FILE.parquet or FILE.json (by suffix), or - for stdout with --format."
     ),
-    db: str = typer.Option(None, "--db", help="Record store: SQLite file or SQLAlchemy URL (default ./effscope.db)."),
+    db: str = typer.Option(None, "--db", help=DB_HELP),
     format_: str = typer.Option("csv", "--format", help="With -o -: json or csv."),
     target: str = typer.Option(None, "--target", help="Only this target's Records."),
     study: str = typer.Option(None, "--study", help="Only the Records of this search study."),
