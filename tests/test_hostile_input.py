@@ -8,11 +8,11 @@ each fails during validation, before anything is measured, so the table stays fa
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _cli import effscope
 
 PW = "s3cretpw"  # the password in every URL below; it must never be printed
 
@@ -108,20 +108,6 @@ def place(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("EFFSCOPE_DB", raising=False)
     return tmp_path
-
-
-def effscope(monkeypatch, capfd, args: list[str]) -> tuple[int, str, str]:
-    """Run the console entry point on `args`: (exit code, stdout, stderr). An uncaught exception fails the test."""
-    from effscope.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["effscope", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("args,code,phrase", CASES, ids=[_ids(c) for c in CASES])

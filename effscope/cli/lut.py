@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from effscope.cli._app import app, command_line, err, esc, fmt, out, shown_url
+from effscope.cli._app import DB_HELP, app, command_line, err, esc, fmt, out, shown_url
 
 lut_app = typer.Typer(help="Latency lookup tables: predict to reject, never to accept.", no_args_is_help=True)
 app.add_typer(lut_app, name="lut")
@@ -15,7 +15,7 @@ app.add_typer(lut_app, name="lut")
 def build(
     space: str = typer.Argument(..., help="A shipped space (effscope search --list) or a .toml file."),
     device: str = typer.Option(None, "--device", help="cpu, cuda or cuda:N (replaces the space's)."),
-    db: str = typer.Option(None, "--db", help="SQLite file or SQLAlchemy URL (default ./effscope.db)."),
+    db: str = typer.Option(None, "--db", help=DB_HELP),
     name: str = typer.Option(None, "--name", help="Table name (default <space>-<device>); the newest of a name wins."),
     samples: int = typer.Option(16, "--samples", help="Random designs measured as wholes to fit the correction on."),
     holdout: int = typer.Option(8, "--holdout", help="Further random designs measured as wholes, only to validate."),
@@ -25,6 +25,7 @@ def build(
     from effscope.profile.store import RecordStore
     from effscope.search.predictor import build_table
     from effscope.search.space import load_space
+    from effscope.urls import mask_url
 
     sp = load_space(space).with_overrides(device=device)
     store = RecordStore(db)
@@ -32,16 +33,27 @@ def build(
     def progress(text: str) -> None:
         err.print(text, markup=False, highlight=False)
 
-    table = build_table(
-        sp,
-        store=store,
-        name=name,
-        samples=samples,
-        holdout=holdout,
-        seed=seed,
-        command=command_line(),
-        on_progress=progress,
-    )
+    try:
+        table = build_table(
+            sp,
+            store=store,
+            name=name,
+            samples=samples,
+            holdout=holdout,
+            seed=seed,
+            command=command_line(),
+            on_progress=progress,
+        )
+    except KeyboardInterrupt as e:  # typer would exit 130 silently
+        measured = getattr(e, "measured", 0)
+        kept = (
+            f"the {measured} measurement(s) taken are kept as Records in {mask_url(store.url)}, and a rebuild reuses "
+            "its block measurements"
+            if measured
+            else "nothing was measured"
+        )
+        err.print(f"interrupted: no latency table was stored; {kept}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     v = table.validation
     out.print(
         f"latency table '{esc(table.name)}' (uid {table.uid}) in {shown_url(store.url)}: {len(table.entries)} block "

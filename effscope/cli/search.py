@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from effscope.cli._app import app, command_line, err, esc, fmt, out, shown_url
-from effscope.errors import SpecError
+from effscope.errors import EffscopeError, SpecError
 from effscope.units import si
 
 if TYPE_CHECKING:
@@ -17,13 +17,19 @@ if TYPE_CHECKING:
     from effscope.search.summary import SearchSummary
 
 STORAGE_HELP = (
-    "Study + Record database: an SQLite file or SQLAlchemy URL (postgresql://user@host/db for many machines)."
+    "Study + Record database: an SQLite file or SQLAlchemy URL (postgresql://user@host/db for many machines; "
+    "default $EFFSCOPE_DB, else ./effscope.db)."
 )
 
 
 def _storage(storage: str | None, db: str | None) -> str | None:
     if storage and db and storage != db:
-        raise SpecError("--storage and --db name the same database; give one of them")
+        from effscope.urls import mask_url
+
+        raise SpecError(
+            f"--storage and --db are two names for the same option; give only one, but got --storage "
+            f"'{mask_url(storage)}' and --db '{mask_url(db)}'"
+        )
     return storage or db
 
 
@@ -215,6 +221,18 @@ def failure_exit_code(result: SearchResult) -> int:
     return 2 if any(f.cause == "error" for f in result.failures) else 1
 
 
+def all_failed_line(result: SearchResult) -> str | None:
+    """One sentence when no completed trial measured anything: the commonest reason, once."""
+    s = result.summary
+    if not s.all_failed:
+        return None
+    n, reason = s.all_failed["count"], s.all_failed["reason"]
+    return (
+        f"error: all {s.trials} completed trial(s) failed and none was measured; the commonest reason ({n} of "
+        f"them): {reason}"
+    )
+
+
 @app.command()
 def search(
     space: str = typer.Argument(None, help="A shipped space (effscope search --list) or a .toml file."),
@@ -223,7 +241,7 @@ def search(
     trials: int = typer.Option(None, "--trials", help="Completed trials the study stops at (all workers)."),
     workers: int = typer.Option(1, "--workers", help="Worker processes on this machine."),
     storage: str = typer.Option(None, "--storage", help=STORAGE_HELP),
-    db: str = typer.Option(None, "--db", help="Same as --storage (default ./effscope.db)."),
+    db: str = typer.Option(None, "--db", help="Same as --storage."),
     study: str = typer.Option(None, "--study", help="Study name (default <space>-<device>); the same name resumes."),
     device: str = typer.Option(None, "--device", help="cpu, cuda or cuda:N (replaces the space's)."),
     data: str = typer.Option(None, "--data", help="ImageFolder directory: real proxy batches; needed by 'train'."),
@@ -239,6 +257,8 @@ def search(
     from effscope.search.coordinator import search as run
 
     if list_:
+        if space is not None:
+            raise SpecError(f"--list lists every shipped space and takes no SPACE, but got '{space}'; drop one of them")
         out.print(_list_table())
         return
     if space is None:
@@ -278,19 +298,29 @@ def search(
         except KeyboardInterrupt:
             result = None
     if result is None:
-        _interrupted(sp, _storage(storage, db), study)
+        try:
+            _interrupted(sp, _storage(storage, db), study, report)
+        except KeyboardInterrupt:  # a second Ctrl-C ends the summary, not what was stored
+            err.print("interrupted again: completed trials are kept; re-run the same command to resume", soft_wrap=True)
         raise typer.Exit(130)
     print_summary(result, sp)
     for line in failure_lines(result):
         err.print(line, markup=False, highlight=False, soft_wrap=True)
     if report:
-        from effscope.report import build_report
+        _write_report(report, _storage(storage, db) or result.storage_url, result.study_name)
+    if all_failed_line(result):
+        err.print(all_failed_line(result), markup=False, highlight=False, soft_wrap=True)
+    code = failure_exit_code(result) or (1 if result.summary.all_failed else 0)  # a search that measured nothing
+    if code:
+        raise typer.Exit(code)
 
-        storage_given = _storage(storage, db) or result.storage_url  # the report shows the storage as the user gave it
-        path = build_report(output=report, storage=storage_given, study=result.study_name, command=command_line())
-        out.print(f"report written to {esc(path)}")
-    if failure_exit_code(result):
-        raise typer.Exit(failure_exit_code(result))
+
+def _write_report(report: str, storage: str, study: str) -> None:
+    """--report: the storage as the user gave it (the report shows it)."""
+    from effscope.report import build_report
+
+    path = build_report(output=report, storage=storage, study=study, command=command_line())
+    out.print(f"report written to {esc(path)}")
 
 
 class _Null:
@@ -304,22 +334,31 @@ class _Null:
         return None
 
 
-def _interrupted(space: Space, storage: str | None, study_name: str | None) -> None:
-    """After Ctrl-C: what was kept, and how to resume."""
+def _interrupted(space: Space, storage: str | None, study_name: str | None, report: str | None) -> None:
+    """After Ctrl-C: the summary of what is stored (and --report), what was kept, and how to resume."""
     import optuna
 
+    from effscope.search.coordinator import SearchResult
     from effscope.search.storage import storage_url
     from effscope.search.study import default_study_name, study_info
     from effscope.search.summary import summarize
 
-    name = study_name or default_study_name(space)
+    name = default_study_name(space) if study_name is None else study_name
     url = storage_url(storage)
     try:
         st = optuna.load_study(study_name=name, storage=url)
         s = summarize(st.get_trials(deepcopy=False), study_info(st))
-        err.print(f"interrupted: {s.trials} completed trial(s) are kept in {shown_url(url)} (study {esc(name)})")
-    except Exception:
+    except Exception:  # no study yet (stopped while starting), or the storage is what failed
         err.print(f"interrupted: completed trials are kept in {shown_url(url)}")
+        err.print("re-run the same command to resume")
+        return
+    print_summary(SearchResult(name, url, False, s, space=space), space)
+    if report and s.trials:
+        try:
+            _write_report(report, storage or url, name)
+        except EffscopeError as e:  # the summary above is still worth its exit code
+            err.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+    err.print(f"interrupted: {s.trials} completed trial(s) are kept in {shown_url(url)} (study {esc(name)})")
     err.print("re-run the same command to resume")
 
 
@@ -330,7 +369,7 @@ def calibrate(
     samples: int = typer.Option(8, "--samples", help="Designs sampled from the space and short-trained."),
     steps: int = typer.Option(None, "--steps", help="Training steps per design (default: the space's [train])."),
     storage: str = typer.Option(None, "--storage", help=STORAGE_HELP),
-    db: str = typer.Option(None, "--db", help="Same as --storage (default ./effscope.db)."),
+    db: str = typer.Option(None, "--db", help="Same as --storage."),
     study: str = typer.Option(None, "--study", help="Study the calibration is stored with (default <space>-<device>)."),
     device: str = typer.Option(None, "--device", help="cpu, cuda or cuda:N (replaces the space's)."),
     seed: int = typer.Option(None, "--seed", help="Seed of the design sample."),
@@ -343,21 +382,29 @@ def calibrate(
     with err.status("calibrating", spinner="dots") if err.is_terminal else _Null() as status:
 
         def progress(i: int, n: int, row: dict) -> None:
-            text = f"design {i}/{n}: top-1 {fmt(row.get('train'), '.1f')} %"
+            text = f"design {i}/{n}: " + (
+                f"top-1 {row['train']:.1f} %" if _num(row.get("train")) is not None else f"failed: {row.get('train')}"
+            )
             if err.is_terminal:
                 status.update(esc(text))
             else:
-                err.print(text, markup=False, highlight=False)
+                err.print(text, markup=False, highlight=False, soft_wrap=True)
 
-        result = calibrate_proxies(
-            sp,
-            samples=samples,
-            steps=steps,
-            storage=_storage(storage, db),
-            study_name=study,
-            command=command_line(),
-            on_design=progress,
-        )
+        try:
+            result = calibrate_proxies(
+                sp,
+                samples=samples,
+                steps=steps,
+                storage=_storage(storage, db),
+                study_name=study,
+                command=command_line(),
+                on_design=progress,
+            )
+        except KeyboardInterrupt as e:
+            result = e
+    if isinstance(result, KeyboardInterrupt):
+        err.print(_calibration_interrupted(result), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130)
     table = Table(
         title=f"proxies vs short-training val top-1 ({result.train_steps} steps, {result.n} designs)",
         title_justify="left",
@@ -371,15 +418,42 @@ def calibrate(
     for col in ("design", "top-1 %", *result.taus):
         designs.add_column(col, justify="left" if col == "design" else "right")
     for row in result.rows:
+        train = _num(row.get("train"))
         designs.add_row(
-            esc(row["design"]), fmt(row.get("train"), ".1f"), *[_quality_fmt(_num(row.get(n))) for n in result.taus]
+            esc(row["design"]),
+            fmt(train, ".1f") if train is not None else "failed",
+            *[_quality_fmt(_num(row.get(n))) for n in result.taus],
         )
     out.print(designs)
     for note in result.notes:
         out.print(f"[dim]note: {esc(note)}[/dim]")
+    failed = [r["train"] for r in result.rows if isinstance(r.get("train"), str)]
+    if failed and len(failed) == len(result.rows):  # nothing to correlate: said once, nothing replaced in the study
+        common = max(failed, key=failed.count)  # the first of the commonest
+        err.print(
+            f"error: all {len(failed)} designs failed to train, so no calibration was stored; the commonest reason "
+            f"({failed.count(common)} of them): {common}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
     out.print(
         f"stored with study {esc(result.study_name)} in {shown_url(result.storage_url)} "
         "(study user_attrs['calibration'])"
+    )
+
+
+def _calibration_interrupted(e: KeyboardInterrupt) -> str:
+    """After Ctrl-C: what the study keeps of this calibration."""
+    from effscope.urls import mask_url
+
+    stored = getattr(e, "stored", 0)
+    if not stored:
+        return "interrupted: no design had finished training, so nothing of this calibration was stored"
+    return (
+        f"interrupted: {stored} short-trained design(s) are kept with study {e.study_name} in "  # type: ignore[attr-defined]
+        f"{mask_url(e.storage_url)}; re-run the same command to resume"  # type: ignore[attr-defined]
     )
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "Plan",
     "check_device",
     "check_input_size",
+    "meta_forward",
     "measure_plans",
     "parse_size",
     "plan_suite",
@@ -97,6 +98,16 @@ def validate_workload(w: Workload, where: str | None = None) -> Workload:
     return w
 
 
+def meta_forward(target: Target, size: tuple[int, int] | None) -> None:
+    """One forward of the target at batch 1 on the meta device: shapes only, no memory and no data, so a size the
+    target cannot take raises its InputSizeError at once. Some ops have no meta kernel and raise other errors."""
+    import torch
+
+    module = target.build("meta")
+    with torch.no_grad():
+        module(*target.example_args(module, 1, size, "meta"))
+
+
 def check_input_size(target: Target, size: tuple[int, int], what: str) -> None:
     """Refuse an input size the target cannot take, before any worker starts: one forward on the meta device (no
     memory, no data, a second at most for the largest preset). Any other failure is left to the measurement, which
@@ -105,16 +116,12 @@ def check_input_size(target: Target, size: tuple[int, int], what: str) -> None:
     Raises:
         SpecError: the target's own sentence on why this size does not fit.
     """
-    import torch
-
     from effscope.errors import InputSizeError
 
     if target.kind == "custom" or target.instance is not None:
         return
     try:
-        module = target.build("meta")
-        with torch.no_grad():
-            module(*target.example_args(module, 1, size, "meta"))
+        meta_forward(target, size)
     except InputSizeError as e:
         raise SpecError(f"{target.name} cannot take {what} {size[0]}x{size[1]}: {e}") from None
     except Exception:  # noqa: BLE001 - not a size problem: the measurement reports it with its traceback

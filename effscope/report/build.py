@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,4 +99,9 @@ def check_report_output(output: str | Path, *, protect: Sequence[str | None] = (
 
 
 def _file_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "report"
+    """A file name for a study or Records source: other characters become '_', and when that changed the name a
+    short hash of it follows, so that names such as 'a/b' and 'a_b' never share a default report file."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "report"
+    if safe != name:
+        safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return safe

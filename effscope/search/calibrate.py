@@ -15,14 +15,21 @@ from typing import Any
 
 from effscope.errors import SpecError
 from effscope.search.objectives import OBJECTIVES, PROXIES, label_for
-from effscope.search.space import Space, sample_designs
+from effscope.search.space import Space, check_searchable, sample_designs
 
-__all__ = ["CalibrationResult", "calibrate_proxies"]
+__all__ = ["CAL_ROWS_ATTR", "CalibrationInterrupted", "CalibrationResult", "calibrate_proxies"]
+
+
+CAL_ROWS_ATTR = "effscope:calibration_rows"  # study system attr: each short-trained design, stored as it completes
 
 
 @dataclass
 class CalibrationResult:
-    """Per-design values and per-proxy Kendall tau against short-training top-1."""
+    """Per-design values and per-proxy Kendall tau against short-training top-1.
+
+    `rows` holds every design in sample order, a failed value as its reason (str); `reused` counts the designs
+    short-trained by an earlier run of the same calibration (an interrupted one) and read back.
+    """
 
     study_name: str
     storage_url: str
@@ -31,6 +38,16 @@ class CalibrationResult:
     rows: list[dict[str, Any]]
     taus: dict[str, dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    reused: int = 0
+
+
+class CalibrationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a calibration, with what is kept: `stored` short-trained designs of this sample are in the
+    study (re-running the same command reuses them); none when the study was not reached."""
+
+    def __init__(self, stored: int, study_name: str | None, storage_url: str | None) -> None:
+        super().__init__()
+        self.stored, self.study_name, self.storage_url = stored, study_name, storage_url
 
 
 def calibrate_proxies(
@@ -45,16 +62,24 @@ def calibrate_proxies(
 ) -> CalibrationResult:
     """Short-train `samples` designs of a model-level space and rank-correlate every proxy with their top-1.
 
+    Each design whose training succeeded is stored with the study as soon as it is done, so an interrupted or failed
+    calibration keeps it and a re-run of the same space, data and settings reuses it. A design that fails is a row
+    with the reason; the calibration goes on. The study's `calibration` attribute is written at the end, and only
+    when at least one design trained (it never replaces an earlier calibration with nothing).
+
     Raises:
-        EffscopeError: a block-level space, no --data, fewer than 3 samples, bad storage.
+        EffscopeError: a block-level space, no --data, undecodable images, fewer than 3 samples or a space that
+            cannot yield them, bad study name or storage.
+        CalibrationInterrupted: Ctrl-C; says how many designs are stored.
     """
     import dataclasses
 
+    from effscope.knobs import to_jsonable
     from effscope.profile.store import RecordStore
     from effscope.search.imagefolder import open_imagefolder
     from effscope.search.objectives import QualityError, QualityProcess, evaluate
     from effscope.search.storage import open_storage, storage_url
-    from effscope.search.study import default_study_name, device_name_for, prepare_study
+    from effscope.search.study import device_name_for, prepare_study, study_name_for
     from effscope.stats import kendall_tau
 
     if space.kind != "model":
@@ -69,39 +94,58 @@ def calibrate_proxies(
         if steps < 1:
             raise SpecError(f"--steps must be >= 1, but got {steps}")
         space = dataclasses.replace(space, train={**space.train, "steps": steps})
+    name = study_name_for(space, study_name)
     url = storage_url(storage)  # a bad location fails before the data is read
+    # Everything that can refuse comes before the study exists: a refused calibration leaves no empty study.
     open_imagefolder(space.data)
+    check_searchable(space)
+    designs = [
+        (ts.name, config.knob_values()) for ts, config in sample_designs(space, samples, space.seed, asked="--samples")
+    ]
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     RecordStore(url)
     optuna_storage = open_storage(url)
     device_name = device_name_for(space.workload)
-    name = study_name or default_study_name(space)
     study, _, _ = prepare_study(space, optuna_storage, name, device_name=device_name, command=command)
-
-    designs = [(ts.name, config.knob_values()) for ts, config in sample_designs(space, samples, space.seed)]
-    if len(designs) < samples:
-        raise SpecError(f"the space {space.name} yielded only {len(designs)} distinct valid designs; ask for fewer")
+    study_id = optuna_storage.get_study_id_from_name(name)
+    key = _rows_key(space)
+    saved = optuna_storage.get_study_system_attrs(study_id).get(CAL_ROWS_ATTR)
+    kept = {
+        _design_key(r["target"], r["knobs"]): r
+        for r in (saved["rows"] if isinstance(saved, dict) and saved.get("key") == key else [])
+    }
     names = ["train", *PROXIES]
-    proc = QualityProcess(threads=space.workload.threads)
+    proc: QualityProcess | None = None
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
+    reused = 0
     try:
         for i, (target, knobs) in enumerate(designs, 1):
-            kwargs = {
-                "target_name": target,
-                "knobs": knobs,
-                "names": names,
-                "workload": space.workload.as_dict(),
-                "proxy": space.proxy,
-                "train": space.train,
-                "data": space.data,
-            }
-            try:
-                values = proc.call(evaluate, kwargs, timeout=space.measure["timeout_s"] * 10)
-            except QualityError as e:
-                values = dict.fromkeys(names, str(e))
+            dkey = _design_key(target, to_jsonable(knobs))
+            if dkey in kept and _ok(kept[dkey]["values"].get("train")):
+                values, reused = dict(kept[dkey]["values"]), reused + 1
+            else:
+                proc = proc or QualityProcess(threads=space.workload.threads)
+                kwargs = {
+                    "target_name": target,
+                    "knobs": knobs,
+                    "names": names,
+                    "workload": space.workload.as_dict(),
+                    "proxy": space.proxy,
+                    "train": space.train,
+                    "data": space.data,
+                }
+                try:
+                    values = proc.call(evaluate, kwargs, timeout=space.measure["timeout_s"] * 10)
+                except QualityError as e:
+                    values = dict.fromkeys(names, str(e))
+                if _ok(values.get("train")):  # stored at once: an interruption or a later failure keeps it
+                    kept[dkey] = {"target": target, "knobs": to_jsonable(knobs), "values": values}
+                    optuna_storage.set_study_system_attr(
+                        study_id, CAL_ROWS_ATTR, {"key": key, "rows": list(kept.values())}
+                    )
             row = {"design": _describe(space, knobs), "knobs": knobs, **values}
             for k, v in values.items():
                 if isinstance(v, str):
@@ -109,8 +153,12 @@ def calibrate_proxies(
             rows.append(row)
             if on_design is not None:
                 on_design(i, len(designs), row)
+    except KeyboardInterrupt:
+        stored = sum(1 for r in rows if _ok(r.get("train")))
+        raise CalibrationInterrupted(stored, name, url) from None
     finally:
-        proc.close()
+        if proc is not None:
+            proc.close()
 
     taus: dict[str, dict[str, Any]] = {}
     for proxy in PROXIES:
@@ -122,15 +170,39 @@ def calibrate_proxies(
             "train_steps": int(space.train["steps"]),
             "label": label_for(proxy),
         }
-    study.set_user_attr(
-        "calibration",
-        {k: {"kendall_tau": v["kendall_tau"], "n": v["n"], "train_steps": v["train_steps"]} for k, v in taus.items()},
-    )
+    if any(_ok(r.get("train")) for r in rows):
+        stored = {
+            k: {"kendall_tau": v["kendall_tau"], "n": v["n"], "train_steps": v["train_steps"]} for k, v in taus.items()
+        }
+        study.set_user_attr("calibration", stored)
+    if reused:
+        notes.insert(0, f"{reused} design(s) were short-trained by an earlier run of this calibration and reused")
     if OBJECTIVES[space.quality].is_proxy:
         t = taus.get(space.quality, {}).get("kendall_tau")
         said = "undefined (constant values)" if t is None else f"{t:+.3f}"
         notes.append(f"this space searches {space.quality}: its Kendall tau against short training is {said} here")
-    return CalibrationResult(name, url, int(space.train["steps"]), len(rows), rows, taus, notes)
+    return CalibrationResult(name, url, int(space.train["steps"]), len(rows), rows, taus, notes, reused)
+
+
+def _rows_key(space: Space) -> str:
+    """What makes a stored short-trained design reusable: the same training, proxies, workload and data."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    what = {
+        "train": space.train,
+        "proxy": space.proxy,
+        "workload": space.workload.as_dict(),
+        "data": str(Path(space.data or "").expanduser().resolve()),
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _design_key(target: str, knobs: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps([target, knobs], sort_keys=True, default=str)
 
 
 def _ok(v: Any) -> bool:

@@ -17,9 +17,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from effscope.errors import SpecError
-from effscope.search.space import Space
+from effscope.search.space import Space, check_searchable
 from effscope.search.storage import open_storage, storage_cause, storage_error, storage_url
-from effscope.search.study import default_study_name, device_name_for, make_sampler, prepare_study, study_info
+from effscope.search.study import (
+    device_name_for,
+    make_sampler,
+    prepare_study,
+    study_info,
+    study_name_for,
+)
 from effscope.search.summary import SearchSummary, feasible_front, is_feasible, summarize, trial_row
 from effscope.search.workers import WorkerArgs, worker_process
 
@@ -191,12 +197,14 @@ def run_search(
             f"but got {space.seed}"
         )
     make_sampler(space, space.seed)  # a sampler that cannot start (gp without scipy) fails here, not in a worker
+    name = study_name_for(space, study_name)
+    check_searchable(space)  # one design, or a size no design takes: every trial would say the same
     if space.quality == "train" and not space.data:
         raise SpecError("quality 'train' needs --data DIR (an ImageFolder: root/<class>/<image>)")
     if space.data:
         from effscope.search.imagefolder import open_imagefolder
 
-        open_imagefolder(space.data)
+        open_imagefolder(space.data)  # decodes a sample: a folder of non-images fails here, not in every trial
     started = time.monotonic()
     device_name = device_name_for(space.workload)
     url = storage_url(storage)
@@ -208,7 +216,6 @@ def run_search(
         table = load_table(RecordStore(url), predictor)
         check_compatible(table, space, device_name)
     optuna_storage = open_storage(url)
-    name = study_name or default_study_name(space)
     study, created, notes = prepare_study(space, optuna_storage, name, device_name=device_name, command=command)
     if table is not None:
         study.set_user_attr("predictor", table.summary())

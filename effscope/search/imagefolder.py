@@ -24,6 +24,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".gif", ".ti
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, the convention of every model in the zoo
 STD = (0.229, 0.224, 0.225)
 VAL_EVERY = 5
+CHECK_CLASSES = 256  # classes whose first image of each split is decoded up front (evenly spread beyond that)
 
 
 class DataError(SpecError):
@@ -86,10 +87,11 @@ class ImageFolder:
 
 
 def open_imagefolder(root: str | Path) -> ImageFolder:
-    """Index an ImageFolder directory (no image is decoded here).
+    """Index an ImageFolder directory and decode the first image of each class in each split (once per process).
 
     Raises:
-        DataError: the directory is missing, has fewer than two class folders, or a split has no images.
+        DataError: the directory is missing, has fewer than two class folders, a split has no images, or an image
+            checked does not decode.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -120,4 +122,38 @@ def open_imagefolder(root: str | Path) -> ImageFolder:
     for sample in val:
         by_class.setdefault(sample[1], []).append(sample)
     val = [s for group in itertools.zip_longest(*by_class.values()) for s in group if s is not None]
-    return ImageFolder(str(root), tuple(classes), tuple(train), tuple(val))
+    folder = ImageFolder(str(root), tuple(classes), tuple(train), tuple(val))
+    key = (str(root.resolve()), len(train), len(val))
+    if key not in _CHECKED:
+        _check_decodes(folder)
+        _CHECKED.add(key)
+    return folder
+
+
+_CHECKED: set[tuple[str, int, int]] = set()  # folders checked in this process (a quality process opens it per design)
+
+
+def _check_decodes(folder: ImageFolder) -> None:
+    """Decode one image per class and split, so that a folder of files that are not images fails once, up front,
+    instead of every design's training failing on it (PIL's draft mode keeps a JPEG decode cheap)."""
+    from PIL import Image
+
+    picked: list[str] = []
+    for split in (folder.train, folder.val):
+        first: dict[int, str] = {}
+        for path, label in split:
+            first.setdefault(label, path)
+        labels = sorted(first)
+        step = max(1, len(labels) // CHECK_CLASSES)
+        picked += [first[label] for label in labels[::step]]
+    for path in picked:
+        try:
+            with Image.open(path) as im:
+                im.draft("RGB", (32, 32))
+                im.load()
+        except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a broken file
+            why = type(e).__name__ if path in str(e) else f"{type(e).__name__}: {e}"
+            raise DataError(
+                f"--data '{folder.root}' holds '{path}', which does not decode as an image ({why}); --data needs an "
+                "ImageFolder of images (root/<class>/<image>)"
+            ) from None

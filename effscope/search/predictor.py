@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BlockCall",
+    "BuildInterrupted",
     "LatencyTable",
     "Predictor",
     "PredictorError",
@@ -71,6 +72,15 @@ RIDGE = 1e-3  # relative ridge on standardized knob features: keeps a small trai
 
 class PredictorError(EffscopeError):
     """A latency table cannot be built, found or used for this space."""
+
+
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `build_table`: no table was stored; `measured` measurements were (as Records, which a rebuild
+    reuses for its block calls)."""
+
+    def __init__(self, measured: int) -> None:
+        super().__init__()
+        self.measured = measured
 
 
 # --------------------------------------------------------------------------------------------------- decomposition
@@ -594,17 +604,17 @@ def build_table(
         PredictorError: a model that cannot be decomposed, a failed measurement, too few valid designs.
     """
     from effscope.profile.worker import Worker
-    from effscope.search.space import sample_designs
-    from effscope.search.study import device_name_for
+    from effscope.search.space import check_searchable, sample_designs
+    from effscope.search.study import check_name, default_study_name, device_name_for
 
     if samples < 2 or holdout < 1:
         raise PredictorError(f"--samples must be >= 2 and --holdout >= 1, but got ({samples}, {holdout})")
+    name = check_name(default_study_name(space) if name is None else name, "--name")  # tables are named as studies
     _forward_only(space)
-    device_name = device_name or device_name_for(space.workload)
+    check_searchable(space)
     seed = space.seed if seed is None else seed
-    designs = sample_designs(space, samples + holdout, seed)
-    if len(designs) < 3:
-        raise PredictorError(f"space {space.name} yielded only {len(designs)} distinct valid designs; need >= 3")
+    designs = sample_designs(space, samples + holdout, seed, asked="--samples + --holdout")
+    device_name = device_name or device_name_for(space.workload)
     n_train = max(2, round(len(designs) * samples / (samples + holdout)))
     own = worker is None
     worker = worker or Worker()
@@ -640,6 +650,8 @@ def build_table(
                     "record_uid": whole.uid,
                 }
             )
+    except KeyboardInterrupt:
+        raise BuildInterrupted(m.measured) from None
     finally:
         if own:
             worker.close()
@@ -655,7 +667,7 @@ def build_table(
         r["predicted"] = fit.predict_one(r["block_sum"], r["features"])
     ts0 = space.targets[0]
     table = LatencyTable(
-        name=name or f"{space.name}-{space.workload.device.replace(':', '')}",
+        name=name,
         space=space.name,
         target=space.target,
         kind=space.kind,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from effscope.errors import SpecError, UnknownNameError
+from effscope.errors import EffscopeError, SpecError, UnknownNameError
 from effscope.knobs import Choice, Config, Domain, FloatRange, IntRange, Knob, Seq, format_value, knobs_of
 from effscope.metrics import GRAPH_TIMED, TIMED, budgetable
 from effscope.registry import did_you_mean
@@ -33,11 +33,13 @@ __all__ = [
     "Space",
     "SpaceError",
     "TargetSpace",
+    "check_searchable",
     "find_space",
     "list_spaces",
     "load_space",
     "parse_space",
     "sample_designs",
+    "space_size",
     "spaces_dir",
 ]
 
@@ -401,39 +403,217 @@ def budget_statistics(workload: Workload) -> list[str]:
     return [s for s in budgetable() if s.startswith(tuple(prefixes))]
 
 
-def sample_designs(space: Space, n: int, seed: int) -> list[tuple[TargetSpace, Config]]:
-    """Up to `n` distinct valid designs drawn at random from the space (its own sampling API, a RandomSampler).
+ENUMERATE_LIMIT = 20_000  # knob combinations a space may have for an exact count of its valid designs
+PATIENCE = 1_000  # random draws in a row without a new design before a sample stops drawing
+CHUNK = 1_000  # draws per throwaway study: Optuna's in-memory ask scans every trial, so long studies get slow
 
-    An invalid draw (a cross-knob rule) is drawn again, up to 200 draws a design; callers say what too few means.
+
+def _domain_size(domain: Domain) -> int | None:
+    """How many values a (narrowed) domain holds; None for a float range (unbounded)."""
+    if isinstance(domain, Choice):
+        return len(domain.options)
+    if isinstance(domain, IntRange):
+        return (domain.high - domain.low) // domain.step + 1
+    if isinstance(domain, FloatRange):
+        return 1 if domain.low == domain.high else None
+    if isinstance(domain, Fixed):
+        return 1
+    if isinstance(domain, Seq | Items):
+        items = domain.items if isinstance(domain, Items) else (domain.item,) * domain.length
+        sizes = [_domain_size(d) for d in items]
+        return None if None in sizes else math.prod(sizes)  # type: ignore[arg-type]
+    return None
+
+
+def _domain_values(domain: Domain) -> list[Any]:
+    """Every value of a finite domain (_domain_size is not None), in order."""
+    import itertools
+
+    if isinstance(domain, Choice):
+        return list(domain.options)
+    if isinstance(domain, IntRange):
+        return list(range(domain.low, domain.high + 1, domain.step))
+    if isinstance(domain, FloatRange):
+        return [domain.low]
+    if isinstance(domain, Fixed):
+        return [domain.value]
+    items = domain.items if isinstance(domain, Items) else (domain.item,) * domain.length  # type: ignore[union-attr]
+    return [tuple(v) for v in itertools.product(*(_domain_values(d) for d in items))]
+
+
+def space_size(space: Space) -> int | None:
+    """Knob combinations the space holds (before cross-knob rules), over all its targets; None when unbounded."""
+    total = 0
+    for ts in space.targets:
+        sizes = [_domain_size(d) for d in ts.domains.values()]
+        if None in sizes:
+            return None
+        total += math.prod(sizes)  # type: ignore[arg-type]
+    return total
+
+
+def check_searchable(space: Space) -> None:
+    """Refuse, before anything is stored, a space whose every trial would be the same design or would fail the same
+    way: no knob with two values, not one valid knob combination (counted when the space is small enough), or a
+    workload grid that no design fits (checked on the `meta` device).
+
+    Raises:
+        SpaceError: one sentence naming the file and what to change.
+    """
+    size = space_size(space)
+    if size == 1:
+        ts = space.targets[0]
+        raise SpaceError(
+            f"search space {space.path}: the space searches no knob: [knobs] gives none of {ts.base.owner()}'s knobs "
+            f"two or more values, so every trial would be the same design; give one a range or a list "
+            f"(knobs: {', '.join(knobs_of(ts.base))})"
+        )
+    sampled = sample_designs(space, min(4, size or 4), space.seed, exact=False)
+    if not sampled and size is not None and size <= ENUMERATE_LIMIT:  # counted exactly: not one valid combination
+        raise SpaceError(
+            f"search space {space.path}: no design of the space is valid: all {size} knob combinations break a rule "
+            f"({_first_rule(space)}); widen the knobs that the rule ties together"
+        )
+    _check_workload_fits(space, sampled)
+
+
+def _first_rule(space: Space) -> str:
+    """The rule the first knob combination breaks (a space without one valid design)."""
+    from effscope.knobs import with_knobs
+
+    ts = space.targets[0]
+    first = {**ts.pins, **{k: _domain_values(d)[0] for k, d in ts.domains.items()}}
+    try:
+        with_knobs(ts.base, first)
+    except EffscopeError as e:
+        return str(e)
+    return "a rule of the design"
+
+
+def _check_workload_fits(space: Space, sampled: list[tuple[TargetSpace, Config]]) -> None:
+    """Refuse a workload size that no checked design accepts: each target's base design (pins applied) and a few
+    sampled designs run a forward on the `meta` device; only a size error counts (anything else is left to the
+    trials, which report it)."""
+    from effscope.errors import InputSizeError, KnobError
+    from effscope.knobs import with_knobs
+    from effscope.profile.run import meta_forward
+    from effscope.profile.target import resolve_target
+
+    checked: list[tuple[TargetSpace, Config]] = []
+    for ts in space.targets:
+        try:
+            checked.append((ts, with_knobs(ts.base, ts.pins)))
+        except (KnobError, SpecError):
+            pass
+    checked += sampled
+    first: InputSizeError | None = None
+    for ts, config in checked:
+        try:
+            meta_forward(resolve_target(ts.name, overrides=config.knob_values()), space.workload.size)
+        except InputSizeError as e:
+            first = first or e
+            continue
+        except Exception:  # noqa: BLE001 - not every module runs on meta; the trials will tell
+            pass
+        return
+    if first is not None:
+        size = "x".join(map(str, space.workload.size or ()))
+        raise SpaceError(
+            f"search space {space.path}: no design fits [workload] size = {size or 'the default'} ({first}); "
+            "choose a size every design of the space can take"
+        )
+
+
+def sample_designs(
+    space: Space, n: int, seed: int, *, asked: str = "", exact: bool = True
+) -> list[tuple[TargetSpace, Config]]:
+    """`n` distinct valid designs drawn at random from the space (its own sampling API, a RandomSampler).
+
+    An invalid draw (a cross-knob rule) is drawn again; drawing stops after PATIENCE draws in a row found nothing new.
+    A space of at most ENUMERATE_LIMIT knob combinations is then completed from the list of its valid designs (seeded
+    order), so the answer is exact and quick even when `n` is all of them.
+
+    Args:
+        asked: the option that asked for `n` ("--samples"), for the message.
+        exact: False returns what was found (up to `n`) instead of refusing.
+
+    Raises:
+        SpaceError: (exact) the space cannot yield `n` distinct valid designs; the message says how many it has.
     """
     import optuna
 
     from effscope.errors import KnobError
     from effscope.knobs import with_knobs
 
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed), directions=space.directions)
-        seen: set[tuple[str, str]] = set()
-        out: list[tuple[TargetSpace, Config]] = []
-        for _ in range(200 * max(1, n)):
+    bound = space_size(space)
+    seen: set[tuple[str, str]] = set()
+    out: list[tuple[TargetSpace, Config]] = []
+
+    def add(ts: TargetSpace, overrides: dict[str, Any]) -> bool:
+        try:
+            config = with_knobs(ts.base, overrides)
+        except (KnobError, UnknownNameError, SpecError):
+            return False
+        key = (ts.name, repr(sorted(config.knob_values().items())))
+        if key in seen:
+            return False
+        seen.add(key)
+        out.append((ts, config))
+        return True
+
+    enumerable = bound is not None and bound <= ENUMERATE_LIMIT
+    where = f"the {n} asked for" + (f" ({asked})" if asked else "")
+    draw = bound is None or bound >= n  # with fewer combinations than asked, only a full count can answer
+    if not draw and not enumerable:
+        if exact:
+            raise SpaceError(
+                f"space {space.name} holds at most {bound} distinct designs (its knob combinations), fewer than "
+                f"{where}; ask for at most {bound}"
+            )
+        draw = True
+    draws = 0
+    if draw:
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        try:
+            sampler = optuna.samplers.RandomSampler(seed=seed)  # one sampler across the chunks: one random stream
+            misses = 0
+            while len(out) < n and draws < 200 * max(1, n) and misses < PATIENCE:
+                if draws % CHUNK == 0:
+                    study = optuna.create_study(sampler=sampler, directions=space.directions)
+                trial = study.ask()
+                ts, overrides = space.suggest(trial)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                draws += 1
+                misses = 0 if add(ts, overrides) else misses + 1
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+    if len(out) < n and enumerable:
+        import itertools
+        import random
+
+        rest: list[tuple[TargetSpace, dict[str, Any]]] = []
+        for ts in space.targets:
+            names = list(ts.domains)
+            for values in itertools.product(*(_domain_values(d) for d in ts.domains.values())):
+                rest.append((ts, {**ts.pins, **dict(zip(names, values, strict=True))}))
+        random.Random(seed).shuffle(rest)
+        for ts, overrides in rest:
             if len(out) >= n:
                 break
-            trial = study.ask()
-            ts, overrides = space.suggest(trial)
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            try:
-                config = with_knobs(ts.base, overrides)
-            except (KnobError, UnknownNameError, SpecError):
-                continue
-            key = (ts.name, repr(sorted(config.knob_values().items())))
-            if key not in seen:
-                seen.add(key)
-                out.append((ts, config))
-        return out
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+            add(ts, overrides)
+        if len(out) < n and exact:
+            broken = f", {bound - len(out)} of them breaking a rule of the design" if bound != len(out) else ""
+            raise SpaceError(
+                f"space {space.name} holds {len(out)} distinct valid design(s) ({bound} knob combinations{broken}), "
+                f"fewer than {where}; ask for at most {len(out)}"
+            )
+    if len(out) < n and exact:
+        raise SpaceError(
+            f"space {space.name} yielded only {len(out)} distinct valid design(s) in {draws} random draws, fewer than "
+            f"{where}; ask for fewer or widen the space"
+        )
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- files
@@ -467,8 +647,8 @@ def find_space(name_or_path: str) -> Path:
         return shipped
     names = sorted(p.stem for p in spaces_dir().glob("*.toml"))
     raise SpaceError(
-        f"unknown search space '{name_or_path}'{did_you_mean(name_or_path, names)}: give a .toml file or one of "
-        f"{', '.join(names)} (effscope search --list)"
+        f"unknown search space '{name_or_path}'{did_you_mean(name_or_path, names)} (a space is a .toml file or one "
+        f"of {', '.join(names)}: effscope search --list)"
     )
 
 
@@ -476,8 +656,13 @@ def load_space(name_or_path: str) -> Space:
     """Read and validate a space by shipped name or file path."""
     path = find_space(name_or_path)
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
+        text = path.read_text(encoding="utf-8")  # TOML is UTF-8 whatever the locale says
+    except UnicodeDecodeError as e:
+        raise SpaceError(
+            f"search space '{path}' is not a UTF-8 TOML file (byte {e.object[e.start]:#04x} at offset {e.start} is not "
+            "UTF-8); save it as UTF-8"
+        ) from None
+    except OSError as e:
         raise SpaceError(f"cannot read search space '{path}': {e}") from None
     return parse_space(text, name=path.stem, path=str(path))
 
@@ -785,8 +970,8 @@ def _resolve_targets(where: str, names: list[str], base_name: str | None, knob_t
             elif not family_presets:
                 known = bl.names() + sorted({s.family for s in mo}) + mo.names()
                 raise SpaceError(
-                    f"{where}: unknown target '{n}'{did_you_mean(n, known)}: give a block (effscope blocks list), "
-                    "a model family or a model preset (effscope models list)"
+                    f"{where}: unknown target '{n}'{did_you_mean(n, known)} (a target is a block: effscope blocks "
+                    "list, or a model family or preset: effscope models list)"
                 )
             if base_name is not None:
                 if base_name not in [s.name for s in family_presets]:
@@ -809,6 +994,11 @@ def _narrow_all(where: str, base: Config, table: dict) -> tuple[dict[str, Domain
     domains: dict[str, Domain] = {}
     pins: dict[str, Any] = {}
     for name in table:
+        if name not in declared and isinstance(table[name], dict) and _is_target_name(name):
+            raise SpaceError(
+                f"{where}: [knobs.{name}] tables are for multi-block spaces (target = [...]); this space searches "
+                f"{base.owner()} alone, so its knobs go straight under [knobs] ({', '.join(declared)})"
+            )
         if name not in declared:
             raise SpaceError(
                 f"{where}: {base.owner()} has no knob '{name}'{did_you_mean(name, list(declared))} "
@@ -859,7 +1049,7 @@ def _narrow(where: str, k: Knob, domain: Domain, spec: Any, *, top: bool = False
     try:
         return "pin", _value(domain, spec)
     except ValueError:
-        raise SpaceError(f"{where}: {format_value(spec)} is outside the declared domain ({allowed})") from None
+        raise SpaceError(f"{where}: {_not_in(domain, spec)} ({allowed})") from None
 
 
 def _value(domain: Domain, v: Any) -> Any:
@@ -872,6 +1062,27 @@ def _value(domain: Domain, v: Any) -> Any:
         return domain.normalize(domain.parse(v))
 
 
+def _not_in(domain: Domain, v: Any) -> str:
+    """Why a TOML value is refused: the wrong type, or a value of the right type outside the domain."""
+    if isinstance(domain, IntRange | FloatRange):
+        want, parse = ("an integer", int) if isinstance(domain, IntRange) else ("a number", float)
+        try:
+            ok = not isinstance(v, bool) and (isinstance(v, int | float) or parse(v) is not None)
+        except (TypeError, ValueError):
+            ok = False
+        if isinstance(domain, IntRange) and isinstance(v, float) and not v.is_integer():
+            ok = False
+        if not ok:
+            return f"{v!r} is not {want}"
+    return f"{format_value(v)} is outside the declared domain"
+
+
+def _is_target_name(name: str) -> bool:
+    from effscope.spec import blocks, models
+
+    return name in blocks() or name in models() or any(s.family == name for s in models())
+
+
 def _subset(where: str, domain: Domain, values: list) -> Domain:
     if not values:
         raise SpaceError(f"{where}: the domain is empty (values = []); list at least one value")
@@ -880,9 +1091,7 @@ def _subset(where: str, domain: Domain, values: list) -> Domain:
         try:
             nv = _value(domain, v)
         except ValueError:
-            raise SpaceError(
-                f"{where}: {format_value(v)} is outside the declared domain (allowed: {domain.describe()})"
-            ) from None
+            raise SpaceError(f"{where}: {_not_in(domain, v)} (allowed: {domain.describe()})") from None
         if nv not in out:
             out.append(nv)
     return Choice(tuple(out))

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DASHBOARD_ATTR",
+    "NAME_MAX",
     "SPACE_TOML_ATTR",
+    "check_name",
     "default_study_name",
     "device_name_for",
     "enqueue_presets",
@@ -28,15 +30,45 @@ __all__ = [
     "prepare_study",
     "space_toml",
     "study_info",
+    "study_name_for",
 ]
 
 SPACE_TOML_ATTR = "effscope:space_toml"  # study system attr: the space's TOML (user attr effscope_space has its hash)
 DASHBOARD_ATTR = "effscope:dashboard_constraints"  # study system attr: trials also carry optuna-dashboard's list
 
 
+NAME_MAX = 200  # the Records' `study` column and the latency tables' `name` column are VARCHAR(200)
+
+
 def default_study_name(space: Space) -> str:
     """One study per space and device unless --study says otherwise (so re-running the command resumes)."""
     return f"{space.name}-{space.workload.device.replace(':', '')}"
+
+
+def check_name(name: str, what: str = "--study") -> str:
+    """A study or table name: not blank, printable, no surrounding spaces, at most NAME_MAX characters.
+
+    Raises:
+        SpecError: one sentence naming `what` (the option, or where a default name came from).
+    """
+    rule = f"a name of 1 to {NAME_MAX} printable characters, not starting or ending with a space"
+    if not name.strip():
+        raise SpecError(f"{what} must be {rule}, but got {name!r}")
+    bad = next((c for c in name if not c.isprintable() and c != " "), None)
+    if bad is not None:
+        raise SpecError(f"{what} must be {rule}, but {name!r} holds the control character {bad!r}")
+    if name != name.strip():
+        raise SpecError(f"{what} must be {rule}, but {name!r} starts or ends with a space")
+    if len(name) > NAME_MAX:
+        raise SpecError(f"{what} must be {rule}, but got one of {len(name)} characters")
+    return name
+
+
+def study_name_for(space: Space, given: str | None) -> str:
+    """The study a command uses: `given` (--study) as typed, even when empty, else `<space>-<device>`; checked."""
+    if given is not None:
+        return check_name(given)
+    return check_name(default_study_name(space), "the default study name <space>-<device> (pass --study NAME)")
 
 
 def objectives_attr(space: Space) -> list[dict[str, Any]]:
@@ -77,6 +109,7 @@ def prepare_study(
     from effscope._version import __version__
     from effscope.urls import mask_command
 
+    check_name(study_name)
     signature = space.signature()
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
@@ -89,10 +122,9 @@ def prepare_study(
     study_id = storage.get_study_id_from_name(study_name)
     stored = storage.get_study_system_attrs(study_id).get("effscope:signature")
     if stored is not None and stored != signature:
-        diff = sorted(k for k in signature if stored.get(k) != signature[k])
         raise SpecError(
-            f"study '{study_name}' exists with other settings ({', '.join(diff) or 'definition'} differ); pass --study "
-            "NAME to start another study, or run the same space and options to resume it"
+            f"study '{study_name}' exists with other settings ({_differences(stored, signature)} differ); pass "
+            "--study NAME to start another study, or run the same space and options to resume it"
         )
     theirs = study.user_attrs.get("device_name")
     if stored is not None and theirs is not None and theirs != device_name:
@@ -125,6 +157,19 @@ def prepare_study(
         storage.set_study_system_attr(study_id, "effscope:signature", signature)
     _for_optuna_tools(study, storage, study_id, space)
     return study, created, notes
+
+
+def _differences(stored: dict[str, Any], signature: dict[str, Any]) -> str:
+    """The signature fields that differ; for the same targets, the knobs whose range differs."""
+    diff = sorted(k for k in signature if stored.get(k) != signature[k])
+    if "target" in diff and "targets" in diff:
+        diff.remove("targets")  # a different target has different knobs, said once
+    elif "targets" in diff:
+        old, new = stored.get("targets"), signature["targets"]
+        if isinstance(old, dict) and set(old) == set(new):
+            knobs = sorted({k for t in new for k in {*old[t], *new[t]} if old[t].get(k) != new[t].get(k)})
+            diff[diff.index("targets")] = f"knob ranges ({', '.join(knobs)})"
+    return ", ".join(diff) or "definition"
 
 
 def _space_attr(space: Space) -> dict[str, str]:

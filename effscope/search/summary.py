@@ -38,6 +38,10 @@ class SearchSummary:
     budget: dict[str, Any]
     failed: int = 0
     running: int = 0
+    all_failed: dict[str, Any] | None = None  # every completed trial failed: the commonest reason and its count
+
+
+FAILED_STATUSES = ("failed", "invalid")  # a trial that measured nothing
 
 
 def trial_row(t: Any) -> dict[str, Any]:
@@ -120,6 +124,14 @@ def summarize(trials: Sequence[Any], space_info: dict[str, Any]) -> SearchSummar
             (f["trial"] for f in unique if r["feasible"] and dominates(f["values"], r["values"], directions)), None
         )
         presets.append(r)
+    all_failed = None
+    if complete and all(t.user_attrs.get("status") in FAILED_STATUSES for t in complete):
+        reasons: dict[str, int] = {}
+        for t in complete:
+            reason = t.user_attrs.get("reason") or t.user_attrs.get("status")
+            reasons[reason] = reasons.get(reason, 0) + 1
+        reason = max(reasons, key=lambda r: reasons[r])  # the first of the commonest, in trial order
+        all_failed = {"reason": reason, "count": reasons[reason]}
     budgets = [b for b in space_info["budgets"] if b["name"] == "latency"]
     loosest = max(budgets, key=lambda b: b["limit"])
     slices = []
@@ -142,4 +154,5 @@ def summarize(trials: Sequence[Any], space_info: dict[str, Any]) -> SearchSummar
         presets=presets,
         slices=slices,
         budget=loosest,
+        all_failed=all_failed,
     )
