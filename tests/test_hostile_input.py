@@ -47,7 +47,7 @@ CASES = [
     (["profile", "vit", "--db", "sqlite:///:memory:"], 2, "is an in-memory SQLite database"),
     (["report", "--storage", "sqlite://"], 2, "is an in-memory SQLite database"),
     (["lut", "build", "hilo_block", "--db", "sqlite://"], 2, "is an in-memory SQLite database"),
-    (["calibrate", "lightvit", "--data", "{tmp}/nodata", "--storage", "sqlite://"], 2, "is an in-memory SQLite"),
+    (["calibrate", "lightvit", "--device", "cpu", "--data", "{tmp}/nodata", "--storage", "sqlite://"], 2, "in-memory"),
     (["profile", "vit", "--timeout", "0"], 2, "--timeout must be a positive number of seconds, but got 0"),
     (["profile", "vit", "--timeout", "-1"], 2, "--timeout must be a positive number of seconds, but got -1"),
     (["profile", "vit", "--max-time", "-1"], 2, "--max-time must be a positive number of seconds, but got -1"),
@@ -82,7 +82,20 @@ CASES = [
     (["device", "--calibrate", "--dtype", "int8"], 2, "--dtype must be one of fp32, bf16, fp16, but got int8"),
     (["device", "--threads", "3"], 2, "--threads applies only with --calibrate"),
     (["models", "show", "hilo"], 2, "'hilo' is a block, not a model: effscope blocks show hilo"),
+    (["search", "{tmp}/cuda99.toml", "--db", "{tmp}/s.db"], 2, "cuda99.toml: [workload] device cuda:99 asks for a"),
+    (["lut", "build", "{tmp}/cuda99.toml", "--db", "{tmp}/s.db"], 2, "[workload] device cuda:99 asks for a CUDA"),
 ]
+
+CUDA99_SPACE = """
+[space]
+target = "hilo"
+[workload]
+device = "cuda:99"
+[budgets]
+latency_ms = 2
+[knobs]
+heads = [2, 4]
+"""
 
 TPU_SPACE = """
 [space]
@@ -105,6 +118,7 @@ def place(tmp_path, monkeypatch):
     ro.chmod(0o444)
     (tmp_path / "spacedir").mkdir()
     (tmp_path / "tpu.toml").write_text(TPU_SPACE)
+    (tmp_path / "cuda99.toml").write_text(CUDA99_SPACE)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("EFFSCOPE_DB", raising=False)
     return tmp_path

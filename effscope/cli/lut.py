@@ -22,12 +22,14 @@ def build(
     seed: int = typer.Option(None, "--seed", help="Seed of the design sample (default: the space's)."),
 ) -> None:
     """Measure the blocks of a sample of the space's designs, fit sum + correction, validate on held-out designs."""
+    from effscope.cli.search import check_space_device
     from effscope.profile.store import RecordStore
     from effscope.search.predictor import build_table
     from effscope.search.space import load_space
     from effscope.urls import mask_url
 
     sp = load_space(space).with_overrides(device=device)
+    check_space_device(sp, device)
     store = RecordStore(db)
 
     def progress(text: str) -> None:

@@ -221,6 +221,13 @@ def failure_exit_code(result: SearchResult) -> int:
     return 2 if any(f.cause == "error" for f in result.failures) else 1
 
 
+def check_space_device(sp: Space, given: str | None) -> None:
+    """The space's device must exist here; the message names where it came from (--device or the file)."""
+    from effscope.profile.run import check_device
+
+    check_device(sp.workload.device, "--device" if given else f"search space {sp.path}: [workload] device")
+
+
 def all_failed_line(result: SearchResult) -> str | None:
     """One sentence when no completed trial measured anything: the commonest reason, once."""
     s = result.summary
@@ -264,6 +271,7 @@ def search(
     if space is None:
         raise SpecError("give a SPACE (a shipped name or a .toml file), or --list to see the shipped ones")
     sp = resolve_space(space, budget_ms=budget_ms, device=device, trials=trials, data=data, seed=seed)
+    check_space_device(sp, device)
     if report:  # before minutes of searching: an unwritable report (or one onto the database) fails now
         from effscope.report import check_report_output
         from effscope.urls import database_url
@@ -379,6 +387,7 @@ def calibrate(
     from effscope.search.space import load_space
 
     sp = load_space(space).with_overrides(device=device, data=data, seed=seed)
+    check_space_device(sp, device)
     with err.status("calibrating", spinner="dots") if err.is_terminal else _Null() as status:
 
         def progress(i: int, n: int, row: dict) -> None:

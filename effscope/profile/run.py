@@ -139,8 +139,9 @@ def validate_options(o: Options) -> Options:
     return o
 
 
-def check_device(device: str) -> None:
-    """Check that this machine's torch can run on `device` (cheap: no CUDA context is created).
+def check_device(device: str, option: str = "--device") -> None:
+    """Check that this machine's torch can run on `device` (cheap: no CUDA context is created); `option` is where
+    the device was given, as messages name it.
 
     Raises:
         SpecError: a CUDA device on a torch built without CUDA, or an index past the visible devices.
@@ -151,17 +152,17 @@ def check_device(device: str) -> None:
 
     if not torch.backends.cuda.is_built():
         raise SpecError(
-            f"--device {device} asks for a CUDA device, but this torch ({torch.__version__}) is built without CUDA; "
+            f"{option} {device} asks for a CUDA device, but this torch ({torch.__version__}) is built without CUDA; "
             "use --device cpu or install a CUDA build of torch"
         )
     count = torch.cuda.device_count()  # NVML first where available: no context is created here
     index = torch.device(device).index or 0
     if index >= count:
         raise SpecError(
-            f"--device {device} asks for a CUDA device, but this machine shows {count} (cuda:0 to cuda:{count - 1}); "
+            f"{option} {device} asks for a CUDA device, but this machine shows {count} (cuda:0 to cuda:{count - 1}); "
             "use --device cpu or one of those"
             if count
-            else f"--device {device} asks for a CUDA device, but torch sees none on this machine; use --device cpu"
+            else f"{option} {device} asks for a CUDA device, but torch sees none on this machine; use --device cpu"
         )
 
 
