@@ -84,6 +84,8 @@ CASES = [
     (["models", "show", "hilo"], 2, "'hilo' is a block, not a model: effscope blocks show hilo"),
     (["search", "{tmp}/cuda99.toml", "--db", "{tmp}/s.db"], 2, "cuda99.toml: [workload] device cuda:99 asks for a"),
     (["lut", "build", "{tmp}/cuda99.toml", "--db", "{tmp}/s.db"], 2, "[workload] device cuda:99 asks for a CUDA"),
+    (["report", "{tmp}/x.db"], 2, "(a database is read with --db FILE for profile Records, --storage FILE for"),
+    (["report", "{tmp}/junk.json"], 2, "it is not a JSON table"),
 ]
 
 CUDA99_SPACE = """
@@ -119,6 +121,7 @@ def place(tmp_path, monkeypatch):
     (tmp_path / "spacedir").mkdir()
     (tmp_path / "tpu.toml").write_text(TPU_SPACE)
     (tmp_path / "cuda99.toml").write_text(CUDA99_SPACE)
+    (tmp_path / "junk.json").write_text("not json")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("EFFSCOPE_DB", raising=False)
     return tmp_path

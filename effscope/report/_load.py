@@ -117,7 +117,11 @@ def load_records_file(path: str | Path) -> Source:
 
     path = Path(path)
     if path.suffix not in EXPORT_SUFFIXES:
-        raise ReportError(f"cannot read records from '{path}': the suffix must be one of {', '.join(EXPORT_SUFFIXES)}")
+        database = " (a database is read with --db FILE for profile Records, --storage FILE for a study)"
+        raise ReportError(
+            f"cannot read records from '{path}': the suffix must be one of {', '.join(EXPORT_SUFFIXES)}"
+            + (database if path.suffix.lower() in (".db", ".sqlite", ".sqlite3") else "")
+        )
     if not path.is_file():
         raise ReportError(f"cannot read records from '{path}': no such file")
     try:
@@ -129,7 +133,10 @@ def load_records_file(path: str | Path) -> Source:
             df = pd.read_json(path, orient="records")
     except Exception as e:  # any parser error: the file is not what it claims to be
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ReportError(f"cannot read records from '{path}': {text}") from None
+        raise ReportError(
+            f"cannot read records from '{path}': it is not a {path.suffix[1:].upper()} table ({text}); give a file "
+            "that effscope profile --json/--csv or effscope export wrote"
+        ) from None
     if "target" not in df.columns:
         raise ReportError(
             f"'{path}' is not an effscope Records export (it has no 'target' column); "
