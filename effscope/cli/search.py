@@ -316,8 +316,8 @@ def search(
         err.print(line, markup=False, highlight=False, soft_wrap=True)
     if report:
         _write_report(report, _storage(storage, db) or result.storage_url, result.study_name)
-    if all_failed_line(result):
-        err.print(all_failed_line(result), markup=False, highlight=False, soft_wrap=True)
+    if nothing_measured := all_failed_line(result):
+        err.print(nothing_measured, markup=False, highlight=False, soft_wrap=True)
     code = failure_exit_code(result) or (1 if result.summary.all_failed else 0)  # a search that measured nothing
     if code:
         raise typer.Exit(code)

@@ -64,7 +64,7 @@ PROTOCOL = "effscope-roofline-v1"
 GEMM_SIZES = {"cpu": (256, 512, 1024, 2048), "cuda": (2048, 4096, 8192)}  # n of the n x n x n GEMMs tried
 COPY_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}  # far above any last-level cache (H100 L2: 50 MB)
 MAX_ITER_S = 0.5  # a larger GEMM is skipped when it would take longer than this per call (slow dtypes on CPU)
-MAX_GEMM_N = 32768  # three fp32 matrices of this side take 12 GiB; no device reaches its peak only beyond it
+MAX_GEMM_N = 32768  # three fp32 matrices of this side take 12 GiB, past the size any device needs for its peak
 MAX_COPY_BYTES = 64 * 2**30
 AMP_DTYPES = ("bf16", "fp16")  # run under autocast: float tensors taken at 2 bytes
 
