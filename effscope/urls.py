@@ -27,13 +27,15 @@ def database_url(location: str | None) -> str:
     extra installs psycopg2.
 
     Raises:
-        SpecError: an in-memory SQLite URL (its data would vanish with the process and workers cannot share it),
-            or text that is not a URL.
+        SpecError: an empty location, an in-memory SQLite URL (its data would vanish with the process and workers
+            cannot share it), or text that is not a URL.
     """
     import importlib.util
 
     from sqlalchemy.engine import make_url
 
+    if location is not None and not location.strip():  # `--db ""` (an unset shell variable, say) is not the default
+        raise SpecError("the database location is empty; give an SQLite file path or an SQLAlchemy URL")
     location = location or os.environ.get("EFFSCOPE_DB") or DEFAULT_DB
     if "://" not in location:
         return f"sqlite:///{Path(location).expanduser().resolve()}"

@@ -86,6 +86,7 @@ CASES = [
     (["lut", "build", "{tmp}/cuda99.toml", "--db", "{tmp}/s.db"], 2, "[workload] device cuda:99 asks for a CUDA"),
     (["report", "{tmp}/x.db"], 2, "(a database is read with --db FILE for profile Records, --storage FILE for"),
     (["report", "{tmp}/junk.json"], 2, "it is not a JSON table"),
+    (["profile", "vit", "--db", ""], 2, "the database location is empty"),
 ]
 
 CUDA99_SPACE = """
