@@ -324,15 +324,22 @@ SQLITE_BUSY_TIMEOUT_S = 60
 
 
 def sqlite_connection_pragmas(
-    dbapi_conn: DBAPIConnection, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_S * 1000, synchronous: str | None = None
+    dbapi_conn: DBAPIConnection,
+    *,
+    busy_timeout_ms: int | None = None,
+    synchronous: str | None = None,
+    wal: bool = True,
 ) -> None:
-    """Set up one new SQLite connection: concurrent writers wait for each other (the busy timeout, set first so that
-    everything after it waits too), and the file is put in WAL (readers and one writer at once) unless it is. If
-    others hold the file throughout the retries, this connection works in the file's current journal mode."""
+    """Set up one new SQLite connection: concurrent writers wait for each other (the busy timeout, default
+    SQLITE_BUSY_TIMEOUT_S, set first so that everything after it waits too), and the file is put in WAL (readers and
+    one writer at once) unless it is. If others hold the file throughout the retries, this connection works in the
+    file's current journal mode. A reader (`wal=False`) keeps the journal mode it finds: switching it writes the
+    file."""
+    timeout_ms = SQLITE_BUSY_TIMEOUT_S * 1000 if busy_timeout_ms is None else busy_timeout_ms
     cur = dbapi_conn.cursor()
     try:
-        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        cur.execute(f"PRAGMA busy_timeout={int(timeout_ms)}")
+        if wal and str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
             _switch_to_wal(cur)
         if synchronous:
             cur.execute(f"PRAGMA synchronous={synchronous}")
@@ -355,16 +362,11 @@ def _switch_to_wal(cur: Any) -> None:
 
 
 def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-    sqlite_connection_pragmas(dbapi_conn, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_S * 1000)
+    sqlite_connection_pragmas(dbapi_conn)
 
 
 def _sqlite_reader_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-    """A reader waits out writers' locks too, but keeps the journal mode it finds: switching it writes the file."""
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-    finally:
-        cur.close()
+    sqlite_connection_pragmas(dbapi_conn, wal=False)
 
 
 def _first_line(e: Exception) -> str:
