@@ -348,10 +348,10 @@ def _interrupted(space: Space, storage: str | None, study_name: str | None, repo
 
     from effscope.search.coordinator import SearchResult
     from effscope.search.storage import storage_url
-    from effscope.search.study import default_study_name, study_info
+    from effscope.search.study import study_info, study_name_for
     from effscope.search.summary import summarize
 
-    name = default_study_name(space) if study_name is None else study_name
+    name = study_name_for(space, study_name)
     url = storage_url(storage)
     try:
         st = optuna.load_study(study_name=name, storage=url)

@@ -563,14 +563,13 @@ def sample_designs(
 
     enumerable = bound is not None and bound <= ENUMERATE_LIMIT
     where = f"the {n} asked for" + (f" ({asked})" if asked else "")
-    draw = bound is None or bound >= n  # with fewer combinations than asked, only a full count can answer
-    if not draw and not enumerable:
-        if exact:
-            raise SpaceError(
-                f"space {space.name} holds at most {bound} distinct designs (its knob combinations), fewer than "
-                f"{where}; ask for at most {bound}"
-            )
-        draw = True
+    too_few = bound is not None and bound < n
+    if too_few and not enumerable and exact:
+        raise SpaceError(
+            f"space {space.name} holds at most {bound} distinct designs (its knob combinations), fewer than "
+            f"{where}; ask for at most {bound}"
+        )
+    draw = not (too_few and enumerable)  # with fewer combinations than asked, only a full count can answer
     draws = 0
     if draw:
         verbosity = optuna.logging.get_verbosity()
