@@ -4,6 +4,7 @@ the latency predictor, each step in its own process under its own time budget, t
     make gpu-check                                        # CUDA device 0, results in reports/gpu-check/
     python3 benchmarks/gpu_check.py --out DIR --limit 420
     python3 benchmarks/gpu_check.py --device cpu --quick  # the same steps at CPU size, in under 3 minutes
+    make gpu-check GPU_CHECK_ARGS="--official .official --limit 560"   # and against the official code
 
 Steps, in this order (their shares of --limit; time a step leaves unused passes to the later ones):
   device     `effscope device` and `effscope device --calibrate` (peak MAC/s per dtype, copy bandwidth)
@@ -14,6 +15,9 @@ Steps, in this order (their shares of --limit; time a step leaves unused passes 
   search     a short `effscope search litv2` with the space's GPU latency budgets on the CUDA-graph replay,
              stopped like Ctrl-C at its budget; its HTML report
   predictor  benchmarks/predictor_quality.py on the device (small sample)
+  official   only with --official DIR (the official checkouts, benchmarks/official_code.py): every block, then
+             every preset, timed against the official code interleaved at batch 64 in fp32 and bf16
+             (benchmarks/vs_official.py), while time allows
   zoo        last, with all the time the others left: the zoo suite with energy and telemetry, every preset, then
              every block, at bf16 batch 64, then the presets at fp32 batch 1 while time allows; its HTML report
 A step that fails or runs out of time is recorded as such and the next one starts; the run ends before --limit.
@@ -111,6 +115,13 @@ class Settings:
     predictor_window_s: float
     report_reserve_s: float  # time kept back in the zoo and search steps for their HTML report
     preset_calls: int = 4  # forwards per preset and dtype: the first includes one-time costs, the rest are timed
+    official_batch: int = 64
+    official_dtypes: tuple[str, ...] = ("fp32", "bf16")
+    official_targets: tuple[str, ...] | None = None  # None: every preset and block with official code
+    official_rounds: int = 7
+    official_chunk_s: float = 0.15
+    official_guess_s: float = 8.0  # expected seconds per comparison until one has run
+    official: str | None = None  # the folder of official checkouts; None leaves the official step out
 
 
 def settings_for(device: str, quick: bool) -> Settings:
@@ -143,6 +154,12 @@ def settings_for(device: str, quick: bool) -> Settings:
             predictor_window_s=0.1,
             report_reserve_s=12.0,
             preset_calls=2,
+            official_batch=2,
+            official_dtypes=("fp32",),
+            official_targets=("pvt_sra", "hilo"),
+            official_rounds=3,
+            official_chunk_s=0.05,
+            official_guess_s=4.0,
         )
     return Settings(
         device=device,
@@ -201,6 +218,15 @@ STEPS = (
     Step("predictor", 0.10, "latency predictor quality on held-out designs"),
     Step("zoo", 0.26, "the zoo suite with energy and telemetry, and its report"),
 )
+# With --official, before the zoo: 48 interleaved comparisons at batch 64 take a few minutes.
+OFFICIAL_STEP = Step("official", 0.35, "effscope against the official code, interleaved, each dtype")
+
+
+def steps_for(settings: Settings) -> tuple[Step, ...]:
+    """The steps this check runs: the official comparison only when the official checkouts were given."""
+    if settings.official is None:
+        return STEPS
+    return (*STEPS[:-1], OFFICIAL_STEP, STEPS[-1])
 
 
 def step_deadlines(steps: Sequence[Step], start: float, limit: float) -> list[float]:
@@ -767,6 +793,62 @@ def step_predictor(ctx: Context) -> dict[str, Any]:
     return res
 
 
+def step_official(ctx: Context) -> dict[str, Any]:
+    """benchmarks/vs_official.py's comparison for each target and dtype while time allows: what it compared is
+    kept if the step is stopped, and a comparison expected to run past the step's deadline is not started."""
+    import torch
+    import vs_official
+    from official_code import Official, commits
+    from official_pairs import BLOCK_BENCH_CASES, PRESET_CASES
+
+    from effscope.blocks.attention import attention_rule
+
+    s = ctx.settings
+    device = torch.device(s.device)
+    cases = [*BLOCK_BENCH_CASES.values(), *PRESET_CASES.values()]  # blocks first: many rows in little time
+    if s.official_targets is not None:
+        cases = [c for c in cases if c.name in s.official_targets]
+    official = Official(Path(s.official))
+    data: dict[str, Any] = {
+        "batch": s.official_batch,
+        "rounds": s.official_rounds,
+        "chunk_s": s.official_chunk_s,
+        "attention_rule": attention_rule(device.type, "auto"),
+        "official_commits": commits(Path(s.official)),
+        "rows": [],
+        "not_run": [],
+    }
+    seconds: list[float] = []
+    _say(vs_official.HEADER)
+    for case in cases:
+        for dtype in s.official_dtypes:
+            expected = statistics.median(seconds) if seconds else s.official_guess_s
+            if ctx.left() < 1.2 * expected:
+                data["not_run"].append(f"{case.name} {dtype}")
+                continue
+            t0 = time.perf_counter()
+            try:
+                row = vs_official.compare(
+                    case,
+                    official,
+                    batch=s.official_batch,
+                    device=device,
+                    dtype=dtype,
+                    rounds=s.official_rounds,
+                    chunk_s=s.official_chunk_s,
+                )
+            except Exception as e:  # one target's failure (an OOM, an official module that does not build) is a row
+                row = {"target": case.name, "batch": s.official_batch, "error": f"{type(e).__name__}: {e}"[:300]}
+            seconds.append(time.perf_counter() - t0)
+            row["dtype"] = dtype
+            data["rows"].append(row)
+            _say(vs_official.row_line(row))
+            ctx.save(data)
+    if data["not_run"]:
+        data["incomplete"] = f"not run for lack of time: {', '.join(data['not_run'])}"
+    return data
+
+
 STEP_FUNCTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "device": step_device,
     "presets": step_presets,
@@ -775,6 +857,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "search": step_search,
     "predictor": step_predictor,
     "protocols": step_protocols,
+    "official": step_official,
 }
 
 
@@ -1144,6 +1227,46 @@ def _summary_predictor(d: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _summary_official(d: dict[str, Any]) -> list[str]:
+    rows, ratios = [], []
+    for r in d["rows"]:
+        if "error" in r:
+            rows.append((r["target"], r["dtype"], f"failed: {r['error']}".replace("|", "/")[:80], "", "", "", "", ""))
+            continue
+        ratios.append((r["ratio_median"], f"{r['target']} {r['dtype']}"))
+        rows.append(
+            (
+                r["target"],
+                r["dtype"],
+                f"{r['ratio_median']:.3f}x [{r['ratio_q1']:.2f}-{r['ratio_q3']:.2f}]",
+                f"{r['ratio_of_min']:.3f}x",
+                _fmt(r["ms_ours"], ".2f"),
+                _fmt(r["ms_official"], ".2f"),
+                _fmt(r["max_rel_diff"], ".1e"),
+                _explicit_of_timed(r.get("measured_cores")),
+            )
+        )
+    said = [f"effscope's attention core: {d['attention_rule']}."]
+    if ratios:
+        ratio, name = max(ratios)
+        said.append(
+            f"{sum(x <= 1.0 for x, _ in ratios)} of {len(ratios)} comparisons at or under 1.00x; the slowest "
+            f"relative to the official code: {name} at {ratio:.3f}x."
+        )
+    if d["not_run"]:
+        said.append(f"Not run for lack of time: {', '.join(d['not_run'])}.")
+    head = [
+        f"## Against the official code (batch {d['batch']}, median of {d['rounds']} interleaved per-round ratios)",
+        "",
+        " ".join(said),
+    ]
+    table = _table(
+        ("target", "dtype", "ours/official [q1-q3]", "min/min", "ours ms", "official ms", "max rel diff", "explicit"),
+        rows,
+    )
+    return head + [""] + table
+
+
 SUMMARY_SECTIONS: tuple[tuple[str, Callable[[dict[str, Any]], list[str]]], ...] = (
     ("device", _summary_device),
     ("presets", _summary_presets),
@@ -1152,6 +1275,7 @@ SUMMARY_SECTIONS: tuple[tuple[str, Callable[[dict[str, Any]], list[str]]], ...] 
     ("fidelity", _summary_fidelity),
     ("search", _summary_search),
     ("predictor", _summary_predictor),
+    ("official", _summary_official),
 )
 
 
@@ -1216,6 +1340,17 @@ def _check_device(device: str) -> None:
         )
 
 
+def _check_official(folder: Path) -> None:
+    from official_code import REPOS
+
+    lacking = sorted(repo for repo in set(REPOS.values()) if not (folder / repo).is_dir())
+    if lacking:
+        raise CheckError(
+            f"--official {folder} lacks the checkouts {', '.join(lacking)}; it must hold one folder per official "
+            "repository (see benchmarks/official_code.py)"
+        )
+
+
 def _prepare_out(out: Path, overwrite: bool) -> None:
     earlier = [name for name in OUTPUT_FILES if (out / name).exists()]
     if earlier and not overwrite:
@@ -1235,19 +1370,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CPU-sized steps: check the kit itself in minutes")
     parser.add_argument("--limit", type=float, default=None, help="seconds for the whole run (default 420; quick 170)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier check's files in --out")
+    parser.add_argument(
+        "--official",
+        type=Path,
+        default=None,
+        help="folder of the official checkouts (benchmarks/official_code.py): adds a step timing effscope against "
+        "the official code",
+    )
     parser.add_argument("--step", choices=STEP_FUNCTIONS, help=argparse.SUPPRESS)  # a step's own process
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     a = parser.parse_args(argv)
     out = (a.out or DEFAULT_OUT).resolve()  # steps run from the project root
     settings = settings_for(a.device, a.quick)
+    if a.official is not None:
+        settings = replace(settings, official=str(a.official.resolve()))
     if a.step:
         return run_one_step(a.step, Context(settings, out, a.deadline, a.work / f"{a.step}.json"))
     limit = a.limit if a.limit is not None else (170.0 if a.quick else 420.0)
     try:
         if not limit > 0:
             raise CheckError(f"--limit must be a positive number of seconds, but got {limit:g}")
-        env = ensure_packages()
+        if a.official is not None:
+            _check_official(a.official)
+        env = ensure_packages(needed=NEEDED_MODULES + (("einops",) if a.official is not None else ()))
         check_imports(env)
         _check_device(a.device)
         _prepare_out(out, a.overwrite)
@@ -1267,11 +1413,17 @@ def check(settings: Settings, out: Path, limit: float, env: dict[str, str], star
         def command_for(step: Step, deadline: float) -> list[str]:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--step", step.name, "--work", work]
             cmd += ["--out", str(out), "--device", settings.device, "--deadline", repr(deadline)]
+            cmd += ["--official", settings.official] if settings.official else []
             return cmd + (["--quick"] if settings.quick else [])
 
         try:
             steps = run_steps(
-                STEPS, command_for, limit=limit - (time.time() - started), work=Path(work), log=log, env=env
+                steps_for(settings),
+                command_for,
+                limit=limit - (time.time() - started),
+                work=Path(work),
+                log=log,
+                env=env,
             )
         except KeyboardInterrupt:
             print(f"interrupted: the finished steps' data is in {out}", file=sys.stderr)

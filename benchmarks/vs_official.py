@@ -92,6 +92,24 @@ def _cores(measured: list[str]) -> str:
     return ("  cores: " + ", ".join(f"{core} {n}" for core, n in counts.items())) if measured else ""
 
 
+def row_line(row: dict) -> str:
+    """One row of the table under HEADER; a row with an "error" says that it failed, and why."""
+    start = f"{row['target']:22s} {row['batch']:5d}"
+    if "error" in row:
+        return f"{start} failed: {row['error']}"
+    return (
+        f"{start} {row['ratio_median']:12.3f}x [{row['ratio_q1']:.2f}-{row['ratio_q3']:.2f}] "
+        f"{row['ratio_of_min']:7.3f}x {row['ms_ours']:9.2f} {row['ms_official']:11.2f} "
+        f"{row['max_rel_diff']:12.1e}{_cores(row['measured_cores'])}"
+    )
+
+
+HEADER = (
+    f"{'target':22s} {'batch':>5s} {'ours/official':>13s} {'[q1-q3]':>13s} {'min/min':>8s} {'ours ms':>9s} "
+    f"{'official ms':>11s} {'max rel diff':>12s}"
+)
+
+
 def _load() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -142,10 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {device} ({header['device_name']}), {args.dtype}, {header['threads']} threads, torch {header['torch']}")
     print(f"# effscope attention core: {header['attention_rule']}")
     print(f"# load average before: {header['load_before']}")
-    print(
-        f"{'target':22s} {'batch':>5s} {'ours/official':>13s} {'[q1-q3]':>13s} {'min/min':>8s} {'ours ms':>9s} "
-        f"{'official ms':>11s} {'max rel diff':>12s}"
-    )
+    print(HEADER)
     all_cases = {c.name: c for c in [*PRESET_CASES.values(), *BLOCK_BENCH_CASES.values()]}
     unknown = set(args.control) - set(all_cases)
     if unknown:
@@ -168,12 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 control=control,
             )
             (controls if control else rows).append(row)
-            print(
-                f"{row['target']:22s} {batch:5d} {row['ratio_median']:12.3f}x "
-                f"[{row['ratio_q1']:.2f}-{row['ratio_q3']:.2f}] {row['ratio_of_min']:7.3f}x {row['ms_ours']:9.2f} "
-                f"{row['ms_official']:11.2f} {row['max_rel_diff']:12.1e}{_cores(row['measured_cores'])}",
-                flush=True,
-            )
+            print(row_line(row), flush=True)
     header["load_after"] = _load()
     worst = max(rows, key=lambda r: r["ratio_median"]) if rows else None
     print(f"# load average after: {header['load_after']}")

@@ -3,6 +3,7 @@ whole check in its CPU quick mode (so the kit cannot rot between GPU runs)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -139,6 +140,64 @@ def test_fidelity_starts_no_target_it_expects_to_run_past_its_deadline(kit, monk
     assert res["worst_repeat_dev"] == pytest.approx(0.01) and res["worst_agreement_dev"] == pytest.approx(0.02)
     summary = "\n".join(kit._summary_fidelity(res))
     assert "not run for lack of time: lightvit, profile job" in summary and "profile job 0" not in summary
+
+
+def test_the_official_step_runs_only_with_the_checkouts_and_before_the_zoo(kit):
+    settings = kit.settings_for("cuda", False)
+    assert [s.name for s in kit.steps_for(settings)] == [s.name for s in kit.STEPS]
+    with_official = kit.steps_for(dataclasses.replace(settings, official="/checkouts"))
+    assert [s.name for s in with_official][-2:] == ["official", "zoo"]
+
+
+def test_the_official_step_keeps_failures_as_rows_and_starts_nothing_past_its_deadline(kit, monkeypatch, tmp_path):
+    """On a fake clock each comparison takes 10 s: with 35 s, pvt_sra runs in fp32 and bf16 (guess 8 s, then 10 s),
+    hilo fp32 fails (kept as a row), hilo bf16 is not started; what was compared is saved after each."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import official_code
+    import vs_official
+
+    now = [1000.0]
+
+    class Clock:
+        time = perf_counter = staticmethod(lambda: now[0])
+
+    def fake_compare(case, _official, *, batch, dtype, **_):
+        now[0] += 10.0
+        if (case.name, dtype) == ("hilo", "fp32"):
+            raise RuntimeError("CUDA out of memory")
+        return {
+            "target": case.name,
+            "batch": batch,
+            **dict(ratio_median=0.95, ratio_q1=0.94, ratio_q3=0.96, ratio_of_min=0.97, ms_ours=1.0, ms_official=1.05),
+            **dict(max_rel_diff=3e-7, measured_cores=[]),
+        }
+
+    monkeypatch.setattr(kit, "time", Clock)
+    monkeypatch.setattr(official_code, "Official", lambda root: None)
+    monkeypatch.setattr(official_code, "commits", lambda root: {"PVT": "abc"})
+    monkeypatch.setattr(vs_official, "compare", fake_compare)
+    settings = dataclasses.replace(
+        kit.settings_for("cpu", True), official=str(tmp_path), official_targets=("hilo", "pvt_sra")
+    )
+    settings = dataclasses.replace(settings, official_dtypes=("fp32", "bf16"), official_guess_s=8.0)
+    ctx = kit.Context(settings, tmp_path, now[0] + 35.0, tmp_path / "official.json")
+    data = kit.step_official(ctx)
+    rows = [(r["target"], r["dtype"], "error" in r) for r in data["rows"]]
+    assert rows == [("pvt_sra", "fp32", False), ("pvt_sra", "bf16", False), ("hilo", "fp32", True)]
+    assert json.loads(ctx.fragment.read_text())["data"]["rows"] == data["rows"]
+    assert data["not_run"] == ["hilo bf16"] and data["incomplete"] == "not run for lack of time: hilo bf16"
+    text = "\n".join(kit._summary_official(data))
+    assert "2 of 2 comparisons at or under 1.00x" in text and "failed: RuntimeError: CUDA out of memory" in text
+    assert "Not run for lack of time: hilo bf16." in text
+
+
+def test_official_checkouts_missing_are_one_sentence(tmp_path):
+    (tmp_path / "PVT").mkdir()
+    cmd = [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--official", str(tmp_path)]
+    done = subprocess.run([*cmd, "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--official {tmp_path} lacks the checkouts CXV, Efficient_ViT_with_DW" in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -379,7 +438,6 @@ def two_trials(tmp_path_factory):
 
 
 def _search_context(kit, tmp_path, db: Path, search_s: float):
-    import dataclasses
     import shutil
 
     out = tmp_path / "out"
