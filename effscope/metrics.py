@@ -20,6 +20,7 @@ __all__ = [
     "Metric",
     "budgetable",
     "display_value",
+    "peak_memory_key",
     "register_flag",
     "register_metric",
 ]
@@ -145,6 +146,12 @@ for _m in (
     ),
 ):
     register_metric(_m)
+
+
+def peak_memory_key(device: str) -> str:
+    """The peak-memory figure a device's Records carry: allocated GPU memory on CUDA, the RSS increase on the CPU."""
+    return "peak_mem_bytes" if device.startswith("cuda") else "peak_rss_bytes"
+
 
 for _flag, _meaning in (
     ("cpu-contention", "other processes took CPU cores while timing (reference-module CPU utilization below 90 %)"),

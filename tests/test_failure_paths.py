@@ -302,7 +302,7 @@ def test_the_summary_never_counts_running_trials_as_completed():
         t = optuna.trial.create_trial(
             state=state,
             values=[1.0, 2.0] if state == TrialState.COMPLETE else None,
-            user_attrs={"status": status, "knobs": {}},
+            user_attrs={"status": status, "knobs": {}, "latency_ms_p50": 5.0},
             system_attrs={"constraints:latency": -0.5, "constraints:memory": 0.0, "constraints:valid": 0.0},
         )
         t.number = n
@@ -316,6 +316,7 @@ def test_the_summary_never_counts_running_trials_as_completed():
     }
     s = summarize(trials, info)
     assert (s.trials, s.counts, s.running, s.failed) == (2, {"measured": 1, "cached": 1}, 1, 1)
+    assert s.feasible == 1 and s.slices[0]["feasible"] == 1  # the cached repeat is the same design, counted once
     line = summary_line(SearchResult("st", "sqlite:////x.db", False, s), cap=3)
     assert line == "study st in sqlite:////x.db: 2 of 3 trials completed (1 measured, 1 cached); not counted: 1 " + (
         "failed, 1 still running"

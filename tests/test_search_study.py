@@ -303,6 +303,10 @@ def test_a_memory_budget_needs_the_peak_a_design_without_one_is_infeasible_with_
     measured, unmeasured = study.get_trials()
     assert named_constraints(measured.system_attrs)["memory"] == pytest.approx(500 / 1000 - 1.0)
     assert "reason" not in measured.user_attrs
+    # on the CPU the budget and the stored figure are the RSS, never labelled as GPU memory
+    assert space.memory_budget.statistic == "peak_rss_bytes" and "peak_mem_bytes" not in measured.user_attrs
+    assert measured.user_attrs["peak_rss_bytes"] == 500
+    assert space.with_overrides(device="cuda").memory_budget.statistic == "peak_mem_bytes"
     assert named_constraints(unmeasured.system_attrs)["memory"] == 1.0  # never silently within the budget
     assert unmeasured.user_attrs["reason"] == f"peak_rss_bytes: {why}"
     # the measured attention mode times its cores in the measuring process first: no clean peak RSS to budget

@@ -26,7 +26,7 @@ from effscope.search.study import (
     study_info,
     study_name_for,
 )
-from effscope.search.summary import SearchSummary, feasible_front, is_feasible, summarize, trial_row
+from effscope.search.summary import SearchSummary, count_designs, feasible_front, is_feasible, summarize, trial_row
 from effscope.search.workers import WorkerArgs, worker_process
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def _progress(
         done=len(complete),
         running=sum(1 for t in trials if t.state == TrialState.RUNNING),
         failed=sum(1 for t in trials if t.state == TrialState.FAIL),
-        feasible=len(rows),
+        feasible=count_designs(rows),
         cap=space.trials,
         front_size=len(front),
         best=best,

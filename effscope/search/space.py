@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from effscope.errors import EffscopeError, SpecError, UnknownNameError
 from effscope.knobs import Choice, Config, Domain, FloatRange, IntRange, Knob, Seq, format_value, knobs_of
-from effscope.metrics import GRAPH_TIMED, TIMED, budgetable
+from effscope.metrics import GRAPH_TIMED, TIMED, budgetable, peak_memory_key
 from effscope.registry import did_you_mean
 
 if TYPE_CHECKING:
@@ -371,6 +371,10 @@ class Space:
                     f"be cuda or cuda:N, but got '{device}'"
                 )
             changes["workload"] = validate_workload(dataclasses.replace(self.workload, device=device))
+            changes["budgets"] = tuple(  # a memory budget limits the figure the new device measures
+                dataclasses.replace(b, statistic=peak_memory_key(device)) if b.name == "memory" else b
+                for b in changes.get("budgets", self.budgets)
+            )
         if trials is not None:
             if trials < 1:
                 raise SpaceError(f"--trials must be >= 1, but got {trials}")
@@ -872,7 +876,7 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
                 f"'{workload.attention}' cannot give on the CPU ({hidden}); use 'auto', 'sdpa' or 'explicit', or "
                 "drop the memory budget"
             )
-        budgets.append(SearchBudget("memory", "peak_mem_bytes", float(memory), "bytes"))
+        budgets.append(SearchBudget("memory", peak_memory_key(workload.device), float(memory), "bytes"))
 
     # search, measure, proxy, train, data
     se = _Reader(where, "search", doc.get("search", {}))

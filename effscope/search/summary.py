@@ -12,7 +12,7 @@ from effscope.pareto import dominates, nondominated
 from effscope.search.space import ZOO_PARAM
 from effscope.search.storage import named_constraints
 
-__all__ = ["SearchSummary", "feasible_front", "is_feasible", "summarize", "timed_seconds", "trial_row"]
+__all__ = ["SearchSummary", "count_designs", "feasible_front", "is_feasible", "summarize", "timed_seconds", "trial_row"]
 
 
 @dataclass
@@ -87,15 +87,24 @@ def feasible_front(rows: list[dict[str, Any]], directions: Sequence[str]) -> lis
     return _one_per_design(nondominated(rows, _values, directions), directions)
 
 
+def _design(row: dict[str, Any]) -> str:
+    """What makes two rows the same design (a cached repeat shares its knobs and its values)."""
+    return repr(sorted(row["knobs"].items())) + str(row["block"])
+
+
 def _one_per_design(front: list[dict[str, Any]], directions: Sequence[str]) -> list[dict[str, Any]]:
-    """Front rows by latency (2 objectives), one per design (a cached repeat shares its values)."""
+    """Front rows by latency (2 objectives), one per design."""
     seen, unique = set(), []
     for r in sorted(front, key=lambda r: (r["values"][-1] if len(directions) > 1 else 0, r["trial"])):
-        k = repr(sorted(r["knobs"].items())) + str(r["block"])
-        if k not in seen:
-            seen.add(k)
+        if _design(r) not in seen:
+            seen.add(_design(r))
             unique.append(r)
     return unique
+
+
+def count_designs(rows: list[dict[str, Any]]) -> int:
+    """How many distinct designs `rows` hold: a cached repeat of a design counts once."""
+    return len({_design(r) for r in rows})
 
 
 def summarize(trials: Sequence[Any], space_info: dict[str, Any]) -> SearchSummary:
@@ -140,7 +149,9 @@ def summarize(trials: Sequence[Any], space_info: dict[str, Any]) -> SearchSummar
         best = None
         if under:
             best = max(under, key=lambda r: r["values"][0] if directions[0] == "maximize" else -r["values"][0])
-        slices.append({"limit": b["limit"], "statistic": b["statistic"], "feasible": len(under), "best": best})
+        slices.append(
+            {"limit": b["limit"], "statistic": b["statistic"], "feasible": count_designs(under), "best": best}
+        )
     return SearchSummary(
         quality_name=space_info["objectives"][0]["name"],
         quality_label=space_info["objectives"][0]["label"],
@@ -149,7 +160,7 @@ def summarize(trials: Sequence[Any], space_info: dict[str, Any]) -> SearchSummar
         trials=len(complete),
         failed=sum(1 for t in trials if t.state == TrialState.FAIL),
         running=sum(1 for t in trials if t.state == TrialState.RUNNING),
-        feasible=len(feasible),
+        feasible=count_designs(feasible),
         front=unique,
         presets=presets,
         slices=slices,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from effscope.errors import EffscopeError, KnobError, SpecError, UnknownNameError
 from effscope.knobs import to_jsonable
-from effscope.metrics import TIMED
+from effscope.metrics import TIMED, peak_memory_key
 from effscope.search.objectives import OBJECTIVES, QualityError
 from effscope.search.space import Space, TargetSpace
 from effscope.search.storage import write_trial
@@ -360,7 +360,8 @@ class SearchObjective:
     ):
         space = self.space
         flat = record.flat() if record is not None else {}
-        peak = flat.get("peak_mem_bytes", flat.get("peak_rss_bytes"))
+        peak_name = peak_memory_key(space.workload.device)
+        peak = flat.get(peak_name)
         stat = flat.get(space.latency_budget.statistic)
         attrs.setdefault("record_uid", None)
         attrs.setdefault("flags", [])
@@ -370,7 +371,7 @@ class SearchObjective:
         for k in (*timed, "params", "macs", "train_img_s" if space.workload.mode == "train" else "throughput_img_s"):
             attrs[k] = flat.get(k)
         attrs[space.latency_budget.statistic] = stat  # the budgeted statistic, whichever it is
-        attrs["peak_mem_bytes"] = peak
+        attrs[peak_name] = peak
         attrs["quality"] = quality
         attrs["quality_name"] = space.quality
         if self._preset is not None:
@@ -379,7 +380,6 @@ class SearchObjective:
         # hidden by earlier work in the process): infeasible, since the budget cannot be shown to hold.
         measured = valid and record is not None and record.status == "ok"
         unbudgeted = measured and stat is None
-        peak_name = "peak_mem_bytes" if space.workload.device == "cuda" else "peak_rss_bytes"
         no_peak = measured and space.memory_budget is not None and peak is None
         reasons = [
             f"{name}: {record.missing.get(name) or 'not measured'}"
