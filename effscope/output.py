@@ -1,12 +1,17 @@
-"""Output files (Records exports, reports): checked before any work, never written onto a database in use, and
-written to a temporary file in the same folder that replaces the target only once it is complete.
+"""Output files (Records exports, reports): checked before any work, never written onto a database in use or over
+a file effscope did not write, and written to a temporary file in the same folder that replaces the target only
+once it is complete.
 
-A failed write (a full disk, a vanished folder) therefore leaves the old file, or none, never a truncated one.
+A failed write (a full disk, a vanished folder) therefore leaves the old file, or none, never a truncated one. An
+existing file is replaced only when it is empty or is effscope's own output of that kind (a Records export, a
+report, the plotly.js bundle written beside a report): rerunning a command refreshes its files, while a user's
+other file of the same name is never lost.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable, Iterable
@@ -79,6 +84,11 @@ def check_output(path: str | Path, *, databases: Iterable[str | Path | None] = (
             raise OutputError(f"cannot write '{given}': it is not a regular file")
         if not os.access(path, os.W_OK) or not mode & stat.S_IWUSR:
             raise OutputError(f"cannot write '{given}': the file is read-only")
+        if not _replaceable(path):
+            raise OutputError(
+                f"cannot write '{given}': the file exists and is not effscope's output (a Records export, a report); "
+                "remove it or choose another name"
+            )
     try:  # the real test (permissions, read-only mounts, /proc): create and remove a file there
         probe = _temp_name(folder, path.name)
         os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -123,6 +133,36 @@ def write_atomic(
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+# How the start of each kind of effscope output looks: a Records export (its first columns are always these), a
+# report, the plotly.js bundle. Parquet keeps its column names in the footer: read through its schema.
+_EXPORT_COLUMNS = ("created_at", "uid", "target")
+_OWN_HEADS = {
+    ".csv": re.compile(rb"\A(\xef\xbb\xbf)?" + ",".join(_EXPORT_COLUMNS).encode() + rb"[,\r\n]"),
+    ".json": re.compile(rb'\A\s*\[\s*(\]|\{\s*"created_at"\s*:)'),
+    ".html": re.compile(rb"<title>effscope report", re.IGNORECASE),
+    ".js": re.compile(rb"plotly\.js"),
+}
+
+
+def _replaceable(path: Path) -> bool:
+    """Whether an existing regular file may be replaced: it is empty, or effscope's own output of its kind."""
+    if path.stat().st_size == 0:
+        return True
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            return tuple(pq.read_schema(path).names[: len(_EXPORT_COLUMNS)]) == _EXPORT_COLUMNS
+        except Exception:  # not parquet, or unreadable: not ours to replace
+            return False
+    head = _OWN_HEADS.get(".html" if suffix == ".htm" else suffix)
+    if head is None:
+        return False
+    with path.open("rb") as fh:
+        return bool(head.search(fh.read(4096)))
 
 
 def _temp_name(folder: Path, name: str) -> Path:

@@ -88,7 +88,8 @@ def test_export_to_stdout_and_its_errors(store, tmp_path):
     assert row["target"] == "vit"
     cases = [
         (("--db", str(store), "-o", "-"), "-o - writes json or csv"),  # default csv works; table does not
-        (("--db", str(store), "-o", str(tmp_path / "x.csv"), "--target", "hilo"), "no Record matched the filters"),
+        (("--db", str(store), "-o", str(tmp_path / "x.csv"), "--target", "vi"), "has --target vi (targets there: vit)"),
+        (("--db", str(store), "-o", str(tmp_path / "x.csv"), "--format", "json"), "--format json does not match"),
         (("--db", str(tmp_path / "none.db"), "-o", str(tmp_path / "x.csv")), "there is no record store at"),
         (("--db", str(store), "-o", str(tmp_path / "x.txt")), "the suffix must be one of .csv, .parquet, .json"),
         (("--db", str(store), "-o", str(store.with_suffix(".csv")), "--status", "lost"), "--status must be ok or"),
@@ -100,6 +101,27 @@ def test_export_to_stdout_and_its_errors(store, tmp_path):
     assert not (tmp_path / "x.csv").exists() and not (tmp_path / "none.db").exists()
     r = run("export", *cases[0][0], "--format", "table")
     assert r.returncode == 2 and cases[0][1] in r.stderr
+
+
+def test_an_output_replaces_effscope_files_and_never_another_file(store, tmp_path):
+    """A rerun refreshes its export or report; a user's own file of that name is refused and kept."""
+    for name in ("all.csv", "all.json", "all.parquet"):
+        for _ in range(2):
+            r = run("export", "--db", str(store), "-o", str(tmp_path / name))
+            assert r.returncode == 0, r.stderr
+    report = tmp_path / "r.html"
+    for _ in range(2):
+        assert run("report", "--db", str(store), "-o", str(report)).returncode == 0
+    (tmp_path / "empty.csv").touch()
+    assert run("export", "--db", str(store), "-o", str(tmp_path / "empty.csv")).returncode == 0
+    for name, text in (("mine.csv", "a,b\n1,2\n"), ("mine.json", '{"a": 1}'), ("mine.html", "<title>notes</title>")):
+        (tmp_path / name).write_text(text)
+        command = "report" if name.endswith(".html") else "export"
+        r = run(command, "--db", str(store), "-o", str(tmp_path / name))
+        assert r.returncode == 2 and "exists and is not effscope's output" in r.stderr, r.stderr
+        assert (tmp_path / name).read_text() == text
+    (tmp_path / "mine.parquet").write_bytes(b"PAR1 not really")
+    assert run("export", "--db", str(store), "-o", str(tmp_path / "mine.parquet")).returncode == 2
 
 
 def test_stdout_json_is_strict_json_as_the_file_is(store, tmp_path):

@@ -176,6 +176,21 @@ class RecordStore:
             raise StoreError(self._failure("read", e)) from None
         return _records_from_rows(rows, self.location)
 
+    def distinct(self, column: str) -> list[str]:
+        """The distinct values stored in one filter column (target, status or study), sorted; none without a table."""
+        import sqlalchemy as sa
+
+        if not self._has_table:
+            self._has_table = self._check_table()
+            if not self._has_table:
+                return []
+        c = self.table.c[column]
+        try:
+            with self.engine.connect() as conn:
+                return sorted(v for (v,) in conn.execute(sa.select(c).distinct().where(c.is_not(None))).all())
+        except Exception as e:
+            raise StoreError(self._failure("read", e)) from None
+
     def latest(self, key: str) -> Record | None:
         """The newest successful Record with this canonical key (the measurement cache), or None."""
         found = self.records(key=key, status="ok")
