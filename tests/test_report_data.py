@@ -23,8 +23,11 @@ from effscope.report.data import (
     hover,
     hypervolume_2d,
     least_violating,
+    missing_numbers,
     module_shares,
+    objectives_of,
     pareto_front,
+    points_from_records,
     points_from_rows,
     points_from_trials,
     study_timing,
@@ -526,7 +529,8 @@ def test_hover_shows_every_knob_and_number():
         constraints={"latency": -0.1, "valid": 0.0},
         flags=("gpu-throttled",),
     )
-    lines = dict(hover(p, Objective("synflow", "synflow", "maximize", True)))
+    budget = Budget("latency", "latency_ms_p90", 4.0, "ms")
+    lines = dict(hover(p, Objective("synflow", "synflow", "maximize", True), [budget]))
     assert lines == {
         "design": "trial 7",
         "target": "hilo",
@@ -539,8 +543,7 @@ def test_hover_shows_every_knob_and_number():
         "params": "13.98 K",
         "MACs": "3.5 G",
         "peak GPU memory (MiB)": 2.0,
-        "constraint latency": -0.1,
-        "constraint valid": 0.0,
+        "latency budget": "latency p90 at 75 % of the budget (4 ms)",  # readable, not the raw -0.1
         "flags": "gpu-throttled",
         "knob heads": "4",
         "knob depths": "2,2,6,2",
@@ -589,7 +592,7 @@ def test_report_data_has_a_field_per_built_in_section_in_page_order():
     from effscope.report.contents import ReportData
     from effscope.report.sections import BUILT_IN, page_order
 
-    assert [f.name for f in dataclasses.fields(ReportData)] == ["title", *BUILT_IN, "registered"]
+    assert [f.name for f in dataclasses.fields(ReportData)] == ["title", *BUILT_IN, "registered", "absent"]
     assert [s.key for s in page_order()] == list(BUILT_IN)
 
 
@@ -651,3 +654,210 @@ def test_storage_is_shown_as_given_and_relative_under_the_working_directory(tmp_
     assert "<th>storage</th><td>effscope.db</td>" in page
     assert "<th>search space</th><td>tiny (spaces/t.toml)</td>" in page
     assert str(tmp_path) not in page  # no absolute temporary path anywhere
+
+
+# ------------------------------------------------------------------------------------------- the audit's findings
+
+
+def _rec(target, batch, lat, macs, **kw) -> Record:
+    """A measured block Record at 14x14 tokens on one CPU, at `batch`."""
+    return Record(
+        target=target,
+        kind="block",
+        family=kw.pop("family", target),
+        workload={"device": "cpu", "dtype": kw.pop("dtype", "fp32"), "batch": batch, "size": [14, 14]},
+        counts={"macs": macs, "params": 1000},
+        latency={"latency_ms_p50": lat, "latency_ms_p90": lat * 1.1},
+        env={"device_name": "AMD EPYC", "torch_threads": 2},
+        **kw,
+    )
+
+
+def _mixed_batches() -> Source:
+    records = [_rec(t, 1, lat, macs) for t, lat, macs in (("hilo", 1.0, 1e6), ("vit", 2.0, 2e6), ("pvt", 3.0, 3e6))]
+    records += [_rec(t, 8, lat, macs) for t, lat, macs in (("hilo", 9.0, 1e6), ("vit", 5.0, 2e6), ("pvt", 4.0, 3e6))]
+    return Source("records", "mixed", points_from_records(records))
+
+
+def test_records_of_several_workloads_are_ranked_and_correlated_only_within_one():
+    source = _mixed_batches()
+    summary = report_data(source).summary
+    assert summary.best.columns[:2] == ["design", "workload"]
+    rows = [(r[0], r[1]) for r in summary.best.rows]
+    # ranked within each workload: every batch-1 row before every batch-8 row, each group fastest first
+    assert rows == [
+        ("hilo 14x14 · batch 1", "batch 1"),
+        ("vit 14x14 · batch 1", "batch 1"),
+        ("pvt 14x14 · batch 1", "batch 1"),
+        ("pvt 14x14 · batch 8", "batch 8"),
+        ("vit 14x14 · batch 8", "batch 8"),
+        ("hilo 14x14 · batch 8", "batch 8"),
+    ]
+    assert "fastest first within each workload" in summary.best_title
+    assert any("2 workloads" in n and "only within one workload" in n for n in summary.notes)
+    gap = gap_section(source)
+    assert [s.family for s in gap.series] == [
+        "hilo · batch 1",
+        "pvt · batch 1",
+        "vit · batch 1",
+        "hilo · batch 8",
+        "pvt · batch 8",
+        "vit · batch 8",
+    ]
+    # one correlation per workload, none across: batch 1 rises with MACs, batch 8 falls
+    assert [r[:3] for r in gap.correlations.rows] == [
+        ["all designs at batch 1", 3, 1.0],
+        ["all designs at batch 8", 3, -1.0],
+    ]
+    assert gap.headline == {}
+
+
+def test_one_workload_changes_nothing():
+    records = [_rec(t, 1, lat, macs) for t, lat, macs in (("hilo", 1.0, 1e6), ("vit", 2.0, 2e6), ("pvt", 3.0, 3e6))]
+    source = Source("records", "one", points_from_records(records))
+    summary = report_data(source).summary
+    assert "workload" not in summary.best.columns and [r[0] for r in summary.best.rows][0] == "hilo 14x14"
+    assert not any("workloads" in n for n in summary.notes)
+    assert [r[0] for r in gap_section(source).correlations.rows] == ["all designs"]
+
+
+def test_a_device_or_dtype_difference_is_a_workload_of_its_own():
+    gpu = _rec("vit", 1, 0.1, 2e6, dtype="bf16")
+    gpu.env = {"device_name": "NVIDIA H200"}
+    pts = points_from_records([_rec("hilo", 1, 1.0, 1e6), gpu])
+    assert ids(pts) == ["hilo 14x14 · AMD EPYC, fp32, 2 threads", "vit 14x14 · NVIDIA H200, bf16, default threads"]
+
+
+def _two_fronts() -> Source:
+    """A is best on the median, B only on p90: the report's front (p90) holds both, the search's (p50) only A."""
+    a = pt("trial 0", 1.0, 2.0, numbers={"latency_ms_p90": 3.0}, constraints={"latency": -0.4}, status="measured")
+    b = pt("trial 1", 1.5, 1.0, numbers={"latency_ms_p90": 1.6}, constraints={"latency": -0.68}, status="measured")
+    latency = {"name": "latency_ms_p50", "label": "median latency (ms, measured)", "direction": "minimize"}
+    attrs = {
+        "objectives": [PROXY, latency],
+        "budgets": [{"name": "latency", "statistic": "latency_ms_p90", "limit": 5.0, "unit": "ms"}],
+    }
+    return Source("study", "s", [a, b], attrs=attrs, directions=["maximize", "minimize"])
+
+
+def test_the_summary_names_its_front_statistic_and_the_designs_the_search_front_disagrees_on():
+    summary = report_data(_two_fronts()).summary
+    assert summary.best_title == "Best designs: the Pareto front on latency p90, the budgets' statistic"
+    assert [r[0] for r in summary.best.rows] == ["trial 0", "trial 1"]
+    assert (
+        "On this front (latency p90) but not on the front of the search's objectives (latency p50): trial 1."
+        in summary.notes
+    )
+
+
+def test_a_study_without_budgets_or_described_objectives_is_not_called_latency_or_budgeted():
+    source = Source("study", "plain", [pt(f"trial {i}", i + 1.0, i + 1.0, status="measured") for i in range(3)])
+    source.directions = ["maximize", "minimize"]
+    label = objectives_of(source)[1].label
+    assert "median latency" not in label and "does not describe" in label
+    front = front_section(source)
+    assert front.x_label == label and not any("budgets limit" in n for n in front.notes)
+    assert report_data(source).summary.best_title == "Best designs: the Pareto front on latency p50"
+
+
+def test_a_study_whose_trials_all_failed_is_refused_in_one_sentence(tmp_path):
+    import optuna
+
+    from effscope.report import ReportError, _load
+
+    db = tmp_path / "failed.db"
+    study = optuna.create_study(study_name="all-failed", storage=f"sqlite:///{db}", directions=["maximize"] * 2)
+    for _ in range(2):
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(ReportError, match=r"study 'all-failed' has 2 finished trial\(s\) and none measured"):
+        _load.load_study(str(db), "all-failed")
+
+
+def test_nothing_feasible_and_nothing_measured_promises_no_list():
+    source = Source("study", "s", [pt("trial 0", None, None, status="invalid", constraints={"valid": 1.0})])
+    source.attrs = {"objectives": [PROXY]}
+    summary = report_data(source).summary
+    assert summary.best is None
+    assert not any("lists the least-violating" in n for n in summary.notes)
+
+
+def test_missing_numbers_are_listed_once_with_their_reasons_and_survive_an_export():
+    gpu_only = "energy and telemetry need an NVIDIA GPU"
+    records = [_rec("hilo", 1, 1.0, 1e6), _rec("vit", 1, 2.0, 2e6)]
+    for r in records:
+        r.missing = {"energy_j_per_img": gpu_only, "mean_power_w": gpu_only}
+    records[0].missing["peak_rss_bytes"] = "measured in a reused worker process; its peak is hidden"
+    expected = [
+        ("energy_j_per_img, mean_power_w", f"all 2 designs: {gpu_only}"),
+        ("peak_rss_bytes", "1 of 2 design(s): measured in a reused worker process; its peak is hidden"),
+    ]
+    assert missing_numbers(points_from_records(records)) == expected
+    from_rows = points_from_rows([r.flat() for r in records])  # the export's `missing` column, read back
+    assert from_rows[0].missing == records[0].missing
+    provenance = report_data(Source("records", "x", from_rows)).provenance.rows
+    assert ["missing energy_j_per_img, mean_power_w", f"all 2 designs: {gpu_only}"] in provenance
+
+
+def test_designs_aborted_over_budget_are_shown_as_aborted_never_as_measured():
+    records = [_rec(t, 1, lat, macs) for t, lat, macs in (("hilo", 1.0, 1e6), ("vit", 2.0, 2e6), ("pvt", 3.0, 3e6))]
+    aborted = _rec("cxv", 1, 0.5, 4e6, flags=["aborted-over-budget"])
+    source = Source("records", "r", points_from_records([*records, aborted]))
+    cxv = source.points[-1]
+    assert cxv.aborted and not cxv.measured and cxv.status == "aborted-over-budget"
+    assert gap_section(source).correlations.rows[0][1] == 3  # left out of the correlation
+    summary = report_data(source).summary
+    assert summary.best.rows[-1][0] == "cxv 14x14" and "partial timings" in summary.best.rows[-1][-2]
+    assert dict(summary.facts)["measured"] == 3
+    trust = report_data(source).trust
+    assert "cxv 14x14" not in [m.id for m in trust.iqr]
+
+
+def test_hover_labels_the_summed_seconds_of_a_re_measured_trial():
+    p = pt("trial 4", 1.0, 1.0, numbers={"timed_s": 1.5}, remeasured=1)
+    lines = dict(hover(p))
+    assert lines["re-measured"] == 1
+    assert lines["timed seconds"].startswith("1.5 (the sum of 2 measurements")
+
+
+def test_records_of_a_search_are_named_by_trial_from_the_store_and_from_an_export():
+    record = _rec("hilo", 1, 1.0, 1e6, study="hilo_block-cpu", trial=21)
+    assert ids(points_from_records([record])) == ["trial 21 (hilo_block-cpu)"]
+    assert ids(points_from_rows([record.flat()])) == ["trial 21 (hilo_block-cpu)"]
+
+
+def test_a_records_report_of_a_search_says_the_front_needs_the_study():
+    source = Source("records", "study", points_from_records([_rec("hilo", 1, 1.0, 1e6, study="s", trial=1)]))
+    notes = report_data(source).summary.notes
+    assert any("Records are not the study's trials" in n and "--study s" in n for n in notes)
+
+
+def test_the_throughput_note_makes_no_claim_the_data_can_contradict():
+    records = [_rec(t, 1, lat, macs) for t, lat, macs in (("hilo", 1.0, 1e6), ("vit", 2.0, 2e6), ("pvt", 3.0, 3e6))]
+    for r in records:
+        r.throughput = {"throughput_img_s": 100.0}  # not 1000 / latency
+    notes = gap_section(Source("records", "r", points_from_records(records))).notes
+    assert not any("1000 / latency in ms, the latency panel again" in n for n in notes)
+
+
+def test_a_left_out_section_says_why_and_a_single_drift_point_is_not_called_stable():
+    record = _rec("hilo", 1, 1.0, 1e6)
+    record.reference = {"reference_ms_p50": 2.0}
+    data = report_data(Source("records", "one", points_from_records([record])))
+    assert data.gap is None and "needs at least 3" in data.absent["gap"]
+    assert data.trust.drift_table.rows[0][-1] == "one measurement: no drift can be seen"
+
+
+def test_a_store_of_failed_records_is_not_headed_measured_designs():
+    failed = Record(target="bad", kind="custom", workload={}, status="failed", error="boom")
+    summary = report_data(Source("records", "f", points_from_records([failed]))).summary
+    assert summary.best_title == "Records (none measured: every one failed)"
+
+
+def test_the_written_message_says_what_a_directory_or_cdn_report_needs(tmp_path):
+    from effscope.report.build import written_message
+
+    page = tmp_path / "r.html"
+    page.write_text("x" * 2600)
+    assert written_message(page, "directory").startswith(f"report written to {page} (3 kB); it loads ")
+    assert "plotly.min.js" in written_message(page, "directory")
+    assert "needs internet" in written_message(page, "cdn")

@@ -22,6 +22,7 @@ def report(
 ) -> None:
     """Write an HTML report: Pareto front, FLOPs-vs-speed gap, scaling, breakdown, trust and provenance."""
     from effscope.report import build_report
+    from effscope.report.build import written_message
 
     path = build_report(
         output=output,
@@ -32,4 +33,4 @@ def report(
         plotlyjs=plotlyjs,
         command=command_line(),
     )
-    out.print(f"report written to {esc(path)} ({path.stat().st_size / 1e6:.1f} MB)")
+    out.print(esc(written_message(path, plotlyjs)))

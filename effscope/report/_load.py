@@ -84,9 +84,24 @@ def load_study(storage: str, study: str | None = None) -> Source:
         raise ReportError(f"study '{study}' has no finished trials yet; run `effscope search` on it first")
     target = str(loaded.user_attrs.get("target") or "")
     points = points_from_trials(finished, _records(url, study=study), target)
+    if not any(p.timed for p in points):
+        raise ReportError(_nothing_measured(study, points))
     running = sum(1 for t in trials if t.state.name in ("RUNNING", "WAITING"))
     directions = [d.name.lower() for d in loaded.directions]
     return Source("study", study, points, shown_location(storage), dict(loaded.user_attrs), directions, running)
+
+
+def _nothing_measured(study: str, points: list) -> str:
+    """Why a study with finished trials has nothing to report: its statuses and the commonest reason."""
+    statuses: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for p in points:
+        statuses[p.status] = statuses.get(p.status, 0) + 1
+        if p.reason:
+            reasons[p.reason] = reasons.get(p.reason, 0) + 1
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items(), key=lambda kv: -kv[1]))
+    why = f"; the commonest reason: {max(reasons, key=reasons.get)}" if reasons else "; no trial stored a reason"
+    return f"study '{study}' has {len(points)} finished trial(s) and none measured a design ({counts}){why}"
 
 
 def load_records_db(db: str) -> Source:

@@ -14,7 +14,7 @@ from effscope.report.data import ReportError
 if TYPE_CHECKING:
     from effscope.profile.record import Record
 
-__all__ = ["DEFAULT_FOLDER", "ReportError", "build_report", "check_report_output"]
+__all__ = ["DEFAULT_FOLDER", "ReportError", "build_report", "check_report_output", "written_message"]
 
 DEFAULT_FOLDER = "reports"
 
@@ -81,6 +81,23 @@ def build_report(
         html.write_plotlyjs(path.parent)
     write_atomic(path, lambda tmp: tmp.write_text(document, encoding="utf-8"), databases=protect, create_folder=True)
     return path
+
+
+def written_message(path: Path, plotlyjs: str = "inline") -> str:
+    """What to tell a person once a report is written: its size, and for the other --plotlyjs modes what the page
+    needs beside it (the shared plotly.min.js, or internet for the CDN)."""
+    size = path.stat().st_size
+    shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{max(1, round(size / 1e3))} kB"
+    if plotlyjs == "directory":
+        from effscope.report.html import PLOTLYJS_FILE
+
+        return (
+            f"report written to {path} ({shown}); it loads {path.parent / PLOTLYJS_FILE}, written beside it: "
+            "keep the two together"
+        )
+    if plotlyjs == "cdn":
+        return f"report written to {path} ({shown}); it loads plotly.js from its CDN, so it needs internet to show"
+    return f"report written to {path} ({shown})"
 
 
 def check_report_output(output: str | Path, *, protect: Sequence[str | None] = ()) -> Path:

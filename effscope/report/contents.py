@@ -36,6 +36,7 @@ class ReportData:
     trust: Trust | None
     provenance: Table
     registered: dict[str, Any] = field(default_factory=dict)  # key -> data of each registered section that has data
+    absent: dict[str, str] = field(default_factory=dict)  # key -> why a section without data is left out
 
     def section(self, key: str) -> Any:
         """The data of the section `key`, built-in or registered; None when it has nothing to show."""
@@ -49,4 +50,11 @@ def report_data(source: Source, command: str | None = None) -> ReportData:
         source = dataclasses.replace(source, report_command=command)
     built = {s.key: s.build(source) for s in page_order()}
     registered = {key: data for key, data in built.items() if key not in BUILT_IN and data is not None}
-    return ReportData(title=built["summary"].title, **{key: built[key] for key in BUILT_IN}, registered=registered)
+    absent = {
+        s.key: why
+        for s in page_order()
+        if built[s.key] is None and s.why_absent is not None and (why := s.why_absent(source))
+    }
+    return ReportData(
+        title=built["summary"].title, **{key: built[key] for key in BUILT_IN}, registered=registered, absent=absent
+    )

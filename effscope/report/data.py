@@ -12,6 +12,7 @@ units in their labels ("MACs (G)", "peak memory (MiB)").
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,15 @@ __all__ = [
     "ReportError",
     "Source",
     "Table",
+    "ABORTED",
     "best_designs",
+    "constraint_lines",
+    "differing_workload_parts",
+    "front_differences",
+    "front_name",
+    "missing_numbers",
+    "objective_front",
+    "parse_missing",
     "budget_slices",
     "budgets_of",
     "dedupe_measurements",
@@ -61,6 +70,9 @@ __all__ = [
     "timing_columns",
     "timing_key",
     "varying_knobs",
+    "workload_groups",
+    "workload_label",
+    "workload_parts",
 ]
 
 
@@ -72,6 +84,9 @@ IMPORTANCE_BINS = 5
 
 # Statuses of designs that have no trustworthy measurement (never on a front, never "least violating").
 UNMEASURED = frozenset({"invalid", "failed", "predicted-infeasible"})
+# A design whose timing stopped early over the latency budget: its numbers are partial (a trial's status, a Record's
+# flag), so it is shown as aborted and never counted as measured.
+ABORTED = "aborted-over-budget"
 
 
 def number_keys() -> list[str]:
@@ -163,14 +178,27 @@ class Point:
     command: str | None = None
     missing: dict[str, str] = field(default_factory=dict)  # number -> why it could not be measured
     protocol: str | None = None  # the timing protocol's name (effscope-v2, litv2, ...), where known
+    study: str | None = None  # the search a Record was measured for, where it was
+    remeasured: int = 0  # how many times a trial was measured again (its timed seconds add up every measurement)
 
     def get(self, key: str) -> float | None:
         """A finite number or None (missing is never 0)."""
         return finite(self.numbers.get(key))
 
     @property
-    def measured(self) -> bool:
+    def aborted(self) -> bool:
+        """Timing stopped early over the latency budget: the numbers are partial."""
+        return self.status == ABORTED or ABORTED in self.flags
+
+    @property
+    def timed(self) -> bool:
+        """Some timing exists (a full measurement or an aborted, partial one)."""
         return self.status not in UNMEASURED and (self.get(LATENCY) is not None or self.get(TRAIN_STEP) is not None)
+
+    @property
+    def measured(self) -> bool:
+        """Fully measured: timed and not aborted (only these are ranked, correlated and plotted as measured)."""
+        return self.timed and not self.aborted
 
     @property
     def violation(self) -> float:
@@ -246,7 +274,9 @@ def _size(value: Any) -> tuple[int, int] | None:
 
 
 def points_from_records(records: Iterable[Any]) -> list[Point]:
-    """One Point per Record (effscope.profile.record.Record), ids made unique ("vit 14x14", "vit 14x14 (2)")."""
+    """One Point per Record (effscope.profile.record.Record), ids made unique ("vit 14x14", "vit 14x14 (2)"); a
+    search's Record is named by its trial ("trial 21 (hilo_block-cpu)"), and where the Records were measured under
+    several workloads each id carries the parts that differ ("vit 14x14 · batch 8")."""
     points = []
     for r in records:
         flat = r.flat()
@@ -254,13 +284,13 @@ def points_from_records(records: Iterable[Any]) -> list[Point]:
         count = r.details.get("count") or {}
         points.append(
             Point(
-                id=_record_label(r.target, size),
+                id=_record_label(r.target, size, r.study, r.trial),
                 target=r.target,
                 family=r.family,
                 kind=r.kind,
                 knobs=dict(r.knobs),
                 numbers={k: flat.get(k) for k in number_keys() if k in flat},
-                status=r.status,
+                status=_record_status(r.status, r.flags),
                 flags=tuple(r.flags),
                 size=size,
                 trial=r.trial,
@@ -274,43 +304,81 @@ def points_from_records(records: Iterable[Any]) -> list[Point]:
                 command=r.command,
                 missing=dict(r.missing),
                 protocol=r.protocol.get("name"),
+                study=r.study,
             )
         )
-    return _unique_ids(points)
+    return _unique_ids(_name_workloads(points))
+
+
+# The Workload fields a flat row (Record.flat()) carries as columns of their own (size is height and width).
+ROW_WORKLOAD_KEYS = (
+    "device",
+    "dtype",
+    "batch",
+    "threads",
+    "channels_last",
+    "compile",
+    "cuda_graph",
+    "flush_cache",
+    "attention",
+    "mode",
+)
 
 
 def points_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Point]:
     """Points from flat rows (`Record.flat()`, as exported to CSV/Parquet/JSON); breakdowns are not in them."""
     points = []
-    workload_keys = ("device", "dtype", "batch", "threads", "channels_last", "compile", "attention")
     for raw in rows:
         row = {k: _plain(v) for k, v in raw.items()}
         h, w = row.get("height"), row.get("width")
         size = (int(h), int(w)) if h is not None and w is not None else None
         target = str(row.get("target"))
-        trial = row.get("trial")
+        trial = int(row["trial"]) if row.get("trial") is not None else None
+        study = str(row["study"]) if row.get("study") is not None else None
+        flags = tuple(f for f in str(row.get("flags") or "").split(",") if f)
         points.append(
             Point(
-                id=_record_label(target, size),
+                id=_record_label(target, size, study, trial),
                 target=target,
                 family=row.get("family"),
                 kind=row.get("kind"),
                 knobs={k.removeprefix("knob."): v for k, v in row.items() if k.startswith("knob.")},
                 numbers={k: row.get(k) for k in number_keys() if k in row},
-                status=str(row.get("status") or "ok"),
-                flags=tuple(f for f in str(row.get("flags") or "").split(",") if f),
+                status=_record_status(str(row.get("status") or "ok"), flags),
+                flags=flags,
                 size=size,
-                trial=int(trial) if trial is not None else None,
+                trial=trial,
                 record_uid=row.get("uid"),
                 order=row.get("created_at"),
                 reason=row.get("error"),
-                workload={k: row.get(k) for k in workload_keys if k in row},
+                workload={k: _whole(row.get(k)) for k in ROW_WORKLOAD_KEYS if k in row},
                 env={k.removeprefix("env."): v for k, v in row.items() if k.startswith("env.")},
                 command=row.get("command"),
+                missing=parse_missing(row.get("missing")),
                 protocol=row.get("protocol"),
+                study=study,
             )
         )
-    return _unique_ids(points)
+    return _unique_ids(_name_workloads(points))
+
+
+def parse_missing(text: Any) -> dict[str, str]:
+    """The `missing` column of a flat row ("name: why; name2: why") back as {name: why}. A reason may itself hold
+    "; ", so a new entry starts only where a metric-like name and ": " follow."""
+    if not isinstance(text, str) or not text.strip():
+        return {}
+    parts = re.split(r"; (?=[A-Za-z_][\w.]*: )", text.strip())
+    return dict(part.split(": ", 1) for part in parts if ": " in part)
+
+
+def _whole(value: Any) -> Any:
+    """A whole float read back from a table (batch 8.0) as the int it was written as."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _record_status(status: str, flags: Sequence[str]) -> str:
+    """A Record's status as the report shows it: an ok Record whose timing was aborted over a budget is aborted."""
+    return ABORTED if status == "ok" and ABORTED in flags else status
 
 
 def points_from_trials(trials: Iterable[Any], records: Iterable[Any] = (), target: str = "") -> list[Point]:
@@ -354,16 +422,24 @@ def points_from_trials(trials: Iterable[Any], records: Iterable[Any] = (), targe
                 trial=t.number,
                 record_uid=attrs.get("record_uid"),
                 order=base.order or _iso(getattr(t, "datetime_complete", None)),
-                reason=attrs.get("reason") or base.reason,
+                reason=attrs.get("reason") or base.reason or _fail_reason(t),
                 workload=base.workload,
                 env=base.env,
                 macs_by_module=base.macs_by_module,
                 time_by_module_ms=base.time_by_module_ms,
                 missing=base.missing,
                 protocol=base.protocol,
+                study=base.study,
+                remeasured=int(finite(attrs.get("remeasured")) or 0),
             )
         )
     return points
+
+
+def _fail_reason(t: Any) -> str | None:
+    """The exception Optuna stored for a trial that raised (a study effscope did not write)."""
+    reason = (getattr(t, "system_attrs", None) or {}).get("fail_reason")
+    return str(reason).strip().splitlines()[-1] if reason else None
 
 
 def _trial_constraints(t: Any) -> dict[str, float]:
@@ -378,8 +454,24 @@ def _iso(when: Any) -> str | None:
     return when.isoformat(timespec="seconds") if hasattr(when, "isoformat") else None
 
 
-def _record_label(target: str, size: tuple[int, int] | None) -> str:
+def _record_label(target: str, size: tuple[int, int] | None, study: str | None = None, trial: int | None = None) -> str:
+    """A Record's name: a search's Record by its trial and study, else its target and input size."""
+    if trial is not None:
+        return f"trial {trial} ({study})" if study else f"trial {trial}"
     return f"{target} {size[0]}x{size[1]}" if size else target
+
+
+def _name_workloads(points: list[Point]) -> list[Point]:
+    """Append to each timed design's id the workload parts that differ between the timed designs (not its size when
+    the id already shows it), so that designs measured under different workloads are never read as comparable."""
+    keys = differing_workload_parts(points)
+    for p in points:
+        if p.timed and keys:
+            parts = workload_parts(p)
+            shown = [parts[k] for k in keys if not (k == "size" and p.size and p.trial is None)]
+            if shown:
+                p.id = f"{p.id} · {', '.join(shown)}"
+    return points
 
 
 def _unique_ids(points: list[Point]) -> list[Point]:
@@ -389,6 +481,90 @@ def _unique_ids(points: list[Point]) -> list[Point]:
         if seen[p.id] > 1:
             p.id = f"{p.id} ({seen[p.id]})"
     return points
+
+
+# ---------------------------------------------------------------------------------------------------- workloads
+
+# The parts of a workload, in the order a label names them: latencies measured under different values of any of
+# these are not comparable (a batch-8 forward is not a slower batch-1 one).
+WORKLOAD_PARTS = (
+    "device",
+    "dtype",
+    "batch",
+    "threads",
+    "size",
+    "mode",
+    "attention",
+    "compile",
+    "channels_last",
+    "cuda_graph",
+    "flush_cache",
+)
+
+
+def workload_parts(p: Point) -> dict[str, str]:
+    """What a design was measured under, each part as a person reads it: the device's name (else its type), the
+    threads torch used where the workload left them to torch, the input size ("default size" where none was set)."""
+    wl = {k: v for k, v in p.workload.items() if v is not None and k != "size"}
+    threads = wl.get("threads", p.env.get("torch_threads"))
+    values = {
+        **wl,
+        "device": p.env.get("device_name") or wl.get("device") or "unknown device",
+        "threads": threads,
+        "size": f"{p.size[0]}x{p.size[1]}" if p.size else None,
+    }
+    text = {
+        "device": str(values["device"]),
+        "dtype": str(values.get("dtype") or "fp32"),
+        "batch": f"batch {_whole(values.get('batch') or 1)}",
+        "threads": _threads_text(threads),
+        "size": values["size"] or "default size",
+        "mode": str(values.get("mode") or "infer"),
+    }
+    for key in WORKLOAD_PARTS:
+        if key not in text and key in values:
+            text[key] = f"{key} {knob_text(values[key])}"
+    return text
+
+
+def _threads_text(threads: Any) -> str:
+    if threads is None:
+        return "default threads"
+    n = _whole(threads)
+    return f"{n} thread" if n == 1 else f"{n} threads"
+
+
+def differing_workload_parts(points: Sequence[Point]) -> list[str]:
+    """The workload parts whose value differs between the timed designs, in WORKLOAD_PARTS order; empty when every
+    timed design ran under one workload."""
+    seen: dict[str, set[str]] = {}
+    timed = [p for p in points if p.timed]
+    for p in timed:
+        for key, text in workload_parts(p).items():
+            seen.setdefault(key, set()).add(text)
+    # a part some designs lack (an older Record) differs too: None stands for "not recorded"
+    return [
+        k
+        for k in WORKLOAD_PARTS
+        if len(seen.get(k, set())) > 1 or (k in seen and any(k not in workload_parts(p) for p in timed))
+    ]
+
+
+def workload_label(p: Point, keys: Sequence[str]) -> str:
+    """The parts `keys` of a design's workload ("batch 8, bf16"); "" where there are none."""
+    parts = workload_parts(p)
+    return ", ".join(parts.get(k, f"{k} not recorded") for k in keys)
+
+
+def workload_groups(points: Sequence[Point]) -> dict[str, list[Point]]:
+    """The timed designs by workload, named by the parts that differ, in order of first appearance; one group named
+    "" when all ran under one workload."""
+    keys = differing_workload_parts(points)
+    groups: dict[str, list[Point]] = {}
+    for p in points:
+        if p.timed:
+            groups.setdefault(workload_label(p, keys), []).append(p)
+    return groups
 
 
 # ---------------------------------------------------------------------------------------------------- the front
@@ -456,7 +632,8 @@ def least_violating(points: Sequence[Point], k: int = MAX_LEAST_VIOLATING, direc
     Invalid and failed designs are left out: their violation says nothing about how close they came.
     """
     sign = direction_sign(direction)
-    measured = [p for p in points if p.measured and p.constraints.get("valid", 0.0) <= 0]
+    # an aborted design is timed: even its partial timing says by how much it missed
+    measured = [p for p in points if p.timed and p.constraints.get("valid", 0.0) <= 0]
     measured.sort(key=lambda p: (p.violation, -sign * (p.get(QUALITY) or 0.0), p.get(LATENCY), p.id))
     return measured[:k]
 
@@ -569,8 +746,9 @@ def objectives_of(source: Source) -> list[Objective]:
     if not objs and source.kind == "study":
         direction = source.directions[0] if source.directions else "maximize"
         objs = [Objective("quality", "quality (values[0])", direction.lower(), None)]
-        if len(source.directions) > 1:
-            objs.append(Objective(LATENCY, "median latency (ms, measured)", "minimize", False))
+        if len(source.directions) > 1:  # read as latency; its label says the study never said so
+            label = "values[1] (the study does not describe this objective; read as latency in ms)"
+            objs.append(Objective(LATENCY, label, source.directions[1].lower(), False))
     return objs
 
 
@@ -605,14 +783,62 @@ def best_designs(source: Source) -> list[Point]:
     return pareto_front(feasible, direction_of(source), x=front_statistic(budgets_of(source)))
 
 
+def front_name(source: Source) -> str:
+    """What the report's front is ranked on ("the Pareto front on latency p90, the budgets' statistic"): a study's
+    loosest latency budget's statistic, so that a design left of a budget line meets it; else the median."""
+    budgets = budgets_of(source)
+    why = ", the budgets' statistic" if latency_budgets(budgets) else ""
+    return f"the Pareto front on {number_name(front_statistic(budgets))}{why}"
+
+
+def objective_front(source: Source) -> list[Point] | None:
+    """A study's feasible front on its own objectives (quality and its declared median timing): the front the
+    search's summary, Optuna and optuna-dashboard show. None for Records or a study without a timing objective."""
+    timing = study_timing(source)
+    if source.kind != "study" or timing is None or quality_of(source) is None:
+        return None
+    feasible = [p for p in dedupe_measurements(source.points) if p.feasible and p.measured]
+    return pareto_front(feasible, direction_of(source), x=timing)
+
+
+def front_differences(source: Source) -> tuple[list[Point], list[Point]]:
+    """(designs on the objectives' front only, designs on the report's front only): the report ranks its front on the
+    budgets' statistic, the search on its objectives; ([], []) when the two agree or cannot be compared."""
+    theirs = objective_front(source)
+    if theirs is None:
+        return [], []
+    ours = best_designs(source)
+    ours_ids, theirs_ids = {p.id for p in ours}, {p.id for p in theirs}
+    return [p for p in theirs if p.id not in ours_ids], [p for p in ours if p.id not in theirs_ids]
+
+
+def missing_numbers(points: Sequence[Point]) -> list[tuple[str, str]]:
+    """Each number missing for some timed designs, with how many and why (from each design's `missing`):
+    ("energy_j_per_img, mean_power_w", "all 23 designs: energy and telemetry need an NVIDIA GPU"); numbers missing
+    for as many designs and for the same reasons share one line."""
+    designs = [p for p in dedupe_measurements(points) if p.timed]
+    reasons: dict[str, dict[str, None]] = {}
+    counts: dict[str, int] = {}
+    for p in designs:
+        for name, why in p.missing.items():
+            counts[name] = counts.get(name, 0) + 1
+            reasons.setdefault(name, {})[str(why)] = None
+    texts: dict[str, list[str]] = {}  # one line per (how many, why): numbers missing for one reason share it
+    for name, n in counts.items():
+        many = f"all {n} designs" if n == len(designs) and n > 1 else f"{n} of {len(designs)} design(s)"
+        texts.setdefault(f"{many}: {' | '.join(reasons[name])}", []).append(name)
+    return [(", ".join(names), text) for text, names in texts.items()]
+
+
 def device_of(source: Source) -> str:
     """The device the designs were measured on, as a person reads it."""
     names = sorted({str(p.env.get("device_name") or p.workload.get("device")) for p in source.points if p.env})
     return str(source.attrs.get("device_name") or " | ".join(n for n in names if n != "None") or "unknown device")
 
 
-def hover(p: Point, quality: Objective | None = None) -> list[tuple[str, Any]]:
-    """Every knob and number of a design, as (label, value) lines in display units."""
+def hover(p: Point, quality: Objective | None = None, budgets: Sequence[Budget] = ()) -> list[tuple[str, Any]]:
+    """Every knob and number of a design, as (label, value) lines in display units; its constraints as statements
+    against the study's `budgets`."""
     lines: list[tuple[str, Any]] = [("design", p.id), ("target", p.target), ("status", p.status)]
     if p.preset:
         lines.append(("preset", p.preset))
@@ -623,14 +849,47 @@ def hover(p: Point, quality: Objective | None = None) -> list[tuple[str, Any]]:
     for metric in list(METRICS.values()):
         v = p.get(metric.name)
         if v is not None:
-            lines.append((metric.label, display_value(metric, v)))
-    for key, v in p.constraints.items():
-        lines.append((f"constraint {key}", v))
+            lines.append((metric.label, _hover_value(metric.name, display_value(metric, v), p)))
+    if p.remeasured:
+        lines.append(("re-measured", p.remeasured))
+    lines.extend(constraint_lines(p, budgets))
     if p.flags:
         lines.append(("flags", ", ".join(p.flags)))
     if p.reason:
         lines.append(("reason", p.reason))
     lines.extend((f"knob {k}", knob_text(v)) for k, v in p.knobs.items())
+    return lines
+
+
+def _hover_value(name: str, value: Any, p: Point) -> Any:
+    # A re-measured trial's timed seconds add up every measurement, while its latencies are the kept one's.
+    if name == "timed_s" and p.remeasured and is_number(value):
+        return f"{value:.4g} (the sum of {p.remeasured + 1} measurements; the latencies are the kept one's)"
+    return value
+
+
+def constraint_lines(p: Point, budgets: Sequence[Budget] = ()) -> list[tuple[str, str]]:
+    """A design's constraints as a person reads them: against a budget of the same name, the design's statistic as a
+    share of the limit ("latency budget": "latency p90 at 16 % of the budget (2 ms)"). Validity is the status
+    already, and a constraint at exactly 0 without a budget is the placeholder of a budget the study does not set;
+    any other is shown raw, with its rule."""
+    by_name: dict[str, Budget] = {}
+    for b in sorted(budgets, key=lambda b: b.limit):
+        by_name[b.name] = b  # the loosest of a name is the search's constraint
+    lines = []
+    for key, v in p.constraints.items():
+        b = by_name.get(key)
+        if b is not None:
+            stat = p.get(b.statistic)
+            limit = quantity(b.limit, b.unit)
+            text = (
+                f"{number_name(b.statistic)} at {100 * stat / b.limit:.0f} % of the budget ({limit})"
+                if stat is not None
+                else f"{number_name(b.statistic)} not measured (counts as over the budget)"
+            )
+            lines.append((f"{b.name} budget", text))
+        elif key != "valid" and v != 0.0:
+            lines.append((f"constraint {key}", f"{v:.4g} (≤ 0 meets it)"))
     return lines
 
 
@@ -682,12 +941,14 @@ def design_table(
     *,
     with_violation: bool,
     timing: str | None = None,
+    workload_keys: Sequence[str] = (),
 ) -> Table:
     """Designs as rows; the knobs column shows the knobs that vary between designs of the same target. `timing` is
-    the study's declared timing (`study_timing`), if any."""
+    the study's declared timing (`study_timing`), if any; `workload_keys` (the workload parts that differ) adds a
+    column naming each timed design's workload."""
     targets = {p.target for p in all_pts}
     varying = {t: varying_knobs([p for p in all_pts if p.target == t]) for t in targets}
-    columns = ["design"]
+    columns = ["design", *(["workload"] if workload_keys else [])]
     if quality is not None:
         columns.append(quality.display)
     p_prefix, p_scale = si_unit(p.get("params") for p in rows_pts)
@@ -701,6 +962,8 @@ def design_table(
     rows = []
     for p in rows_pts:
         row: list[Any] = [p.id]
+        if workload_keys:
+            row.append(workload_label(p, workload_keys) if p.timed else "")
         if quality is not None:
             row.append(p.get(QUALITY))
         params, macs = p.get("params"), p.get("macs")
@@ -708,13 +971,21 @@ def design_table(
             *(p.get(k) for k in timing_heads),
             params / p_scale if params is not None else None,
             macs / m_scale if macs is not None else None,
-            p.status + (f": {p.reason}" if p.reason and p.status not in ("ok", "measured", "cached") else ""),
+            _status_text(p),
         ]
         if with_violation:
             row.append(_violation_text(p))
         row.append(knobs_short(p, varying.get(p.target) or []))
         rows.append(row)
     return Table(columns, rows)
+
+
+def _status_text(p: Point) -> str:
+    """The status with its reason where it is not plain success; an aborted design says its numbers are partial."""
+    status = ABORTED if p.aborted else p.status
+    if status == ABORTED:
+        return f"{ABORTED} (partial timings)" + (f": {p.reason}" if p.reason else "")
+    return status + (f": {p.reason}" if p.reason and status not in ("ok", "measured", "cached") else "")
 
 
 def _violation_text(p: Point) -> str:

@@ -83,7 +83,11 @@ def write_plotlyjs(folder: Path) -> Path:
 def render(data: ReportData, *, plotlyjs: str = "inline") -> str:
     """The whole report as one HTML document: every section with data, built-in or registered, in page order."""
     script = _plotly_script(plotlyjs)
-    shown = [(s, s.render(content)) for s in page_order() if (content := data.section(s.key)) is not None]
+    shown = [
+        (s, s.render(content) if content is not None else f'<p class="hint">{html.escape(data.absent[s.key])}</p>')
+        for s in page_order()
+        if (content := data.section(s.key)) is not None or s.key in data.absent
+    ]
     nav = "".join(f'<a href="#{s.key}">{i}. {html.escape(s.title)}</a>' for i, (s, _) in enumerate(shown, 1))
     sections = "".join(
         f'<section id="{s.key}"><h2>{i}. {html.escape(s.title)}</h2>{body}</section>'

@@ -29,6 +29,7 @@ from effscope.report.data import (
     latency_budgets,
     least_violating,
     number_name,
+    objectives_of,
     pareto_front,
     quality_of,
     quantity,
@@ -80,19 +81,25 @@ def front_section(source: Source) -> Front | None:
     best = pareto_front(feasible, direction, x=stat)
     best_ids = {p.id for p in best}
     name = number_name(stat)
-    notes = [f"x is the measured {name}, the statistic the budgets limit: a design left of a budget line meets it."]
+    x_label = _x_label(source, stat)
+    if latency_budgets(budgets):
+        notes = [f"x is the measured {name}, the statistic the budgets limit: a design left of a budget line meets it."]
+    else:
+        notes = [f"x is {x_label}; the study sets no latency budget."]
     if stat != LATENCY:
         notes[0] += f" The front is the best quality at each {name}; the search itself minimizes the median (p50)."
     groups: dict[str, list[Marker]] = {
-        "infeasible": [_marker(p, stat, QUALITY, quality) for p in pts if not (p.feasible and p.measured)],
-        "feasible": [_marker(p, stat, QUALITY, quality) for p in feasible if p.id not in best_ids],
-        "best": [_marker(p, stat, QUALITY, quality) for p in best],
+        "infeasible": [_marker(p, stat, QUALITY, quality, budgets) for p in pts if not (p.feasible and p.measured)],
+        "feasible": [_marker(p, stat, QUALITY, quality, budgets) for p in feasible if p.id not in best_ids],
+        "best": [_marker(p, stat, QUALITY, quality, budgets) for p in best],
     }
     lv_table = None
     if not feasible:
         lv = least_violating(source.points, direction=direction)
         groups["least violating"] = [
-            _marker(p, stat, QUALITY, quality) for p in lv if p.get(QUALITY) is not None and p.get(stat) is not None
+            _marker(p, stat, QUALITY, quality, budgets)
+            for p in lv
+            if p.get(QUALITY) is not None and p.get(stat) is not None
         ]
         lv_table = design_table(lv, source.points, quality, with_violation=True, timing=study_timing(source))
         notes.insert(
@@ -112,7 +119,7 @@ def front_section(source: Source) -> Front | None:
         for b in latency_budgets(budgets)
         if b.statistic == stat
     ]
-    presets = [_marker(p, stat, QUALITY, quality) for p in pts if p.preset]
+    presets = [_marker(p, stat, QUALITY, quality, budgets) for p in pts if p.preset]
     if any(m.x_interval for ms in groups.values() for m in ms):
         notes.append(
             f"The horizontal bar through a design is the 95 % confidence interval of its {name}. A design whose "
@@ -121,9 +128,7 @@ def front_section(source: Source) -> Front | None:
         )
     return Front(
         x_statistic=stat,
-        x_label=f"{name} (ms, measured; the budgets' statistic)"
-        if stat != LATENCY
-        else "median latency p50 (ms, measured)",
+        x_label=x_label,
         y_label=quality.display,
         direction=direction,
         groups={k: v for k, v in groups.items() if v},
@@ -142,11 +147,24 @@ def front_section(source: Source) -> Front | None:
     )
 
 
-def _marker(p: Point, x: str, y: str, quality: Objective | None, *, x_scale: float = 1.0) -> Marker:
+def _x_label(source: Source, stat: str) -> str:
+    """The front's x title: the budgets' statistic, the median, or, for a study that does not describe its second
+    objective, that objective's own (honest) label."""
+    if stat != LATENCY:
+        return f"{number_name(stat)} (ms, measured; the budgets' statistic)"
+    objs = objectives_of(source)
+    if not source.attrs.get("objectives") and len(objs) > 1:
+        return objs[1].label
+    return "median latency p50 (ms, measured)"
+
+
+def _marker(
+    p: Point, x: str, y: str, quality: Objective | None, budgets: Sequence[Budget] = (), *, x_scale: float = 1.0
+) -> Marker:
     xv, yv = p.get(x), p.get(y)
     lo, hi = p.get(f"{x}_lo"), p.get(f"{x}_hi")
     interval = (lo / x_scale, hi / x_scale) if lo is not None and hi is not None else None
-    return Marker(p.id, xv / x_scale if xv is not None else None, yv, hover(p, quality), interval)
+    return Marker(p.id, xv / x_scale if xv is not None else None, yv, hover(p, quality, budgets), interval)
 
 
 def slice_table(
@@ -201,7 +219,10 @@ def front_figure(f: Front) -> go.Figure:
             "least violating (nothing is feasible)",
             {"color": BEST, "symbol": "diamond-open", "size": 13, "line": {"width": 2}},
         ),
-        "best": ("best: the Pareto front", {"color": BEST, "symbol": "diamond", "size": 11}),
+        "best": (
+            f"best: the Pareto front on {number_name(f.x_statistic)}",
+            {"color": BEST, "symbol": "diamond", "size": 11},
+        ),
     }
     if f.front_line:
         xs, ys = zip(*f.front_line, strict=True)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from effscope.report.data import LATENCY, Marker, Point, Source, Table, dedupe_measurements
+from effscope.report.data import LATENCY, Marker, Point, Source, Table, dedupe_measurements, workload_groups
 from effscope.report.markup import cell, notes_html, table_html
 from effscope.report.sections._section import Section
 from effscope.stats import kendall_tau, spearman_rho
@@ -17,7 +17,7 @@ from effscope.units import si, si_unit
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-__all__ = ["Gap", "GapSeries", "SECTION", "correlations", "gap_figure", "gap_html", "gap_section"]
+__all__ = ["Gap", "GapSeries", "SECTION", "correlations", "gap_figure", "gap_html", "gap_section", "why_no_gap"]
 
 
 @dataclass
@@ -39,40 +39,48 @@ class Gap:
     throughput: bool  # plot throughput: some design ran at batch > 1 (at batch 1 it is 1000 / latency)
 
 
+MIN_GAP_DESIGNS = 3
+
+
 def gap_section(source: Source) -> Gap | None:
-    """MACs against measured latency and throughput, per family, with rank correlations."""
-    pts = [p for p in dedupe_measurements(source.points) if p.measured and p.get("macs") is not None]
-    if len(pts) < 3 or len({p.get("macs") for p in pts}) < 2:
+    """MACs against measured latency and throughput, per family, with rank correlations; designs measured under
+    different workloads (Records only) are drawn and correlated apart, never together."""
+    pts = _gap_points(source)
+    if why_no_gap(source) is not None:
         return None
-    families: dict[str, list[Point]] = {}
-    for p in pts:
-        families.setdefault(p.family or p.target, []).append(p)
+    groups = workload_groups(pts) if source.kind != "study" else {"": pts}
     prefix, scale = si_unit(p.get("macs") for p in pts)
     series = [
         GapSeries(
-            fam,
+            " · ".join(x for x in (fam, workload) if x),
             [Marker(p.id, p.get("macs") / scale, p.get(LATENCY), []) for p in fam_pts],
             [p.get("throughput_img_s") for p in fam_pts],
             [p.kind for p in fam_pts],
         )
-        for fam, fam_pts in sorted(families.items())
+        for workload, wl_pts in groups.items()
+        for fam, fam_pts in sorted(_families(wl_pts).items())
     ]
     throughput = any((p.workload.get("batch") or 1) > 1 for p in pts if p.get("throughput_img_s") is not None)
     columns = ["designs", "n", "Spearman ρ (MACs, latency)", "Kendall τ (MACs, latency)"]
     if throughput:
         columns += ["Spearman ρ (MACs, throughput)", "Kendall τ (MACs, throughput)"]
-    chosen = [("all designs", pts)]
-    chosen += [(fam, fp) for fam, fp in sorted(families.items()) if len(fp) >= 3 and len(families) > 1]
-    rows = [_correlation_row(name, fp)[: len(columns)] for name, fp in chosen]
-    headline = dict(zip(columns[1:], rows[0][1:], strict=True))
+    rows = [_correlation_row(name, fp)[: len(columns)] for name, fp in _correlated_groups(groups)]
+    # one workload: the headline is over all designs; several: no headline, since none may span workloads
+    headline = dict(zip(columns[1:], rows[0][1:], strict=True)) if len(groups) == 1 else {}
     notes = [
         "A rank correlation of 1 would mean MACs order the designs exactly as measured latency does; "
         "anything less is the gap between the indirect metric and real speed on this device."
     ]
+    if len(groups) > 1:
+        notes.insert(
+            0,
+            f"The designs were measured under {len(groups)} workloads ({'; '.join(groups)}): each is drawn as its own "
+            "series and correlated on its own, since latencies of different workloads are not comparable.",
+        )
     if not throughput and any(p.get("throughput_img_s") is not None for p in pts):
         notes.append(
-            "Throughput is not plotted: every design ran at batch 1, where images/s is 1000 / latency in ms, "
-            "the latency panel again."
+            "Throughput is not plotted: every design ran at batch 1, and its measured throughput is in "
+            "`effscope export` (it is timed in its own window, so it need not equal 1000 / latency)."
         )
     kinds = {p.kind for p in pts}
     if len(kinds) > 1:
@@ -82,6 +90,45 @@ def gap_section(source: Source) -> Gap | None:
         )
     x_label = f"MACs ({prefix or 'count'}, fvcore convention)"
     return Gap(series, Table(columns, rows), headline, notes, x_label, scale, throughput)
+
+
+def _gap_points(source: Source) -> list[Point]:
+    return [p for p in dedupe_measurements(source.points) if p.measured and p.get("macs") is not None]
+
+
+def why_no_gap(source: Source) -> str | None:
+    """Why the gap section is left out, in one line; None when it is drawn."""
+    pts = _gap_points(source)
+    if len(pts) < MIN_GAP_DESIGNS:
+        return (
+            f"Left out: a MACs-vs-latency gap needs at least {MIN_GAP_DESIGNS} fully measured designs with MACs, "
+            f"and this report has {len(pts)}."
+        )
+    if len({p.get("macs") for p in pts}) < 2:
+        return "Left out: every measured design has the same MACs, so MACs cannot rank them."
+    return None
+
+
+def _families(pts: Sequence[Point]) -> dict[str, list[Point]]:
+    families: dict[str, list[Point]] = {}
+    for p in pts:
+        families.setdefault(p.family or p.target, []).append(p)
+    return families
+
+
+def _correlated_groups(groups: dict[str, list[Point]]) -> list[tuple[str, list[Point]]]:
+    """What the correlation table has a row for: all designs of each workload, then each family within it that has
+    3 designs or more (where a workload holds several families)."""
+    chosen = []
+    for workload, pts in groups.items():
+        chosen.append(("all designs" + (f" at {workload}" if workload else ""), pts))
+        families = _families(pts)
+        chosen += [
+            (" · ".join(x for x in (fam, workload) if x), fp)
+            for fam, fp in sorted(families.items())
+            if len(fp) >= MIN_GAP_DESIGNS and len(families) > 1
+        ]
+    return chosen
 
 
 def correlations(points: Sequence[Point], y: str) -> tuple[int, float, float]:
@@ -116,8 +163,12 @@ def gap_figure(g: Gap) -> go.Figure:
         "latency vs MACs" + (f" ({single})" if single else "") + ": "
         f"Spearman ρ = {cell(h.get('Spearman ρ (MACs, latency)'))}, "
         f"Kendall τ = {cell(h.get('Kendall τ (MACs, latency)'))} (n = {h.get('n')})"
+        if h
+        else "latency vs MACs, one series per workload (correlations within each, in the table)"
     ]
-    if g.throughput:
+    if g.throughput and not h:
+        titles.append("throughput vs MACs, one series per workload")
+    elif g.throughput:
         titles.append(
             f"throughput vs MACs: Spearman ρ = {cell(h.get('Spearman ρ (MACs, throughput)'))}, "
             f"Kendall τ = {cell(h.get('Kendall τ (MACs, throughput)'))}"
@@ -147,7 +198,8 @@ def gap_figure(g: Gap) -> go.Figure:
         tps = [t for s in g.series for t in s.throughput]
         fig.update_yaxes(**axis_layout("throughput (images/s)", tps), row=1, col=2)
     fig.update_annotations(font={"size": 13})
-    return finish_figure(fig, 500, legend={"title": {"text": "block family "}}, margin={"t": 60})
+    legend = "block family " if h else "block family · workload "
+    return finish_figure(fig, 500, legend={"title": {"text": legend}}, margin={"t": 60})
 
 
 def gap_html(g: Gap) -> str:
@@ -162,4 +214,11 @@ def gap_html(g: Gap) -> str:
     )
 
 
-SECTION = Section("gap", "The indirect-metric gap: MACs vs measured speed", gap_section, gap_html, after="front")
+SECTION = Section(
+    "gap",
+    "The indirect-metric gap: MACs vs measured speed",
+    gap_section,
+    gap_html,
+    after="front",
+    why_absent=why_no_gap,
+)

@@ -21,6 +21,7 @@ from effscope.report.data import (
     dedupe_measurements,
     direction_sign,
     eta_squared,
+    front_name,
     hypervolume_2d,
     is_number,
     knob_text,
@@ -126,8 +127,9 @@ def insight_section(source: Source) -> Insight | None:
     axes, lines = parallel_coordinates(measured, names[:MAX_PARALLEL_KNOBS], objectives, best_designs(source))
     hv = hypervolume_history(source, quality) if quality is not None else None
     notes = [
+        f"Lines marked best are the summary's best designs: {front_name(source)}.",
         "Knob importance is η²: the share of an objective's variance that a knob explains on its own (numeric knobs "
-        f"grouped into {IMPORTANCE_BINS} ranges). It ignores interactions and means little with few trials."
+        f"grouped into {IMPORTANCE_BINS} ranges). It ignores interactions and means little with few trials.",
     ]
     return Insight(importance, axes, lines, hv, notes)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from effscope.profile.record import PROTOCOL
-from effscope.report.data import Source, Table
+from effscope.report.data import Source, Table, missing_numbers
 from effscope.report.markup import facts_html
 from effscope.report.sections._section import Section
 from effscope.urls import mask_command, mask_url
@@ -62,6 +62,8 @@ def provenance_section(source: Source) -> Table:
     sizes = distinct(f"{p.size[0]}x{p.size[1]}" for p in pts if p.size)
     if sizes != "-":
         rows.append(["input sizes", sizes])
+    # each number missing for some designs, once, with why (the profiler's reason, kept through an export)
+    rows += [[f"missing {name}", text] for name, text in missing_numbers(pts)]
     protocols = distinct(p.protocol for p in pts if p.protocol)
     if protocols != "-":
         rows.append(["timing protocol", protocols + PROTOCOL_NOTE.get(protocols, "")])

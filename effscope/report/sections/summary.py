@@ -19,12 +19,19 @@ from effscope.report.data import (
     dedupe_measurements,
     design_table,
     device_of,
+    differing_workload_parts,
     direction_of,
     direction_sign,
+    front_differences,
+    front_name,
+    front_statistic,
     least_violating,
+    number_name,
     objectives_of,
     quality_of,
     study_timing,
+    workload_groups,
+    workload_label,
 )
 from effscope.report.markup import facts_html, notes_html, table_html
 from effscope.report.sections._section import Section
@@ -56,43 +63,9 @@ def summary_section(source: Source) -> Summary:
     target = source.attrs.get("target") or ", ".join(sorted({p.target for p in pts}))
     kind = source.attrs.get("kind") or ", ".join(sorted({str(p.kind) for p in pts if p.kind}))
     facts: list[tuple[str, Any]] = [("target", target), ("kind", kind), ("device", device_of(source))]
-    notes: list[str] = []
-    if source.kind == "study":
-        feasible = [p for p in pts if p.feasible and p.measured]
-        statuses: dict[str, int] = {}
-        for p in pts:
-            statuses[p.status] = statuses.get(p.status, 0) + 1
-        facts += [
-            ("study", source.name),
-            ("trials", len(pts)),
-            ("distinct measured designs", sum(1 for p in dedupe_measurements(pts) if p.measured)),
-            ("feasible designs", len(feasible)),
-            ("trial statuses", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))),
-        ]
-        if source.n_running:
-            facts.append(("still running", source.n_running))
-        if not feasible:
-            notes.append("No design met every budget: the report lists the least-violating designs instead of a front.")
-        direction = direction_of(source)
-        if feasible:
-            best_pts = sorted(best_designs(source), key=lambda p: -direction_sign(direction) * p.get(QUALITY))
-            best_pts = best_pts[:MAX_BEST_ROWS]
-        else:
-            best_pts = least_violating(pts, direction=direction)
-        best_title = "Best designs (the Pareto front)" if feasible else "Least-violating designs (nothing feasible)"
-        timing = study_timing(source)
-        best = design_table(best_pts, pts, quality, with_violation=not feasible, timing=timing) if best_pts else None
-    else:
-        ok = [p for p in pts if p.status == "ok"]
-        facts += [("source", source.name), ("records", len(pts)), ("measured", len(ok))]
-        failed = len(pts) - len(ok)
-        if failed:
-            notes.append(f"{failed} record(s) failed to measure; their reasons are in the table.")
-        rows_pts = sorted(pts, key=lambda p: (p.get(LATENCY) is None, p.get(LATENCY) or 0.0, p.id))
-        best_title = "Measured designs, fastest first"
-        if len(rows_pts) > MAX_RECORD_ROWS:
-            best_title += f" (the first {MAX_RECORD_ROWS} of {len(rows_pts)})"
-        best = design_table(rows_pts[:MAX_RECORD_ROWS], pts, None, with_violation=False)
+    part = _study_part(source) if source.kind == "study" else _records_part(source)
+    facts += part.facts
+    notes = part.notes
     if quality is not None and quality.is_proxy:
         notes.append(
             f"The quality objective is a proxy: {quality.display}. A front of a proxy is not an accuracy front."
@@ -100,7 +73,141 @@ def summary_section(source: Source) -> Summary:
     targets = sorted({p.target for p in pts})
     name = target if len(targets) <= 3 or source.attrs.get("target") else f"{len(targets)} targets"
     title = f"effscope report: {name} on {device_of(source)}"
-    return Summary(title, facts, objs, budgets, best_title, best, notes)
+    return Summary(title, facts, objs, budgets, part.best_title, part.best, notes)
+
+
+@dataclass
+class _Part:
+    """What the study or the Records branch adds to the summary."""
+
+    facts: list[tuple[str, Any]]
+    notes: list[str]
+    best_title: str
+    best: Table | None
+
+
+def _study_part(source: Source) -> _Part:
+    pts = source.points
+    quality = quality_of(source)
+    feasible = [p for p in dedupe_measurements(pts) if p.feasible and p.measured]  # a cached repeat counts once
+    statuses: dict[str, int] = {}
+    for p in pts:
+        statuses[p.status] = statuses.get(p.status, 0) + 1
+    facts: list[tuple[str, Any]] = [
+        ("study", source.name),
+        ("trials", len(pts)),
+        ("distinct measured designs", sum(1 for p in dedupe_measurements(pts) if p.measured)),
+        ("feasible designs", len(feasible)),
+        ("trial statuses", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))),
+    ]
+    if source.n_running:
+        facts.append(("still running", source.n_running))
+    notes: list[str] = []
+    direction = direction_of(source)
+    timing = study_timing(source)
+    if feasible:
+        best_pts = sorted(best_designs(source), key=lambda p: -direction_sign(direction) * p.get(QUALITY))
+        best_pts = best_pts[:MAX_BEST_ROWS]
+        best_title = f"Best designs: {front_name(source)}"
+        notes += _front_difference_notes(source)
+    else:
+        best_pts = least_violating(pts, direction=direction)
+        best_title = "Least-violating designs (nothing feasible)"
+        # the note promises a list only where one follows
+        notes.append(
+            "No design met every budget: the report lists the least-violating designs instead of a front."
+            if best_pts
+            else "No design met every budget, and none was measured fully enough to say how close it came."
+        )
+    best = design_table(best_pts, pts, quality, with_violation=not feasible, timing=timing) if best_pts else None
+    return _Part(facts, notes, best_title, best)
+
+
+def _front_difference_notes(source: Source) -> list[str]:
+    """Name the designs on which the report's front and the search's own front (its objectives, as the CLI, Optuna
+    and optuna-dashboard rank them) disagree."""
+    theirs_only, ours_only = front_differences(source)
+    timing = study_timing(source)
+    if not (theirs_only or ours_only) or timing is None:
+        return []
+    objective = number_name(timing)
+    stat = number_name(front_statistic(budgets_of(source)))
+    notes = [
+        f"This front ranks latency by {stat}; the search's own front (its summary, Optuna, optuna-dashboard) "
+        f"ranks it by its objective, {objective}, so the two can differ."
+    ]
+    if theirs_only:
+        notes.append(
+            f"On the front of the search's objectives ({objective}) but not on this one: "
+            + ", ".join(p.id for p in theirs_only)
+            + "."
+        )
+    if ours_only:
+        notes.append(
+            f"On this front ({stat}) but not on the front of the search's objectives ({objective}): "
+            + ", ".join(p.id for p in ours_only)
+            + "."
+        )
+    return notes
+
+
+def _records_part(source: Source) -> _Part:
+    pts = source.points
+    measured = [p for p in pts if p.measured]
+    aborted = [p for p in pts if p.aborted]
+    facts: list[tuple[str, Any]] = [("source", source.name), ("records", len(pts)), ("measured", len(measured))]
+    notes: list[str] = []
+    failed = len(pts) - len(measured) - len(aborted)
+    if failed:
+        notes.append(f"{failed} record(s) failed to measure; their reasons are in the table.")
+    if aborted:
+        facts.append(("aborted over a budget", len(aborted)))
+        notes.append(
+            f"{len(aborted)} record(s) were aborted over a search's latency budget: their timings are partial, so they "
+            "are listed after the measured designs and left out of every figure and correlation."
+        )
+    keys = differing_workload_parts(pts)
+    groups = workload_groups(pts)
+    if keys:
+        notes.append(
+            f"These records were measured under {len(groups)} workloads (differing in "
+            f"{', '.join(keys)}): latencies of different workloads are not comparable, so the table ranks within each "
+            "workload and the MACs-vs-latency figure and its correlations compare designs only within one workload."
+        )
+    notes += _study_records_notes(pts)
+    order = {name: i for i, name in enumerate(groups)}
+    rows_pts = sorted(
+        pts,
+        key=lambda p: (
+            not p.measured,
+            not p.aborted,
+            order.get(workload_label(p, keys), 0),
+            p.get(LATENCY) is None,
+            p.get(LATENCY) or 0.0,
+            p.id,
+        ),
+    )
+    if measured:
+        best_title = "Measured designs, fastest first" + (" within each workload" if keys else "")
+    else:
+        best_title = "Records (none measured: " + ("aborted or failed)" if aborted else "every one failed)")
+    if len(rows_pts) > MAX_RECORD_ROWS:
+        best_title += f" (the first {MAX_RECORD_ROWS} of {len(rows_pts)})"
+    best = design_table(rows_pts[:MAX_RECORD_ROWS], pts, None, with_violation=False, workload_keys=keys)
+    return _Part(facts, notes, best_title, best)
+
+
+def _study_records_notes(pts: list) -> list[str]:
+    """Records made by a search hold no quality, constraints or trial states: the front needs the study itself."""
+    studies = sorted({p.study for p in pts if p.study})
+    if not studies:
+        return []
+    named = ", ".join(f"'{s}'" for s in studies)
+    return [
+        f"Some of these Records were measured by the search {named}. Records are not the study's trials (they lack "
+        "its quality objective, constraints and trial states), so no Pareto front is drawn from them: run "
+        f"`effscope report --storage DB --study {studies[0]}` on the search's database for the front."
+    ]
 
 
 def summary_html(s: Summary) -> str:

@@ -123,7 +123,15 @@ def reference_drift(points: Sequence[Point]) -> tuple[list[DriftSeries], Table |
         ms = [p.get("reference_ms_p50") for p in g]
         series.append(DriftSeries(name, list(range(1, len(g) + 1)), [p.id for p in g], ms))
         med = _median(ms)
-        rows.append([name, len(ms), med, min(ms), max(ms), 100 * (max(ms) - min(ms)) / med if med else None])
+        # one measurement has no spread to show: "0 %" would read as "no drift"
+        spread = (
+            "one measurement: no drift can be seen"
+            if len(ms) == 1
+            else 100 * (max(ms) - min(ms)) / med
+            if med
+            else None
+        )
+        rows.append([name, len(ms), med, min(ms), max(ms), spread])
     table = Table(
         ["device", "measurements", "median (ms)", "min (ms)", "max (ms)", "spread (max-min)/median (%)"], rows
     )
