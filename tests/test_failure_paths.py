@@ -73,7 +73,7 @@ def test_a_failed_export_leaves_the_old_file_and_no_temporary_one(tmp_path, monk
     store = RecordStore(str(tmp_path / "r.db"))
     store.add(Record(target="vit", kind="block", workload={"device": "cpu"}))
     out = tmp_path / "records.csv"
-    out.write_text("the previous export\n")
+    out.write_text("created_at,uid,target\nthe previous export\n")
 
     def disk_full(self, path, *args, **kwargs):
         Path(path).write_text("target,half a ro")
@@ -82,7 +82,7 @@ def test_a_failed_export_leaves_the_old_file_and_no_temporary_one(tmp_path, monk
     monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
     with pytest.raises(OutputError, match=r"records.csv': No space left on device; nothing was written"):
         store.export(out)
-    assert out.read_text() == "the previous export\n"
+    assert out.read_text() == "created_at,uid,target\nthe previous export\n"
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("r.db")) == ["records.csv"]
 
 
@@ -321,6 +321,27 @@ def test_the_summary_never_counts_running_trials_as_completed():
     assert line == "study st in sqlite:////x.db: 2 of 3 trials completed (1 measured, 1 cached); not counted: 1 " + (
         "failed, 1 still running"
     )
+
+
+def test_the_best_under_a_budget_is_the_fastest_of_equal_quality():
+    from effscope.search.summary import best_row, summarize
+
+    def trial(n, p90):
+        t = optuna.trial.create_trial(
+            values=[7.0, p90 - 1.0],
+            user_attrs={"status": "measured", "knobs": {"heads": n}, "latency_ms_p90": p90},
+            system_attrs={"constraints:latency": -0.5, "constraints:memory": 0.0, "constraints:valid": 0.0},
+        )
+        t.number = n
+        return t
+
+    info = {
+        "objectives": [{"name": "q", "label": "q", "direction": "maximize"}, {"direction": "minimize"}],
+        "budgets": [{"name": "latency", "statistic": "latency_ms_p90", "limit": 10.0}],
+    }
+    s = summarize([trial(0, 5.0), trial(1, 4.0), trial(2, 6.0)], info)
+    assert s.slices[0]["best"]["trial"] == 1 and [r["trial"] for r in s.front] == [1]  # trial 1 dominates 0 and 2
+    assert best_row([], "maximize", "latency_ms_p90") is None
 
 
 # --------------------------------------------------------------------------------------------------- 11.

@@ -200,3 +200,53 @@ def test_predictor_lut_build_tiny(tmp_path):
     # a rebuild re-uses the stored block Records (same canonical keys)
     again = P.build_table(space, store=store, name="tiny", samples=2, holdout=1, device_name="dev")
     assert again.validation["cached"] == 3
+
+
+def test_the_front_remeasurement_names_each_design_now_over_the_budget(tmp_path, monkeypatch):
+    """The fresh-process re-measurement of the front is stored per trial, and the note names the trials whose
+    re-measured statistic is over the budget (feasible by the search's own measurement only)."""
+    import effscope.profile.run as run
+    from effscope.search.remeasure import REMEASURED_ATTR, finish_search
+    from effscope.search.study import objectives_attr
+
+    space = _space(budget=5.0, heads="[2, 4]", mlp="1.0")
+    study = optuna.create_study(directions=space.directions, study_name="s", storage=optuna.storages.InMemoryStorage())
+    study.set_user_attr("objectives", objectives_attr(space))
+    study.set_user_attr("budgets", [b.as_dict() for b in space.budgets])
+    for n, (quality, p50) in enumerate(((1.0, 1.0), (2.0, 2.0))):
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[quality, p50],
+                params={},
+                distributions={},
+                user_attrs={
+                    "status": "measured",
+                    "knobs": {"heads": 4 * (n + 1), "lofi_heads": 1},
+                    "latency_ms_p90": p50 + 0.5,
+                },
+                system_attrs={"constraints:latency": -0.5, "constraints:memory": 0.0, "constraints:valid": 0.0},
+            )
+        )
+    again = iter((3.0, 7.25))  # trial 0 still within 5 ms; trial 1 now over it
+
+    def fake_profile(plans, options, **_):
+        p90 = next(again)
+        return [
+            Record(target="hilo", kind="block", workload={}, latency={"latency_ms_p50": p90, "latency_ms_p90": p90})
+        ]
+
+    class Table:
+        name = "t"
+
+        def summary(self):
+            return {"mape": 0.05, "margin": 1.1}
+
+    monkeypatch.setattr(run, "profile", fake_profile)
+    notes = finish_search(study, space, Table(), RecordStore(str(tmp_path / "r.db")), storage=study._storage,
+                          device_name="dev", worker=object())  # fmt: skip
+    assert notes[-1] == (
+        "Pareto set re-measured in fresh processes: 1/2 still under latency_ms_p90 <= 5 ms; over it when "
+        "re-measured, so feasible by the search's measurement only: trial 1 (7.250 ms)"
+    )
+    stored = study._storage.get_study_system_attrs(study._study_id)[REMEASURED_ATTR]
+    assert [stored[k]["remeasured_feasible"] for k in ("0", "1")] == [True, False]

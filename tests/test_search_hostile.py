@@ -453,3 +453,38 @@ def test_a_resume_refusal_names_the_knobs_whose_ranges_changed(tmp_path):
     retarget = parse_space(first.text.replace('"hilo"', '"vit"').split("[knobs]")[0], name="tiny", path=first.path)
     with pytest.raises(SpecError, match=r"\(target differ\)"):
         prepare_study(retarget, storage, "s", device_name="d", command="")
+
+
+def test_a_resume_refusal_names_the_quality_settings_and_workload_fields_that_changed(tmp_path):
+    """A proxy's batch or data changes what its values mean: resuming with another one would mix them in one front."""
+    from effscope.search.storage import open_storage, storage_url
+    from effscope.search.study import prepare_study
+
+    storage = open_storage(storage_url(str(tmp_path / "s.db")))
+    text = tiny(tmp_path).read_text().replace('quality = "params"', 'quality = "synflow"')
+    first = parse_space(text + "[proxy]\nbatch = 8\n", name="tiny", path="tiny.toml")
+    prepare_study(first, storage, "s", device_name="d", command="")
+    smaller = parse_space(text + "[proxy]\nbatch = 2\n", name="tiny", path="tiny.toml")
+    with pytest.raises(SpecError, match=r"other settings \(quality settings \(proxy\) differ\)"):
+        prepare_study(smaller, storage, "s", device_name="d", command="")
+    with pytest.raises(SpecError, match=r"other settings \(quality settings \(data\) differ\)"):
+        prepare_study(first.with_overrides(data=str(tmp_path)), storage, "s", device_name="d", command="")
+    threads = parse_space(text.replace("threads = 1", "threads = 2") + "[proxy]\nbatch = 8\n", name="tiny", path="t")
+    with pytest.raises(SpecError, match=r"other settings \(workload \(threads\) differ\)"):
+        prepare_study(threads, storage, "s", device_name="d", command="")
+    # a study stored before quality settings were compared resumes as it did
+    study_id = storage.get_study_id_from_name("s")
+    signature = storage.get_study_system_attrs(study_id)["effscope:signature"]
+    del signature["quality_settings"]
+    storage.set_study_system_attr(study_id, "effscope:signature", signature)
+    prepare_study(smaller, storage, "s", device_name="d", command="")
+    # params is read from the measurement: a proxy batch does not change it
+    params = parse_space(tiny(tmp_path).read_text() + "[proxy]\nbatch = 8\n", name="tiny", path="tiny.toml")
+    prepare_study(params, storage, "p", device_name="d", command="")
+    prepare_study(
+        parse_space(tiny(tmp_path).read_text(), name="tiny", path="tiny.toml"),
+        storage,
+        "p",
+        device_name="d",
+        command="",
+    )

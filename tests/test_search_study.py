@@ -309,6 +309,15 @@ def test_a_memory_budget_needs_the_peak_a_design_without_one_is_infeasible_with_
     assert space.with_overrides(device="cuda").memory_budget.statistic == "peak_mem_bytes"
     assert named_constraints(unmeasured.system_attrs)["memory"] == 1.0  # never silently within the budget
     assert unmeasured.user_attrs["reason"] == f"peak_rss_bytes: {why}"
+    # a Record measured where the peak was hidden (another search's reused process) is no cache hit here
+    hidden = Record(target="hilo", kind="block", workload={}, latency={"latency_ms_p90": 0.5}, key="k" * 16)
+    hidden.memory = {"peak_rss_bytes": None}
+    objective.store.add(hidden)
+    assert objective._cached("k" * 16) is None
+    seen = Record(target="hilo", kind="block", workload={}, latency={"latency_ms_p90": 0.5}, key="k" * 16)
+    seen.memory = {"peak_rss_bytes": 500}
+    objective.store.add(seen)
+    assert objective._cached("k" * 16).uid == seen.uid
     # the measured attention mode times its cores in the measuring process first: no clean peak RSS to budget
     path.write_text(path.read_text().replace("threads = 1", 'threads = 1\nattention = "measured"'))
     with pytest.raises(SpecError, match="memory_bytes needs the peak RSS, which .* cannot give on the CPU"):

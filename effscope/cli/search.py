@@ -130,8 +130,8 @@ def _preset_table(summary: SearchSummary, space: Space) -> Table:
 
 def _why_infeasible(r: dict, budget: dict) -> str:
     v = r.get("violations", {})
-    if "valid" in v or r.get("status") in ("invalid", "failed"):
-        return r.get("reason") or r.get("status") or "invalid"
+    if "valid" in v or r.get("status") in ("invalid", "failed", "predicted-infeasible"):
+        return r.get("reason") or r.get("status") or "invalid"  # a predicted design's reason says it was predicted
     parts = []
     if "latency" in v:
         stat = r.get(budget["statistic"])
@@ -174,7 +174,10 @@ def summary_line(result: SearchResult, cap: int) -> str:
     """The search's first line: completed trials (by status) against the cap; failed and running ones apart."""
     s = result.summary
     kinds = ", ".join(f"{v} {k}" for k, v in s.counts.items() if v)
-    text = f"study {result.study_name} in {shown_url(result.storage_url)}: {s.trials} of {cap} trials completed"
+    done = (
+        f"{s.trials} of {cap} trials" if s.trials <= cap else f"{s.trials} trials (more than this run's cap of {cap})"
+    )
+    text = f"study {result.study_name} in {shown_url(result.storage_url)}: {done} completed"
     text += f" ({esc(kinds)})" if kinds else ""
     apart = [f"{n} {what}" for n, what in ((s.failed, "failed"), (s.running, "still running")) if n]
     return text + (f"; not counted: {', '.join(apart)}" if apart else "")

@@ -26,7 +26,15 @@ from effscope.search.study import (
     study_info,
     study_name_for,
 )
-from effscope.search.summary import SearchSummary, count_designs, feasible_front, is_feasible, summarize, trial_row
+from effscope.search.summary import (
+    SearchSummary,
+    best_row,
+    count_designs,
+    feasible_front,
+    is_feasible,
+    summarize,
+    trial_row,
+)
 from effscope.search.workers import WorkerArgs, worker_process
 
 if TYPE_CHECKING:
@@ -122,10 +130,7 @@ def _progress(
     finished = [{"trial": t.number, "status": t.user_attrs.get("status"), "seconds": seconds[t.number]} for t in new]
     rows = [trial_row(t) for t in complete if is_feasible(t)]
     front = feasible_front(rows, space.directions)
-    best = None
-    if rows:
-        sign = 1 if space.direction == "maximize" else -1
-        best = max(rows, key=lambda r: sign * r["values"][0])
+    best = best_row(rows, space.direction, space.latency_budget.statistic)
     return SearchProgress(
         done=len(complete),
         running=sum(1 for t in trials if t.state == TrialState.RUNNING),

@@ -110,8 +110,20 @@ def finish_search(
         f"spot-measured ({len(false_rej)} of them feasible)"
     ]
     if remeasured:
+        over = [
+            f"trial {r['trial']} ({r[f'remeasured_{stat}']:.3f} ms)"
+            if r[f"remeasured_{stat}"] is not None
+            else f"trial {r['trial']} (not measured)"
+            for r in remeasured
+            if not r["remeasured_feasible"]
+        ]
         notes.append(
             f"Pareto set re-measured in fresh processes: {info['front_still_feasible']}/{len(remeasured)} still under "
             f"{stat} <= {b.limit:g} ms"
+            + (
+                f"; over it when re-measured, so feasible by the search's measurement only: {', '.join(over)}"
+                if over
+                else ""
+            )
         )
     return notes

@@ -392,10 +392,21 @@ class Space:
             "targets": {t.name: t.describe() for t in self.targets},
             "workload": self.workload.as_dict(),
             "quality": self.quality,
+            "quality_settings": self.quality_settings(),
             "direction": self.direction,
             "latency_objective": self.latency_objective,
             "budgets": [b.as_dict() for b in self.budgets],
         }
+
+    def quality_settings(self) -> dict[str, Any]:
+        """The settings the quality values depend on: a computed proxy's batch and data, short training's settings
+        and data; none for a quality read from the measurement (params, MACs)."""
+        from effscope.search.objectives import OBJECTIVES
+
+        if OBJECTIVES[self.quality].source == "record":
+            return {}
+        settings = {"train": self.train} if self.quality == "train" else {"proxy": self.proxy}
+        return {**settings, "data": self.data}
 
 
 def budget_statistics(workload: Workload) -> list[str]:

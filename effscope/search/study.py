@@ -121,7 +121,7 @@ def prepare_study(
         created = True
     study_id = storage.get_study_id_from_name(study_name)
     stored = storage.get_study_system_attrs(study_id).get("effscope:signature")
-    if stored is not None and stored != signature:
+    if stored is not None and _differences(stored, signature):
         raise SpecError(
             f"study '{study_name}' exists with other settings ({_differences(stored, signature)} differ); pass "
             "--study NAME to start another study, or run the same space and options to resume it"
@@ -160,8 +160,9 @@ def prepare_study(
 
 
 def _differences(stored: dict[str, Any], signature: dict[str, Any]) -> str:
-    """The signature fields that differ; for the same targets, the knobs whose range differs."""
-    diff = sorted(k for k in signature if stored.get(k) != signature[k])
+    """The signature fields that differ ("" when none); for the same targets, the knobs whose range differs; for
+    the same workload, its fields. A field that a study made by an older effscope did not store is not compared."""
+    diff = sorted(k for k in signature if k in stored and stored[k] != signature[k])
     if "target" in diff and "targets" in diff:
         diff.remove("targets")  # a different target has different knobs, said once
     elif "targets" in diff:
@@ -169,7 +170,12 @@ def _differences(stored: dict[str, Any], signature: dict[str, Any]) -> str:
         if isinstance(old, dict) and set(old) == set(new):
             knobs = sorted({k for t in new for k in {*old[t], *new[t]} if old[t].get(k) != new[t].get(k)})
             diff[diff.index("targets")] = f"knob ranges ({', '.join(knobs)})"
-    return ", ".join(diff) or "definition"
+    for name in ("workload", "quality_settings"):
+        old, new = stored.get(name), signature[name]
+        if name in diff and isinstance(old, dict):
+            keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+            diff[diff.index(name)] = f"{name.replace('_', ' ')} ({', '.join(keys)})"
+    return ", ".join(diff)
 
 
 def _space_attr(space: Space) -> dict[str, str]:

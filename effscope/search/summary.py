@@ -12,7 +12,16 @@ from effscope.pareto import dominates, nondominated
 from effscope.search.space import ZOO_PARAM
 from effscope.search.storage import named_constraints
 
-__all__ = ["SearchSummary", "count_designs", "feasible_front", "is_feasible", "summarize", "timed_seconds", "trial_row"]
+__all__ = [
+    "SearchSummary",
+    "best_row",
+    "count_designs",
+    "feasible_front",
+    "is_feasible",
+    "summarize",
+    "timed_seconds",
+    "trial_row",
+]
 
 
 @dataclass
@@ -102,6 +111,18 @@ def _one_per_design(front: list[dict[str, Any]], directions: Sequence[str]) -> l
     return unique
 
 
+def best_row(rows: list[dict[str, Any]], direction: str, latency: str) -> dict[str, Any] | None:
+    """The row of best quality (the first objective, by `direction`); among equal quality the fastest by the
+    `latency` statistic, so the best is never a design that another dominates; None for no rows."""
+    sign = 1.0 if direction == "maximize" else -1.0
+
+    def rank(r: dict[str, Any]) -> tuple[float, float]:
+        fast = r.get(latency)
+        return sign * r["values"][0], -fast if fast is not None else -math.inf
+
+    return max(rows, key=rank, default=None)
+
+
 def count_designs(rows: list[dict[str, Any]]) -> int:
     """How many distinct designs `rows` hold: a cached repeat of a design counts once."""
     return len({_design(r) for r in rows})
@@ -146,9 +167,7 @@ def summarize(trials: Sequence[Any], space_info: dict[str, Any]) -> SearchSummar
     slices = []
     for b in sorted(budgets, key=lambda b: b["limit"]):
         under = [r for r in feasible if r.get(b["statistic"]) is not None and r[b["statistic"]] <= b["limit"]]
-        best = None
-        if under:
-            best = max(under, key=lambda r: r["values"][0] if directions[0] == "maximize" else -r["values"][0])
+        best = best_row(under, directions[0], b["statistic"])
         slices.append(
             {"limit": b["limit"], "statistic": b["statistic"], "feasible": count_designs(under), "best": best}
         )

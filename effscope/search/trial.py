@@ -308,6 +308,9 @@ class SearchObjective:
         record = self.store.latest(key)
         if record is None:
             return None
+        peak = peak_memory_key(self.space.workload.device)
+        if self.space.memory_budget is not None and record.memory.get(peak) is None:
+            return None  # measured where the peak was hidden (a reused process): this budget needs it measured
         if "aborted-over-budget" in record.flags:
             # A partial measurement stays valid only while it is still clearly over the current budget.
             limit = self.options.abort_above_ms
