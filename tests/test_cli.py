@@ -123,3 +123,18 @@ def test_profile_bad_input_is_one_sentence_and_exit_2(args, message):
     r = run(*args)
     assert r.returncode == 2, r.stdout + r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_counting_notes_say_what_the_macs_leave_out_and_which_flag_counts_it():
+    from effscope.cli.profile import counting_notes
+    from effscope.profile.record import Record
+
+    r = Record(target="t", kind="block", workload={})
+    r.counts = {"pool_ops": 100352}
+    r.details = {"count": {"uncounted_ops": {"aten::add_": 2, "aten::sort": 1, "aten::gt": 1, "aten::linalg_inv": 1}}}
+    assert counting_notes(r) == [
+        "pooling reads, kept out of MACs: 100,352 (pool_ops)",
+        "not in the MAC convention (element-wise; --elementwise counts them): aten::add_ x2, aten::gt x1",
+        "counted nowhere (no formula in effscope or fvcore): aten::linalg_inv x1, aten::sort x1",
+    ]
+    assert counting_notes(Record(target="t", kind="block", workload={})) == []

@@ -244,6 +244,48 @@ def test_toy_attention_paths_count_the_same():
     assert fast.pool_ops == slow.pool_ops == x.numel()
 
 
+def test_uncounted_ops_do_not_depend_on_the_attention_core():
+    """Without --elementwise, the softmax and scaling a fused SDPA runs are listed as the explicit path lists them."""
+    m, x = ToyCrossAttention(), torch.randn(3, 20, 24)
+    with attention_impl("sdpa"):
+        fast = count(m, (x, (4, 5)))
+    with attention_impl("explicit"):
+        slow = count(m, (x, (4, 5)))
+    assert fast.uncounted_ops == slow.uncounted_ops and slow.uncounted_ops["aten::softmax"] == 1
+
+
+class Comparisons(nn.Module):
+    def forward(self, x):
+        w = (x > 0).float() * x
+        return torch.floor(w) + torch.remainder(w, 2) + (w == 1).float()
+
+
+def test_comparisons_and_rounding_are_counted_or_listed_never_silent():
+    """fvcore ignores comparisons, floor and remainder by default: effscope lists or counts them like add."""
+    x = torch.randn(2, 8, 4)
+    listed = count(Comparisons(), x).uncounted_ops
+    assert {op: listed[op] for op in ("aten::gt", "aten::eq", "aten::floor", "aten::remainder")} == dict.fromkeys(
+        ("aten::gt", "aten::eq", "aten::floor", "aten::remainder"), 1
+    )
+    counted = count(Comparisons(), x, elementwise=True)
+    assert counted.uncounted_ops == {} and counted.elementwise_ops_by_operator["gt"] == x.numel()
+
+
+def test_bilinear_is_cross_checked_without_a_false_alarm():
+    m, x = nn.Bilinear(4, 8, 6), torch.randn(10, 8)
+    c = count(_TwoInputs(m), x, strict=True)
+    assert c.macs_by_operator["bilinear"] == 10 * 6 * 4 * 8 and c.crosscheck_rel_diff == 0.0
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m(x[..., :4], x)
+
+
 # ------------------------------------------------------------------------------ reporting and failure modes
 
 
@@ -254,7 +296,8 @@ def test_non_tensor_args_are_bound_and_module_names_are_clean():
     assert c.macs_by_module[""] == c.macs
     assert c.macs_by_module["attn.qkv"] == 49 * 128 * 384
     assert not any(name.startswith("inner") for name in c.macs_by_module)
-    assert c.uncounted_ops == {"aten::add": 2, "aten::gelu": 1}  # not merge_heads' traced size arithmetic h * d
+    # not merge_heads' traced size arithmetic h * d; the fused SDPA's scaling and softmax as the explicit path's
+    assert c.uncounted_ops == {"aten::add": 2, "aten::gelu": 1, "aten::mul": 1, "aten::softmax": 1}
     assert set(c.summary()) >= {"params", "macs", "flops", "pool_ops", "elementwise_ops", "crosscheck_rel_diff"}
 
 

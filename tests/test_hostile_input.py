@@ -77,6 +77,9 @@ CASES = [
     (["profile", "vit", "--tokens", "99999999999999999999"], 2, "--tokens takes N or HxW with integers in [1, 65536]"),
     (["profile", "pvt_sra", "--tokens", "1"], 2, "pvt_sra cannot take --tokens 1x1: pvt_sra: the token grid must"),
     (["profile", "pvtv2_b0", "--resolution", "7"], 2, "pvtv2_b0 cannot take --resolution 7x7"),
+    # a BatchNorm on a 1x1 map must not hide the size check (the meta forward runs in eval mode, as measured)
+    (["profile", "litv2_s", "--resolution", "31"], 2, "litv2_s cannot take --resolution 31x31: LITv2 needs images"),
+    (["profile", "cagevit", "--tokens", "14"], 2, "cagevit takes num_major + num_fusion = 592 tokens, but got 196"),
     (["device", "--calibrate", "--gemm-sizes", "100000000"], 2, "--gemm-sizes takes integers in [1, 32768]"),
     (["device", "--calibrate", "--max-time", "-1"], 2, "--max-time must be a positive number of seconds, but got -1"),
     (["device", "--calibrate", "--dtype", "int8"], 2, "--dtype must be one of fp32, bf16, fp16, but got int8"),

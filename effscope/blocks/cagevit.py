@@ -327,5 +327,6 @@ class CageViTBlock(ConfiguredModule):
         device: DeviceLike | None = None,
         dtype: torch.dtype | None = None,
     ) -> tuple:
-        n = self.config.num_major + self.config.num_fusion
+        # a token grid given (--tokens) is taken as given: forward refuses it unless it holds num_major + num_fusion
+        n = size[0] * size[1] if size else self.config.num_major + self.config.num_fusion
         return (torch.randn(batch, n, self.config.dim, device=device, dtype=dtype),)

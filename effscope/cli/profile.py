@@ -322,6 +322,26 @@ def _write_outputs(
         out.print(f"report written to {esc(path)}")
 
 
+def counting_notes(r: Record) -> list[str]:
+    """What the MACs leave out, in sentences: pooling reads, element-wise ops (countable with --elementwise) and
+    ops no formula counts."""
+    from effscope.profile.counting import is_elementwise_op
+
+    notes = []
+    if r.counts.get("pool_ops"):
+        notes.append(f"pooling reads, kept out of MACs: {r.counts['pool_ops']:,} (pool_ops)")
+    uncounted = sorted((r.details.get("count", {}).get("uncounted_ops") or {}).items())
+    kinds = {
+        True: "not in the MAC convention (element-wise; --elementwise counts them)",
+        False: "counted nowhere (no formula in effscope or fvcore)",
+    }
+    for elementwise, what in kinds.items():
+        listed = ", ".join(f"{op} x{n}" for op, n in uncounted if is_elementwise_op(op) == elementwise)
+        if listed:
+            notes.append(f"{what}: {listed}")
+    return notes
+
+
 def _print_notes(r: Record) -> None:
     """What a user should know about one Record beyond the table: roofline position, counting warnings and the ops
     outside the MAC convention."""
@@ -339,13 +359,8 @@ def _print_notes(r: Record) -> None:
             f"warning: {esc(r.target)}: fvcore and torch's FlopCounterMode disagree on matmul/conv/attention work "
             f"by {100 * diff:+.3f} %; the MACs may be miscounted (see Record.details['count'])"
         )
-    uncounted = r.details.get("count", {}).get("uncounted_ops")
-    if uncounted:
-        listed = ", ".join(f"{op} x{n}" for op, n in sorted(uncounted.items()))
-        out.print(
-            f"[dim]{esc(r.target)}: not in the MAC convention (element-wise; --elementwise counts them): "
-            f"{esc(listed)}[/dim]"
-        )
+    for note in counting_notes(r):
+        out.print(f"[dim]{esc(r.target)}: {esc(note)}[/dim]")
     choices = r.details.get("attention_choices")
     if choices:
         cores = ", ".join(f"{core} for {n}" for core, n in sorted(Counter(c["core"] for c in choices).items()))

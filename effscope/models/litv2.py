@@ -22,6 +22,7 @@ from effscope.blocks.hilo import (
     HiLoBlockConfig,
     lofi_heads_built,
 )
+from effscope.errors import InputSizeError
 from effscope.knobs import Choice, Config, FloatRange, IntRange, Seq, knob, knobs_of
 from effscope.modules import DeviceLike, ImageModel
 from effscope.spec import Reference, register_model
@@ -166,6 +167,9 @@ class LITv2(ImageModel):
         return layout
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        h, w = images.shape[-2:]
+        if h < 32 or w < 32:  # three DTMs halve the stride-4 map: below 32 px the last one has no 2 x 2 map
+            raise InputSizeError(f"LITv2 needs images of at least 32x32 pixels, but got {h}x{w}")
         x = self.patch_embed(images)
         hw = (x.shape[2], x.shape[3])
         x = self.embed_norm(x.flatten(2).transpose(1, 2))

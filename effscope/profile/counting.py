@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["CROSSCHECK_RTOL", "CountError", "Counts", "count"]
+__all__ = ["CROSSCHECK_RTOL", "CountError", "Counts", "count", "is_elementwise_op"]
 
 CROSSCHECK_RTOL = 1e-6  # both counters compute exact integers; any real disagreement is a missing or wrong formula
 
@@ -122,11 +122,16 @@ def _sdpa(elementwise: bool) -> Handle:
     def handle(inputs: list, outputs: list) -> Counter:
         q, k, v, out = *(_shape(inputs[i]) for i in range(3)), _shape(outputs[0])
         counts = Counter({"sdpa": _sdpa_macs(q, k, v, out)})
+        masked = len(inputs) > 3 and _shape(inputs[3]) is not None
         if elementwise:  # what attend's explicit path executes around the two products
             logits = math.prod(out[:-2]) * q[-2] * k[-2]
             counts.update({"mul": min(math.prod(q), logits), "softmax": logits})  # attend scales the smaller
-            if len(inputs) > 3 and _shape(inputs[3]) is not None:
+            if masked:
                 counts["add"] += logits
+        else:  # listed as attend's explicit path names its calls, so the list does not depend on the core that ran
+            scale = "aten::mul" if q[-1] <= k[-2] else "aten::mul_"  # it scales q, or the fresh logits in place
+            fused = (scale, "aten::softmax", *(("aten::add_",) if masked else ()))
+            counts.update({_UNCOUNTED + op: 1 for op in fused})
         return counts
 
     return handle
@@ -351,9 +356,19 @@ def _non_gemm_handles() -> dict[str, tuple[str, Handle]]:
 _POINTWISE = (
     "abs add sub rsub mul div neg reciprocal square sqrt rsqrt pow exp log log2 sin cos tanh sigmoid erf "
     "relu relu6 gelu silu mish hardswish hardsigmoid hardtanh leaky_relu elu selu celu softplus clamp clamp_min "
-    "clamp_max maximum minimum softmax log_softmax masked_fill where lerp addcmul addcdiv"
+    "clamp_max maximum minimum softmax log_softmax masked_fill where lerp addcmul addcdiv "
+    # comparisons, rounding and logic: fvcore ignores these by default, so without a handle they would be neither
+    # counted nor listed (a tracer's size arithmetic on them is skipped, see _is_shape_arithmetic)
+    "eq ne lt le gt ge floor ceil round trunc frac sign remainder fmod floor_divide logical_and logical_or "
+    "logical_not logical_xor bitwise_and bitwise_or bitwise_xor bitwise_not __and__ __or__ __xor__ isnan isinf"
 ).split()
 _REDUCTIONS = "mean sum var std var_mean std_mean amax amin max min norm linalg_vector_norm logsumexp prod".split()
+
+
+def is_elementwise_op(op: str) -> bool:
+    """Whether an uncounted op ("aten::add_") is one that `count(elementwise=True)` counts."""
+    name = op.removeprefix("aten::")
+    return name in _POINTWISE or name.removesuffix("_") in _POINTWISE or name in _REDUCTIONS
 
 
 def _is_shape_arithmetic(value: Any) -> bool:
@@ -815,6 +830,29 @@ def _addbmm_flop(
     return 2 * math.prod(a) * b[-1]
 
 
+def _trilinear_flop(
+    i1: torch.Size,
+    i2: torch.Size,
+    i3: torch.Size,
+    expand1: Sequence[int],
+    expand2: Sequence[int],
+    expand3: Sequence[int],
+    sumdim: Sequence[int],
+    *args,
+    out_shape: torch.Size | None = None,
+    **kwargs,
+) -> int:
+    """FLOPs of `_trilinear` (what bilinear runs; FlopCounterMode has no formula for it): one product of three
+    terms per point of the three inputs' broadcast space, each input unsqueezed at its expand dims; as 2 x MACs."""
+    shapes = []
+    for shape, expand in ((i1, expand1), (i2, expand2), (i3, expand3)):
+        dims = list(shape)
+        for d in sorted(expand):
+            dims.insert(d, 1)
+        shapes.append(dims)
+    return 2 * math.prod(max(sizes) for sizes in zip(*shapes, strict=True))
+
+
 def _flop_counter_total(bound: nn.Module, tensors: tuple) -> int:
     """torch's own count (real FLOPs) of the same forward, with the formulas it lacks added."""
     import torch
@@ -822,6 +860,7 @@ def _flop_counter_total(bound: nn.Module, tensors: tuple) -> int:
 
     aten = torch.ops.aten
     mapping = {
+        aten._trilinear: _trilinear_flop,
         aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flop,
         aten.mv: _mv_flop,
         aten.dot: _mv_flop,

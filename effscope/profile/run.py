@@ -103,7 +103,7 @@ def meta_forward(target: Target, size: tuple[int, int] | None) -> None:
     target cannot take raises its InputSizeError at once. Some ops have no meta kernel and raise other errors."""
     import torch
 
-    module = target.build("meta")
+    module = target.build("meta").eval()  # as measured: a training-mode BatchNorm would fail first on a tiny map
     with torch.no_grad():
         module(*target.example_args(module, 1, size, "meta"))
 
