@@ -438,3 +438,40 @@ def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path):
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert "re-run the same command to resume" in stderr
+
+
+class _ConnToTheDead:
+    """A pipe whose reader was killed: one request arrives, and the reply cannot be sent."""
+
+    def __init__(self, request):
+        self.requests, self.sent = [request], 0
+
+    def recv(self):
+        if not self.requests:
+            raise EOFError
+        return self.requests.pop()
+
+    def send(self, payload):
+        self.sent += 1
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_child_whose_parent_was_killed_exits_quietly(monkeypatch, capfd):
+    """A measurement or quality process must not print a BrokenPipeError traceback into the search's output."""
+    import effscope.profile.env as env
+    import effscope.profile.measure as measure
+    from effscope.profile import worker
+    from effscope.search import objectives
+
+    monkeypatch.setattr(env, "retain_freed_heap", lambda: None)  # a child's malloc setting, not this process's
+
+    monkeypatch.setattr(
+        measure, "run_job", lambda job, first_in_process: Record(target="vit", kind="block", workload={})
+    )
+    conn = _ConnToTheDead("job")
+    worker._serve(conn, None)
+    assert conn.sent == 1
+    conn = _ConnToTheDead((lambda: 1, {}))
+    monkeypatch.setattr(objectives.signal, "signal", lambda *a: None)
+    objectives._serve(conn, None)
+    assert conn.sent == 1 and "Traceback" not in capfd.readouterr().err

@@ -488,3 +488,31 @@ def test_a_resume_refusal_names_the_quality_settings_and_workload_fields_that_ch
         device_name="d",
         command="",
     )
+
+
+def test_the_front_table_shows_a_presets_own_pinned_values_and_no_column_twice(tmp_path):
+    """The space pins head_dim = 16; the published hilo (head_dim 32) is shown with its own value. With quality
+    params, params is not a second column."""
+    from rich.console import Console
+
+    from effscope.cli.search import _front_table
+    from effscope.search.summary import summarize
+
+    space = load(tiny(tmp_path))
+    knobs = {"heads": 4, "head_dim": 32, "lofi_heads": 3, "window_size": 2, "mlp_ratio": 4.0}
+    t = optuna.trial.create_trial(
+        values=[197248.0, 1.0],
+        user_attrs={"status": "measured", "preset": "hilo", "knobs": knobs, "params": 197248, "macs": 5e7},
+        system_attrs={"constraints:latency": -0.5, "constraints:memory": 0.0, "constraints:valid": 0.0},
+    )
+    t.number = 0
+    info = {
+        "objectives": [{"name": "params", "label": "params", "direction": "maximize"}, {"direction": "minimize"}],
+        "budgets": [{"name": "latency", "statistic": "latency_ms_p90", "limit": 10.0}],
+    }
+    console = Console(record=True, width=200)
+    console.print(_front_table(summarize([t], info), space))
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if "trial" in line)
+    assert header.count("params") == 1 and "MACs" in header
+    assert "heads=4 lofi_heads=3 window_size=2 mlp_ratio=4.0 head_dim=32" in text

@@ -56,11 +56,13 @@ def _list_table() -> Table:
 
 
 def _knob_text(row: dict, space: Space) -> str:
-    """The searched knobs of a design, compactly (a multi-block space names the block first)."""
-    from effscope.knobs import format_value
+    """The searched knobs of a design, compactly (a multi-block space names the block first), and any pinned knob
+    the design does not share (a published design keeps its own values)."""
+    from effscope.knobs import format_value, to_jsonable
 
     ts = space.target_named(row["block"]) if row.get("block") else space.targets[0]
-    shown = [k for k in ts.domains]
+    off_pin = [k for k, v in ts.pins.items() if k in row["knobs"] and row["knobs"][k] != to_jsonable(v)]
+    shown = [*ts.domains, *off_pin]
     text = " ".join(f"{k}={format_value(row['knobs'][k])}" for k in shown if k in row["knobs"])
     return esc(f"{row['block']}: {text}" if row.get("block") else text)
 
@@ -79,17 +81,19 @@ def _front_table(summary: SearchSummary, space: Space) -> Table:
         + f", feasible under {b['statistic']} <= {b['limit']:g} ms",
         title_justify="left",
     )
-    for col in ("trial", "design", summary.quality_name, *_timing_columns(space), "params", "MACs", "knobs"):
+    # params and MACs have their own columns unless the quality objective is one of them already
+    counts = [(c, key) for c, key in (("params", "params"), ("MACs", "macs")) if key != summary.quality_name]
+    for col in ("trial", "design", summary.quality_name, *_timing_columns(space), *(c for c, _ in counts), "knobs"):
         table.add_column(col, justify="left" if col in ("design", "knobs") else "right")
     for r in summary.front:
+        cells = {"params": fmt(r["params"], ",d"), "macs": si(r["macs"]) if r["macs"] is not None else "-"}
         table.add_row(
             str(r["trial"]),
             esc(r["preset"] or r["status"]),
             _quality_fmt(r["quality"]),
             fmt(r.get(space.timing("p50")), ".3f"),
             fmt(r.get(space.timing("p90")), ".3f"),
-            fmt(r["params"], ",d"),
-            si(r["macs"]) if r["macs"] is not None else "-",
+            *(cells[key] for _, key in counts),
             _knob_text(r, space),
         )
     return table

@@ -38,7 +38,11 @@ def _serve(conn: Connection, mem_limit_bytes: int | None) -> None:
             return
         if job is None:
             return
-        conn.send(run_job(job, first_in_process=jobs_done == 0).to_json())
+        record = run_job(job, first_in_process=jobs_done == 0).to_json()
+        try:
+            conn.send(record)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the process that asked is gone (killed): nobody is left to read the Record or a traceback
         jobs_done += 1
 
 

@@ -418,9 +418,15 @@ def _serve(conn: Connection, threads: int | None) -> None:
             return
         fn, kwargs = msg
         try:
-            conn.send(("ok", fn(**kwargs)))
+            reply = ("ok", fn(**kwargs))
         except Exception as e:
-            conn.send(("error", str(e) if isinstance(e, EffscopeError) else f"{type(e).__name__}: {e}"))
+            reply = ("error", str(e) if isinstance(e, EffscopeError) else f"{type(e).__name__}: {e}")
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the search worker that asked is gone (killed): nobody is left to read the reply
+        except Exception as e:  # a value that does not pickle
+            conn.send(("error", f"the result could not be sent back: {type(e).__name__}: {e}"))
 
 
 class QualityProcess:
