@@ -124,6 +124,21 @@ def test_an_output_replaces_effscope_files_and_never_another_file(store, tmp_pat
     assert run("export", "--db", str(store), "-o", str(tmp_path / "mine.parquet")).returncode == 2
 
 
+def test_an_export_keeps_knob_types_and_whole_numbers_beside_missing_ones(store, tmp_path):
+    """A JSON export holds numbers as numbers: a knob another target lacks stays 4, not "4" or 4.0."""
+    import shutil
+
+    from effscope.profile.record import Record
+    from effscope.profile.store import RecordStore
+
+    db = tmp_path / "two.db"
+    shutil.copy(store, db)
+    RecordStore(str(db)).add(Record(target="other", kind="block", workload={}, knobs={"depths": (2, 2)}))
+    rows = json.loads(run("export", "--db", str(db), "-o", "-", "--format", "json").stdout)
+    assert rows[0]["knob.heads"] == 4 and type(rows[0]["knob.heads"]) is int and rows[1]["knob.heads"] is None
+    assert rows[1]["knob.depths"] == "2,2" and rows[0]["batch"] == 1
+
+
 def test_stdout_json_is_strict_json_as_the_file_is(store, tmp_path):
     import shutil
 

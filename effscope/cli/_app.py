@@ -84,14 +84,9 @@ def data_on_stdout(fmt: str) -> Iterator[None]:
 
 def write_rows(rows: list[dict[str, Any]], fmt: str) -> None:
     """Rows as a JSON array or as CSV with a header, on stdout, written as `--json FILE` / `--csv FILE` write them."""
-    import pandas as pd
+    from effscope.profile.store import rows_frame, write_frame
 
-    from effscope.profile.store import write_frame
-
-    frame = pd.DataFrame(rows)
-    if fmt == "csv":
-        frame = frame.convert_dtypes()  # ints stay ints beside a missing one
-    write_frame(frame, sys.stdout, fmt)
+    write_frame(rows_frame(rows), sys.stdout, fmt)
     if fmt == "json":
         sys.stdout.write("\n")  # pandas ends the array without one
     sys.stdout.flush()

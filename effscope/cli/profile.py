@@ -307,11 +307,9 @@ def _write_outputs(
 ) -> None:
     """The files the run was asked for: --json, --csv and --report, each of these Records."""
     if json_out or csv_out:
-        import pandas as pd
+        from effscope.profile.store import rows_frame, write_table
 
-        from effscope.profile.store import write_table
-
-        df = pd.DataFrame([r.flat() for r in records])
+        df = rows_frame([r.flat() for r in records])
         for path, fmt_ in ((json_out, "json"), (csv_out, "csv")):
             if path:
                 out.print(f"records written to {esc(write_table(df, path, fmt_, databases=[store_url]))}")

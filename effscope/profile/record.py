@@ -176,7 +176,8 @@ class Record:
             "status": self.status,
             "error": self.error,
         }
-        row.update({f"knob.{k}": format_value(v) for k, v in self.knobs.items()})
+        # scalars keep their type (a JSON export holds numbers); sequences become the text --set accepts ("2,2,6,2")
+        row.update({f"knob.{k}": format_value(v) if isinstance(v, tuple | list) else v for k, v in self.knobs.items()})
         row.update({f"derived.{k}": v for k, v in self.derived.items()})
         workload = dict(self.workload)
         size = workload.pop("size", None)

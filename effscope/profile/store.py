@@ -53,6 +53,19 @@ def write_table(df: pd.DataFrame, path: str | Path, fmt: str, *, databases: Iter
     return write_atomic(path, lambda tmp: write_frame(df, tmp, fmt), databases=databases)
 
 
+def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Flat rows (Records, listings) as a DataFrame whose integer columns stay integers where some rows lack them (a
+    knob of one target, a trial number): pandas would make them floats (num_classes 1000.0) for the missing values."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    for column in df.columns:
+        values = [row[column] for row in rows if row.get(column) is not None]
+        if values and df[column].dtype.kind == "f" and all(type(v) is int for v in values):
+            df[column] = df[column].astype("Int64")
+    return df
+
+
 def write_frame(df: pd.DataFrame, out: Any, fmt: str) -> None:
     """Write a table as csv, parquet or json to a path or an open text stream (stdout): one writer for the files
     and for `-`, so both hold the same text (a missing number is an empty CSV cell or JSON null, never NaN)."""
@@ -198,9 +211,7 @@ class RecordStore:
 
     def dataframe(self, **filters: Any) -> pd.DataFrame:
         """All (or filtered) records as one flat DataFrame, one row per Record."""
-        import pandas as pd
-
-        return pd.DataFrame([r.flat() for r in self.records(**filters)])
+        return rows_frame([r.flat() for r in self.records(**filters)])
 
     def export(self, path: str | Path, **filters: Any) -> Path:
         """Write the records to CSV, Parquet or JSON, chosen by the file suffix (never onto this database)."""
