@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from collections import Counter
 
 import pytest
@@ -14,7 +15,15 @@ from torch import nn
 from effscope.blocks._layers import merge_heads, split_heads
 from effscope.blocks.attention import attend, attention_impl
 from effscope.errors import EffscopeError
-from effscope.profile.counting import _GEMM_HANDLES, _MATMUL_CLASS, CountError, Counts, count, einsum_macs
+from effscope.profile.counting import (
+    _GEMM_HANDLES,
+    _MATMUL_CLASS,
+    CountError,
+    Counts,
+    count,
+    einsum_macs,
+    multi_dot_macs,
+)
 from effscope.spec import blocks, models
 
 
@@ -284,6 +293,105 @@ class _TwoInputs(nn.Module):
 
     def forward(self, x):
         return self.m(x[..., :4], x)
+
+
+# --------------------------------------------------- products without a sum, distances, chains (outer, cdist, ...)
+
+
+@pytest.mark.parametrize(
+    ("fn", "shapes", "key", "expected"),
+    [
+        (torch.outer, [(5,), (7,)], "outer", 5 * 7),
+        (torch.ger, [(5,), (7,)], "outer", 5 * 7),  # traced as aten::outer
+        (lambda a, b: a.outer(b), [(5,), (7,)], "outer", 5 * 7),
+        (torch.kron, [(2, 3), (4, 5)], "kron", 2 * 3 * 4 * 5),
+        (lambda a, b: a.kron(b), [(2, 3), (4, 5, 6)], "kron", 2 * 3 * 4 * 5 * 6),  # output (4, 10, 18)
+    ],
+)
+def test_outer_and_kron_one_mac_per_output_element(fn, shapes, key, expected):
+    c = macs_of(fn, *(torch.randn(s) for s in shapes))  # strict: FlopCounterMode agrees
+    assert c.macs == c.macs_by_category["gemm"] == expected and c.macs_by_operator == {key: expected}
+    assert c.crosscheck_flops == 2 * expected and c.crosscheck_rel_diff == 0.0
+
+
+@pytest.mark.parametrize(
+    ("x1", "x2", "kw"),
+    [
+        ((2, 10, 8), (2, 12, 8), {}),  # P, R <= 25: the direct kernel (_cdist_forward)
+        ((2, 30, 8), (2, 40, 8), {}),  # P > 25: the matmul kernel (_euclidean_dist)
+        ((2, 10, 8), (2, 12, 8), {"compute_mode": "use_mm_for_euclid_dist"}),
+        ((2, 30, 8), (2, 40, 8), {"compute_mode": "donot_use_mm_for_euclid_dist"}),
+        ((1, 30, 8), (3, 40, 8), {}),  # broadcast batch
+        ((30, 8), (40, 8), {}),  # no batch
+        ((2, 3, 10, 8), (2, 3, 12, 8), {}),  # two batch dims
+        ((2, 30, 8), (2, 40, 8), {"p": 1.0}),
+        ((2, 30, 8), (2, 40, 8), {"p": 3.0}),
+        ((2, 30, 8), (2, 40, 8), {"p": float("inf")}),
+    ],
+)
+def test_cdist_one_mac_per_pair_and_feature(x1, x2, kw):
+    c = macs_of(lambda a, b: torch.cdist(a, b, **kw), torch.randn(x1), torch.randn(x2))
+    batch = max(torch.Size(x1[:-2]).numel(), torch.Size(x2[:-2]).numel())
+    expected = batch * x1[-2] * x2[-2] * x1[-1]  # B x P x R x M, whichever kernel ran
+    assert c.macs == c.macs_by_operator["cdist"] == expected and c.crosscheck_rel_diff == 0.0
+
+
+@pytest.mark.parametrize(
+    ("shapes", "expected"),
+    [
+        ([(4, 5), (5, 6)], 4 * 5 * 6),
+        ([(10, 20), (20, 30), (30, 5)], 20 * 30 * 5 + 10 * 20 * 5),  # A(BC): 4,000, not (AB)C's 7,500
+        ([(5, 30), (30, 20), (20, 10)], 5 * 30 * 20 + 5 * 20 * 10),  # (AB)C: 4,000, not A(BC)'s 7,500
+        ([(20,), (20, 30), (30,)], 20 * 30 + 20),  # 1-D ends: a row and a column vector
+        # four matrices (torch's dynamic program): (A (B C)) D, 9,375 MACs; left to right would be 19,500
+        ([(30, 35), (35, 15), (15, 5), (5, 10)], 35 * 15 * 5 + 30 * 35 * 5 + 30 * 5 * 10),
+    ],
+)
+def test_multi_dot_costs_the_order_torch_runs(shapes, expected):
+    assert multi_dot_macs(shapes) == expected
+    mats = [torch.randn(s) for s in shapes]
+    c = macs_of(lambda *m: torch.linalg.multi_dot(list(m)), *mats)  # FlopCounterMode sees torch's mm calls
+    assert c.macs == c.macs_by_operator["multi_dot"] == expected and c.crosscheck_rel_diff == 0.0
+    if all(len(s) == 2 for s in shapes):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # chain_matmul is deprecated
+            assert macs_of(torch.chain_matmul, *mats).macs_by_operator == {"multi_dot": expected}
+
+
+def test_chain_matmul_of_one_matrix_is_a_copy_not_a_missed_product():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        c = macs_of(torch.chain_matmul, torch.randn(4, 5))
+    assert c.macs == 0 and c.crosscheck_rel_diff == 0.0
+
+
+class _Prototypes(nn.Module):
+    """Patch features against learned prototypes with cdist, then outer, kron and multi_dot: once a CountError."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 16, 4, 4)
+        self.prototypes = nn.Parameter(torch.randn(10, 16))
+        self.mix = nn.Parameter(torch.randn(2, 2))
+
+    def forward(self, x):
+        f = self.embed(x).flatten(2).transpose(1, 2)  # (B, 64, 16)
+        d = torch.cdist(f, self.prototypes.expand(f.shape[0], -1, -1))  # (B, 64, 10): the matmul kernel
+        w = torch.outer(self.prototypes.mean(1), self.prototypes.mean(0))  # (10, 16)
+        k = torch.kron(self.mix, torch.eye(8))  # (16, 16)
+        return torch.linalg.multi_dot([d.flatten(0, 1), w, k])  # (B*64, 16)
+
+
+def test_a_module_with_cdist_outer_kron_and_multi_dot_is_counted():
+    m = _Prototypes()
+    c = count(m, torch.randn(1, 3, 32, 32), strict=True)
+    assert c.params == 16 * 3 * 4 * 4 + 16 + 10 * 16 + 4
+    conv = 16 * 48 * 64
+    # multi_dot (64 x 10)(10 x 16)(16 x 16): (dw)k = 64*10*16 + 64*16*16, d(wk) = 10*16*16 + 64*10*16: the latter
+    chain = 10 * 16 * 16 + 64 * 10 * 16
+    expected = {"conv": conv, "cdist": 64 * 10 * 16, "outer": 10 * 16, "kron": 4 * 64, "multi_dot": chain}
+    assert c.macs_by_operator == expected and c.macs == sum(expected.values())
+    assert c.crosscheck_rel_diff == 0.0
 
 
 # ------------------------------------------------------------------------------ reporting and failure modes

@@ -10,6 +10,15 @@ silently zero:
   shapes and the contraction path torch ran, not fvcore's 3-digit parse), tensordot, bilinear, and
   `scaled_dot_product_attention` with its backend variants: B*heads*Nq*Nk*(d_qk + d_v), any batch dims, the same
   as the explicit q @ kᵀ, attn @ v path. Causal masks are not discounted (as FlopCounterMode).
+  Products without a sum are gemm too, one MAC per output element (one multiply each), so the cross-check covers
+  them: outer/ger n*m for vectors of n and m, kron numel(output) = numel(a) x numel(b).
+  cdist of x1 (B, P, M) and x2 (B, R, M), batch dims broadcast: B*P*R*M, one MAC per (pair of rows, feature), for
+  every p and compute_mode: the direct kernel's one difference and one accumulate per feature. The p=2 matmul
+  kernel (_euclidean_dist, taken when compute_mode says so or when P or R > 25) runs B*P*R*(M + 2) MACs in its
+  augmented matmul plus B*(P + R)*M for the squared norms; those extra terms are not counted, nor is the root.
+  linalg_multi_dot / chain_matmul: the MACs of the cheapest parenthesization, which is the order torch runs (its
+  3-matrix rule and its dynamic program both reach the minimum); a 1-D first (last) operand is a row (column)
+  vector; one matrix (chain_matmul's copy) costs nothing.
 - norm (MACs, fvcore's convention): layer/group/instance norm 5 x numel with affine (4 without), eval batch norm
   2 x numel (1 without affine).
 - interp (MACs): one MAC per tap per output element: nearest 1, (bi/tri)linear 2/4/8, bicubic 16; this is fvcore's
@@ -35,8 +44,10 @@ silently zero:
 
 An executed matmul-class or attention op that no handle counts, or that a handle counts as zero, raises CountError.
 Every count is cross-checked with torch's `FlopCounterMode` (with a formula for CPU SDPA, which it lacks, pytorch
-issue 195460): its total must equal 2 x the gemm MACs (it counts neither norms, pools, interpolation nor
-element-wise ops). The relative disagreement is returned; `strict=True` raises on it.
+issue 195460, and for the other ops it counts as zero: mv, dot, addmv, addbmm, bilinear's _trilinear, cdist's
+kernels, and outer/kron, which a function mode counts because they reach it only as a broadcast mul): its total must
+equal 2 x the gemm MACs (it counts neither norms, pools, interpolation nor element-wise ops). The relative
+disagreement is returned; `strict=True` raises on it.
 """
 
 from __future__ import annotations
@@ -184,8 +195,9 @@ def einsum_macs(equation: str, shapes: Sequence[Sequence[int]], path: Sequence[i
     return macs
 
 
-def _einsum_operands(inputs: list) -> int:
-    return len(list(inputs[1].node().inputs()))
+def _list_operands(inputs: list, index: int) -> int:
+    """How many tensors an op's tensor-list argument (einsum's operands, multi_dot's matrices) holds."""
+    return len(list(inputs[index].node().inputs()))
 
 
 def _einsum(inputs: list, outputs: list) -> int:
@@ -201,6 +213,40 @@ def _tensordot(inputs: list, outputs: list) -> int:
 
 def _bilinear(inputs: list, outputs: list) -> int:
     return _numel(outputs[0]) * _shape(inputs[0])[-1] * _shape(inputs[1])[-1]
+
+
+def _per_output_element(inputs: list, outputs: list) -> int:
+    """outer/ger and kron: one multiply per output element (each is a product of one element of either operand)."""
+    return _numel(outputs[0])
+
+
+def _cdist(inputs: list, outputs: list) -> int:
+    """One MAC per (pair of rows, feature): B x P x R x M for x1 (B, P, M) and x2 (B, R, M), batch broadcast, any p
+    and compute_mode (see the module docstring for what each of torch's two kernels actually runs)."""
+    return _numel(outputs[0]) * _shape(inputs[0])[-1]
+
+
+def multi_dot_macs(shapes: Sequence[Sequence[int]]) -> int:
+    """Exact MACs of `torch.linalg.multi_dot` (and `chain_matmul`, which runs it): torch multiplies the matrices in
+    the cheapest order (its 3-matrix rule and its dynamic program for more both reach the minimum), so this is that
+    minimum. A 1-D first operand is a row vector, a 1-D last one a column vector; one matrix costs nothing."""
+    dims = [list(s) for s in shapes]
+    if len(dims[0]) == 1:
+        dims[0] = [1, *dims[0]]
+    if len(dims[-1]) == 1:
+        dims[-1] = [*dims[-1], 1]
+    p = [d[0] for d in dims] + [dims[-1][1]]  # matrix i is p[i] x p[i + 1]
+    n = len(dims)
+    cost = [[0] * n for _ in range(n)]  # cost[i][j]: the cheapest product of matrices i..j
+    for length in range(1, n):
+        for i in range(n - length):
+            j = i + length
+            cost[i][j] = min(cost[i][k] + cost[k + 1][j] + p[i] * p[k + 1] * p[j + 1] for k in range(i, j))
+    return cost[0][n - 1]
+
+
+def _multi_dot(inputs: list, outputs: list) -> int:
+    return multi_dot_macs([_shape(v) for v in inputs[0].node().inputs()])
 
 
 _SDPA_OPS = (
@@ -230,6 +276,14 @@ _GEMM_HANDLES: dict[str, tuple[str, Callable[[bool], GemmMacs | Handle]]] = {
     "aten::einsum": ("einsum", lambda ew: _einsum),
     "aten::tensordot": ("tensordot", lambda ew: _tensordot),
     "aten::bilinear": ("bilinear", lambda ew: _bilinear),
+    "aten::outer": ("outer", lambda ew: _per_output_element),  # torch.ger traces as aten::outer
+    "aten::ger": ("outer", lambda ew: _per_output_element),
+    "aten::kron": ("kron", lambda ew: _per_output_element),
+    "aten::cdist": ("cdist", lambda ew: _cdist),
+    "aten::_cdist_forward": ("cdist", lambda ew: _cdist),  # cdist's two kernels, should one be called directly
+    "aten::_euclidean_dist": ("cdist", lambda ew: _cdist),
+    "aten::linalg_multi_dot": ("multi_dot", lambda ew: _multi_dot),
+    "aten::chain_matmul": ("multi_dot", lambda ew: _multi_dot),
     **{op: ("sdpa", _sdpa) for op in _SDPA_OPS},  # with elementwise, also the ops around its two products
 }
 
@@ -249,8 +303,12 @@ def _gemm_handle(key: str, make: Callable[[bool], GemmMacs | Handle], elementwis
 _MATMUL_CLASS = re.compile(
     r"::_?(matmul|mm|bmm|addmm|addmv|baddbmm|addbmm|mv|dot|vdot|linear|bilinear|einsum|tensordot|chain_matmul"
     r"|linalg_multi_dot|linalg_matmul|linalg_vecdot|outer|ger|kron|cdist|convolution\w*|conv[123]d"
-    r"|conv_transpose[123]d|conv_tbc|deform_conv2d|\w*attention\w*|scaled_mm|int_mm)$"
+    r"|conv_transpose[123]d|conv_tbc|deform_conv2d|\w*attention\w*|scaled_mm|int_mm|cdist_forward|euclidean_dist)$"
 )
+
+# gemm ops with a tensor-list argument (at this index) that may hold a single tensor: a transpose, a reduction or a
+# copy (chain_matmul of one matrix), which is no product, so a zero count is right
+_LIST_OPERANDS = {"aten::einsum": 1, "aten::linalg_multi_dot": 0, "aten::chain_matmul": 0}
 
 # Pure data movement the tracer records and fvcore does not already ignore: neither counted nor listed. (Copies
 # such as clone, flip or pixel_shuffle are not here: they have handles that add only their bytes, see _COPY_OPS.)
@@ -667,7 +725,7 @@ def _handle_table(elementwise: bool, n_inputs: int = 0) -> tuple[dict[str, Handl
                 else:
                     category.setdefault(key, cat if cat != "gemm" or key == gemm_key else "elementwise")
             if cat == "gemm" and not counts[gemm_key] and _numel(outputs[0]):
-                if not (op == "aten::einsum" and _einsum_operands(inputs) < 2):  # a transpose or a reduction
+                if not (op in _LIST_OPERANDS and _list_operands(inputs, _LIST_OPERANDS[op]) < 2):
                     zeros[op] += 1
             return counts
 
@@ -853,9 +911,22 @@ def _trilinear_flop(
     return 2 * math.prod(max(sizes) for sizes in zip(*shapes, strict=True))
 
 
+def _cdist_flop(x1: torch.Size, x2: torch.Size, *args, out_shape: torch.Size | None = None, **kwargs) -> int:
+    """cdist's kernels, _cdist_forward and _euclidean_dist (p=2 through a matmul): effscope's convention, one MAC per
+    (pair, feature), not the (M + 2)-wide matmul and the squared norms that _euclidean_dist runs."""
+    return 2 * math.prod(out_shape) * x1[-1]
+
+
 def _flop_counter_total(bound: nn.Module, tensors: tuple) -> int:
-    """torch's own count (real FLOPs) of the same forward, with the formulas it lacks added."""
+    """torch's own count (real FLOPs) of the same forward, with the formulas it lacks added.
+
+    outer (ger) and kron never reach FlopCounterMode: they decompose into a broadcast mul (no FLOPs to it) before
+    its dispatch mode runs, so a function mode counts them as they are called, 2 x output elements, and adds them
+    (one called from inside another Python-level torch function escapes it: a disagreement, not a silent miss).
+    linalg_multi_dot and chain_matmul need nothing: they decompose into the mm calls torch runs, in its order.
+    """
     import torch
+    from torch.overrides import TorchFunctionMode
     from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
@@ -867,7 +938,25 @@ def _flop_counter_total(bound: nn.Module, tensors: tuple) -> int:
         aten.vdot: _mv_flop,
         aten.addmv: _addmv_flop,
         aten.addbmm: _addbmm_flop,
+        aten._cdist_forward: _cdist_flop,
+        aten._euclidean_dist: _cdist_flop,
     }
-    with _eval_mode(bound), torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+    per_output_element = (torch.outer, torch.ger, torch.kron, torch.Tensor.outer, torch.Tensor.ger, torch.Tensor.kron)
+    composite_flops = 0
+
+    class Composites(TorchFunctionMode):
+        def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
+            nonlocal composite_flops
+            out = func(*args, **(kwargs or {}))
+            if func in per_output_element:
+                composite_flops += 2 * out.numel()
+            return out
+
+    with (
+        _eval_mode(bound),
+        torch.no_grad(),
+        FlopCounterMode(display=False, custom_mapping=mapping) as counter,
+        Composites(),
+    ):
         bound(*tensors)
-    return int(counter.get_total_flops())
+    return int(counter.get_total_flops()) + composite_flops
