@@ -18,6 +18,7 @@ from effscope.report.data import (
     Objective,
     Point,
     Source,
+    attach_fresh_measurements,
     budget_slices,
     eta_squared,
     hover,
@@ -861,3 +862,190 @@ def test_the_written_message_says_what_a_directory_or_cdn_report_needs(tmp_path)
     assert written_message(page, "directory").startswith(f"report written to {page} (3 kB); it loads ")
     assert "plotly.min.js" in written_message(page, "directory")
     assert "needs internet" in written_message(page, "cdn")
+
+
+# ------------------------------------------------------------------------------- a search screened by a predictor
+
+PREDICTOR = {  # study.user_attrs["predictor"] as effscope/search/remeasure.py stores it after the search
+    "name": "lit2-cpu",
+    "statistic": "latency_ms_p90",
+    "fit": "affine",
+    "mape": 0.06,
+    "within_10": 1.0,
+    "n_holdout": 2,
+    "margin": 1.12,
+    "screened": 7,
+    "rejected": 4,
+    "skipped": 3,
+    "spot_checked": 1,
+    "spot_false_rejections": 1,
+    "false_rejection_rate": 1.0,
+    "front_remeasured": 2,
+    "front_still_feasible": 1,
+}
+# study system attr `effscope:remeasured`: trial 2 still under the 12 ms budget, trial 3 over it
+REMEASURED = {
+    "2": {"trial": 2, "remeasured_latency_ms_p50": 9.5, "remeasured_latency_ms_p90": 9.8, "remeasured_feasible": True},
+    "3": {
+        "trial": 3,
+        "remeasured_latency_ms_p50": 14.5,
+        "remeasured_latency_ms_p90": 22.6,
+        "remeasured_feasible": False,
+    },
+}
+
+
+def _screened_points() -> list[Point]:
+    def trial(i, p90, q, status="measured", preset=None, uid=None, **numbers):
+        return Point(
+            id=f"trial {i}" + (f" ({preset})" if preset else ""),
+            target="litv2",
+            numbers={"quality": q, "latency_ms_p50": p90 and p90 * 0.98, "latency_ms_p90": p90, **numbers},
+            status=status,
+            constraints={"latency": (p90 or numbers["predicted_latency_ms"]) / 12.0 - 1, "valid": 0.0},
+            preset=preset,
+            trial=i,
+            record_uid=uid,
+        )
+
+    return [
+        trial(0, None, None, "predicted-infeasible", "litv2_s", predicted_latency_ms=18.4),
+        trial(1, 15.0, 9.0, preset="litv2_b", uid="r1"),  # measured, over the budget
+        trial(2, 9.9, 1.0, uid="r2", predicted_latency_ms=11.1),
+        trial(3, 10.6, 3.0, uid="r3", predicted_latency_ms=11.6),
+        trial(4, 10.6, 3.0, "cached", uid="r3"),  # a cached repeat of trial 3: one measurement
+        trial(5, 10.0, 0.5, preset="litv2_t", uid="r5"),  # feasible, dominated by trial 2
+    ]
+
+
+def _screened_study(predictor: dict | None = PREDICTOR) -> Source:
+    attrs = {
+        "objectives": [PROXY],
+        "budgets": [{"name": "latency", "statistic": "latency_ms_p90", "limit": 12.0, "unit": "ms"}],
+        **({"predictor": predictor} if predictor is not None else {}),
+    }
+    points = _screened_points()
+    if predictor is not None:
+        attach_fresh_measurements(points, REMEASURED, "latency_ms_p90")
+    return Source("study", "lit2-cpu", points, attrs=attrs, directions=["maximize", "minimize"])
+
+
+def test_the_fresh_re_measurement_joins_its_trial_and_the_cached_repeats_of_its_record():
+    points = attach_fresh_measurements(
+        _screened_points(), {**REMEASURED, "x": "not a row", "y": {"remeasured_feasible": False}}, "latency_ms_p90"
+    )
+    by_id = {p.id: p for p in points}
+    over = by_id["trial 3"].fresh_measurement
+    assert (over.trial, over.value, over.latency_ms_p50, over.feasible) == (3, 22.6, 14.5, False)
+    assert by_id["trial 4"].fresh_measurement == over  # same Record, same verdict
+    assert by_id["trial 2"].fresh_measurement.feasible and not by_id["trial 2"].over_budget_when_remeasured
+    assert [p.id for p in points if p.over_budget_when_remeasured] == ["trial 3", "trial 4"]
+    assert by_id["trial 5 (litv2_t)"].fresh_measurement is None
+
+
+def test_the_trust_section_shows_the_predictors_table_counts_and_the_front_re_measured():
+    screening = report_data(_screened_study()).trust.screening
+    assert dict(screening.facts) == {
+        "latency table": "lit2-cpu",
+        "predicts": "latency p90 (affine fit)",
+        "held-out MAPE": "6.0 % on 2 held-out design(s) (100 % within ±10 %)",
+        "rejection margin": "budget × 1.12 (1 + 2 × MAPE): a candidate predicted above it is not measured",
+        "screened (predicted before measuring)": 7,
+        "skipped as predicted infeasible (not measured)": 3,
+        "rejections spot-checked (measured anyway)": "1 of 4",
+        "false rejections": "1 of 1 spot-checked turned out feasible (100 %)",
+        "front re-measured in fresh processes": "1 of 2 still under latency p90 ≤ 12 ms",
+    }
+    table = screening.remeasured
+    assert table.columns[-1] == "still under latency p90 ≤ 12 ms"
+    assert table.rows == [  # the re-measured trials only (not trial 4, a cached repeat), by search-time p90
+        ["trial 2", 9.9, 9.8, 9.5, "yes"],
+        ["trial 3", 10.6, 22.6, 14.5, "no: over budget when re-measured"],
+    ]
+
+
+def test_a_screened_search_without_a_feasible_front_says_nothing_was_re_measured():
+    source = _screened_study({**PREDICTOR, "front_remeasured": 0, "front_still_feasible": 0})
+    for p in source.points:
+        p.fresh_measurement = None
+    facts = dict(report_data(source).trust.screening.facts)
+    assert facts["front re-measured in fresh processes"] == "none: the search found no feasible design"
+
+
+def test_a_search_stopped_before_its_screening_summary_says_so():
+    summary_only = {k: PREDICTOR[k] for k in ("name", "statistic", "fit", "mape", "margin")}
+    screening = report_data(_screened_study(summary_only)).trust.screening
+    assert "screened (predicted before measuring)" not in dict(screening.facts)
+    assert any(
+        "stored no screening counts" in n and "1 trial(s) are predicted-infeasible" in n for n in screening.notes
+    )
+
+
+def test_a_design_over_budget_when_re_measured_is_marked_on_the_front_and_in_the_best_designs():
+    data = report_data(_screened_study())
+    front = data.front
+    assert [m.id for m in front.groups["best"]] == ["trial 2", "trial 3"]  # feasible by the search's measurement
+    assert [m.id for m in front.over_when_remeasured] == ["trial 3"]
+    assert any("trial 3 (latency p90 22.6 ms: over the budget)" in n for n in front.notes)
+    assert "trial 3 (over budget when re-measured)" in [row[2] for row in front.slices.rows]
+    status = {row[0]: row[-2] for row in data.summary.best.rows}
+    assert status["trial 3"] == "measured; over budget when re-measured (latency p90 22.6 ms: over the budget)"
+    assert status["trial 2"] == "measured"
+    hover_lines = dict(next(m for m in front.groups["best"] if m.id == "trial 3").hover)
+    assert hover_lines["re-measured in a fresh process"] == "latency p90 22.6 ms: over the budget"
+
+
+def test_presets_the_predictor_rejected_are_listed_as_predicted_infeasible_never_as_measured():
+    front = report_data(_screened_study()).front
+    assert "trial 0 (litv2_s)" not in [m.id for m in front.presets]  # never measured: not plotted
+    assert front.published.columns == [
+        "published design",
+        PROXY["label"],
+        "latency p90 (ms, measured)",
+        "predicted latency p90 (ms)",
+        "where it sits",
+    ]
+    assert front.published.rows == [
+        [
+            "trial 0 (litv2_s)",
+            None,
+            None,
+            18.4,
+            "predicted infeasible (not measured): predicted 18.4 ms, over the budget 12 ms × margin 1.12",
+        ],
+        ["trial 1 (litv2_b)", 9.0, 15.0, None, "infeasible: latency p90 at 125 % of the budget (12 ms)"],
+        ["trial 5 (litv2_t)", 0.5, 10.0, None, "feasible, dominated by trial 2"],
+    ]
+
+
+def test_a_study_without_a_predictor_shows_no_screening_marks_or_published_table():
+    points = [p for p in _screened_points() if p.status != "predicted-infeasible"]
+    source = _screened_study(None)
+    source.points = points
+    data = report_data(source)
+    assert data.trust is None or data.trust.screening is None
+    assert data.front.over_when_remeasured == [] and data.front.published is None
+    assert not any("re-measured" in n or "predictor" in n for n in data.front.notes)
+
+
+def test_loading_a_study_joins_the_fresh_re_measurement_stored_as_a_system_attr(tmp_path):
+    import optuna
+
+    from effscope.report import _load
+    from effscope.search.remeasure import REMEASURED_ATTR
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="screened", storage=url, directions=["maximize", "minimize"])
+    study.set_user_attr("objectives", [PROXY])
+    study.set_user_attr("budgets", [{"name": "latency", "statistic": "latency_ms_p90", "limit": 12.0, "unit": "ms"}])
+    study.set_user_attr("predictor", PREDICTOR)
+    for p in _screened_points():
+        attrs = {"status": p.status, "record_uid": p.record_uid, "preset": p.preset, **p.numbers}
+        values = [-math.inf, math.inf] if p.status == "predicted-infeasible" else [p.numbers["quality"], 1.0]
+        study.add_trial(optuna.trial.create_trial(values=values, user_attrs=attrs, system_attrs={}))
+    storage = optuna.storages.get_storage(url)
+    storage.set_study_system_attr(storage.get_study_id_from_name("screened"), REMEASURED_ATTR, REMEASURED)
+    source = _load.load_study(url, "screened")
+    assert [p.id for p in source.points if p.over_budget_when_remeasured] == ["trial 3", "trial 4"]
+    assert source.points[2].fresh_measurement.value == 9.8

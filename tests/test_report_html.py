@@ -556,3 +556,41 @@ def test_throughput_panel_only_beyond_batch_1_and_legends_only_for_two_or_more_e
     assert {t.xaxis for t in fig.data} == {"x", "x2"}
     assert fig.layout.showlegend is True
     assert "Throughput is not plotted" not in render(eight)
+
+
+def test_a_screened_study_renders_the_predictor_the_re_measured_front_and_the_rejected_presets():
+    from effscope.report.contents import report_data
+    from effscope.report.data import Point, Source, attach_fresh_measurements
+    from effscope.report.html import render
+
+    def trial(i, p90, q, status="measured", preset=None, **numbers):
+        return Point(
+            id=f"trial {i}" + (f" ({preset})" if preset else ""),
+            target="litv2",
+            numbers={"quality": q, "latency_ms_p50": p90, "latency_ms_p90": p90, **numbers},
+            status=status,
+            constraints={"latency": (p90 or numbers["predicted_latency_ms"]) / 12.0 - 1, "valid": 0.0},
+            preset=preset,
+            trial=i,
+            record_uid=f"r{i}" if p90 else None,
+        )
+
+    points = [
+        trial(0, None, None, "predicted-infeasible", "litv2_s", predicted_latency_ms=18.4),
+        trial(1, 9.9, 1.0),
+        trial(2, 10.6, 3.0),
+    ]
+    stored = {"2": {"trial": 2, "remeasured_latency_ms_p90": 22.6, "remeasured_feasible": False}}
+    attach_fresh_measurements(points, stored, "latency_ms_p90")
+    attrs = {
+        "objectives": [PROXY],
+        "budgets": [{"name": "latency", "statistic": "latency_ms_p90", "limit": 12.0, "unit": "ms"}],
+        "predictor": {"name": "lit2-cpu", "statistic": "latency_ms_p90", "mape": 0.06, "margin": 1.12},
+    }
+    page = render(report_data(Source("study", "s", points, attrs=attrs, directions=["maximize", "minimize"])))
+    assert "<h3>Latency predictor screening</h3>" in page and "<th>latency table</th><td>lit2-cpu</td>" in page
+    assert "<h4>The front re-measured in fresh processes</h4>" in page
+    assert ">no: over budget when re-measured</td>" in page
+    assert '"name":"over budget when re-measured (fresh process)"' in page  # the ring on the front figure
+    assert "<h3>Published designs</h3>" in page
+    assert "predicted infeasible (not measured): predicted 18.4 ms, over the budget 12 ms × margin 1.12" in page

@@ -10,7 +10,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from effscope.report.data import ReportError, Source, points_from_records, points_from_rows, points_from_trials
+from effscope.report.data import (
+    ReportError,
+    Source,
+    attach_fresh_measurements,
+    points_from_records,
+    points_from_rows,
+    points_from_trials,
+    screening_statistic,
+)
 from effscope.urls import database_url, mask_url, shown_location, sqlite_path
 
 if TYPE_CHECKING:
@@ -61,6 +69,8 @@ def load_study(storage: str, study: str | None = None) -> Source:
     """
     import optuna
 
+    from effscope.search.remeasure import REMEASURED_ATTR
+
     engine, tables, url = _engine(storage, "the study storage", "--storage")
     if "studies" not in tables:
         raise ReportError(f"'{mask_url(url)}' holds no Optuna study; give the storage that `effscope search` used")
@@ -77,7 +87,8 @@ def load_study(storage: str, study: str | None = None) -> Source:
             f"no study named '{study}' in '{mask_url(url)}' "
             f"(studies there: {', '.join(names) or 'none'}){did_you_mean(study, names)}"
         )
-    loaded = optuna.load_study(study_name=study, storage=url)
+    optuna_storage = optuna.storages.get_storage(url)
+    loaded = optuna.load_study(study_name=study, storage=optuna_storage)
     trials = loaded.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.name in ("COMPLETE", "FAIL", "PRUNED")]
     if not finished:
@@ -88,7 +99,13 @@ def load_study(storage: str, study: str | None = None) -> Source:
         raise ReportError(_nothing_measured(study, points))
     running = sum(1 for t in trials if t.state.name in ("RUNNING", "WAITING"))
     directions = [d.name.lower() for d in loaded.directions]
-    return Source("study", study, points, shown_location(storage), dict(loaded.user_attrs), directions, running)
+    source = Source("study", study, points, shown_location(storage), dict(loaded.user_attrs), directions, running)
+    # a system attr, not a user attr: finish_search cannot change a finished trial (effscope/search/remeasure.py)
+    study_id = optuna_storage.get_study_id_from_name(study)
+    fresh = optuna_storage.get_study_system_attrs(study_id).get(REMEASURED_ATTR)
+    if fresh:
+        attach_fresh_measurements(source.points, fresh, screening_statistic(source))
+    return source
 
 
 def _nothing_measured(study: str, points: list) -> str:

@@ -32,6 +32,10 @@ __all__ = [
     "Source",
     "Table",
     "ABORTED",
+    "OVER_WHEN_REMEASURED",
+    "PREDICTED_INFEASIBLE",
+    "FreshMeasurement",
+    "attach_fresh_measurements",
     "best_designs",
     "constraint_lines",
     "differing_workload_parts",
@@ -49,6 +53,7 @@ __all__ = [
     "direction_sign",
     "eta_squared",
     "finite",
+    "fresh_measurement_text",
     "front_statistic",
     "hover",
     "hypervolume_2d",
@@ -65,6 +70,7 @@ __all__ = [
     "points_from_rows",
     "points_from_trials",
     "quality_of",
+    "screening_statistic",
     "quantity",
     "study_timing",
     "timing_columns",
@@ -82,8 +88,12 @@ QUALITY = "quality"
 MAX_LEAST_VIOLATING = 5
 IMPORTANCE_BINS = 5
 
+# A trial a latency predictor rejected: never measured, its latency is only predicted (docs/search.md#screening).
+PREDICTED_INFEASIBLE = "predicted-infeasible"
 # Statuses of designs that have no trustworthy measurement (never on a front, never "least violating").
-UNMEASURED = frozenset({"invalid", "failed", "predicted-infeasible"})
+UNMEASURED = frozenset({"invalid", "failed", PREDICTED_INFEASIBLE})
+# How a design feasible by the search's measurement but not by its fresh-process re-measurement is marked.
+OVER_WHEN_REMEASURED = "over budget when re-measured"
 # A design whose timing stopped early over the latency budget: its numbers are partial (a trial's status, a Record's
 # flag), so it is shown as aborted and never counted as measured.
 ABORTED = "aborted-over-budget"
@@ -144,6 +154,20 @@ def quantity(value: float | None, unit: str) -> str:
     return f"{value:.4g} {unit}".strip()
 
 
+@dataclass(frozen=True)
+class FreshMeasurement:
+    """A front design measured again in a fresh worker process after a search screened by a latency predictor
+    (docs/search.md#screening; the study system attr `effscope:remeasured`): its budgeted statistic then, and whether
+    that still met the budget. `value` is None where the re-measurement failed (then it is not feasible)."""
+
+    trial: int  # the trial that was re-measured (cached repeats of its Record share this)
+    statistic: str
+    value: float | None
+    latency_ms_p50: float | None
+    latency_ms_p90: float | None
+    feasible: bool
+
+
 @dataclass
 class Point:
     """One design in a report: a study trial or a profile Record, with everything the figures need.
@@ -180,6 +204,7 @@ class Point:
     protocol: str | None = None  # the timing protocol's name (effscope-v2, litv2, ...), where known
     study: str | None = None  # the search a Record was measured for, where it was
     remeasured: int = 0  # how many times a trial was measured again (its timed seconds add up every measurement)
+    fresh_measurement: FreshMeasurement | None = None  # the front's fresh-process check after predictor screening
 
     def get(self, key: str) -> float | None:
         """A finite number or None (missing is never 0)."""
@@ -208,6 +233,11 @@ class Point:
     @property
     def feasible(self) -> bool:
         return self.status not in UNMEASURED and all(v <= 0 for v in self.constraints.values())
+
+    @property
+    def over_budget_when_remeasured(self) -> bool:
+        """Feasible by the search's measurement, over the budget (or unmeasurable) in its fresh-process check."""
+        return self.fresh_measurement is not None and not self.fresh_measurement.feasible
 
 
 @dataclass
@@ -448,6 +478,34 @@ def _trial_constraints(t: Any) -> dict[str, float]:
     c = getattr(t, "constraints", None) or {}
     named = {k: v for k, v in c.items() if not k.isdigit()}
     return {k: float(v) for k, v in (named or c).items()}
+
+
+def attach_fresh_measurements(points: list[Point], stored: Mapping[str, Any], statistic: str) -> list[Point]:
+    """Join the front's fresh-process re-measurement (study system attr `effscope:remeasured`: {trial number:
+    remeasured_latency_ms_p50 / _p90, remeasured_<statistic>, remeasured_feasible}) to its trials, and to every
+    cached repeat of the same Record: one measurement, one verdict. `statistic` is the budgeted one it was judged on
+    (`screening_statistic`). Malformed entries are skipped."""
+    checks: dict[int, FreshMeasurement] = {}
+    for key, row in (stored or {}).items():
+        if not isinstance(row, Mapping):
+            continue
+        try:
+            trial = int(row.get("trial", key))
+        except (TypeError, ValueError):
+            continue
+        checks[trial] = FreshMeasurement(
+            trial=trial,
+            statistic=statistic,
+            value=finite(row.get(f"remeasured_{statistic}")),
+            latency_ms_p50=finite(row.get("remeasured_latency_ms_p50")),
+            latency_ms_p90=finite(row.get("remeasured_latency_ms_p90")),
+            feasible=row.get("remeasured_feasible") is True,
+        )
+    by_record = {p.record_uid: checks[p.trial] for p in points if p.trial in checks and p.record_uid}
+    for p in points:
+        check = checks.get(p.trial) if p.trial is not None else None
+        p.fresh_measurement = check or by_record.get(p.record_uid or "") or p.fresh_measurement
+    return points
 
 
 def _iso(when: Any) -> str | None:
@@ -762,6 +820,13 @@ def budgets_of(source: Source) -> list[Budget]:
     return out
 
 
+def screening_statistic(source: Source) -> str:
+    """The statistic a latency predictor screened and its fresh re-measurement judged: its table's (the budgets' by
+    construction), else the loosest latency budget's."""
+    stat = (source.attrs.get("predictor") or {}).get("statistic")
+    return str(stat) if stat else front_statistic(budgets_of(source))
+
+
 def quality_of(source: Source) -> Objective | None:
     """The quality objective (the first one), or None where the study has none beside latency, or for Records."""
     objs = objectives_of(source)
@@ -852,6 +917,8 @@ def hover(p: Point, quality: Objective | None = None, budgets: Sequence[Budget] 
             lines.append((metric.label, _hover_value(metric.name, display_value(metric, v), p)))
     if p.remeasured:
         lines.append(("re-measured", p.remeasured))
+    if p.fresh_measurement is not None:
+        lines.append(("re-measured in a fresh process", fresh_measurement_text(p.fresh_measurement)))
     lines.extend(constraint_lines(p, budgets))
     if p.flags:
         lines.append(("flags", ", ".join(p.flags)))
@@ -859,6 +926,14 @@ def hover(p: Point, quality: Objective | None = None, budgets: Sequence[Budget] 
         lines.append(("reason", p.reason))
     lines.extend((f"knob {k}", knob_text(v)) for k, v in p.knobs.items())
     return lines
+
+
+def fresh_measurement_text(check: FreshMeasurement) -> str:
+    """A fresh-process re-measurement as a person reads it: "latency p90 22.63 ms: over the budget"."""
+    if check.value is None:
+        return f"{number_name(check.statistic)} not measured: over the budget"
+    verdict = "still under the budget" if check.feasible else "over the budget"
+    return f"{number_name(check.statistic)} {check.value:.4g} ms: {verdict}"
 
 
 def _hover_value(name: str, value: Any, p: Point) -> Any:
@@ -985,7 +1060,10 @@ def _status_text(p: Point) -> str:
     status = ABORTED if p.aborted else p.status
     if status == ABORTED:
         return f"{ABORTED} (partial timings)" + (f": {p.reason}" if p.reason else "")
-    return status + (f": {p.reason}" if p.reason and status not in ("ok", "measured", "cached") else "")
+    text = status + (f": {p.reason}" if p.reason and status not in ("ok", "measured", "cached") else "")
+    if p.over_budget_when_remeasured:
+        text += f"; {OVER_WHEN_REMEASURED} ({fresh_measurement_text(p.fresh_measurement)})"
+    return text
 
 
 def _violation_text(p: Point) -> str:

@@ -3,6 +3,7 @@ the front within each budget."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 from collections.abc import Sequence
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from effscope.report.data import (
     LATENCY,
+    OVER_WHEN_REMEASURED,
+    PREDICTED_INFEASIBLE,
     QUALITY,
     Budget,
     Marker,
@@ -20,9 +23,12 @@ from effscope.report.data import (
     Table,
     budget_slices,
     budgets_of,
+    constraint_lines,
     dedupe_measurements,
     design_table,
     direction_sign,
+    finite,
+    fresh_measurement_text,
     front_statistic,
     hover,
     knobs_short,
@@ -43,7 +49,7 @@ from effscope.report.sections._section import Section
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-__all__ = ["Front", "SECTION", "front_figure", "front_html", "front_section", "slice_table"]
+__all__ = ["Front", "SECTION", "front_figure", "front_html", "front_section", "published_table", "slice_table"]
 
 
 @dataclass
@@ -60,6 +66,8 @@ class Front:
     slices_hint: str | None  # how to read the per-budget table when it has several budgets
     least_violating: Table | None
     notes: list[str]
+    over_when_remeasured: list[Marker]  # feasible by the search's measurement, over budget in a fresh process
+    published: Table | None  # every published design, where the predictor rejected one (the figure cannot show it)
 
 
 def front_section(source: Source) -> Front | None:
@@ -120,6 +128,21 @@ def front_section(source: Source) -> Front | None:
         if b.statistic == stat
     ]
     presets = [_marker(p, stat, QUALITY, quality, budgets) for p in pts if p.preset]
+    over = [p for p in feasible if p.over_budget_when_remeasured]
+    if over:
+        notes.append(
+            "Over the budget when re-measured in a fresh process after the search, so feasible by the search's "
+            "measurement only (ringed and marked below): "
+            + ", ".join(f"{p.id} ({fresh_measurement_text(p.fresh_measurement)})" for p in over)
+            + "."
+        )
+    margin = finite((source.attrs.get("predictor") or {}).get("margin"))
+    published = published_table(source.points, best, stat, budgets, quality, margin)
+    if published is not None:
+        notes.append(
+            "Published designs the latency predictor rejected were never measured, so they are not plotted; the "
+            "table of published designs below gives their predicted latency."
+        )
     if any(m.x_interval for ms in groups.values() for m in ms):
         notes.append(
             f"The horizontal bar through a design is the 95 % confidence interval of its {name}. A design whose "
@@ -144,6 +167,11 @@ def front_section(source: Source) -> Front | None:
         else None,
         least_violating=lv_table,
         notes=notes,
+        # a ring over the design's own marker, which already draws its interval
+        over_when_remeasured=[
+            dataclasses.replace(_marker(p, stat, QUALITY, quality, budgets), x_interval=None) for p in over
+        ],
+        published=published,
     )
 
 
@@ -187,9 +215,64 @@ def slice_table(
         ranked = sorted(new, key=lambda p: -direction_sign(quality.direction) * p.get(QUALITY))
         for i, p in enumerate(ranked):
             shown = [label, s.n_within] if i == 0 else ["", ""]
-            rows.append([*shown, p.id, p.get(QUALITY), *(p.get(k) for k in timing), knobs_short(p, names)])
+            design = f"{p.id} ({OVER_WHEN_REMEASURED})" if p.over_budget_when_remeasured else p.id
+            rows.append([*shown, design, p.get(QUALITY), *(p.get(k) for k in timing), knobs_short(p, names)])
         listed.update(p.id for p in s.front)
     return Table(columns, rows)
+
+
+def published_table(
+    points: Sequence[Point],
+    best: Sequence[Point],
+    stat: str,
+    budgets: Sequence[Budget],
+    quality: Objective,
+    margin: float | None = None,
+) -> Table | None:
+    """Every published design (preset) and where it sits, in trial order; None unless the latency predictor rejected
+    one: such a design was never measured, so the figure cannot show it, and it is listed with its predicted latency
+    only, never as measured."""
+    presets = [p for p in points if p.preset]
+    if not any(p.status == PREDICTED_INFEASIBLE for p in presets):
+        return None
+    name = number_name(stat)
+    columns = ["published design", quality.display, f"{name} (ms, measured)", f"predicted {name} (ms)", "where it sits"]
+    rows = [
+        [
+            p.id,
+            p.get(QUALITY),
+            p.get(stat),
+            p.get("predicted_latency_ms"),
+            _where(p, best, stat, budgets, quality, margin),
+        ]
+        for p in presets
+    ]
+    return Table(columns, rows)
+
+
+def _where(
+    p: Point, best: Sequence[Point], stat: str, budgets: Sequence[Budget], quality: Objective, margin: float | None
+) -> str:
+    """Where a published design sits: predicted infeasible, on the front, dominated, or why it is infeasible."""
+    if p.status == PREDICTED_INFEASIBLE:
+        limits = [b for b in latency_budgets(budgets) if b.statistic == stat]
+        over = f"the budget {quantity(limits[-1].limit, limits[-1].unit)}" if limits else "the budget"
+        over += f" × margin {margin:.3g}" if margin is not None else ""
+        predicted = p.get("predicted_latency_ms")
+        said = f"predicted {predicted:.4g} ms, over {over}" if predicted is not None else f"predicted over {over}"
+        return f"predicted infeasible (not measured): {said}"
+    if p.id in {b.id for b in best}:
+        return "on the front" + (f"; {OVER_WHEN_REMEASURED}" if p.over_budget_when_remeasured else "")
+    if p.feasible and p.measured:
+        sign = direction_sign(quality.direction)
+        by = [b.id for b in best if b.get(stat) <= p.get(stat) and sign * (b.get(QUALITY) - p.get(QUALITY)) >= 0]
+        return "feasible, dominated" + (f" by {by[0]}" if by else "")
+    if p.aborted:
+        return "aborted over the budget (partial timings)"
+    if not p.timed:
+        return p.status + (f": {p.reason}" if p.reason else "")
+    missed = dataclasses.replace(p, constraints={k: v for k, v in p.constraints.items() if v > 0})
+    return "infeasible: " + ("; ".join(text for _, text in constraint_lines(missed, budgets)) or p.status)
 
 
 # ------------------------------------------------------------------ drawing (plotly loads here, not on import)
@@ -239,6 +322,17 @@ def front_figure(f: Front) -> go.Figure:
     for group, (name, style) in styles.items():
         if f.groups.get(group):
             fig.add_trace(marker_trace(f.groups[group], name, **style))
+    if f.over_when_remeasured:  # a ring over the design's own marker: it stays in its group, marked
+        fig.add_trace(
+            marker_trace(
+                f.over_when_remeasured,
+                OVER_WHEN_REMEASURED + " (fresh process)",
+                symbol="circle-open",
+                size=22,
+                color=BUDGET,  # the budget lines' colour: this design misses one
+                line={"width": 2.5},
+            )
+        )
     xs = [m.x for ms in f.groups.values() for m in ms] + [b for b, _ in f.budget_lines]
     log_x = log_worthy(xs)
     if f.presets:
@@ -299,6 +393,8 @@ def front_html(f: Front) -> str:
     parts.append("<h3>The front per budget</h3>" + hint + table_html(f.slices))
     if f.least_violating is not None:
         parts.append("<h3>Least-violating designs</h3>" + table_html(f.least_violating))
+    if f.published is not None:
+        parts.append("<h3>Published designs</h3>" + table_html(f.published))
     return "".join(parts)
 
 

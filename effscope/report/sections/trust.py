@@ -10,8 +10,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from effscope.metrics import FLAGS
-from effscope.report.data import LATENCY, Marker, Point, Source, Table, dedupe_measurements, finite
-from effscope.report.markup import notes_html, table_html
+from effscope.report.data import (
+    LATENCY,
+    OVER_WHEN_REMEASURED,
+    PREDICTED_INFEASIBLE,
+    Marker,
+    Point,
+    Source,
+    Table,
+    budgets_of,
+    dedupe_measurements,
+    finite,
+    latency_budgets,
+    number_name,
+    quantity,
+    screening_statistic,
+)
+from effscope.report.markup import facts_html, notes_html, table_html
 from effscope.report.sections._section import Section
 
 if TYPE_CHECKING:
@@ -21,11 +36,13 @@ __all__ = [
     "DriftSeries",
     "Prediction",
     "SECTION",
+    "Screening",
     "Trust",
     "drift_figure",
     "iqr_figure",
     "prediction_accuracy",
     "prediction_figure",
+    "predictor_screening",
     "reference_drift",
     "trust_html",
     "trust_section",
@@ -57,6 +74,16 @@ class Prediction:
 
 
 @dataclass
+class Screening:
+    """A search screened by a latency predictor (docs/search.md#screening): the table and its held-out validation,
+    what it screened, skipped and spot-checked, and the front re-measured in fresh processes."""
+
+    facts: list[tuple[str, Any]]
+    notes: list[str]
+    remeasured: Table | None  # one row per re-measured front design
+
+
+@dataclass
 class Trust:
     iqr: list[Marker]  # x = p50 ms, y = IQR / median %
     iqr_flags: list[str]  # each design's flags, "" when none
@@ -64,6 +91,7 @@ class Trust:
     drift: list[DriftSeries]
     drift_table: Table | None
     prediction: Prediction | None
+    screening: Screening | None
     calibration: Table | None
     iqr_note: str
     drift_note: str
@@ -81,10 +109,10 @@ def trust_section(source: Source) -> Trust | None:
             flags.append(", ".join(p.flags))
     flags_table = _flags_table(dedupe_measurements(source.points))
     drift, drift_table = reference_drift(pts)
-    statistic = str((source.attrs.get("predictor") or {}).get("statistic", LATENCY))
-    prediction = prediction_accuracy(dedupe_measurements(source.points), statistic)
+    prediction = prediction_accuracy(dedupe_measurements(source.points), screening_statistic(source))
+    screening = predictor_screening(source)
     calibration = _calibration_table(source.attrs.get("calibration") or {})
-    if not (iqr or flags_table or drift or prediction or calibration):
+    if not (iqr or flags_table or drift or prediction or screening or calibration):
         return None
     iqr_note = (
         f"The protocol repeats timing until IQR/median ≤ {100 * PROTOCOL_IQR_TARGET:.0f} % or its time cap; "
@@ -94,7 +122,7 @@ def trust_section(source: Source) -> Trust | None:
         "The reference module is a fixed workload timed beside every measurement: if its time drifts, "
         "the device (clocks, load, thermals) changed during the run and latencies drift with it."
     )
-    return Trust(iqr, flags, flags_table, drift, drift_table, prediction, calibration, iqr_note, drift_note)
+    return Trust(iqr, flags, flags_table, drift, drift_table, prediction, screening, calibration, iqr_note, drift_note)
 
 
 def _flags_table(points: Sequence[Point]) -> Table | None:
@@ -163,6 +191,92 @@ def prediction_accuracy(points: Sequence[Point], statistic: str = LATENCY) -> Pr
         within,
         100 * sum(errors) / len(errors),
     )
+
+
+def predictor_screening(source: Source) -> Screening | None:
+    """What a latency predictor did to a study (study user attr "predictor", as effscope/search/remeasure.py stores
+    it: the table's summary and the counts), and the front's fresh-process re-measurement joined to its trials.
+    None for a study the predictor did not screen, or Records."""
+    info = source.attrs.get("predictor") if source.kind == "study" else None
+    if not info:
+        return None
+    stat = screening_statistic(source)
+    name = number_name(stat)
+    mape, margin, within = finite(info.get("mape")), finite(info.get("margin")), finite(info.get("within_10"))
+    validation = "-"
+    if mape is not None:
+        validation = f"{100 * mape:.1f} % on {info.get('n_holdout') or '?'} held-out design(s)"
+        validation += f" ({100 * within:.0f} % within ±10 %)" if within is not None else ""
+    facts: list[tuple[str, Any]] = [
+        ("latency table", str(info.get("name") or "unnamed")),
+        ("predicts", name + (f" ({info['fit']} fit)" if info.get("fit") else "")),
+        ("held-out MAPE", validation),
+        (
+            "rejection margin",
+            f"budget × {margin:.3g} (1 + 2 × MAPE): a candidate predicted above it is not measured"
+            if margin is not None
+            else "-",
+        ),
+    ]
+    notes: list[str] = []
+    if info.get("screened") is None:
+        skipped = sum(1 for p in source.points if p.status == PREDICTED_INFEASIBLE)
+        notes.append(
+            "The search stored no screening counts (it stopped before its end, e.g. on Ctrl-C); "
+            f"{skipped} trial(s) are {PREDICTED_INFEASIBLE} (not measured)."
+        )
+    else:
+        spot, false = int(info.get("spot_checked") or 0), int(info.get("spot_false_rejections") or 0)
+        rate = finite(info.get("false_rejection_rate"))
+        facts += [
+            ("screened (predicted before measuring)", info.get("screened")),
+            ("skipped as predicted infeasible (not measured)", info.get("skipped")),
+            ("rejections spot-checked (measured anyway)", f"{spot} of {info.get('rejected')}"),
+            (
+                "false rejections",
+                f"{false} of {spot} spot-checked turned out feasible ({100 * rate:.0f} %)"
+                if spot and rate is not None
+                else "unknown: no rejection was spot-checked",
+            ),
+        ]
+    table = _remeasured_table(source, stat)
+    if table is None and info.get("front_remeasured") == 0:
+        facts.append(("front re-measured in fresh processes", "none: the search found no feasible design"))
+    if table is not None:
+        still = sum(1 for row in table.rows if row[-1] == "yes")
+        limit = _limit_text(source, stat)
+        facts.append(("front re-measured in fresh processes", f"{still} of {len(table.rows)} still under {limit}"))
+        notes.append(
+            "After the search, each design of its front was measured again in a fresh worker process. One over the "
+            f"budget then is feasible by the search's measurement only; the front marks it '{OVER_WHEN_REMEASURED}'."
+        )
+    return Screening(facts, notes, table)
+
+
+def _remeasured_table(source: Source, stat: str) -> Table | None:
+    """Each re-measured front design (the trial re-measured, not its cached repeats): its budgeted statistic in
+    the search and re-measured, and whether it is still under the budget."""
+    rows = []
+    for p in source.points:
+        check = p.fresh_measurement
+        if check is None or p.trial != check.trial:
+            continue
+        still = "yes" if check.feasible else f"no: {OVER_WHEN_REMEASURED}"
+        if check.value is None:
+            still = "no: the re-measurement failed"
+        rows.append([p.id, p.get(stat), check.value, check.latency_ms_p50, still])
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (r[1] is None, r[1] or 0.0, r[0]))
+    name = number_name(stat)
+    columns = ["design", f"{name} in the search (ms)", f"{name} re-measured (ms)", "p50 re-measured (ms)"]
+    return Table([*columns, f"still under {_limit_text(source, stat)}"], rows)
+
+
+def _limit_text(source: Source, stat: str) -> str:
+    """The loosest budget on `stat` ("latency p90 ≤ 12 ms"): the search's constraint, which it was judged on."""
+    limits = [b for b in latency_budgets(budgets_of(source)) if b.statistic == stat]
+    return f"{number_name(stat)} ≤ {quantity(limits[-1].limit, limits[-1].unit)}" if limits else "the budget"
 
 
 def _calibration_table(calibration: Mapping[str, Any]) -> Table | None:
@@ -301,6 +415,11 @@ def trust_html(t: Trust) -> str:
         )
         if t.drift_table is not None:
             parts.append(table_html(t.drift_table))
+    if t.screening is not None:
+        parts.append("<h3>Latency predictor screening</h3>" + facts_html(t.screening.facts))
+        parts.append(notes_html(t.screening.notes))
+        if t.screening.remeasured is not None:
+            parts.append("<h4>The front re-measured in fresh processes</h4>" + table_html(t.screening.remeasured))
     if t.prediction is not None:
         p = t.prediction
         parts.append(
