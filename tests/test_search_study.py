@@ -151,6 +151,28 @@ def test_summary_respects_constraints():
     assert s.presets[0]["dominated_by"] == 2 and not s.presets[0]["on_front"]
 
 
+def test_a_studys_trials_export_with_what_the_search_decided_about_each(first_run, tmp_path):
+    """`export --storage` writes one row per finished trial: quality, feasibility, constraints and the front as the
+    search's summary and Optuna rank it, and the knobs with their types."""
+    import json
+
+    tmp, _, _ = first_run
+    r = cli("export", "--storage", str(tmp / "a.db"), "-o", "-", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    study = optuna.load_study(study_name="tiny-cpu", storage=storage_url(str(tmp / "a.db")))
+    assert [row["trial"] for row in rows] == [t.number for t in study.trials]
+    assert {row["trial"] for row in rows if row["on_front"]} == {t.number for t in study.best_trials}
+    first = rows[0]
+    assert first["quality_name"] == "params" and first["quality"] == first["params"] and first["preset"]
+    assert first["feasible"] == (first["constraint.latency"] <= 0) and type(first["knob.heads"]) is int
+    out = tmp_path / "trials.csv"
+    done = cli("export", "--storage", str(tmp / "a.db"), "--study", "tiny-cpu", "-o", str(out))
+    assert done.returncode == 0 and f"{len(rows)} trial(s) of study tiny-cpu written" in done.stdout
+    bad = cli("export", "--storage", str(tmp / "a.db"), "--target", "hilo", "-o", "-")
+    assert bad.returncode == 2 and "--storage exports a study's trials and takes only --study" in bad.stderr
+
+
 # --------------------------------------------------------------------------------------------------- runs
 
 

@@ -19,23 +19,31 @@ def export(
         ..., "--output", "-o", help="FILE.csv, FILE.parquet or FILE.json (by suffix), or - for stdout with --format."
     ),
     db: str = typer.Option(None, "--db", help=DB_HELP),
+    storage: str = typer.Option(
+        None, "--storage", help="A search's storage: export its study's trials (one row per trial) instead of Records."
+    ),
     format_: str = typer.Option(
         None, "--format", help="With -o -: json or csv (default csv); with a file name it must match its suffix."
     ),
     target: str = typer.Option(None, "--target", help="Only this target's Records."),
-    study: str = typer.Option(None, "--study", help="Only the Records of this search study."),
+    study: str = typer.Option(
+        None, "--study", help="Only the Records of this search study; with --storage, the study whose trials to export."
+    ),
     status: str = typer.Option(None, "--status", help="Only Records with this status: ok or failed."),
 ) -> None:
-    """Write the record store as one flat table: one row per Record, knobs as knob.NAME, environment as env.NAME."""
+    """Write the record store as one flat table: one row per Record, knobs as knob.NAME, environment as env.NAME.
+    With --storage, a search study's trials instead: quality, feasibility, constraints, front, knobs, per trial."""
     from effscope.output import check_output
     from effscope.profile.store import RecordStore, export_format, write_table
     from effscope.urls import database_url
 
-    url = database_url(db)
-    # Export only reads: it needs no write access and must not create a file or the Record table.
-    store = RecordStore(url, read_only=True)
-    if status not in (None, "ok", "failed"):
-        raise SpecError(f"--status must be ok or failed, but got '{status}'")
+    if storage is not None:
+        if db is not None or target is not None or status is not None:
+            raise SpecError(
+                "--storage exports a study's trials and takes only --study: --db, --target and --status select "
+                "Records, which an export without --storage writes"
+            )
+    url = database_url(storage if storage is not None else db)
     if output == "-":
         format_ = format_ or "csv"
         if check_format(format_) == "table":
@@ -48,6 +56,13 @@ def export(
                 "chooses a file's format (--format is for -o -)"
             )
         check_output(output, databases=[url])
+    if storage is not None:
+        _export_trials(storage, study, output, format_ if output == "-" else table_format, url)
+        return
+    # Export only reads: it needs no write access and must not create a file or the Record table.
+    store = RecordStore(url, read_only=True)
+    if status not in (None, "ok", "failed"):
+        raise SpecError(f"--status must be ok or failed, but got '{status}'")
     filters = {"target": target, "study": study, "status": status}
     frame = store.dataframe(**filters)
     if frame.empty:
@@ -78,3 +93,23 @@ def _nothing_matched(store: RecordStore, filters: dict[str, str | None]) -> str:
                 f"{did_you_mean(value, held)}"
             )
     return f"no Record in {where} matches all of the filters together"
+
+
+def _export_trials(storage: str, study: str | None, output: str, fmt: str, url: str) -> None:
+    """A study's finished trials as one flat table (search.summary.trials_table), read without writing."""
+    from effscope.profile.store import rows_frame, write_table
+    from effscope.report._load import open_study
+    from effscope.search.study import study_info
+    from effscope.search.summary import trials_table
+
+    loaded, _, _ = open_study(storage, study)
+    if "objectives" not in loaded.user_attrs:
+        raise SpecError(f"study '{loaded.study_name}' was not made by effscope search: it has no objectives to export")
+    rows = trials_table(loaded.get_trials(deepcopy=False), study_info(loaded), loaded.study_name)
+    if not rows:
+        raise SpecError(f"study '{loaded.study_name}' has no finished trials yet; run `effscope search` on it first")
+    if output == "-":
+        write_rows(rows, fmt)
+        return
+    written = write_table(rows_frame(rows), output, fmt, databases=[url])
+    out.print(f"{len(rows)} trial(s) of study {esc(loaded.study_name)} written to {esc(written)}")

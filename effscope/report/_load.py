@@ -22,9 +22,11 @@ from effscope.report.data import (
 from effscope.urls import database_url, mask_url, shown_location, sqlite_path
 
 if TYPE_CHECKING:
+    import optuna
+
     from effscope.profile.record import Record
 
-__all__ = ["load_records_db", "load_records_file", "load_study", "records_source"]
+__all__ = ["load_records_db", "load_records_file", "load_study", "open_study", "records_source"]
 
 EXPORT_SUFFIXES = (".csv", ".parquet", ".json")
 
@@ -61,17 +63,16 @@ def _records(url: str, study: str | None = None) -> list[Record]:
         raise ReportError(str(e)) from None
 
 
-def load_study(storage: str, study: str | None = None) -> Source:
-    """A study's finished trials joined to their Records (same database, see the search/report contract).
+def open_study(storage: str, study: str | None = None) -> tuple[optuna.Study, optuna.storages.BaseStorage, str]:
+    """An existing study to read: (study, its storage, the database URL); `study` may be left out when the storage
+    holds one. Nothing is created: a missing file or a database without Optuna's tables is an error.
 
     Raises:
-        ReportError: no such database or study, or a study without finished trials.
+        ReportError: no such database or study (naming the studies there).
     """
     import optuna
 
-    from effscope.search.remeasure import REMEASURED_ATTR
-
-    engine, tables, url = _engine(storage, "the study storage", "--storage")
+    _, tables, url = _engine(storage, "the study storage", "--storage")
     if "studies" not in tables:
         raise ReportError(f"'{mask_url(url)}' holds no Optuna study; give the storage that `effscope search` used")
     names = optuna.get_all_study_names(storage=url)
@@ -88,7 +89,19 @@ def load_study(storage: str, study: str | None = None) -> Source:
             f"(studies there: {', '.join(names) or 'none'}){did_you_mean(study, names)}"
         )
     optuna_storage = optuna.storages.get_storage(url)
-    loaded = optuna.load_study(study_name=study, storage=optuna_storage)
+    return optuna.load_study(study_name=study, storage=optuna_storage), optuna_storage, url
+
+
+def load_study(storage: str, study: str | None = None) -> Source:
+    """A study's finished trials joined to their Records (same database, see the search/report contract).
+
+    Raises:
+        ReportError: no such database or study, or a study without finished trials.
+    """
+    from effscope.search.remeasure import REMEASURED_ATTR
+
+    loaded, optuna_storage, url = open_study(storage, study)
+    study = loaded.study_name
     trials = loaded.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.name in ("COMPLETE", "FAIL", "PRUNED")]
     if not finished:

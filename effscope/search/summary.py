@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from effscope.knobs import format_value
 from effscope.metrics import GRAPH_TIMED, TIMED
 from effscope.pareto import dominates, nondominated
 from effscope.search.space import ZOO_PARAM
@@ -21,6 +22,7 @@ __all__ = [
     "summarize",
     "timed_seconds",
     "trial_row",
+    "trials_table",
 ]
 
 
@@ -73,6 +75,51 @@ def trial_row(t: Any) -> dict[str, Any]:
         "violations": {k: v for k, v in named_constraints(t.system_attrs).items() if v > 0},
         "values": list(t.values or []),
     }
+
+
+def trials_table(trials: Sequence[Any], space_info: dict[str, Any], study_name: str) -> list[dict[str, Any]]:
+    """One flat row per finished trial (`effscope export --storage`): what the search decided about each design.
+
+    Columns: study, trial, state (COMPLETE or FAIL), status, preset, block, the quality objective's name and value,
+    feasible, on_front (on the feasible front of the search's objectives, as the summary, Optuna and
+    optuna-dashboard rank it; a cached repeat of a front design is on it too), constraint.NAME (<= 0 meets it),
+    the timings, params and MACs the trial stored, knob.NAME, reason, record_uid (the Record in the store) and
+    duration_s. Running trials are left out: nothing is decided about them yet.
+    """
+    directions = [o["direction"] for o in space_info["objectives"]]
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "FAIL")]
+    rows = {t.number: trial_row(t) for t in finished if t.state.name == "COMPLETE"}
+    feasible = [r for r in rows.values() if r["feasible"]]
+    front = {r["trial"] for r in nondominated(feasible, _values, directions)}
+    table = []
+    for t in finished:
+        r = rows.get(t.number) or {}
+        a = t.user_attrs
+        knobs = a.get("knobs") or {}  # sequences as the text --set accepts, as in a Records export
+        timed = {k: v for k, v in r.items() if k.startswith((*TIMED.values(), GRAPH_TIMED))}
+        table.append(
+            {
+                "study": study_name,
+                "trial": t.number,
+                "state": t.state.name,
+                "status": a.get("status") or ("failed" if t.state.name == "FAIL" else None),
+                "preset": a.get("preset"),
+                "block": t.params.get(ZOO_PARAM),
+                "quality_name": a.get("quality_name") or space_info["objectives"][0]["name"],
+                "quality": a.get("quality"),
+                "feasible": bool(r.get("feasible")),
+                "on_front": t.number in front,
+                **{f"constraint.{k}": v for k, v in named_constraints(t.system_attrs).items()},
+                **timed,
+                "params": a.get("params"),
+                "macs": a.get("macs"),
+                **{f"knob.{k}": format_value(v) if isinstance(v, list) else v for k, v in knobs.items()},
+                "reason": a.get("reason") or t.system_attrs.get("fail_reason"),
+                "record_uid": a.get("record_uid"),
+                "duration_s": t.duration.total_seconds() if t.duration else None,
+            }
+        )
+    return table
 
 
 def timed_seconds(trials: Sequence[Any]) -> float:
