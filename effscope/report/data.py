@@ -595,17 +595,13 @@ def _threads_text(threads: Any) -> str:
 def differing_workload_parts(points: Sequence[Point]) -> list[str]:
     """The workload parts whose value differs between the timed designs, in WORKLOAD_PARTS order; empty when every
     timed design ran under one workload."""
+    parts = [workload_parts(p) for p in points if p.timed]
     seen: dict[str, set[str]] = {}
-    timed = [p for p in points if p.timed]
-    for p in timed:
-        for key, text in workload_parts(p).items():
+    for named in parts:
+        for key, text in named.items():
             seen.setdefault(key, set()).add(text)
     # a part some designs lack (an older Record) differs too: None stands for "not recorded"
-    return [
-        k
-        for k in WORKLOAD_PARTS
-        if len(seen.get(k, set())) > 1 or (k in seen and any(k not in workload_parts(p) for p in timed))
-    ]
+    return [k for k in WORKLOAD_PARTS if k in seen and (len(seen[k]) > 1 or any(k not in named for named in parts))]
 
 
 def workload_label(p: Point, keys: Sequence[str]) -> str:

@@ -46,7 +46,7 @@ def gap_section(source: Source) -> Gap | None:
     """MACs against measured latency and throughput, per family, with rank correlations; designs measured under
     different workloads (Records only) are drawn and correlated apart, never together."""
     pts = _gap_points(source)
-    if why_no_gap(source) is not None:
+    if _why_no_gap(pts) is not None:
         return None
     groups = workload_groups(pts) if source.kind != "study" else {"": pts}
     prefix, scale = si_unit(p.get("macs") for p in pts)
@@ -98,7 +98,10 @@ def _gap_points(source: Source) -> list[Point]:
 
 def why_no_gap(source: Source) -> str | None:
     """Why the gap section is left out, in one line; None when it is drawn."""
-    pts = _gap_points(source)
+    return _why_no_gap(_gap_points(source))
+
+
+def _why_no_gap(pts: Sequence[Point]) -> str | None:
     if len(pts) < MIN_GAP_DESIGNS:
         return (
             f"Left out: a MACs-vs-latency gap needs at least {MIN_GAP_DESIGNS} fully measured designs with MACs, "
