@@ -380,6 +380,12 @@ class Context:
         os.replace(tmp, self.fragment)
 
 
+def fits(left_s: float, walls: Sequence[float], guess_s: float) -> bool:
+    """Whether one more item (a zoo target, a comparison) may start with `left_s` seconds left: the mean of those
+    timed so far (else `guess_s`), with a 20 % margin, so that no item is started only to be killed."""
+    return left_s >= 1.2 * (statistics.mean(walls) if walls else guess_s)
+
+
 def _say(text: str) -> None:
     print(text, flush=True)
 
@@ -596,8 +602,7 @@ def step_zoo(ctx: Context) -> dict[str, Any]:
     with Worker() as worker:
         for g, plan in plans:
             left = ctx.left() - s.report_reserve_s
-            expected = statistics.mean(walls) if walls else s.zoo_first_guess_s
-            if left < 1.2 * expected:
+            if not fits(left, walls, s.zoo_first_guess_s):
                 not_run.append(f"{plan.target.name} ({g.label})")
                 continue
             t0 = time.time()
@@ -822,8 +827,7 @@ def step_official(ctx: Context) -> dict[str, Any]:
     _say(vs_official.HEADER)
     for case in cases:
         for dtype in s.official_dtypes:
-            expected = statistics.median(seconds) if seconds else s.official_guess_s
-            if ctx.left() < 1.2 * expected:
+            if not fits(ctx.left(), seconds, s.official_guess_s):
                 data["not_run"].append(f"{case.name} {dtype}")
                 continue
             t0 = time.perf_counter()
