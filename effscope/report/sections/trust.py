@@ -151,14 +151,11 @@ def reference_drift(points: Sequence[Point]) -> tuple[list[DriftSeries], Table |
         ms = [p.get("reference_ms_p50") for p in g]
         series.append(DriftSeries(name, list(range(1, len(g) + 1)), [p.id for p in g], ms))
         med = _median(ms)
-        # one measurement has no spread to show: "0 %" would read as "no drift"
-        spread = (
-            "one measurement: no drift can be seen"
-            if len(ms) == 1
-            else 100 * (max(ms) - min(ms)) / med
-            if med
-            else None
-        )
+        spread: str | float | None = None
+        if len(ms) == 1:  # one measurement has no spread to show: "0 %" would read as "no drift"
+            spread = "one measurement: no drift can be seen"
+        elif med:
+            spread = 100 * (max(ms) - min(ms)) / med
         rows.append([name, len(ms), med, min(ms), max(ms), spread])
     table = Table(
         ["device", "measurements", "median (ms)", "min (ms)", "max (ms)", "spread (max-min)/median (%)"], rows
@@ -197,6 +194,8 @@ def predictor_screening(source: Source) -> Screening | None:
     """What a latency predictor did to a study (study user attr "predictor", as effscope/search/remeasure.py stores
     it: the table's summary and the counts), and the front's fresh-process re-measurement joined to its trials.
     None for a study the predictor did not screen, or Records."""
+    from effscope.search.predictor import MARGIN_MAPES  # the rule the search applied, stated from its one source
+
     info = source.attrs.get("predictor") if source.kind == "study" else None
     if not info:
         return None
@@ -213,7 +212,7 @@ def predictor_screening(source: Source) -> Screening | None:
         ("held-out MAPE", validation),
         (
             "rejection margin",
-            f"budget × {margin:.3g} (1 + 2 × MAPE): a candidate predicted above it is not measured"
+            f"budget × {margin:.3g} (1 + {MARGIN_MAPES:g} × MAPE): a candidate predicted above it is not measured"
             if margin is not None
             else "-",
         ),
