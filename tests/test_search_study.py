@@ -171,6 +171,11 @@ def test_a_studys_trials_export_with_what_the_search_decided_about_each(first_ru
     assert done.returncode == 0 and f"{len(rows)} trial(s) of study tiny-cpu written" in done.stdout
     bad = cli("export", "--storage", str(tmp / "a.db"), "--target", "hilo", "-o", "-")
     assert bad.returncode == 2 and "--storage exports a study's trials and takes only --study" in bad.stderr
+    plain = optuna.create_study(study_name="plain", storage=storage_url(str(tmp_path / "plain.db")))
+    plain.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    foreign = cli("export", "--storage", str(tmp_path / "plain.db"), "-o", str(tmp_path / "plain.csv"))
+    assert foreign.returncode == 2 and "study 'plain' was not made by effscope search" in foreign.stderr
+    assert not (tmp_path / "plain.csv").exists()
 
 
 # --------------------------------------------------------------------------------------------------- runs

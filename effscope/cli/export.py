@@ -104,7 +104,10 @@ def _export_trials(storage: str, study: str | None, output: str, fmt: str, url: 
 
     loaded, _, _ = open_study(storage, study)
     if "objectives" not in loaded.user_attrs:
-        raise SpecError(f"study '{loaded.study_name}' was not made by effscope search: it has no objectives to export")
+        raise SpecError(
+            f"study '{loaded.study_name}' was not made by effscope search (it lacks effscope's objectives and "
+            "constraints); --storage exports effscope's studies: read others with Optuna's study.trials_dataframe()"
+        )
     rows = trials_table(loaded.get_trials(deepcopy=False), study_info(loaded), loaded.study_name)
     if not rows:
         raise SpecError(f"study '{loaded.study_name}' has no finished trials yet; run `effscope search` on it first")
