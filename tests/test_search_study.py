@@ -270,6 +270,16 @@ def test_over_budget_designs_abort_early_and_complete_infeasible(tmp_path):
         assert "aborted-over-budget" in u["flags"] and t.constraints["latency"] > 0
     assert not result.summary.front and result.summary.feasible == 0
 
+    # A second study on the same store reuses those partial Records: counted as cached, still aborted and infeasible.
+    again = run_search(load(path), storage=str(tmp_path / "d.db"), study_name="again")
+    reused = [t for t in trials_of(str(tmp_path / "d.db"), "again") if t.user_attrs["status"] != "invalid"]
+    assert reused and again.summary.counts.get("aborted-over-budget", 0) == 0
+    for t in reused:
+        u = t.user_attrs
+        assert u["status"] == "cached" and u["reason"].startswith("reused a measurement that stopped after")
+        assert "aborted-over-budget" in u["flags"] and t.constraints["latency"] > 0
+    assert again.summary.feasible == 0
+
 
 def test_a_budget_on_the_cuda_graph_replay_turns_off_early_abort_and_needs_the_replay(tmp_path):
     """Run here without a GPU: what the objective does with a Record that a GPU would return. Early abort watches eager

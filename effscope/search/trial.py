@@ -213,10 +213,13 @@ class SearchObjective:
             lat = record.latency.get(space.timing("p50"))
             runs = record.latency.get("latency_n", record.latency.get("train_step_n"))
             limit = self.options.abort_above_ms
+            # A cached repeat keeps "cached" (one measurement, counted once); its flags still say it was aborted.
+            reused = attrs["status"] == "cached"
             attrs.update(
-                status="aborted-over-budget",
+                status="cached" if reused else "aborted-over-budget",
                 reason=(
-                    f"stopped after {runs} timed runs: the fastest third ran above "
+                    ("reused a measurement that " if reused else "")
+                    + f"stopped after {runs} timed runs: the fastest third ran above "
                     f"{limit:g} ms (budget {space.latency_budget.limit:g} ms x {space.measure['abort_margin']:g}); "
                     f"median so far {lat:.3g} ms"
                 ),
