@@ -67,7 +67,7 @@ def quantile_interval(samples: Sequence[float], q: float, confidence: float = 0.
     quantile, which is Binomial(n, q), falls in [l, u - 1] with probability >= `confidence`, half the miss on each
     side. It assumes independent samples from one distribution (timings drift; treat it as a lower bound on the
     uncertainty). None when there are too few samples for that confidence (95 % needs 6 samples for a median, 36
-    for a p90).
+    for a p90, 368 for a p99).
     """
     if not 0 < q < 1 or not 0 < confidence < 1:
         raise ValueError(f"q and confidence must lie in (0, 1), but got ({q}, {confidence})")

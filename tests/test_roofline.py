@@ -102,6 +102,18 @@ def test_missing_calibration_is_none_with_the_reason_never_zero():
     assert other_dtype.missing["roofline_fraction"] == "the calibration has no fp16 peak"
 
 
+def test_a_missing_calibration_keeps_the_first_cause_of_a_missing_number():
+    """No latency and no calibration: roofline_fraction needs both, and its reason names both, latency first."""
+    r = add_roofline(measured(p50=None))
+    assert r.roofline["roofline_fraction"] is None
+    assert r.missing["roofline_fraction"] == f"no latency measured, and {NO_CALIBRATION}"
+    assert r.missing["achieved_mac_s"] == "no latency measured" and r.missing["peak_mac_s"] == NO_CALIBRATION
+    no_counts = add_roofline(Record(target="x", kind="block", workload=Workload().as_dict()))
+    assert no_counts.missing["roofline_bound_mac_s"].startswith("no MAC or bytes-moved count")
+    assert no_counts.missing["roofline_bound_mac_s"].endswith(NO_CALIBRATION)
+    assert add_roofline(measured(p50=None), cal()).missing["roofline_fraction"] == "no latency measured"
+
+
 def test_add_roofline_refills_and_clears_old_reasons():
     r = add_roofline(measured())
     add_roofline(r, cal(uid="c1"))

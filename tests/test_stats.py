@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from effscope.stats import kendall_tau, spearman_rho
+from effscope.stats import kendall_tau, quantile_interval, spearman_rho
 
 
 def test_perfect_and_reversed():
@@ -32,3 +32,9 @@ def test_degenerate_inputs_are_nan_not_zero():
     assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
     with pytest.raises(ValueError, match="same length"):
         spearman_rho([1, 2], [1])
+
+
+@pytest.mark.parametrize("q,n", [(0.5, 6), (0.9, 36), (0.99, 368), (0.1, 36)])
+def test_the_fewest_samples_for_an_interval_are_as_documented(q, n):
+    """Below these counts a profile's interval is the samples' range (docs: 6 for a median, 36 for p90, 368 for p99)."""
+    assert quantile_interval(range(n - 1), q) is None and quantile_interval(range(n), q) is not None

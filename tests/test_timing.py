@@ -127,6 +127,22 @@ def test_fixed_counts_replace_the_budgeted_warmup_and_the_adaptive_repeats():
         latency(fn, clock, iters=0)
 
 
+def test_a_fixed_count_under_min_iters_is_never_stable():
+    """The stop rule is IQR / median <= 5 % over at least 10 samples: --iters 4 of a flat workload does not meet it."""
+    clock = FakeClock()
+    flat = workload(clock, [2.0])
+    s = latency(flat, clock, warmup_iters=0, iters=4)
+    assert (s.n, s.rel_iqr, s.stable) == (4, 0.0, False)
+    assert latency(flat, clock, warmup_iters=0, iters=10).stable  # 10 samples, zero spread: the rule holds
+    assert latency(flat, clock, warmup_iters=0, iters=4, min_iters=3).stable  # a caller's own, lower minimum
+    # the named protocols all take more timed iterations than the minimum, so they are judged by the IQR alone
+    from effscope.profile.protocols import PROTOCOLS
+
+    assert min(p.iters for p in PROTOCOLS.values()) >= 10
+    s = latency(flat, clock, warmup_iters=10, iters=PROTOCOLS["timm"].iters)
+    assert s.n == 40 and s.stable
+
+
 def test_abort_if_stops_early():
     clock = FakeClock()
     fn = workload(clock, [10.0])

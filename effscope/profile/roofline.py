@@ -432,7 +432,9 @@ def roofline_numbers(
         out["achieved_mac_s"] = macs * batch / (p50 / 1e3)
     if calibration is None or dtype not in calibration.peak_mac_s:
         why = NO_CALIBRATION if calibration is None else f"the calibration has no {dtype} peak"
-        missing.update(dict.fromkeys((*_CALIBRATION_FIELDS, *_BOUND_FIELDS, "calibration_uid"), why))
+        for name in (*_CALIBRATION_FIELDS, *_BOUND_FIELDS, "calibration_uid"):
+            # a field already missing for another cause (no count, no latency) keeps it first: both must be fixed
+            missing[name] = f"{missing[name]}, and {why}" if name in missing else why
         return out, missing
     out.update(
         peak_mac_s=calibration.peak_mac_s[dtype],

@@ -85,7 +85,8 @@ class LatencyStats:
     `samples_ms` holds the raw per-iteration times the statistics come from: CUDA-event times on GPU
     (`timer="cuda_event"`), perf_counter times on CPU (`timer="perf_counter"`). `wall_median_ms` is the median of
     synchronized perf_counter times taken around the same iterations (equal to `median_ms` on CPU).
-    `stable` says the IQR criterion was met before the time cap; `aborted` that `abort_if` stopped the run.
+    `stable` says the IQR criterion (IQR / median <= target over at least `min_iters` samples) was met before the
+    time cap, or by a fixed `iters` count; `aborted` that `abort_if` stopped the run.
     `cpu_util` (CPU only) is process CPU time / (wall time x `threads`) over the timed calls: under ~0.9 the
     machine was contended, or the workload does not use all threads (compare with the reference's ratio).
     `total_s` = `warmup_s` + `timed_s`; `flush_cache` says whether a 256 MB buffer was zeroed before each
@@ -261,7 +262,8 @@ def measure_latency(
     """Time `fn()` repeatedly and summarize its per-iteration latency.
 
     `warmup_iters` / `iters` replace the time-budgeted warm-up / the adaptive repeats with exactly that many calls
-    (a paper's fixed protocol); the time caps and the IQR rule then do not apply.
+    (a paper's fixed protocol); the time caps and the IQR stop rule then do not apply, and `stable` says whether the
+    count met the rule anyway (fewer than `min_iters` samples never do).
 
     Warm-up runs until at least `warmup_s` seconds and `warmup_min_iters` calls have passed (or `max_time_s`).
     Timed iterations then repeat until IQR / median <= `target_rel_iqr`, checked once `min_iters` samples and
@@ -340,8 +342,8 @@ def measure_latency(
         n = len(samples)
         elapsed = t1 - t_start
         if iters is not None:
-            if n >= iters:
-                stable = _rel_iqr(samples) <= target_rel_iqr
+            if n >= iters:  # the same rule as the adaptive loop's: a tight IQR over at least min_iters samples
+                stable = n >= min_iters and _rel_iqr(samples) <= target_rel_iqr
                 break
             continue
         if n < _CHECK_EVERY_UNTIL or n >= next_check:
