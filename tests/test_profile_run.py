@@ -80,9 +80,41 @@ def test_cpu_peak_rss_is_only_reported_from_a_fresh_process():
         plans = [_plan("vit", size=(7, 7)), _plan("vit", size=(7, 7))]
         first, reused = profile(plans, FAST, store=None, worker=w)
         assert first.memory["peak_rss_bytes"] > 0
+        # Library code paged in by the first forward (file-backed, 10-20 MiB on Linux) is not the block's memory.
+        params_bytes = 4 * sum(p.numel() for p in resolve_target("vit").build().parameters())
+        if platform.system() == "Linux":
+            assert first.details["rss_file_growth_bytes"] >= 0
+            assert first.memory["peak_rss_bytes"] < params_bytes + 6 * 2**20
         assert reused.memory["peak_rss_bytes"] is None and "reused worker" in reused.missing["peak_rss_bytes"]
         again, fresh = profile(plans, replace(FAST, fresh_process=True), store=None, worker=w)
         assert again.memory["peak_rss_bytes"] > 0 and fresh.memory["peak_rss_bytes"] > 0
+
+
+def test_cpu_peak_rss_leaves_out_file_backed_growth(monkeypatch):
+    """The peak counts anonymous growth only: RSS growth to the peak less the growth of file-backed pages."""
+    from effscope.profile import measure
+    from effscope.profile.record import Record
+
+    mib = 2**20
+    status_kb = {"VmHWM": 150 * 1024, "RssFile": 32 * 1024}
+    monkeypatch.setattr(measure, "_status_kb", status_kb.get)
+    record = Record(target="t", kind="block", workload={})
+    measure._memory(lambda: None, measure.torch.device("cpu"), (100 * mib, 20 * mib), True, record)
+    assert record.memory["peak_rss_bytes"] == (150 - 100 - 12) * mib
+    assert record.details["rss_file_growth_bytes"] == 12 * mib
+
+
+def test_a_record_says_what_ran_its_size_precision_warm_up_and_what_was_not_measured(worker):
+    from dataclasses import replace
+
+    (r,) = profile([_plan("vit", dtype="bf16")], replace(FAST, throughput=False), store=None, worker=worker)
+    assert r.status == "ok", r.error
+    assert r.workload["size"] is None and r.input_size() == (28, 28)  # the block's default grid, as measured
+    assert (r.flat()["height"], r.flat()["width"]) == (28, 28) and r.details["input_shapes"] == [[1, 784, 128]]
+    assert (r.env["dtype"], r.env["amp"], r.env["threads"]) == ("fp32", "bfloat16", None)  # autocast, not pinned
+    assert r.latency["latency_warmup_iters"] >= 1 and r.latency["latency_warmup_s"] > 0
+    assert r.protocol["throughput"] == "not measured" and r.protocol["throughput_window_s"] is None
+    assert "cut short at 0.2 s" in r.protocol["warmup"]
 
 
 def test_reference_is_timed_before_and_after():

@@ -123,19 +123,27 @@ def _protocol(o: Options) -> dict[str, Any]:
     from effscope.profile.timing import WARMUP_S
 
     fixed = o.warmup_iters is not None or o.iters is not None
+    # What was asked; what ran (warm-up calls and seconds, samples, the window) is in the Record's sections.
+    if not o.throughput:
+        throughput = "not measured"
+    elif o.iters is not None:
+        throughput = f"{o.iters} iterations as one synchronized loop"
+    else:
+        throughput = f"synchronized window of >= {o.window_s:g} s" + (
+            ", right after the latency repeats (one re-priming call, no second warm-up)" if o.latency else ""
+        )
     described: dict[str, Any] = {
         "name": o.protocol or ("fixed-iterations" if fixed else PROTOCOL),
         "warmup": f"{o.warmup_iters} iterations"
         if o.warmup_iters is not None
-        else f"time-budgeted: >= {WARMUP_S:g} s and >= 10 iterations",
-        "repeats": f"{o.iters} iterations"
+        else f"time-budgeted: >= {WARMUP_S:g} s and >= 10 iterations, cut short at {o.max_time_s:g} s",
+        "repeats": "not measured"
+        if not o.latency
+        else f"{o.iters} iterations"
         if o.iters is not None
         else f"adaptive until IQR/median <= 0.05 or {o.max_time_s:g} s",
-        "throughput": f"{o.iters} iterations as one synchronized loop"
-        if o.iters is not None
-        else f"synchronized window of >= {o.window_s:g} s"
-        + (", right after the latency repeats (one re-priming call, no second warm-up)" if o.latency else ""),
-        "throughput_window_s": o.window_s,
+        "throughput": throughput,
+        "throughput_window_s": o.window_s if o.throughput and o.iters is None else None,
         "warmup_iters": o.warmup_iters,
         "iters": o.iters,
         "no_grad": True,
@@ -177,8 +185,9 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
     record.knobs, record.derived = target.knobs(), target.derived()
     record.env = environment(
         device,
-        dtype=wl.dtype,
-        threads=torch.get_num_threads(),
+        dtype="fp32",  # parameters and inputs; a lower precision runs under autocast (amp)
+        amp=_AMP_DTYPES.get(wl.dtype),
+        threads=wl.threads,
         memory_format="channels_last" if wl.channels_last else "contiguous",
         compiled=wl.compile,
         cuda_graph=wl.cuda_graph,
@@ -191,6 +200,9 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
     with attention_impl(wl.attention), measuring_attention(time_attention_cores) as attention_choices:
         module = target.build(device).eval()
         args = target.example_args(module, wl.batch, wl.size, device)
+        # The size measured, where the workload left it to the target (Record.input_size reads it).
+        record.details["input_size"] = target.input_size(module, wl.size)
+        record.details["input_shapes"] = [list(a.shape) for a in args if isinstance(a, torch.Tensor)]
         if wl.channels_last:
             module = module.to(memory_format=torch.channels_last)
             args = tuple(
@@ -380,13 +392,14 @@ def _count(module: torch.nn.Module, args: tuple[Any, ...], opts: Options, record
 def _memory(
     forward: Callable[[], object],
     device: torch.device,
-    baseline_rss: int | None,
+    baseline_rss: tuple[int, int] | None,
     first_in_process: bool,
     record: Record,
     heap_note: str | None = None,
 ) -> None:
     """Peak memory of one call of `forward`. On the CPU the peak RSS needs the job's process to be clean; `heap_note`
-    says why it is not, though it is the first job there."""
+    says why it is not, though it is the first job there. `baseline_rss`: (RSS, its file-backed part) in bytes when
+    the peak mark was reset."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -407,7 +420,12 @@ def _memory(
             heap_note or "this OS does not expose a resettable peak RSS (/proc/self/clear_refs)"
         )
     else:
-        record.memory = {"peak_rss_bytes": max(0, peak - baseline_rss)}
+        # Library code paged in by the first forward (libtorch, oneDNN: 10-20 MiB) is file-backed RSS, not the
+        # target's memory: its growth is taken out (it stays resident, so its growth now is its growth at the peak).
+        rss, file_backed = baseline_rss
+        file_growth = max(0, (_status_kb("RssFile") or 0) * 1024 - file_backed)
+        record.memory = {"peak_rss_bytes": max(0, peak - rss - file_growth)}
+        record.details["rss_file_growth_bytes"] = file_growth
 
 
 def _latency(forward: Callable[..., object], device: torch.device, wl: Workload, opts: Options, record: Record) -> None:
@@ -443,6 +461,8 @@ def _latency(forward: Callable[..., object], device: torch.device, wl: Workload,
         "latency_stable": stats.stable,
         "cpu_util": stats.cpu_util,
         "latency_aborted": stats.aborted,
+        "latency_warmup_iters": stats.warmup_iters,
+        "latency_warmup_s": stats.warmup_s,
     }
     record.details["latency_samples_ms"] = list(stats.samples_ms)
     record.latency.update(latency_intervals(stats.samples_ms))
@@ -624,12 +644,13 @@ def _reference(before: LatencyStats, after: LatencyStats, record: Record) -> Non
         record.flags.append("cpu-contention" if before.cpu_util is not None else "device-contention")
 
 
-def _reset_peak_rss() -> int | None:
-    """Reset the kernel's peak-RSS mark (VmHWM) and return the current RSS, or None where unsupported."""
+def _reset_peak_rss() -> tuple[int, int] | None:
+    """Reset the kernel's peak-RSS mark (VmHWM) and return the current RSS and its file-backed part (RssFile, 0
+    where the kernel does not split RSS) in bytes, or None where unsupported."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return _status_kb("VmRSS") * 1024
+        return _status_kb("VmRSS") * 1024, (_status_kb("RssFile") or 0) * 1024
     except (OSError, TypeError):
         return None
 

@@ -163,6 +163,12 @@ class Record:
                 raise NotARecordError(f"its {name} is not {_TYPE_NAMES[wanted]}")
         return cls(**{k: v for k, v in data.items() if k in fields})
 
+    def input_size(self) -> tuple[int, int] | None:
+        """The (H, W) measured: the workload's size, else the target's default as the measurement resolved it
+        (a token grid for a block, an image size for a model); None where neither is known."""
+        size = self.workload.get("size") or self.details.get("input_size")
+        return (int(size[0]), int(size[1])) if size else None
+
     def flat(self) -> dict[str, Any]:
         """One flat row for tables and DataFrames: sections merged, knobs as `knob.NAME`, env as `env.NAME`."""
         from effscope.knobs import format_value
@@ -180,9 +186,9 @@ class Record:
         row.update({f"knob.{k}": format_value(v) if isinstance(v, tuple | list) else v for k, v in self.knobs.items()})
         row.update({f"derived.{k}": v for k, v in self.derived.items()})
         workload = dict(self.workload)
-        size = workload.pop("size", None)
+        workload.pop("size", None)
         row.update(workload)
-        row["height"], row["width"] = (size or (None, None))[:2]
+        row["height"], row["width"] = self.input_size() or (None, None)
         sections = (self.counts, self.latency, self.throughput, self.memory, self.energy, self.reference, self.roofline)
         for section in sections:
             row.update(section)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Target", "resolve_target", "expand_patterns", "Bound"]
 
+DEFAULT_IMAGE_SIZE = (224, 224)  # the input of a custom image model that defines no example_args
+
 
 @dataclass(frozen=True)
 class Target:
@@ -58,8 +60,19 @@ class Target:
         """Inputs for `module`: its own `example_args` when it has one, else an image batch (B, 3, H, W)."""
         if hasattr(module, "example_args"):
             return module.example_args(batch, size, device=device)
-        h, w = size or (224, 224)
+        h, w = self.input_size(module, size)
         return (torch.randn(batch, 3, h, w, device=device),)
+
+    def input_size(self, module: nn.Module, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        """The (H, W) that `example_args` uses for `size`: the size given, else the module's default (effscope's
+        blocks: a token grid; models: an image size), else 224x224 for a plain image model; None where a custom
+        module's own `example_args` decides without saying."""
+        if size is not None:
+            return (int(size[0]), int(size[1]))
+        default = getattr(module, "default_size", None)
+        if default is not None:
+            return (int(default[0]), int(default[1]))
+        return None if hasattr(module, "example_args") else DEFAULT_IMAGE_SIZE
 
 
 def resolve_target(name: str, overrides: dict[str, Any] | None = None, assignments: list[str] | None = None) -> Target:

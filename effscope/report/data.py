@@ -293,13 +293,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _size(value: Any) -> tuple[int, int] | None:
-    if not value:
-        return None
-    h, w = list(value)[:2]
-    return (int(h), int(w))
-
-
 # ----------------------------------------------------------------------------------------- designs from sources
 
 
@@ -310,7 +303,7 @@ def points_from_records(records: Iterable[Any]) -> list[Point]:
     points = []
     for r in records:
         flat = r.flat()
-        size = _size(r.workload.get("size"))
+        size = r.input_size()
         count = r.details.get("count") or {}
         points.append(
             Point(
