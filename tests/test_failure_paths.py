@@ -415,6 +415,50 @@ def test_a_ctrl_c_that_another_thread_receives_waits_until_the_child_is_started(
     assert launch.finished
 
 
+def test_a_sigterm_turned_into_an_interrupt_also_waits_until_the_child_is_started():
+    from effscope.cli._app import Terminated, sigterm_as_interrupt
+    from effscope.profile.child import start_shielded
+
+    class Launch:
+        finished = False
+
+        def start(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # `timeout` ends the command while it starts a child
+            self.finished = True
+
+    launch = Launch()
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        start_shielded(launch)
+    assert launch.finished
+
+
+def _busy_serve(conn) -> None:
+    while conn.recv() is not None:
+        time.sleep(600)  # a long measurement: it reads no further request until it ends
+        conn.send("done")
+
+
+def test_closing_a_child_busy_with_a_request_stops_it_at_once():
+    """After Ctrl-C the parent closes its measurement process mid-job: waiting for a polite exit would only wait out
+    the job (or the grace time), so the busy child is killed; an idle one is asked to stop and exits by itself."""
+    from effscope.profile.child import ChildProcess
+
+    busy = ChildProcess(_busy_serve, (), "busy process")
+    busy.send("work")
+    proc, calls = busy._proc, []
+    join, kill = proc.join, proc.kill
+    proc.join = lambda timeout=None: (calls.append("join"), join(timeout))
+    proc.kill = lambda: (calls.append("kill"), kill())
+    busy.close()
+    assert calls[0] == "kill" and proc.exitcode == -signal.SIGKILL  # no grace wait before the kill
+
+    idle = ChildProcess(_busy_serve, (), "idle process")
+    idle.start()
+    proc = idle._proc
+    idle.close()
+    assert proc.exitcode == 0
+
+
 def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path):
     # The event, not a delay: Ctrl-C (SIGINT to the whole process group, as a terminal sends it) the moment the
     # first worker process exists, while it is still importing its modules.

@@ -259,6 +259,32 @@ def test_ctrl_c_keeps_completed_trials_and_rerun_resumes(tmp_path):
     assert not [t for t in after if t.state == TrialState.RUNNING]
 
 
+def test_sigterm_ends_a_search_as_ctrl_c_does(tmp_path):
+    """`timeout` or a CI cancel sends SIGTERM to the command alone: its workers are stopped, what completed is kept
+    and said, and the exit code is 143 (128 + SIGTERM)."""
+    path = tiny(tmp_path, trials=10_000, max_time=0.15)
+    db = tmp_path / "t.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "effscope", "search", str(path), "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while _completed_rows(db) < 1:
+            assert time.monotonic() < deadline and proc.poll() is None, "the search stored no trial"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr
+    assert "interrupted:" in stderr and "re-run the same command to resume" in stderr and "Traceback" not in stderr
+    assert _completed_rows(db) >= 1
+
+
 def test_over_budget_designs_abort_early_and_complete_infeasible(tmp_path):
     path = tiny(tmp_path, budget=0.001, trials=3, max_time=2.0)
     result = run_search(load(path), storage=str(tmp_path / "d.db"))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,9 +23,10 @@ app = typer.Typer(
     rich_markup_mode=None,  # click's plain help: flags without a "<bool>" value column, defaults shown
 )
 
-# Piped output (logs, README excerpts) gets wide tables instead of rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Piped output (logs, README excerpts) gets wide tables instead of rich's 80-column default. No emoji codes: a name
+# such as `tiny:sleepy` is printed as typed, also where the text is printed without markup.
+out = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
 state = {"debug": False}
 
 SET_HELP = "Knob value, knob=value (repeatable); tuples as 2,2,6,2."
@@ -40,7 +43,8 @@ def command_line() -> str:
 
 
 def esc(text: object) -> str:
-    """User or exception text for a rich string: its brackets shown as typed, never read as markup."""
+    """User or exception text for a rich string: its brackets shown as typed, never read as markup (emoji codes such
+    as `:sleepy:` in a target name are off on effscope's consoles)."""
     return escape(str(text))
 
 
@@ -49,6 +53,36 @@ def shown_url(url: str) -> str:
     from effscope.urls import mask_url
 
     return esc(mask_url(url))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, a CI cancel, `kill`) raised as an interrupt by `sigterm_as_interrupt`: a command ends early
+    as after Ctrl-C, with the exit code of the signal (`interrupt_exit_code`)."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within: SIGTERM raises `Terminated`, a KeyboardInterrupt, so that a command's Ctrl-C handling (what was
+    finished is kept, written and said) also serves a termination; SIGTERM's previous handling comes back after.
+
+    Only the main thread can set a handler; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(_signum: int, _frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def interrupt_exit_code(e: KeyboardInterrupt) -> int:
+    """The shell's code for a command ended by a signal, 128 + its number: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
 
 
 def fmt(value: float | None, spec: str = "", scale: float = 1.0) -> str:

@@ -5,7 +5,18 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from effscope.cli._app import DB_HELP, app, command_line, err, esc, fmt, out, shown_url
+from effscope.cli._app import (
+    DB_HELP,
+    app,
+    command_line,
+    err,
+    esc,
+    fmt,
+    interrupt_exit_code,
+    out,
+    shown_url,
+    sigterm_as_interrupt,
+)
 
 lut_app = typer.Typer(help="Latency lookup tables: predict to reject, never to accept.", no_args_is_help=True)
 app.add_typer(lut_app, name="lut")
@@ -36,16 +47,17 @@ def build(
         err.print(text, markup=False, highlight=False)
 
     try:
-        table = build_table(
-            sp,
-            store=store,
-            name=name,
-            samples=samples,
-            holdout=holdout,
-            seed=seed,
-            command=command_line(),
-            on_progress=progress,
-        )
+        with sigterm_as_interrupt():
+            table = build_table(
+                sp,
+                store=store,
+                name=name,
+                samples=samples,
+                holdout=holdout,
+                seed=seed,
+                command=command_line(),
+                on_progress=progress,
+            )
     except KeyboardInterrupt as e:  # typer would exit 130 silently
         measured = getattr(e, "measured", 0)
         kept = (
@@ -55,7 +67,7 @@ def build(
             else "nothing was measured"
         )
         err.print(f"interrupted: no latency table was stored; {kept}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupt_exit_code(e)) from None
     v = table.validation
     out.print(
         f"latency table '{esc(table.name)}' (uid {table.uid}) in {shown_url(store.url)}: {len(table.entries)} block "

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import typer
@@ -20,8 +22,10 @@ from effscope.cli._app import (
     err,
     esc,
     fmt,
+    interrupt_exit_code,
     out,
     shown_url,
+    sigterm_as_interrupt,
     write_rows,
 )
 from effscope.errors import SpecError
@@ -30,6 +34,7 @@ from effscope.units import binary_bytes, si
 
 if TYPE_CHECKING:
     from effscope.profile.measure import Options
+    from effscope.profile.protocols import Protocol
     from effscope.profile.record import Record
     from effscope.profile.run import Plan
     from effscope.profile.store import RecordStore
@@ -52,7 +57,7 @@ def _records_table(records: list[Record], train: bool = False) -> Table:
         f"{step}p90 ms",
         "IQR %",
         "train img/s" if train else "img/s",
-        "peak mem MB",
+        "peak mem MiB",
         "J/img",
         "flags",
     )
@@ -72,7 +77,7 @@ def _records_table(records: list[Record], train: bool = False) -> Table:
             fmt(f.get(f"{time_key}_p90"), ".3f"),
             fmt(100 * iqr / p50 if iqr is not None and p50 else None, ".1f"),
             fmt(f.get(rate_key), ".1f"),
-            fmt(mem, ".1f", 2**20),
+            fmt(mem, ".1f", 2**20),  # MiB, as metrics.py's catalogue gives it
             fmt(f.get("energy_j_per_img"), ".4f"),
             esc(f.get("flags") or ""),
         )
@@ -227,38 +232,48 @@ def profile(
         store = RecordStore(url)
         command = command_line()
         run = _RunSoFar(total=len(plans))
+        show = partial(_show_records, plans=plans, by_module=by_module, paper=paper, options=options)
         try:
-            _run_with_progress(plans, options, store, {"command": command}, run)
-        except KeyboardInterrupt:
-            _end_early("interrupted", run, store, json_out, csv_out, report, command, output)
-            raise typer.Exit(130) from None
+            with sigterm_as_interrupt():  # `timeout`, a CI cancel: ended as Ctrl-C ends it, exit code 143
+                _run_with_progress(plans, options, store, {"command": command}, run)
+        except KeyboardInterrupt as e:
+            _end_early("interrupted", run, store, show, json_out, csv_out, report, command, output)
+            raise typer.Exit(interrupt_exit_code(e)) from None
         except StoreError:
-            _end_early("the record store failed", run, store, json_out, csv_out, report, command, output)
+            _end_early("the record store failed", run, store, show, json_out, csv_out, report, command, output)
             raise
         records = run.records
-        out.print(_records_table(records, train=workload.mode == "train"))
-        for r in records:
-            _print_notes(r)
-            if by_module is not None and r.status == "ok":
-                out.print(_module_table(r, plans[records.index(r)].target, by_module))
-        _print_missing(records)
-        if paper is not None:
-            changed = f"; changed here: {', '.join(options.protocol_changes)}" if options.protocol_changes else ""
-            out.print(f"protocol {paper.name}: {esc(paper.source)}{esc(changed)}")
-        if len(records) > 2:
-            from effscope.profile.run import rank_correlation
-
-            corr = rank_correlation(records)
-            out.print(
-                f"MACs vs measured p50 latency across {corr['n']} targets: "
-                f"Spearman {corr['spearman']:.3f}, Kendall {corr['kendall']:.3f}"
-            )
+        show(records)
         out.print(f"{len(records)} record(s) stored in {shown_url(store.url)}")
         _write_outputs(records, json_out, csv_out, report, store.url, command)
     if output != "table":
         write_rows([r.flat() for r in records], output)
     if any(r.status != "ok" for r in records) and suite is None:
         raise typer.Exit(1)
+
+
+def _show_records(
+    records: list[Record], plans: list[Plan], by_module: int | None, paper: Protocol | None, options: Options
+) -> None:
+    """The run's Records as a finished run and one ended early both show them: the table, each Record's notes (and
+    module table), what is missing, the protocol replayed and the MACs-latency rank correlation."""
+    out.print(_records_table(records, train=bool(plans) and plans[0].workload.mode == "train"))
+    for r in records:
+        _print_notes(r)
+        if by_module is not None and r.status == "ok":
+            out.print(_module_table(r, plans[records.index(r)].target, by_module))  # Records come in plan order
+    _print_missing(records)
+    if paper is not None:
+        changed = f"; changed here: {', '.join(options.protocol_changes)}" if options.protocol_changes else ""
+        out.print(f"protocol {paper.name}: {esc(paper.source)}{esc(changed)}")
+    if len(records) > 2:
+        from effscope.profile.run import rank_correlation
+
+        corr = rank_correlation(records)
+        out.print(
+            f"MACs vs measured p50 latency across {corr['n']} targets: "
+            f"Spearman {corr['spearman']:.3f}, Kendall {corr['kendall']:.3f}"
+        )
 
 
 @dataclass
@@ -274,19 +289,21 @@ def _end_early(
     why: str,
     run: _RunSoFar,
     store: RecordStore,
+    show: Callable[[list[Record]], None],
     json_out: str | None,
     csv_out: str | None,
     report: str | None,
     command: str,
     output: str,
 ) -> None:
-    """After Ctrl-C or a failed store write: show what was measured, say what is stored, and still write the
-    requested files for every measured Record, so that a Record the store refused is kept in one of them."""
+    """After Ctrl-C, SIGTERM or a failed store write: show what was measured (`show`, as a finished run shows it),
+    say what is stored, and still write the requested files for every measured Record, so that a Record the store
+    refused is kept in one of them."""
     import time
 
     measured, unstored = run.records, run.records[run.stored :]
     if measured:
-        out.print(_records_table(measured))
+        show(measured)
     err.print(
         f"{why}: stopped after {len(measured)} of {run.total} target(s); {run.stored} record(s) stored in "
         f"{shown_url(store.url)}"

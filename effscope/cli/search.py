@@ -7,7 +7,17 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from effscope.cli._app import app, command_line, err, esc, fmt, out, shown_url
+from effscope.cli._app import (
+    app,
+    command_line,
+    err,
+    esc,
+    fmt,
+    interrupt_exit_code,
+    out,
+    shown_url,
+    sigterm_as_interrupt,
+)
 from effscope.errors import EffscopeError, SpecError
 from effscope.units import si
 
@@ -300,24 +310,25 @@ def search(
                     err.print(_trial_line(t, p, label, sp.timing("p50")), markup=False, highlight=False, soft_wrap=True)
 
         try:
-            result = run(
-                sp,
-                storage=_storage(storage, db),
-                study=study,
-                workers=workers,
-                command=command_line(),
-                on_progress=progress,
-                heartbeat=heartbeat,
-                predictor=predictor,
-            )
-        except KeyboardInterrupt:
-            result = None
+            with sigterm_as_interrupt():  # `timeout`, a CI cancel: the workers are stopped as after Ctrl-C
+                result = run(
+                    sp,
+                    storage=_storage(storage, db),
+                    study=study,
+                    workers=workers,
+                    command=command_line(),
+                    on_progress=progress,
+                    heartbeat=heartbeat,
+                    predictor=predictor,
+                )
+        except KeyboardInterrupt as e:
+            result, interrupt = None, e
     if result is None:
         try:
             _interrupted(sp, _storage(storage, db), study, report)
         except KeyboardInterrupt:  # a second Ctrl-C ends the summary, not what was stored
             err.print("interrupted again: completed trials are kept; re-run the same command to resume", soft_wrap=True)
-        raise typer.Exit(130)
+        raise typer.Exit(interrupt_exit_code(interrupt))
     print_summary(result, sp)
     for line in failure_lines(result):
         err.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -407,20 +418,21 @@ def calibrate(
                 err.print(text, markup=False, highlight=False, soft_wrap=True)
 
         try:
-            result = calibrate_proxies(
-                sp,
-                samples=samples,
-                steps=steps,
-                storage=_storage(storage, db),
-                study_name=study,
-                command=command_line(),
-                on_design=progress,
-            )
+            with sigterm_as_interrupt():
+                result = calibrate_proxies(
+                    sp,
+                    samples=samples,
+                    steps=steps,
+                    storage=_storage(storage, db),
+                    study_name=study,
+                    command=command_line(),
+                    on_design=progress,
+                )
         except KeyboardInterrupt as e:
             result = e
     if isinstance(result, KeyboardInterrupt):
         err.print(_calibration_interrupted(result), markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(130)
+        raise typer.Exit(interrupt_exit_code(result))
     table = Table(
         title=f"proxies vs short-training val top-1 ({result.train_steps} steps, {result.n} designs)",
         title_justify="left",

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 __all__ = ["ChildDied", "ChildProcess", "ChildTimedOut", "start_shielded"]
 
 
+_SHIELDED = (signal.SIGINT, signal.SIGTERM)  # signals the parent defers while it starts a child
+
+
 def start_shielded(proc: BaseProcess) -> None:
     """Start a spawned process with SIGINT blocked: a Ctrl-C that reaches it stays pending instead of interrupting it.
 
@@ -38,19 +41,22 @@ def start_shielded(proc: BaseProcess) -> None:
     resource_tracker.ensure_running()
     main = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
     came: list[int] = []
-    # (a handler installed outside Python reads as None: then the signal is only blocked, as before)
-    handler = signal.getsignal(signal.SIGINT) if main else None
-    if handler is not None:
-        signal.signal(signal.SIGINT, lambda signum, _frame: came.append(signum))
+    # SIGTERM too, where the command turns it into an interrupt (`timeout`, a CI cancel). A handler installed
+    # outside Python reads as None: that signal is then only blocked, as before.
+    handlers = {s: signal.getsignal(s) if main else None for s in _SHIELDED}
+    for signum, handler in handlers.items():
+        if callable(handler):
+            signal.signal(signum, lambda n, _frame: came.append(n))
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         proc.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        if handler is not None:
-            signal.signal(signal.SIGINT, handler)
-            if came:
-                signal.raise_signal(signal.SIGINT)  # now handled as it would have been
+        for signum, handler in handlers.items():
+            if callable(handler):
+                signal.signal(signum, handler)
+        for signum in dict.fromkeys(came):
+            signal.raise_signal(signum)  # now handled as it would have been
 
 
 class ChildDied(Exception):
@@ -76,6 +82,7 @@ class ChildProcess:
         self._proc: Any = None
         self._conn: Any = None
         self.requests = 0  # requests sent to the current process
+        self._awaiting = False  # a request was sent and its reply not yet received
 
     def start(self) -> None:
         """Start the process now unless it runs (it imports its modules while the caller goes on)."""
@@ -104,6 +111,7 @@ class ChildProcess:
             self._conn.send(payload)
         except (BrokenPipeError, ConnectionResetError):
             raise ChildDied(self._death_reason()) from None
+        self._awaiting = True
 
     def receive(self, timeout: float) -> Any:
         """The reply to the payload sent last.
@@ -116,7 +124,9 @@ class ChildProcess:
             if not self._conn.poll(timeout):
                 self._kill()
                 raise ChildTimedOut(f"timed out after {timeout:g} s ({self.what} stopped)")
-            return self._conn.recv()
+            reply = self._conn.recv()
+            self._awaiting = False
+            return reply
         except (EOFError, BrokenPipeError, ConnectionResetError):
             raise ChildDied(self._death_reason()) from None
 
@@ -129,6 +139,7 @@ class ChildProcess:
         child.close()
         self._conn = parent
         self.requests = 0
+        self._awaiting = False
 
     def _death_reason(self) -> str:
         self._proc.join(5)
@@ -146,13 +157,16 @@ class ChildProcess:
         self._proc = None
 
     def close(self) -> None:
-        """Stop the process (politely, then firmly)."""
+        """Stop the process: politely when idle, at once while it works on a request (after Ctrl-C, say), which it
+        would finish before reading the request to stop."""
         if self._proc is not None and self._proc.is_alive():
-            try:
-                self._conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-            self._proc.join(5)
+            if not self._awaiting:
+                try:
+                    self._conn.send(None)
+                except (BrokenPipeError, OSError):
+                    pass
+                self._proc.join(5)
             if self._proc.is_alive():
                 self._proc.kill()
+                self._proc.join(5)
         self._proc = None

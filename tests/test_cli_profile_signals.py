@@ -1,0 +1,116 @@
+"""`effscope profile` ended early by a signal: Ctrl-C (SIGINT) and SIGTERM (`timeout`, a CI cancel, `kill`) both
+show the finished Records as the normal end shows them, write the requested files and say what is stored; the
+exit code names the signal (128 + its number). Also: user text in rich strings is never read as an emoji code."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent  # `_targets:NAME` targets are found from here
+
+
+def _profile_then_signal(tmp_path: Path, sig: signal.Signals) -> tuple[int, str, str, Path]:
+    """Profile a quick target and then one that hangs (`_targets:sleepy`), in training mode; send `sig` to the
+    process group (as a terminal's Ctrl-C and `timeout` do) once the first Record is stored."""
+    out_json, stdout, stderr = tmp_path / "r.json", tmp_path / "out.txt", tmp_path / "err.txt"
+    args = ["_targets:tiny", "_targets:sleepy", "--mode", "train", "--max-time", "0.1", "--timeout", "600"]
+    cmd = [sys.executable, "-m", "effscope", "profile", *args, "--db", str(tmp_path / "r.db"), "--json", str(out_json)]
+    with stdout.open("w") as o, stderr.open("w") as e:
+        proc = subprocess.Popen(cmd, stdout=o, stderr=e, cwd=TESTS, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while "[1/2] _targets:tiny: ok" not in stderr.read_text():  # printed once the Record is stored
+                assert proc.poll() is None and time.monotonic() < deadline, stderr.read_text()
+                time.sleep(0.05)
+            os.killpg(proc.pid, sig)
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return code, stdout.read_text(), stderr.read_text(), out_json
+
+
+def _row(stdout: str, target: str) -> dict[str, str]:
+    """The table row of `target`, by column header."""
+    lines = stdout.splitlines()
+    header = next(line for line in lines if "target" in line and "status" in line)
+    row = next(line for line in lines if f" {target} " in line and "│" in line)
+    names = [c.strip() for c in header.strip("┃").split("┃")]
+    return dict(zip(names, (c.strip() for c in row.strip("│").split("│")), strict=True))
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_ends_the_run_early_with_what_was_measured_shown_and_written(tmp_path, sig, code):
+    rc, stdout, stderr, out_json = _profile_then_signal(tmp_path, sig)
+    assert rc == code, stdout + stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert "interrupted: stopped after 1 of 2 target(s); 1 record(s) stored" in stderr
+    (record,) = json.loads(out_json.read_text())
+    assert record["target"] == "_targets:tiny" and record["train_step_ms_p50"] > 0
+    # The table is the normal end's: a training step's times, not blanks under inference headers.
+    row = _row(stdout, "_targets:tiny")
+    assert row["step p50 ms"] == f"{record['train_step_ms_p50']:.3f}"
+    assert row["step p90 ms"] == f"{record['train_step_ms_p90']:.3f}"
+    assert row["train img/s"] == f"{record['train_img_s']:.1f}"
+    assert row["IQR %"] != "-" and row["peak mem MiB"] != "-"
+
+
+def test_sigterm_is_raised_as_an_interrupt_only_inside_the_helper():
+    from effscope.cli._app import Terminated, interrupt_exit_code, sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt) as caught, sigterm_as_interrupt():
+        signal.raise_signal(signal.SIGTERM)
+        time.sleep(5)  # not reached: the handler raises at once
+    assert isinstance(caught.value, Terminated)
+    assert interrupt_exit_code(caught.value) == 143 and interrupt_exit_code(KeyboardInterrupt()) == 130
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_peak_memory_column_says_mib():
+    from rich.console import Console
+
+    from effscope.cli.profile import _records_table
+    from effscope.profile.record import Record
+
+    r = Record(target="vit", kind="block", workload={}, memory={"peak_rss_bytes": 424_804_352})  # 405.1 MiB, 424.8 MB
+    console = Console(width=200, color_system=None)
+    with console.capture() as cap:
+        console.print(_records_table([r]))
+    assert "peak mem MiB" in cap.get() and "peak mem MB" not in cap.get() and "405.1" in cap.get()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tiny:sleepy",
+        "_targets:sleepy: hangs",
+        ":+1:",
+        "x:\\[b]y:",
+        "[bold]:x:",
+        "cannot open [/data/weights.pt] [enforce fail at alloc.cpp:42]",
+        "postgresql://user:***@host:5432/db",
+    ],
+)
+def test_escaped_text_is_shown_as_typed_emoji_codes_included(text, capsys):
+    from effscope.cli._app import esc, out
+
+    out.print(f"[dim]{esc(text)}[/dim]", highlight=False, soft_wrap=True)
+    assert capsys.readouterr().out == text + "\n"
+
+
+def test_the_cli_consoles_show_no_emoji_codes_even_without_markup(capsys):
+    from effscope.cli._app import err, out
+
+    for console in (out, err):
+        console.print("tiny:sleepy: done", markup=False, highlight=False)
+    captured = capsys.readouterr()
+    assert captured.out == captured.err == "tiny:sleepy: done\n"
