@@ -82,10 +82,12 @@ def test_the_peak_memory_column_says_mib():
     from effscope.profile.record import Record
 
     r = Record(target="vit", kind="block", workload={}, memory={"peak_rss_bytes": 424_804_352})  # 405.1 MiB, 424.8 MB
+    r.latency = {"latency_ms_p50": 0.005123, "latency_ms_p90": 13.19312}  # a microsecond block, a model
     console = Console(width=200, color_system=None)
     with console.capture() as cap:
         console.print(_records_table([r]))
     assert "peak mem MiB" in cap.get() and "peak mem MB" not in cap.get() and "405.1" in cap.get()
+    assert " 0.00512 " in cap.get() and " 13.193 " in cap.get()  # 3 significant digits under 1 ms
 
 
 @pytest.mark.parametrize(

@@ -117,6 +117,14 @@ def test_a_record_says_what_ran_its_size_precision_warm_up_and_what_was_not_meas
     assert "cut short at 0.2 s" in r.protocol["warmup"]
 
 
+def test_without_latency_the_reference_ratio_is_missing_with_the_reason():
+    from dataclasses import replace
+
+    (r,) = profile([_plan("_targets:tiny")], replace(FAST, reference=True, latency=False), store=None)
+    assert r.reference["reference_ms_p50"] > 0 and r.reference["latency_vs_reference"] is None
+    assert r.missing["latency_vs_reference"] == "no latency measured"
+
+
 def test_reference_is_timed_before_and_after():
     from dataclasses import replace
 

@@ -73,8 +73,8 @@ def _records_table(records: list[Record], train: bool = False) -> Table:
             r.status if r.status == "ok" else f"[red]failed[/red]: {esc(r.error)}",
             fmt(f.get("params"), ",d"),
             si(f["macs"]) if f.get("macs") is not None else "-",
-            fmt(p50, ".3f"),
-            fmt(f.get(f"{time_key}_p90"), ".3f"),
+            _ms(p50),
+            _ms(f.get(f"{time_key}_p90")),
             fmt(100 * iqr / p50 if iqr is not None and p50 else None, ".1f"),
             fmt(f.get(rate_key), ".1f"),
             fmt(mem, ".1f", 2**20),  # MiB, as metrics.py's catalogue gives it
@@ -82,6 +82,11 @@ def _records_table(records: list[Record], train: bool = False) -> Table:
             esc(f.get("flags") or ""),
         )
     return table
+
+
+def _ms(value: float | None) -> str:
+    """Milliseconds to 3 decimals, or to 3 significant digits under 1 ms (a 5 us block reads 0.00512, not 0.005)."""
+    return fmt(value, ".3f" if value is None or value >= 1 else "#.3g")
 
 
 @app.command()
@@ -376,6 +381,11 @@ def _print_notes(r: Record) -> None:
         )
     for note in counting_notes(r):
         out.print(f"[dim]{esc(r.target)}: {esc(note)}[/dim]")
+    if r.workload.get("device") == "cpu" and r.workload.get("dtype") == "fp16":
+        out.print(
+            f"[dim]{esc(r.target)}: fp16 autocast on a CPU: most CPUs lack fp16 matrix units, so this often times a "
+            "slow emulation; compare with --dtype fp32 or bf16[/dim]"
+        )
     choices = r.details.get("attention_choices")
     if choices:
         cores = ", ".join(f"{core} for {n}" for core, n in sorted(Counter(c["core"] for c in choices).items()))

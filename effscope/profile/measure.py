@@ -631,6 +631,8 @@ def _reference(before: LatencyStats, after: LatencyStats, record: Record) -> Non
         "reference_cpu_util": min(before.cpu_util, after.cpu_util) if before.cpu_util is not None else None,
         "latency_vs_reference": lat / ref_ms if lat else None,
     }
+    if not lat:
+        record.missing["latency_vs_reference"] = "no latency measured"
     # The reference's matmuls use every thread, so a low ratio there means other processes took the cores (a small
     # target may use fewer threads than it was given, so its own ratio would mislead); a reference that slowed
     # down between before and after means the machine changed under the target.
