@@ -47,9 +47,10 @@ gpu-check:
 # Wheels for an offline GPU machine (default: CPython 3.12 on x86_64 Linux) of what CUDA images usually lack; carry
 # .whl/ along with the working tree. fvcore publishes only a source archive: it is pure Python, so it is built here.
 GPU_WHEELS_PYTHON ?= 3.12
-# einops is for the official code that `gpu-check --official DIR` runs; effscope does not use it.
+# einops is for the official code that `gpu-check --official DIR` runs; effscope does not use it. portalocker and
+# tabulate are what fvcore.nn imports through iopath and its tables (tests/test_gpu_check.py checks the list).
 GPU_WHEELS ?= 'optuna>=5,<6' alembic mako colorlog 'sqlalchemy>=2' greenlet 'plotly>=5.20' iopath yacs termcolor \
-	tqdm packaging einops
+	tqdm packaging einops portalocker tabulate
 gpu-wheels:
 	rm -rf .whl && mkdir -p .whl
 	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --implementation cp \

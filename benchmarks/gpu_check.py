@@ -63,7 +63,10 @@ DB, RESULTS, SUMMARY, LOG, ZOO_HTML, SEARCH_HTML = (
     "search.html",
 )
 OUTPUT_FILES = (DB, RESULTS, SUMMARY, LOG, ZOO_HTML, SEARCH_HTML)  # a lent GPU machine returns at most 8 files
-NEEDED_MODULES = ("fvcore", "optuna", "plotly", "sqlalchemy", "pandas", "typer", "rich", "pynvml", "tqdm")
+NEEDED_MODULES = (
+    *("fvcore", "optuna", "plotly", "sqlalchemy", "pandas", "typer", "rich", "pynvml", "tqdm"),
+    *("portalocker", "tabulate"),  # fvcore.nn's, which a CUDA image may lack as well
+)
 SMOKE_IMPORTS = ("torch", "fvcore.nn", "optuna", "plotly.graph_objects", "sqlalchemy", "pynvml", "effscope.cli")
 MIN_STEP_S = 5.0  # a step with less time than this left is skipped instead of started
 SUMMARY_RESERVE_S = 5.0  # kept back from the last step for results.json and summary.md

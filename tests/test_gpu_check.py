@@ -28,6 +28,34 @@ def kit():
     return module
 
 
+# ------------------------------------------------------------------------------------------------ wheels
+
+# What the lent GPU machines' CUDA images carry (their package list); everything else must come from .whl/.
+GPU_IMAGE_PACKAGES = {"torch", "numpy", "pandas", "typer", "rich", "nvidia-ml-py", "pyyaml", "narwhals", "effscope"}
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def test_every_package_the_check_imports_comes_with_the_image_or_a_carried_wheel(kit):
+    """`make gpu-wheels` once lacked portalocker and tabulate, which fvcore.nn imports: a GPU machine without them
+    could not start the check. Import what the check's steps import, and name each distribution that got loaded."""
+    makefile = (ROOT / "Makefile").read_text()
+    listed = makefile.split("GPU_WHEELS ?=", 1)[1].split("\ngpu-wheels:", 1)[0].replace("\\\n", " ")
+    wheels = {_norm(w.strip("'").split(">")[0].split("<")[0].split("=")[0]) for w in listed.split()} | {"fvcore"}
+    smoke = ", ".join(m for m in kit.SMOKE_IMPORTS if m != "torch")
+    code = (
+        "import sys, json, importlib.metadata as md; import torch; base = set(sys.modules); "
+        f"import {smoke}; loaded = {{m.split('.')[0] for m in set(sys.modules) - base}}; "
+        "names = md.packages_distributions(); print(json.dumps(sorted({d for m in loaded for d in names.get(m, [])})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = {_norm(d) for d in json.loads(done.stdout)}
+    assert "portalocker" in loaded  # the probe sees fvcore's dependencies
+    assert not loaded - wheels - GPU_IMAGE_PACKAGES, "add these to GPU_WHEELS in the Makefile"
+
+
 # ------------------------------------------------------------------------------------------------ budgets
 
 
