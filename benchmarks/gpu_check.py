@@ -957,7 +957,7 @@ def render_summary(result: dict[str, Any]) -> str:
             f"; GPU not readable: {gpu.get('missing_reason')}" if gpu else ""
         )
     lines = [
-        f"# effscope {'quick CPU ' if result['quick'] else ''}GPU check on {result['device']}",
+        f"# effscope GPU check{' (quick mode)' if result['quick'] else ''} on {result['device']}",
         "",
         f"- device: {device}",
         f"- software: Python {m['python']}, torch {m['torch']} (CUDA build {m['torch_cuda_build']}, cuDNN "
@@ -1021,7 +1021,7 @@ def _summary_presets(d: dict[str, Any]) -> list[str]:
             (
                 name,
                 cell(fp32) if fp32 else cell(per.get("-", {})),
-                cell(bf16) if bf16 else "",
+                cell(bf16) if bf16 else "-",
                 _fmt(bf16.get("rel_diff_vs_fp32"), ".2e"),
                 _fmt(bf16.get("peak_mem_bytes"), ".0f", 2**20),
             )
@@ -1031,7 +1031,7 @@ def _summary_presets(d: dict[str, Any]) -> list[str]:
         "",
         "Times are the median of the calls after a first one, a sanity check only (the zoo step measures).",
         "",
-    ] + _table(("preset", "fp32 ms", "bf16 ms", "bf16 vs fp32 (rel. L2)", "bf16 peak MB"), rows)
+    ] + _table(("preset", "fp32 ms", "bf16 ms", "bf16 vs fp32 (rel. L2)", "bf16 peak MiB"), rows)
 
 
 def _summary_zoo(d: dict[str, Any]) -> list[str]:
@@ -1067,7 +1067,7 @@ def _summary_zoo(d: dict[str, Any]) -> list[str]:
             "graph p50 ms",
             "eager/graph",
             "img/s",
-            "peak MB",
+            "peak MiB",
             "J/img",
             "W",
             "explicit cores",
@@ -1110,9 +1110,14 @@ def _timing_cells(r: dict[str, Any], prefix: str = "") -> tuple[str, ...]:
 
 
 def _worst_sentence(d: dict[str, Any], target: str, prefix: str = "") -> str:
+    repeat, agree = 100 * d[f"worst_{prefix}repeat_dev"], 100 * d[f"worst_{prefix}agreement_dev"]
+
+    def missed(value: float, goal: float) -> str:
+        return f"target {goal:g} %" + (": **missed**" if value > goal else "")
+
     return (
-        f"Worst repeatability deviation {100 * d[f'worst_{prefix}repeat_dev']:.2f} % (target {target} %); worst "
-        f"disagreement with torch.utils.benchmark {100 * d[f'worst_{prefix}agreement_dev']:.2f} % (target 3 %)"
+        f"Worst repeatability deviation {repeat:.2f} % ({missed(repeat, float(target))}); worst "
+        f"disagreement with torch.utils.benchmark {agree:.2f} % ({missed(agree, 3.0)})"
     )
 
 
@@ -1180,7 +1185,7 @@ def _summary_protocols(d: dict[str, Any]) -> list[str]:
         "Throughput timed as each paper's script does (fixed warm-up and timed iterations in one synchronized loop); "
         "the paper's figure was measured on its own GPU, so compare the order of magnitude, not the digits.",
         "",
-    ] + _table(("target", "protocol", "workload", "img/s", "peak MB", "paper's img/s"), rows)
+    ] + _table(("target", "protocol", "workload", "img/s", "peak MiB", "paper's img/s"), rows)
 
 
 def _summary_search(d: dict[str, Any]) -> list[str]:

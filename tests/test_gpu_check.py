@@ -361,6 +361,7 @@ def test_summary_shows_every_step_and_never_prints_a_missing_number_as_zero(kit)
     assert cells[6:8] == ["5.200", "5.00"] and cells[-2:] == ["1 of 3", "host-bound"]
     assert "how many took the explicit matmul-softmax-matmul path" in text
     assert "Worst repeatability deviation 0.40 % (target 1 %)" in text  # the graph replay's, beside eager's 70 %
+    assert "Worst repeatability deviation 70.00 % (target 1 %: **missed**)" in text
     graph_rows = [line for line in text.splitlines() if line.startswith(("| vit", "| hilo"))][2:]
     assert "1.0035" in graph_rows[0] and "| 1.90 |" in graph_rows[0]
     assert "capture failed: operation not permitted" in graph_rows[1]
