@@ -135,12 +135,15 @@ def write_atomic(
     return path
 
 
-# How the start of each kind of effscope output looks: a Records export (its first columns are always these), a
-# report, the plotly.js bundle. Parquet keeps its column names in the footer: read through its schema.
-_EXPORT_COLUMNS = ("created_at", "uid", "target")
+# How the start of each kind of effscope output looks: an export of Records or of a study's trials (their first
+# columns are always these), a report, the plotly.js bundle. Parquet keeps its column names in the footer: read
+# through its schema.
+_EXPORT_COLUMNS = (("created_at", "uid", "target"), ("study", "trial", "state"))
+_CSV_HEADS = b"|".join(re.escape(",".join(c).encode()) for c in _EXPORT_COLUMNS)
+_JSON_FIRST_KEYS = b"|".join(re.escape(c[0].encode()) for c in _EXPORT_COLUMNS)
 _OWN_HEADS = {
-    ".csv": re.compile(rb"\A(\xef\xbb\xbf)?" + ",".join(_EXPORT_COLUMNS).encode() + rb"[,\r\n]"),
-    ".json": re.compile(rb'\A\s*\[\s*(\]|\{\s*"created_at"\s*:)'),
+    ".csv": re.compile(rb"\A(\xef\xbb\xbf)?(" + _CSV_HEADS + rb")[,\r\n]"),
+    ".json": re.compile(rb'\A\s*\[\s*(\]|\{\s*"(' + _JSON_FIRST_KEYS + rb')"\s*:)'),
     ".html": re.compile(rb"<title>effscope report", re.IGNORECASE),
     ".js": re.compile(rb"plotly\.js"),
 }
@@ -155,7 +158,8 @@ def _replaceable(path: Path) -> bool:
         try:
             import pyarrow.parquet as pq
 
-            return tuple(pq.read_schema(path).names[: len(_EXPORT_COLUMNS)]) == _EXPORT_COLUMNS
+            names = pq.read_schema(path).names
+            return any(tuple(names[: len(c)]) == c for c in _EXPORT_COLUMNS)
         except Exception:  # not parquet, or unreadable: not ours to replace
             return False
     head = _OWN_HEADS.get(".html" if suffix == ".htm" else suffix)

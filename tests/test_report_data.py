@@ -768,6 +768,7 @@ def test_a_study_whose_trials_all_failed_is_refused_in_one_sentence(tmp_path):
 
     db = tmp_path / "failed.db"
     study = optuna.create_study(study_name="all-failed", storage=f"sqlite:///{db}", directions=["maximize"] * 2)
+    study.set_user_attr("objectives", [PROXY])  # an effscope study whose every trial failed
     for _ in range(2):
         study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
     with pytest.raises(ReportError, match=r"study 'all-failed' has 2 finished trial\(s\) and none measured"):

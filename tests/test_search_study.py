@@ -169,6 +169,10 @@ def test_a_studys_trials_export_with_what_the_search_decided_about_each(first_ru
     out = tmp_path / "trials.csv"
     done = cli("export", "--storage", str(tmp / "a.db"), "--study", "tiny-cpu", "-o", str(out))
     assert done.returncode == 0 and f"{len(rows)} trial(s) of study tiny-cpu written" in done.stdout
+    for name in ("trials.csv", "trials.json"):  # its own export is replaced when run again, as a Records export is
+        for _ in range(2):
+            again = cli("export", "--storage", str(tmp / "a.db"), "--study", "tiny-cpu", "-o", str(tmp_path / name))
+            assert again.returncode == 0, again.stderr
     bad = cli("export", "--storage", str(tmp / "a.db"), "--target", "hilo", "-o", "-")
     assert bad.returncode == 2 and "--storage exports a study's trials and takes only --study" in bad.stderr
     plain = optuna.create_study(study_name="plain", storage=storage_url(str(tmp_path / "plain.db")))
@@ -176,6 +180,8 @@ def test_a_studys_trials_export_with_what_the_search_decided_about_each(first_ru
     foreign = cli("export", "--storage", str(tmp_path / "plain.db"), "-o", str(tmp_path / "plain.csv"))
     assert foreign.returncode == 2 and "study 'plain' was not made by effscope search" in foreign.stderr
     assert not (tmp_path / "plain.csv").exists()
+    report = cli("report", "--storage", str(tmp_path / "plain.db"), "-o", str(tmp_path / "plain.html"))
+    assert report.returncode == 2 and "study 'plain' was not made by effscope search" in report.stderr
 
 
 # --------------------------------------------------------------------------------------------------- runs

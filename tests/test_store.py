@@ -75,6 +75,27 @@ def test_export(tmp_path, suffix):
     assert float(back["latency_ms_p50"][0]) == 2.0
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".json", ".csv"])
+def test_export_keeps_booleans_and_small_numbers_where_some_records_lack_them(tmp_path, suffix):
+    """A failed Record has no latency_stable: the column must stay boolean (Parquet once wrote the text "False",
+    which a filter reads as true), and a tiny number must not round to 0 (JSON once kept 10 decimals)."""
+    store = RecordStore(str(tmp_path / "r.db"))
+    for stable in (True, False):
+        r = _record()
+        r.latency.update(latency_stable=stable, latency_ms_p99_lo=3.2e-11)
+        store.add(r)
+    store.add(_record(status="failed", error="out of memory on cpu"))
+    path = store.export(tmp_path / f"out{suffix}")
+    read = {".parquet": pd.read_parquet, ".json": lambda p: pd.DataFrame(json.loads(p.read_text())), ".csv": None}
+    if read[suffix] is None:  # CSV has no types: the cells read back as pandas infers them
+        assert pd.read_csv(path)["latency_stable"].tolist()[:2] == [True, False]
+        return
+    back = read[suffix](path)
+    assert back["latency_stable"].tolist()[:2] == [True, False] and pd.isna(back["latency_stable"][2])
+    assert back[back["latency_stable"].fillna(False).astype(bool)].shape[0] == 1  # only the stable Record
+    assert back["latency_ms_p99_lo"][0] == pytest.approx(3.2e-11)
+
+
 def test_canonical_key_is_stable_and_discriminating():
     w = Workload(batch=2)
     assert canonical_key("hilo", {"a": 1, "b": 2}, w, "cpu") == canonical_key("hilo", {"b": 2, "a": 1}, w, "cpu")

@@ -98,16 +98,12 @@ def _nothing_matched(store: RecordStore, filters: dict[str, str | None]) -> str:
 def _export_trials(storage: str, study: str | None, output: str, fmt: str, url: str) -> None:
     """A study's finished trials as one flat table (search.summary.trials_table), read without writing."""
     from effscope.profile.store import rows_frame, write_table
-    from effscope.report._load import open_study
+    from effscope.report._load import open_study, require_effscope_study
     from effscope.search.study import study_info
     from effscope.search.summary import trials_table
 
     loaded, _, _ = open_study(storage, study)
-    if "objectives" not in loaded.user_attrs:
-        raise SpecError(
-            f"study '{loaded.study_name}' was not made by effscope search (it lacks effscope's objectives and "
-            "constraints); --storage exports effscope's studies: read others with Optuna's study.trials_dataframe()"
-        )
+    require_effscope_study(loaded)
     rows = trials_table(loaded.get_trials(deepcopy=False), study_info(loaded), loaded.study_name)
     if not rows:
         raise SpecError(f"study '{loaded.study_name}' has no finished trials yet; run `effscope search` on it first")

@@ -54,15 +54,20 @@ def write_table(df: pd.DataFrame, path: str | Path, fmt: str, *, databases: Iter
 
 
 def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Flat rows (Records, listings) as a DataFrame whose integer columns stay integers where some rows lack them (a
-    knob of one target, a trial number): pandas would make them floats (num_classes 1000.0) for the missing values."""
+    """Flat rows (Records, listings) as a DataFrame whose integer and boolean columns keep their type where some rows
+    lack them (a knob of one target, a trial number, a failed Record's flags): pandas would make integers floats
+    (num_classes 1000.0) and booleans objects, which Parquet then writes as the text "False" (true when filtered)."""
     import pandas as pd
 
     df = pd.DataFrame(rows)
     for column in df.columns:
         values = [row[column] for row in rows if row.get(column) is not None]
-        if values and df[column].dtype.kind == "f" and all(type(v) is int for v in values):
+        if not values:
+            continue
+        if df[column].dtype.kind == "f" and all(type(v) is int for v in values):
             df[column] = df[column].astype("Int64")
+        elif df[column].dtype == object and all(type(v) is bool for v in values):
+            df[column] = df[column].astype("boolean")
     return df
 
 
@@ -74,7 +79,7 @@ def write_frame(df: pd.DataFrame, out: Any, fmt: str) -> None:
     elif fmt == "parquet":
         df.astype({c: "string" for c in df.columns if df[c].dtype == object}).to_parquet(out, index=False)
     else:
-        df.to_json(out, orient="records", indent=1)
+        df.to_json(out, orient="records", indent=1, double_precision=15)  # pandas' 10 digits make 3e-11 a 0
 
 
 class RecordStore:

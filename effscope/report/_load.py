@@ -26,7 +26,14 @@ if TYPE_CHECKING:
 
     from effscope.profile.record import Record
 
-__all__ = ["load_records_db", "load_records_file", "load_study", "open_study", "records_source"]
+__all__ = [
+    "load_records_db",
+    "load_records_file",
+    "load_study",
+    "open_study",
+    "records_source",
+    "require_effscope_study",
+]
 
 EXPORT_SUFFIXES = (".csv", ".parquet", ".json")
 
@@ -92,6 +99,20 @@ def open_study(storage: str, study: str | None = None) -> tuple[optuna.Study, op
     return optuna.load_study(study_name=study, storage=optuna_storage), optuna_storage, url
 
 
+def require_effscope_study(loaded: optuna.Study) -> None:
+    """Refuse a study that `effscope search` did not make: its trials carry none of what effscope reads.
+
+    Raises:
+        ReportError: one sentence, with what to use instead.
+    """
+    if "objectives" not in loaded.user_attrs:
+        raise ReportError(
+            f"study '{loaded.study_name}' was not made by effscope search (it lacks effscope's objectives and "
+            "constraints); effscope reads and exports its own studies: read others with Optuna's "
+            "study.trials_dataframe()"
+        )
+
+
 def load_study(storage: str, study: str | None = None) -> Source:
     """A study's finished trials joined to their Records (same database, see the search/report contract).
 
@@ -109,6 +130,7 @@ def load_study(storage: str, study: str | None = None) -> Source:
     target = str(loaded.user_attrs.get("target") or "")
     points = points_from_trials(finished, _records(url, study=study), target)
     if not any(p.timed for p in points):
+        require_effscope_study(loaded)  # another tool's study: say so rather than "none measured (3 measured)"
         raise ReportError(_nothing_measured(study, points))
     running = sum(1 for t in trials if t.state.name in ("RUNNING", "WAITING"))
     directions = [d.name.lower() for d in loaded.directions]
