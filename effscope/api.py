@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
 import pickle
 import re
 import sys
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from effscope.errors import SpecError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from effscope.profile.record import Record
@@ -38,14 +40,15 @@ _MAIN_GUARD = re.compile(r"^if\s+__name__\s*==\s*['\"]__main__['\"]\s*:", re.MUL
 def profile(
     target: str | nn.Module,
     *,
-    device: str = "cpu",
-    dtype: str = "fp32",
-    batch: int = 1,
+    device: str | torch.device = "cpu",
+    dtype: str | None = None,
+    batch: int | None = None,
     size: int | tuple[int, int] | None = None,
     knobs: dict[str, Any] | None = None,
     mode: str = "infer",
+    protocol: str | None = None,
     isolate: bool = True,
-    db: str | None = None,
+    db: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> Record:
     """Count and measure one target, as `effscope profile` does, and return its Record.
@@ -54,57 +57,102 @@ def profile(
         target: a block or preset name (`effscope blocks list`, `effscope models list`), `module:callable` or
             `path/to/file.py:callable` returning an nn.Module, or an nn.Module instance. A module that takes other
             inputs than an image batch (B, 3, H, W) defines `example_args(batch, size, device)`.
-        device, dtype, batch: as the command's --device, --dtype, --batch.
-        size: input size of a model, or token grid of a block: N or (H, W); None uses the target's own.
+        device, dtype, batch: as the command's --device (a str or a torch.device), --dtype (default fp32) and --batch
+            (default 1).
+        size: input size of a model, or token grid of a block: N or (H, W), integers; None uses the target's own.
         knobs: knob values of a registered block or preset, e.g. {"window_size": 4}.
         mode: "infer", or "train" to time a training step (forward, backward, AdamW step): its numbers are named
             train_step_ms_p50, train_img_s, ...
+        protocol: time as a paper did, as the command's --protocol: "lightvit", "litv2" or "timm" set the dtype,
+            batch, warm-up and timed iteration counts (`effscope.profile.protocols`). A dtype, batch, warmup_iters
+            or iters given beside it overrides the paper's and is recorded in the Record's protocol["changed"], so a
+            modified replay never passes for the paper's own.
         isolate: measure in a spawned process (the default, as the command does): a crash or a hang becomes a failed
             Record, and CPU peak memory is honest; an nn.Module instance is pickled to it, so its class must be
-            importable. False measures in this process: faster to start, works for any module, but a crash takes
-            the caller down and CPU peak memory is missing.
+            importable there (defined in a module or a script file, not in a notebook, `python -c` or stdin). False
+            measures in this process: faster to start, works for any module, but a crash takes the caller down and
+            CPU peak memory is missing.
         db: also store the Record in this record store (SQLite file or SQLAlchemy URL); None keeps it in memory.
-        **options: measurement options, with the names of `effscope.profile.measure.Options` (max_time_s,
-            window_s, latency, throughput, count, sweep, elementwise, reference, timeout_s, ...), and
-            `cuda_graph` (default: on for CUDA devices).
+        **options: measurement options, with the names of `effscope.profile.measure.Options`: count, elementwise,
+            latency, throughput, sweep, reference, module_times, max_time_s, window_s, timeout_s, warmup_iters and
+            iters; and `cuda_graph` (default: on for CUDA devices). Options's other fields are effscope's own
+            bookkeeping and are refused: protocol and protocol_changes (set from `protocol`), fresh_process (a
+            single measurement always starts its own process) and abort_above_ms (the search's early stop, which
+            leaves a Record's latency cut short).
 
     Raises:
-        SpecError and its kin: an unknown target or option, a bad knob or workload (one sentence each).
+        EffscopeError (effscope.errors, also `effscope.EffscopeError`), the one base class to catch: its kinds
+        SpecError, KnobError and UnknownNameError say in one sentence what is wrong with the target, a knob, an
+        option or the workload; a store that cannot be opened raises its StoreError, also an EffscopeError.
     """
     from torch import nn
 
     from effscope.profile.measure import Options
+    from effscope.profile.protocols import apply_protocol
     from effscope.profile.record import Workload
-    from effscope.profile.run import Plan, check_device, validate_options, validate_workload
+    from effscope.profile.run import Plan, check_device, check_input_size, validate_options, validate_workload
     from effscope.profile.run import profile as run_profile
     from effscope.profile.target import Target, resolve_target
 
+    device = _device(device)
+    for name, value in (("dtype", dtype), ("mode", mode), ("protocol", protocol)):
+        if value is not None and not isinstance(value, str):
+            raise SpecError(f"{name} must be a name (a str), but got {value!r}")
+    if batch is not None and not _is_int(batch):
+        raise SpecError(f"batch must be an integer, but got {batch!r}")
+    if not isinstance(isolate, bool):
+        raise SpecError(f"isolate must be True or False, but got {isolate!r}")
+    if knobs is not None and not isinstance(knobs, Mapping):
+        raise SpecError(f"knobs must be a dict of knob names to values, but got {knobs!r}")
+    if db is not None and not isinstance(db, str | os.PathLike):
+        raise SpecError(f"db must be a path or an SQLAlchemy URL (a str), but got {db!r}")
     cuda_graph = options.pop("cuda_graph", device.startswith("cuda"))
-    allowed = {f.name for f in dataclasses.fields(Options)}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise SpecError(f"unknown option(s) {', '.join(unknown)}; the options are {', '.join(sorted(allowed))}")
-    grid = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
+    if not isinstance(cuda_graph, bool):
+        raise SpecError(f"cuda_graph must be True or False, but got {cuda_graph!r}")
+    _check_options(options)
+    grid = _grid(size)
+    timing = apply_protocol(
+        protocol,
+        device,
+        dtype=dtype,
+        batch=batch,
+        warmup_iters=options.pop("warmup_iters", None),
+        iters=options.pop("iters", None),
+        latency=options.pop("latency", None),
+    )
     workload = validate_workload(
-        Workload(device=device, dtype=dtype, batch=batch, size=grid, cuda_graph=cuda_graph, mode=mode)
+        Workload(device=device, dtype=timing.dtype, batch=timing.batch, size=grid, cuda_graph=cuda_graph, mode=mode)
     )
     check_device(workload.device)
-    opts = validate_options(Options(**options))
+    opts = validate_options(
+        Options(
+            **options,
+            latency=timing.latency,
+            warmup_iters=timing.warmup_iters,
+            iters=timing.iters,
+            protocol=timing.protocol,
+            protocol_changes=timing.changes,
+        )
+    )
     if isinstance(target, nn.Module):
         if knobs:
             raise SpecError("knobs apply to registered blocks and presets, not to a module instance")
         resolved = Target(type(target).__name__, "custom", instance=target)
     elif isinstance(target, str):
-        resolved = resolve_target(target, overrides=knobs)
+        resolved = resolve_target(target, overrides=dict(knobs) if knobs is not None else None)
     else:
         raise SpecError(f"target must be a name or an nn.Module, but got {type(target).__name__}")
+    if grid is not None:
+        check_input_size(resolved, grid, "size")
     if isolate:
-        _check_main_guard()
+        _check_main_guard("profile")
+        if resolved.instance is not None:
+            _check_importable(resolved.instance)
     store = None
     if db is not None:
         from effscope.profile.store import RecordStore
 
-        store = RecordStore(db)
+        store = RecordStore(os.fspath(db))
     runner = None
     if not isolate:
         from effscope.profile.worker import InProcess
@@ -152,16 +200,14 @@ def search(
         design per budget), notes, elapsed_s, failures (workers that ended early) and space.
 
     Raises:
-        SpecError and its kin: a bad space or option, an unreachable database, a study of that name with another
-        definition. Worker processes are spawned: call it under `if __name__ == '__main__':` in a script.
+        EffscopeError (effscope.errors, also `effscope.EffscopeError`), the one base class to catch: a bad space or
+        option, an unreachable database, a study of that name with another definition, each in one sentence.
+        Worker processes are spawned and import the calling script again: call it under
+        `if __name__ == '__main__':` in a script (a script without that guard is refused before any worker starts).
     """
     from effscope.search.coordinator import search as run
 
-    if multiprocessing.parent_process() is not None:
-        raise SpecError(
-            "effscope.search() ran while one of its worker processes was starting: put your script's calls under "
-            "`if __name__ == '__main__':`"
-        )
+    _check_main_guard("search")
     return run(
         space,
         budget_ms=budget_ms,
@@ -224,25 +270,129 @@ def _provenance() -> dict[str, str]:
     return {"command": f"python {Path(where).name}" if where else "python (interactive)"}
 
 
-def _check_main_guard() -> None:
-    """Measuring in a spawned process imports the caller's script again there: without a main guard the script
-    would start measuring inside that process too. Say so in one sentence instead of multiprocessing's traceback."""
-    if multiprocessing.parent_process() is not None:
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _device(device: object) -> str:
+    """The device as the command takes it: a str, or a torch.device written as one ("cuda:0")."""
+    if isinstance(device, str):
+        return device
+    if type(device).__name__ == "device" and type(device).__module__ == "torch":
+        return str(device)
+    raise SpecError(f"device must be cpu, cuda or cuda:N (a str or a torch.device), but got {device!r}")
+
+
+def _grid(size: object) -> tuple[int, int] | None:
+    """`size` as (H, W), with the command's --resolution / --tokens rule (run.parse_size): N or (H, W), integers in
+    [1, MAX_SIDE]."""
+    from effscope.profile.run import MAX_SIDE, parse_size
+
+    if size is None:
+        return None
+    if _is_int(size):
+        text: str | None = str(size)
+    elif isinstance(size, tuple | list) and len(size) == 2 and all(_is_int(v) for v in size):
+        text = f"{size[0]}x{size[1]}"
+    else:
+        text = None
+    try:
+        if text is not None:
+            return parse_size(text, "size")
+    except SpecError:
+        pass
+    raise SpecError(
+        f"size takes N or (H, W) with integers in [1, {MAX_SIDE}] (e.g. 224 or (224, 320)), but got {size!r}"
+    )
+
+
+# Options fields a caller does not set: `protocol` is profile()'s own argument, the others are effscope's bookkeeping.
+_INTERNAL_OPTIONS = ("abort_above_ms", "fresh_process", "protocol", "protocol_changes")
+_OPTION_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+    "float": (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    "int | None": (lambda v: v is None or _is_int(v), "an integer or None"),
+}
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """Refuse an unknown or internal option, or one of the wrong type, in one sentence naming the options; the
+    values' ranges are checked after, by the command's own validate_options / validate_workload."""
+    from effscope.profile.measure import Options
+
+    types_ = {f.name: f.type for f in dataclasses.fields(Options)}
+    allowed = sorted(name for name in types_ if name not in _INTERNAL_OPTIONS) + ["cuda_graph"]
+    unknown = sorted(set(options) - set(types_))
+    if unknown:
+        raise SpecError(f"unknown option(s) {', '.join(unknown)}; the options are {', '.join(allowed)}")
+    internal = sorted(set(options) & set(_INTERNAL_OPTIONS))
+    if internal:
+        hint = " (give protocol=NAME)" if {"protocol", "protocol_changes"} & set(internal) else ""
         raise SpecError(
-            "effscope.profile() ran while effscope's measurement process was starting: put your script's calls under "
-            "`if __name__ == '__main__':`, or pass isolate=False"
+            f"{', '.join(internal)} {'is' if len(internal) == 1 else 'are'} set by effscope itself{hint}; the options "
+            f"are {', '.join(allowed)}"
+        )
+    for name, value in options.items():
+        check, what = _OPTION_KINDS.get(str(types_[name]), (lambda v: True, ""))
+        if not check(value):
+            raise SpecError(f"option {name} must be {what}, but got {value!r}")
+
+
+def _main_importable(main: types.ModuleType | None) -> bool:
+    """Whether a spawned process can import the caller's `__main__` again (as multiprocessing's spawn does): by its
+    module name (`python -m pkg.mod`) or from its file; not a notebook, `python -c` or a script read from stdin."""
+    if main is None:
+        return False
+    if getattr(getattr(main, "__spec__", None), "name", None):
+        return True
+    path = getattr(main, "__file__", None)
+    return bool(path) and Path(path).is_file()
+
+
+def _check_importable(module: nn.Module) -> None:
+    """An instance is pickled to the measurement process, which finds its classes by module and name: a class
+    defined in a `__main__` that process cannot import (a notebook, `python -c`, stdin) would fail there with only
+    an exit code, so say so here in one sentence."""
+    if _main_importable(sys.modules.get("__main__")):
+        return
+    for sub in module.modules():
+        cls = type(sub)
+        if cls.__module__ == "__main__":
+            raise SpecError(
+                f"{cls.__qualname__} is defined interactively (in a notebook, `python -c` or stdin), so effscope's "
+                "measurement process cannot import it: define it in a module or .py file, or pass isolate=False"
+            )
+
+
+def _check_main_guard(function: str) -> None:
+    """Measuring (or searching) in a spawned process imports the caller's script again there: without a main guard
+    the script would start measuring inside that process too. Say so in one sentence instead of multiprocessing's
+    traceback. `function`: "profile" or "search", as messages name it."""
+    fallback = ", or pass isolate=False" if function == "profile" else ""
+    # While a spawned child imports the script, multiprocessing marks it `_inheriting`; parent_process() is still
+    # None then (it is set only once the child's target starts, where a call is legitimate).
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise SpecError(
+            f"effscope.{function}() ran while one of effscope's processes was starting and importing your script: "
+            f"put your script's calls under `if __name__ == '__main__':`{fallback}"
         )
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     if not path:  # interactive: nothing is imported again
         return
+    if not _main_importable(main):
+        raise SpecError(
+            f"effscope.{function}() runs in spawned processes, which import the calling script again, but this one "
+            f"was read from {path}: save it as a .py file and run that{fallback}"
+        )
     try:
         source = Path(path).read_text(errors="replace")
     except OSError:
         return
     if not _MAIN_GUARD.search(source):
+        verb = "measures" if function == "profile" else "searches"
+        in_process = " (or pass isolate=False to measure in this process)" if fallback else ""
         raise SpecError(
-            f"{Path(path).name} calls effscope.profile() outside `if __name__ == '__main__':`; effscope measures in a "
-            "spawned process, which imports the script again, so put the calls under that guard (or pass "
-            "isolate=False to measure in this process)"
+            f"{Path(path).name} calls effscope.{function}() outside `if __name__ == '__main__':`; effscope {verb} in "
+            f"spawned processes, which import the script again, so put the calls under that guard{in_process}"
         )

@@ -52,6 +52,15 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _shown(value: Any) -> str:
+    """A rejected knob value as a message shows it: numbers as the CLI takes them, anything else (a string "4", a
+    None) with its quotes and type, so it does not read as the number it looks like."""
+    items = value if isinstance(value, tuple | list) else (value,)
+    if all(isinstance(v, int | float) for v in items):
+        return format_value(value)
+    return f"{value!r} (a {type(value).__name__})"
+
+
 class Domain:
     """The set of values a knob may take."""
 
@@ -261,7 +270,7 @@ class Knob:
             return self.domain.normalize(value)
         except ValueError:
             raise KnobError(
-                f"knob '{self.name}' of {owner} must be {self.domain.describe()}, but got {format_value(value)!s}"
+                f"knob '{self.name}' of {owner} must be {self.domain.describe()}, but got {_shown(value)}"
             ) from None
 
     def parse(self, text: str, owner: str) -> Any:

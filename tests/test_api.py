@@ -119,3 +119,138 @@ def test_search_runs_the_command_s_search_and_returns_its_result(tmp_path):
     assert uids and uids <= {r.uid for r in RecordStore(str(db)).records()}
     again = effscope.search("hilo_block", trials=2, storage=str(db), seed=3)  # the same call resumes
     assert not again.created and again.summary.trials == 2 and "already has 2 completed trials" in " ".join(again.notes)
+
+
+def test_a_paper_protocol_times_as_the_paper_did_and_records_what_was_changed():
+    from effscope.profile.protocols import Timing, apply_protocol
+
+    # The one function the command and the API both apply: the paper's settings, the caller's over them.
+    assert apply_protocol("litv2", "cpu") == Timing("bf16", 64, 50, 30, False, "litv2", ())
+    assert apply_protocol("litv2", "cuda:0", batch=64, iters=5) == Timing(
+        "fp16", 64, 50, 5, False, "litv2", ("iters=5",)
+    )
+    assert apply_protocol("litv2", "cpu", latency=True).changes == ("latency=True",)
+    assert apply_protocol(None, "cpu") == Timing("fp32", 1, None, None, True, None, ())
+    record = effscope.profile("hilo", size=7, protocol="litv2", batch=2, warmup_iters=1, iters=3, isolate=False)
+    assert record.status == "ok" and record.workload["dtype"] == "bf16" and record.workload["batch"] == 2
+    assert record.protocol["name"] == "litv2" and record.protocol["changed"] == ["batch=2", "warmup_iters=1", "iters=3"]
+    assert record.flat()["protocol"] == "litv2 (changed: batch=2, warmup_iters=1, iters=3)"  # as the command stores it
+    assert (
+        record.protocol["iters"] == 3 and record.protocol["repeats"] == "not measured"
+    )  # throughput only, as published
+    assert record.throughput["throughput_img_s"] > 0
+
+
+@pytest.mark.parametrize("option", [{"fresh_process": False}, {"abort_above_ms": 1.0}, {"protocol_changes": ()}])
+def test_internal_options_are_refused_naming_the_options(option):
+    with pytest.raises(SpecError, match=r"set by effscope itself.*; the options are count, elementwise, iters") as e:
+        effscope.profile("vit", **option)
+    assert "fresh_process" not in str(e.value).split("options are")[1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"size": 0}, r"size takes N or \(H, W\) with integers in \[1, 65536\] .*but got 0$"),
+        ({"size": (7,)}, r"size takes N or \(H, W\).*but got \(7,\)$"),
+        ({"size": "7"}, r"size takes N or \(H, W\).*but got '7'$"),
+        ({"size": 7.5}, r"size takes N or \(H, W\).*but got 7.5$"),
+        ({"batch": "2"}, r"^batch must be an integer, but got '2'$"),
+        ({"batch": 2.5}, r"^batch must be an integer, but got 2.5$"),
+        ({"max_time_s": "x"}, r"^option max_time_s must be a number, but got 'x'$"),
+        ({"latency": 1}, r"^option latency must be True or False, but got 1$"),
+        ({"device": 0}, r"^device must be cpu, cuda or cuda:N \(a str or a torch.device\), but got 0$"),
+        ({"protocol": "swin"}, r"^unknown protocol 'swin'; the protocols are lightvit, litv2, timm$"),
+    ],
+)
+def test_bad_arguments_are_one_sentence_before_anything_runs(kwargs, message):
+    with pytest.raises(SpecError, match=message):
+        effscope.profile("vit", **kwargs)
+
+
+def test_arguments_are_checked_as_the_command_checks_them():
+    with pytest.raises(SpecError, match=r"^pvtv2_b0 cannot take size 20x20: "):  # the command's meta-forward check
+        effscope.profile("pvtv2_b0", size=20)
+    with pytest.raises(effscope.EffscopeError, match=r"must be int in \[1, 32\], but got '4' \(a str\)$"):
+        effscope.profile("vit", knobs={"heads": "4"})  # a string that looks like a valid number says it is one
+    module = torch.nn.Conv2d(3, 4, 3)
+    record = effscope.profile(module, size=8, device=torch.device("cpu"), isolate=False, **QUICK)
+    assert record.status == "ok" and record.workload["device"] == "cpu"
+    from effscope import api
+
+    for function in (api.profile, api.search):  # the one base class to catch is documented
+        assert "EffscopeError (effscope.errors" in function.__doc__ and "SpecError and its kin" not in function.__doc__
+
+
+INTERACTIVE = (
+    "import torch, effscope\n"
+    "class Mine(torch.nn.Module):\n"
+    "    def forward(self, x):\n"
+    "        return x * 2\n"
+    "effscope.profile(Mine(), size=4, max_time_s=0.05)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        (
+            "-c",
+            "Mine is defined interactively (in a notebook, `python -c` or stdin), so effscope's measurement process "
+            "cannot import it: define it in a module or .py file, or pass isolate=False",
+        ),
+        (
+            "stdin",
+            "effscope.profile() runs in spawned processes, which import the calling script again, but this one "
+            "was read from <stdin>: save it as a .py file and run that, or pass isolate=False",
+        ),
+    ],
+)
+def test_a_main_the_measurement_process_cannot_import_is_one_sentence(tmp_path, how, message):
+    args, stdin = ([sys.executable, "-c", INTERACTIVE], None) if how == "-c" else ([sys.executable, "-"], INTERACTIVE)
+    r = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.splitlines()[-1] == f"effscope.errors.SpecError: {message}"
+
+
+def test_a_class_in_a_script_s_main_is_still_measured_in_its_own_process(tmp_path):
+    script = tmp_path / "mine.py"
+    script.write_text(
+        "import torch, effscope\n"
+        "class Mine(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        return x * 2\n"
+        "if __name__ == '__main__':\n"
+        "    r = effscope.profile(torch.nn.Sequential(Mine()), size=4, max_time_s=0.05, throughput=False,"
+        " reference=False)\n"
+        "    print(r.status, r.error)\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.split() == ["ok", "None"], r.stderr
+
+
+def test_a_search_script_without_a_main_guard_gets_one_sentence(tmp_path):
+    script = tmp_path / "noguard.py"
+    script.write_text('import effscope\neffscope.search("hilo_block", trials=1, storage="s.db")\n')
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.splitlines()[-1] == (
+        "effscope.errors.SpecError: noguard.py calls effscope.search() outside `if __name__ == '__main__':`; "
+        "effscope searches in spawned processes, which import the script again, so put the calls under that guard"
+    )
+    assert "bootstrapping phase" not in r.stderr and "EOFError" not in r.stderr and not (tmp_path / "s.db").exists()
+
+
+def test_a_search_call_run_again_by_a_starting_worker_is_named_not_an_eof_error(tmp_path):
+    # A guard exists, but the call is outside it: each worker, importing the script, stops at the call.
+    script = tmp_path / "toplevel.py"
+    script.write_text(
+        "import effscope\n"
+        'result = effscope.search("hilo_block", trials=1, storage="s.db")\n'
+        "print([f.reason for f in result.failures])\n"
+        "if __name__ == '__main__':\n"
+        "    pass\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0 and "EOFError" not in r.stderr and "bootstrapping phase" not in r.stderr, r.stderr
+    assert "effscope.search() ran while one of effscope's processes was starting and importing your script" in r.stderr
+    assert "exited with code 1 while starting, before it could say why" in r.stdout
+    assert "ran effscope.search() outside `if __name__ == '__main__':`" in r.stdout

@@ -57,6 +57,10 @@ def test_out_of_domain_names_knob_value_and_domain():
         ToyConfig(depths=(2, 2))
     with pytest.raises(KnobError, match="knob 'heads'"):
         ToyConfig(heads=True)  # bools are not ints here
+    with pytest.raises(KnobError, match=r"must be int in \[1, 16\], but got '4' \(a str\)$"):
+        ToyConfig(heads="4")  # a string that reads as a number in range says it is a string
+    with pytest.raises(KnobError, match=r"but got \('2', '2', '2', '2'\) \(a tuple\)$"):
+        ToyConfig(depths=("2", "2", "2", "2"))
     with pytest.raises(KnobError, match="knob 'ratio'"):
         ToyConfig(ratio=float("nan"))
 

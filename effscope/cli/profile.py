@@ -147,7 +147,7 @@ def profile(
     """Count and measure a target (or a suite): params, MACs, latency, throughput, memory, energy."""
     from effscope.output import check_output
     from effscope.profile.measure import Options
-    from effscope.profile.protocols import get_protocol
+    from effscope.profile.protocols import apply_protocol, get_protocol
     from effscope.profile.record import Workload
     from effscope.profile.run import (
         Plan,
@@ -171,18 +171,21 @@ def profile(
     grid = parse_size(tokens, "--tokens")
     if size and grid:
         raise SpecError("--resolution is for models and --tokens for blocks; give one of them")
-    paper = get_protocol(protocol) if protocol else None
-    given = {"dtype": dtype, "batch": batch, "warmup_iters": warmup_iters, "iters": iters}
-    if paper is not None:
-        preset = {"dtype": paper.dtype(device), "batch": paper.batch, "warmup_iters": paper.warmup_iters}
-        preset["iters"] = paper.iters
-        changed = tuple(f"{k}={v}" for k, v in given.items() if v is not None and v != preset[k])
-        given = {k: preset[k] if v is None else v for k, v in given.items()}
+    timing = apply_protocol(
+        protocol,
+        device,
+        dtype=dtype,
+        batch=batch,
+        warmup_iters=warmup_iters,
+        iters=iters,
+        latency=False if no_latency else None,
+    )
+    paper = get_protocol(timing.protocol) if timing.protocol else None
     workload = validate_workload(
         Workload(
             device=device,
-            dtype=given["dtype"] or "fp32",
-            batch=1 if given["batch"] is None else given["batch"],
+            dtype=timing.dtype,
+            batch=timing.batch,
             size=size or grid,
             threads=threads,
             channels_last=channels_last,
@@ -196,15 +199,15 @@ def profile(
     options = validate_options(
         Options(
             elementwise=elementwise,
-            latency=not no_latency and (paper is None or paper.latency),
+            latency=timing.latency,
             throughput=not no_throughput,
             sweep=sweep,
             max_time_s=max_time,
             timeout_s=timeout,
-            warmup_iters=given["warmup_iters"],
-            iters=given["iters"],
-            protocol=paper.name if paper else None,
-            protocol_changes=changed if paper else (),
+            warmup_iters=timing.warmup_iters,
+            iters=timing.iters,
+            protocol=timing.protocol,
+            protocol_changes=timing.changes,
         )
     )
     check_device(workload.device)

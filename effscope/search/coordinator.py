@@ -318,7 +318,14 @@ def _failure(proc: BaseProcess, report: Connection) -> WorkerFailure:
     """Why a worker process ended with a non-zero exit code (its one sentence, or the signal)."""
     if proc.exitcode < 0:
         return WorkerFailure(proc.name, "killed", f"was killed by {signal.Signals(-proc.exitcode).name}")
-    reason = report.recv() if report.poll() else f"exited with code {proc.exitcode}"
+    try:
+        reason = report.recv() if report.poll() else f"exited with code {proc.exitcode}"
+    except (EOFError, OSError):  # it closed its end unsent: it died starting, before the search code ran
+        reason = (
+            f"exited with code {proc.exitcode} while starting, before it could say why (its traceback is above); "
+            "most often the calling script, which each worker imports again, ran effscope.search() outside "
+            "`if __name__ == '__main__':`"
+        )
     return WorkerFailure(proc.name, "error" if proc.exitcode == 2 else "crash", reason)
 
 
