@@ -1340,11 +1340,13 @@ def check_imports(env: dict[str, str], modules: Sequence[str] = SMOKE_IMPORTS) -
         raise CheckError(f"the steps cannot import their packages ({last[0].strip()}); see `make gpu-wheels`")
 
 
-def _check_device(device: str) -> None:
+def _check_device(device: str, quick: bool) -> None:
     import torch
 
     if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise CheckError(f"--device must be cpu, cuda or cuda:N, but got '{device}'")
+    if device == "cpu" and not quick:  # GPU-sized steps on a CPU run out of time and prove nothing
+        raise CheckError("--device cpu checks the kit itself and needs --quick (CPU-sized steps)")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CheckError(
             f"no CUDA device is visible to torch {torch.__version__} (CUDA build {torch.version.cuda}); "
@@ -1407,7 +1409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_official(a.official)
         env = ensure_packages(needed=NEEDED_MODULES + (("einops",) if a.official is not None else ()))
         check_imports(env)
-        _check_device(a.device)
+        _check_device(a.device, a.quick)
         _prepare_out(out, a.overwrite)
     except CheckError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -116,3 +116,15 @@ def test_the_cli_consoles_show_no_emoji_codes_even_without_markup(capsys):
         console.print("tiny:sleepy: done", markup=False, highlight=False)
     captured = capsys.readouterr()
     assert captured.out == captured.err == "tiny:sleepy: done\n"
+
+
+def test_a_sweep_is_reported_and_no_correlation_is_made_of_missing_latencies(capsys):
+    from effscope.cli.profile import _show_records
+    from effscope.profile.record import Record
+
+    records = [Record(target=f"t{i}", kind="block", workload={}, counts={"macs": 10 * i}) for i in range(3)]
+    records[0].throughput = {"peak_throughput_img_s": 4564.7, "peak_throughput_batch": 16}
+    _show_records(records, plans=[], by_module=None, paper=None, options=None)
+    shown = capsys.readouterr().out
+    assert "t0: batch sweep: peak 4,564.7 img/s at batch 16" in shown
+    assert "Spearman" not in shown  # three targets, none with a latency (--no-latency): nothing to rank

@@ -434,6 +434,7 @@ def test_missing_modules_without_wheels_is_one_sentence(kit, tmp_path):
     [
         (["--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
         (["--device", "cpu", "--limit", "0"], "--limit must be a positive number"),
+        (["--device", "cpu"], "--device cpu checks the kit itself and needs --quick"),
         pytest.param(
             ["--device", "cuda"],
             "no CUDA device is visible",

@@ -85,11 +85,11 @@ def build(
         fmt(v["kendall_tau"], "+.3f"),
     )
     for kind in ("sum", "affine", "full"):
-        if f"baseline_{kind}_mape" in v:
+        if f"baseline_{kind}_mape" in v and kind != v["fit"]:  # the chosen fit's row is above
             t.add_row(
                 f"baseline: {kind}",
                 fmt(v[f"baseline_{kind}_mape"], ".1%"),
-                "",
+                fmt(v.get(f"baseline_{kind}_within_5"), ".0%"),
                 fmt(v[f"baseline_{kind}_within_10"], ".0%"),
                 fmt(v[f"baseline_{kind}_kendall_tau"], "+.3f"),
             )

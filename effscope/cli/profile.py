@@ -278,10 +278,11 @@ def _show_records(
         from effscope.profile.run import rank_correlation
 
         corr = rank_correlation(records)
-        out.print(
-            f"MACs vs measured p50 latency across {corr['n']} targets: "
-            f"Spearman {corr['spearman']:.3f}, Kendall {corr['kendall']:.3f}"
-        )
+        if corr["n"] > 2:  # fewer measured latencies (--no-latency, failures) make no ranking
+            out.print(
+                f"MACs vs measured p50 latency across {corr['n']} targets: "
+                f"Spearman {corr['spearman']:.3f}, Kendall {corr['kendall']:.3f}"
+            )
 
 
 @dataclass
@@ -384,6 +385,12 @@ def _print_notes(r: Record) -> None:
         )
     for note in counting_notes(r):
         out.print(f"[dim]{esc(r.target)}: {esc(note)}[/dim]")
+    peak = r.throughput.get("peak_throughput_img_s")
+    if peak is not None:
+        out.print(
+            f"[dim]{esc(r.target)}: batch sweep: peak {peak:,.1f} img/s at batch "
+            f"{r.throughput.get('peak_throughput_batch')} (details in the Record's batch_sweep)[/dim]"
+        )
     if r.workload.get("device") == "cpu" and r.workload.get("dtype") == "fp16":
         out.print(
             f"[dim]{esc(r.target)}: fp16 autocast on a CPU: most CPUs lack fp16 matrix units, so this often times a "

@@ -698,6 +698,7 @@ def validate(train: list[dict], hold: list[dict], fit: Fit) -> dict[str, Any]:
             continue
         mb = metrics([b.predict_one(r["block_sum"], r["features"]) for r in hold], meas)
         out[f"baseline_{kind}_mape"] = mb["mape"]
+        out[f"baseline_{kind}_within_5"] = mb["within_5"]
         out[f"baseline_{kind}_within_10"] = mb["within_10"]
         out[f"baseline_{kind}_kendall_tau"] = mb["kendall_tau"]
     return out
