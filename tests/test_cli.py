@@ -28,6 +28,12 @@ def test_blocks_show_applies_set_and_reports_params():
     assert "dim = 192" in r.stdout and "params: 444,864" in r.stdout
 
 
+def test_models_show_rounds_derived_fractions_for_reading():
+    r = run("models", "show", "litv2_s")
+    assert r.returncode == 0, r.stderr
+    assert "alpha = 0.8333," in r.stdout and "params: 27,844,000" in r.stdout  # 10 Lo-Fi of 12 heads
+
+
 def test_models_list_compares_with_official_counts():
     r = run("models", "list")
     assert r.returncode == 0, r.stderr

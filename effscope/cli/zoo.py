@@ -88,7 +88,8 @@ def _show(spec: Spec, assignments: list[str]) -> None:
     out.print(_knob_table(spec, config))
     derived = config.derived()
     if derived:
-        out.print("derived: " + ", ".join(f"{k} = {format_value(v)}" for k, v in derived.items()))
+        shown = {k: f"{v:.4g}" if isinstance(v, float) else format_value(v) for k, v in derived.items()}
+        out.print("derived: " + ", ".join(f"{k} = {v}" for k, v in shown.items()))  # alpha 0.8333, not 16 digits
     out.print(f"params: {_param_count(spec, config):,}")
     ref = spec.reference
     if ref is not None and config == spec.config:
