@@ -124,6 +124,12 @@ def _protocol(o: Options) -> dict[str, Any]:
 
     fixed = o.warmup_iters is not None or o.iters is not None
     # What was asked; what ran (warm-up calls and seconds, samples, the window) is in the Record's sections.
+    if not o.latency:
+        repeats = "not measured"
+    elif o.iters is not None:
+        repeats = f"{o.iters} iterations"
+    else:
+        repeats = f"adaptive until IQR/median <= 0.05 or {o.max_time_s:g} s"
     if not o.throughput:
         throughput = "not measured"
     elif o.iters is not None:
@@ -137,11 +143,7 @@ def _protocol(o: Options) -> dict[str, Any]:
         "warmup": f"{o.warmup_iters} iterations"
         if o.warmup_iters is not None
         else f"time-budgeted: >= {WARMUP_S:g} s and >= 10 iterations, cut short at {o.max_time_s:g} s",
-        "repeats": "not measured"
-        if not o.latency
-        else f"{o.iters} iterations"
-        if o.iters is not None
-        else f"adaptive until IQR/median <= 0.05 or {o.max_time_s:g} s",
+        "repeats": repeats,
         "throughput": throughput,
         "throughput_window_s": o.window_s if o.throughput and o.iters is None else None,
         "warmup_iters": o.warmup_iters,

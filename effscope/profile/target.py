@@ -64,15 +64,15 @@ class Target:
         return (torch.randn(batch, 3, h, w, device=device),)
 
     def input_size(self, module: nn.Module, size: tuple[int, int] | None) -> tuple[int, int] | None:
-        """The (H, W) that `example_args` uses for `size`: the size given, else the module's default (effscope's
-        blocks: a token grid; models: an image size), else 224x224 for a plain image model; None where a custom
-        module's own `example_args` decides without saying."""
+        """The (H, W) that `example_args` uses for `size`: the size given; else, for a module with its own
+        `example_args`, its `default_size` (effscope's blocks: a token grid; models: an image size), None where it
+        has none; else 224x224, the image batch made for a plain image model."""
         if size is not None:
             return (int(size[0]), int(size[1]))
+        if not hasattr(module, "example_args"):
+            return DEFAULT_IMAGE_SIZE
         default = getattr(module, "default_size", None)
-        if default is not None:
-            return (int(default[0]), int(default[1]))
-        return None if hasattr(module, "example_args") else DEFAULT_IMAGE_SIZE
+        return (int(default[0]), int(default[1])) if default is not None else None
 
 
 def resolve_target(name: str, overrides: dict[str, Any] | None = None, assignments: list[str] | None = None) -> Target:
