@@ -124,16 +124,7 @@ def profile(
         Workload(device=device, dtype=timing.dtype, batch=timing.batch, size=grid, cuda_graph=cuda_graph, mode=mode)
     )
     check_device(workload.device)
-    opts = validate_options(
-        Options(
-            **options,
-            latency=timing.latency,
-            warmup_iters=timing.warmup_iters,
-            iters=timing.iters,
-            protocol=timing.protocol,
-            protocol_changes=timing.changes,
-        )
-    )
+    opts = validate_options(Options(**options, **timing.options()))
     if isinstance(target, nn.Module):
         if knobs:
             raise SpecError("knobs apply to registered blocks and presets, not to a module instance")
@@ -276,9 +267,11 @@ def _is_int(value: object) -> bool:
 
 def _device(device: object) -> str:
     """The device as the command takes it: a str, or a torch.device written as one ("cuda:0")."""
+    import torch
+
     if isinstance(device, str):
         return device
-    if type(device).__name__ == "device" and type(device).__module__ == "torch":
+    if isinstance(device, torch.device):
         return str(device)
     raise SpecError(f"device must be cpu, cuda or cuda:N (a str or a torch.device), but got {device!r}")
 

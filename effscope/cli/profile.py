@@ -199,15 +199,11 @@ def profile(
     options = validate_options(
         Options(
             elementwise=elementwise,
-            latency=timing.latency,
             throughput=not no_throughput,
             sweep=sweep,
             max_time_s=max_time,
             timeout_s=timeout,
-            warmup_iters=timing.warmup_iters,
-            iters=timing.iters,
-            protocol=timing.protocol,
-            protocol_changes=timing.changes,
+            **timing.options(),
         )
     )
     check_device(workload.device)

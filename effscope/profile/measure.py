@@ -634,7 +634,9 @@ def _reference(before: LatencyStats, after: LatencyStats, record: Record) -> Non
         "latency_vs_reference": lat / ref_ms if lat else None,
     }
     if not lat:
-        record.missing["latency_vs_reference"] = "no latency measured"
+        from effscope.profile.roofline import NO_LATENCY
+
+        record.missing["latency_vs_reference"] = NO_LATENCY
     # The reference's matmuls use every thread, so a low ratio there means other processes took the cores (a small
     # target may use fewer threads than it was given, so its own ratio would mislead); a reference that slowed
     # down between before and after means the machine changed under the target.

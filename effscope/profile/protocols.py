@@ -4,6 +4,7 @@ compared with a measurement taken the way its authors took theirs (docs/measurem
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from effscope.errors import SpecError
 
@@ -91,6 +92,16 @@ class Timing:
     latency: bool
     protocol: str | None
     changes: tuple[str, ...]
+
+    def options(self) -> dict[str, Any]:
+        """The measurement Options fields these settings fill (effscope.profile.measure.Options)."""
+        return {
+            "latency": self.latency,
+            "warmup_iters": self.warmup_iters,
+            "iters": self.iters,
+            "protocol": self.protocol,
+            "protocol_changes": self.changes,
+        }
 
 
 def apply_protocol(

@@ -46,6 +46,7 @@ __all__ = [
     "CALIBRATION_KIND",
     "CALIBRATION_TARGET",
     "NO_CALIBRATION",
+    "NO_LATENCY",
     "Calibration",
     "add_roofline",
     "attach_calibration",
@@ -59,6 +60,7 @@ __all__ = [
 CALIBRATION_KIND = "calibration"
 CALIBRATION_TARGET = "roofline"
 NO_CALIBRATION = "no roofline calibration for this device: run effscope device --calibrate"
+NO_LATENCY = "no latency measured"  # one text, so the CLI groups every number missing for it on one line
 PROTOCOL = "effscope-roofline-v1"
 
 GEMM_SIZES = {"cpu": (256, 512, 1024, 2048), "cuda": (2048, 4096, 8192)}  # n of the n x n x n GEMMs tried
@@ -425,7 +427,7 @@ def roofline_numbers(
             if macs is None
             else "a training step's MACs are not counted (the count is of the inference forward)"
             if workload.get("mode") == "train"
-            else "no latency measured"
+            else NO_LATENCY
         )
         missing.setdefault("roofline_fraction", missing["achieved_mac_s"])
     else:
