@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from _spaces import load, tiny, trials_of
 from optuna.trial import TrialState
 
 from effscope.output import OutputError
+from effscope.profile.env import cpu_info
 from effscope.profile.record import Record
 from effscope.profile.store import RecordStore
 from effscope.urls import database_url
@@ -222,7 +224,11 @@ def test_user_modules_are_imported_in_the_measurement_process(tmp_path):
 
     r = run("profile", "loops:build", "--timeout", "2", "--db", db, cwd=tmp_path, timeout=120)
     assert r.returncode == 1 and "timed out after 2 s" in r.stdout, r.stdout + r.stderr
-    assert RecordStore(db).records()[-1].status == "failed"
+    hung = RecordStore(db).records()[-1]
+    assert hung.status == "failed"
+    # the child recorded nothing; the parent still says which host it failed on, but not the run's settings
+    assert hung.env["hostname"] == socket.gethostname() and hung.env["device_name"] == cpu_info()["cpu_model"]
+    assert hung.env["device"] == "cpu" and "dtype" not in hung.env
 
 
 # --------------------------------------------------------------------------------------------------- 10. the cap

@@ -33,6 +33,7 @@ __all__ = [
     "cpu_info",
     "environment",
     "git_state",
+    "host_environment",
     "retain_freed_heap",
     "timing_env_vars",
 ]
@@ -370,6 +371,49 @@ def _gpu_fields(dev: torch.device) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------- all
 
 
+def host_environment(device: str | torch.device) -> dict[str, Any]:
+    """What environment() records about the host and the software, read without asking the device anything: safe
+    in a process that must never initialize CUDA (the parent of a measurement child), so that a Record whose child
+    died or hung still says where it ran. `device_name` is the CPU model for a CPU device and None for a GPU (only
+    the child asks CUDA which GPU it is).
+
+    Returns:
+        Keys effscope_version, timestamp_utc, hostname, os, machine, python_version, python_implementation,
+        torch_version, torch_cuda_build, numpy_version, fvcore_version, device, device_type, device_name,
+        effscope_git_commit, effscope_git_dirty, load_avg_1m / _5m / _15m, the cpu_info() keys and the set
+        timing environment variables (timing_env_vars).
+    """
+    from effscope._version import __version__
+
+    dev = torch.device(device)
+    commit, dirty = git_state()
+    load = _load_average()
+    cpu = cpu_info()
+    return {
+        "effscope_version": __version__,
+        "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "machine": platform.machine(),
+        "python_version": platform.python_version(),
+        "python_implementation": sys.implementation.name,
+        "torch_version": torch.__version__,
+        "torch_cuda_build": torch.version.cuda,
+        "numpy_version": _version("numpy"),
+        "fvcore_version": _version("fvcore"),
+        "device": str(dev),
+        "device_type": dev.type,
+        "device_name": cpu["cpu_model"] if dev.type == "cpu" else None,
+        "effscope_git_commit": commit,
+        "effscope_git_dirty": dirty,
+        "load_avg_1m": load[0],
+        "load_avg_5m": load[1],
+        "load_avg_15m": load[2],
+        **cpu,
+        **timing_env_vars(),
+    }
+
+
 def environment(
     device: str | torch.device,
     *,
@@ -410,31 +454,15 @@ def environment(
         OMP_NUM_THREADS, KMP_AFFINITY, MALLOC_ARENA_MAX, LD_PRELOAD, ...). On GPU also gpu_* keys,
         cuda_driver_version and nvml_missing_reason. A key the machine does not expose is None, never a guess.
     """
-    from effscope._version import __version__
     from effscope.blocks.attention import attention_rule
 
     dev = torch.device(device)
-    commit, dirty = git_state()
-    load = _load_average()
     with warnings.catch_warnings():  # newer torch deprecates allow_tf32 reads in favour of fp32_precision
         warnings.simplefilter("ignore")
         tf32_matmul = bool(torch.backends.cuda.matmul.allow_tf32)
         tf32_cudnn = bool(torch.backends.cudnn.allow_tf32)
     env: dict[str, Any] = {
-        "effscope_version": __version__,
-        "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "hostname": socket.gethostname(),
-        "os": platform.platform(),
-        "machine": platform.machine(),
-        "python_version": platform.python_version(),
-        "python_implementation": sys.implementation.name,
-        "torch_version": torch.__version__,
-        "torch_cuda_build": torch.version.cuda,
-        "numpy_version": _version("numpy"),
-        "fvcore_version": _version("fvcore"),
-        "device": str(dev),
-        "device_type": dev.type,
-        "device_name": None,
+        **host_environment(dev),
         "driver_version": None,
         "cuda_version": None,
         "cudnn_version": None,
@@ -455,16 +483,7 @@ def environment(
         "malloc_top_pad_bytes": _heap_pad,  # None: the C library's default (freed heap returned to the OS)
         **_torch_libraries(),
         "mkldnn_enabled": _mkldnn_enabled(),
-        "effscope_git_commit": commit,
-        "effscope_git_dirty": dirty,
-        "load_avg_1m": load[0],
-        "load_avg_5m": load[1],
-        "load_avg_15m": load[2],
-        **cpu_info(),
-        **timing_env_vars(),
     }
     if dev.type == "cuda":
         env.update(_gpu_fields(dev))
-    else:
-        env["device_name"] = env["cpu_model"]
     return env

@@ -86,11 +86,16 @@ class Worker:
                 raise self._lost
             return Record.from_json(self._child.receive(job.options.timeout_s))
         except (ChildTimedOut, ChildDied) as e:
+            from effscope.profile.env import host_environment
+
             return Record(
                 target=job.target,
                 kind="unknown",
                 workload=job.workload.as_dict(),
                 knobs=dict(job.knobs),
+                # the child recorded nothing: say at least which host and software it failed on, read here in the
+                # parent without touching CUDA
+                env=host_environment(job.workload.device),
                 status="failed",
                 error=str(e),
                 **job.record_fields,
