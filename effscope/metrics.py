@@ -167,6 +167,11 @@ for _flag, _meaning in (
     ),
     ("gpu-throttled", "the GPU throttled (power or thermal) during the measurement window"),
     (
+        "calibration-contended",
+        "the only roofline calibration of this device and dtype ran while other processes took CPU cores: its roofs "
+        "read low, so roofline_fraction reads high; calibrate again on an idle machine",
+    ),
+    (
         "latency-unstable",
         "the stop rule (IQR/median <= 5 % over at least 10 samples) was not met before the time cap: a wide spread, "
         "or too few samples to judge",

@@ -9,8 +9,11 @@ import sys
 import pytest
 
 from effscope.errors import SpecError
+from effscope.metrics import FLAGS
 from effscope.profile.record import Record, Workload
 from effscope.profile.roofline import (
+    CALIBRATION_CONTENDED,
+    CONTENDED,
     NO_CALIBRATION,
     ROOFLINE_FIELDS,
     Calibration,
@@ -99,7 +102,11 @@ def test_missing_calibration_is_none_with_the_reason_never_zero():
         and "counting" in no_counts.missing["intensity_mac_per_byte"]
     )
     other_dtype = add_roofline(measured(dtype="fp16"), cal())
-    assert other_dtype.missing["roofline_fraction"] == "the calibration has no fp16 peak"
+    assert other_dtype.missing["roofline_fraction"] == (
+        "the calibration has no fp16 peak (it measured fp32): run effscope device --calibrate --dtype fp16"
+    )
+    cannot = add_roofline(measured(dtype="fp16"), cal(unsupported={"fp16": "fp16 matmul does not run on cpu"}))
+    assert cannot.missing["peak_mac_s"] == "the calibration has no fp16 peak: fp16 matmul does not run on cpu"
 
 
 def test_a_missing_calibration_keeps_the_first_cause_of_a_missing_number():
@@ -149,7 +156,8 @@ def test_calibration_is_stored_and_found_again(tmp_path):
     assert record.kind == "calibration" and record.target == "roofline" and record.env["threads"] == 1
     assert record.flat()["peak_flop_s_fp32"] == 2 * real.peak_mac_s["fp32"]
     assert latest_calibration(store, real.device_name, "fp32", 2) is None  # other thread count
-    assert latest_calibration(store, real.device_name, "bf16", 1) is None  # dtype not calibrated
+    # dtype not calibrated: the device's calibration still comes back, so the Record can say which peak is missing
+    assert latest_calibration(store, real.device_name, "bf16", 1).uid == record.uid
     assert latest_calibration(store, "another CPU", "fp32", 1) is None
     newer = cal(peak=5.0, threads=1).to_record()
     newer.env["device_name"] = real.device_name
@@ -168,6 +176,29 @@ def test_attach_calibration_completes_a_record(tmp_path):
     assert "roofline_fraction" not in r.missing and len(cache) == 1
     lone = attach_calibration(add_roofline(measured(threads=8)), store)
     assert lone.missing["roofline_fraction"] == NO_CALIBRATION
+
+
+def test_a_contended_calibration_is_used_only_without_another_and_flags_the_record(tmp_path):
+    store = RecordStore(str(tmp_path / "r.db"))
+
+    def add(peak: float, flags: tuple[str, ...] = (), dtypes: tuple[str, ...] = ("fp32",)) -> str:
+        c = Calibration(
+            device="cpu", device_name=CPU, threads=2, peak_mac_s=dict.fromkeys(dtypes, peak), bandwidth_bytes_s=1e5,
+            flags=flags, env={"device_name": CPU},
+        )  # fmt: skip
+        record = c.to_record()
+        store.add(record)
+        return record.uid
+
+    contended = add(1e5, flags=(CONTENDED,))
+    r = attach_calibration(add_roofline(measured()), store)
+    assert r.roofline["calibration_uid"] == contended and r.flags == [CALIBRATION_CONTENDED]
+    idle = add(1e6)
+    add(1e5, flags=(CONTENDED,))  # newer, but contended: the idle one stays the reference
+    add(1e7, dtypes=("bf16",))  # newer still, but without fp32
+    again = attach_calibration(r, store)
+    assert again.roofline["calibration_uid"] == idle and again.flags == []  # refilled: the flag goes with the roofs
+    assert CALIBRATION_CONTENDED in FLAGS
 
 
 def test_calibrate_rejects_bad_arguments():

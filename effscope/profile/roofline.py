@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CALIBRATION_KIND",
     "CALIBRATION_TARGET",
+    "CALIBRATION_CONTENDED",
+    "CONTENDED",
     "NO_CALIBRATION",
     "NO_LATENCY",
     "Calibration",
@@ -62,6 +64,8 @@ CALIBRATION_TARGET = "roofline"
 NO_CALIBRATION = "no roofline calibration for this device: run effscope device --calibrate"
 NO_LATENCY = "no latency measured"  # one text, so the CLI groups every number missing for it on one line
 PROTOCOL = "effscope-roofline-v1"
+CONTENDED = "cpu-contention"  # a calibration's flag: other processes took cores, so its roofs read low
+CALIBRATION_CONTENDED = "calibration-contended"  # a Record's flag: its roofline was computed with such roofs
 
 GEMM_SIZES = {"cpu": (256, 512, 1024, 2048), "cuda": (2048, 4096, 8192)}  # n of the n x n x n GEMMs tried
 COPY_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}  # far above any last-level cache (H100 L2: 50 MB)
@@ -343,7 +347,7 @@ def calibrate(
         unsupported=unsupported,
         env=env,
         details=details,
-        flags=("cpu-contention",) if _contended(details) else (),
+        flags=(CONTENDED,) if _contended(details) else (),
     )
 
 
@@ -364,22 +368,33 @@ def _contended(details: dict[str, Any]) -> bool:
     return bool(utils) and min(utils) < LOW_CPU_UTIL
 
 
-def _matches(cal: Calibration, device_name: str | None, dtype: str, threads: int | None) -> bool:
-    if cal.device_name != device_name or dtype not in cal.peak_mac_s:
-        return False
-    return cal.device.startswith("cuda") or cal.threads == threads  # threads only matter on CPU
+def _same_device(cal: Calibration, device_name: str | None, threads: int | None) -> bool:
+    return cal.device_name == device_name and (cal.device.startswith("cuda") or cal.threads == threads)  # threads: CPU
 
 
 def latest_calibration(
     store: RecordStore, device_name: str | None, dtype: str, threads: int | None
 ) -> Calibration | None:
-    """The newest stored calibration of this device (and thread count, on CPU) with a peak for `dtype`, or None."""
+    """The calibration a measurement of this device (and thread count, on CPU) in `dtype` is compared with.
+
+    The newest one with a peak for `dtype` whose cores were idle; else the newest such one taken under contention
+    (its roofs read low: add_roofline flags the Record); else the newest one of the device without that peak, so
+    the Record can say which peak to measure; None when the device has no calibration.
+    """
+    contended = without_dtype = None
     for record in reversed(store.records(target=CALIBRATION_TARGET, status="ok")):
-        if record.kind == CALIBRATION_KIND:
-            cal = Calibration.from_record(record)
-            if _matches(cal, device_name, dtype, threads):
-                return cal
-    return None
+        if record.kind != CALIBRATION_KIND:
+            continue
+        cal = Calibration.from_record(record)
+        if not _same_device(cal, device_name, threads):
+            continue
+        if dtype not in cal.peak_mac_s:
+            without_dtype = without_dtype or cal
+        elif CONTENDED in cal.flags:
+            contended = contended or cal
+        else:
+            return cal
+    return contended or without_dtype
 
 
 # ----------------------------------------------------------------------------------------------- per Record
@@ -433,7 +448,7 @@ def roofline_numbers(
     else:
         out["achieved_mac_s"] = macs * batch / (p50 / 1e3)
     if calibration is None or dtype not in calibration.peak_mac_s:
-        why = NO_CALIBRATION if calibration is None else f"the calibration has no {dtype} peak"
+        why = NO_CALIBRATION if calibration is None else _no_peak(calibration, dtype)
         for name in (*_CALIBRATION_FIELDS, *_BOUND_FIELDS, "calibration_uid"):
             # a field already missing for another cause (no count, no latency) keeps it first: both must be fixed
             missing[name] = f"{missing[name]}, and {why}" if name in missing else why
@@ -455,12 +470,27 @@ def roofline_numbers(
     return out, missing
 
 
+def _no_peak(calibration: Calibration, dtype: str) -> str:
+    """Why a calibration of the right device gives no roof for `dtype`, and what to do about it."""
+    unsupported = calibration.unsupported.get(dtype)
+    if unsupported is not None:
+        return f"the calibration has no {dtype} peak: {unsupported}"
+    return (
+        f"the calibration has no {dtype} peak (it measured {', '.join(calibration.peak_mac_s)}): run effscope device "
+        f"--calibrate --dtype {dtype}"
+    )
+
+
 def add_roofline(record: Record, calibration: Calibration | None = None) -> Record:
-    """Fill (or refill) `record.roofline` and its reasons in `record.missing`; returns the record."""
+    """Fill (or refill) `record.roofline` and its reasons in `record.missing`, and flag a Record compared with a
+    calibration taken under CPU contention (CALIBRATION_CONTENDED); returns the record."""
     for name in (*ROOFLINE_FIELDS, "bytes_amp_scale"):
         record.missing.pop(name, None)
     record.roofline, missing = roofline_numbers(record.counts, record.workload, record.latency, calibration)
     record.missing.update(missing)
+    record.flags = [f for f in record.flags if f != CALIBRATION_CONTENDED]
+    if record.roofline.get("calibration_uid") is not None and CONTENDED in calibration.flags:
+        record.flags.append(CALIBRATION_CONTENDED)
     return record
 
 
