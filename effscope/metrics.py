@@ -176,6 +176,11 @@ for _flag, _meaning in (
         "the stop rule (IQR/median <= 5 % over at least 10 samples) was not met before the time cap: a wide spread, "
         "or too few samples to judge",
     ),
+    (
+        "throughput-latency-mismatch",
+        "on a CPU, the throughput window and the latency repeats timed speeds over 1.25x apart: the machine changed "
+        "speed between them; measure again on a quiet machine",
+    ),
     ("aborted-over-budget", "timing stopped early because the design was clearly over the latency budget"),
     (
         "latency-uncertain",

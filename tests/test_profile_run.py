@@ -10,7 +10,7 @@ from effscope.errors import SpecError, UnknownNameError
 from effscope.profile import record as record_module
 from effscope.profile.env import HEAP_PAD_BYTES
 from effscope.profile.measure import Options
-from effscope.profile.record import Workload
+from effscope.profile.record import Record, Workload
 from effscope.profile.run import Plan, parse_size, profile, rank_correlation, validate_workload
 from effscope.profile.store import RecordStore
 from effscope.profile.target import resolve_target
@@ -43,6 +43,7 @@ def test_a_registered_block_is_counted_and_measured(worker, tmp_path):
     assert r.memory["peak_rss_bytes"] is not None and r.memory["peak_rss_bytes"] >= 0
     assert r.energy["energy_j_per_img"] is None and "NVML" in r.missing["energy_j_per_img"]
     assert r.env["torch_version"] and r.knobs["heads"] == 4
+    assert r.details["throughput_vs_latency"] > 0  # the mismatch flag's figure (its rule: the next test)
     if platform.libc_ver()[0] == "glibc":  # the measurement process keeps freed heap mapped, and says so
         assert r.env["malloc_top_pad_bytes"] == HEAP_PAD_BYTES and r.protocol["name"] == "effscope-v2"
     assert store.records()[0].uid == r.uid
@@ -148,6 +149,24 @@ def test_early_abort_stops_a_candidate_over_budget(worker):
     (r,) = profile([_plan("vit", size=(7, 7))], opts, store=None, worker=worker)
     assert r.latency["latency_aborted"] and "aborted-over-budget" in r.flags
     assert r.latency["latency_n"] < 20
+
+
+@pytest.mark.parametrize(
+    "img_s,device,flagged",
+    [(100.0, "cpu", False), (120.0, "cpu", False), (60.0, "cpu", True), (130.0, "cpu", True), (300.0, "cuda", False)],
+)
+def test_throughput_far_from_latency_is_flagged_on_a_cpu(img_s, device, flagged):
+    """Batch 4 at 40 ms is 100 img/s: a throughput 1.25x away either way means the machine changed between the two
+    timings; on a GPU, back-to-back calls overlap, so throughput may exceed batch / latency by design."""
+    import torch
+
+    from effscope.profile.measure import _check_throughput_against_latency
+
+    r = Record(target="x", kind="block", workload=Workload(batch=4).as_dict())
+    r.latency, r.throughput = {"latency_ms_p50": 40.0}, {"throughput_img_s": img_s, "throughput_batch": 4}
+    _check_throughput_against_latency(torch.device(device), r)
+    assert ("throughput-latency-mismatch" in r.flags) is flagged
+    assert r.details.get("throughput_vs_latency") == (None if device == "cuda" else pytest.approx(img_s / 100))
 
 
 def test_host_bound_ratio_is_eager_over_graph_and_missing_without_both():

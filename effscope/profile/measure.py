@@ -27,6 +27,9 @@ __all__ = ["Job", "Options", "describe_failure", "peak_rss_hidden", "run_job"]
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 REFERENCE_DRIFT = 1.2  # the reference slowed by more than this between before and after the target: contention
+# On a CPU calls do not overlap, so the throughput window and the latency repeats time the same work: speeds further
+# apart than this mean the machine changed between them (on a GPU, back-to-back calls overlap by design)
+THROUGHPUT_LATENCY_AGREE = 1.25
 HOST_BOUND = 1.25  # eager latency over this many times the CUDA-graph replay's: launching kernels dominates
 
 
@@ -235,6 +238,7 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
         over_budget = bool(record.latency.get("latency_aborted"))  # nothing more to learn from its timing
         if opts.throughput and not over_budget:
             _throughput(work, device, wl, opts, record)
+            _check_throughput_against_latency(device, record)
         if reference_before is not None:
             _reference(reference_before, _time_reference(device), record)
         if train:
@@ -530,6 +534,19 @@ def _add_timed(record: Record, seconds: float) -> None:
     """Add seconds spent inside the target's timed iterations (warm-ups, counting and the reference workload are
     not): over a search's wall time this is its duty cycle."""
     record.latency["timed_s"] = record.latency.get("timed_s", 0.0) + seconds
+
+
+def _check_throughput_against_latency(device: torch.device, record: Record) -> None:
+    """On a CPU, store throughput x p50 latency / batch (1 when both timed the same speed) in
+    details["throughput_vs_latency"], and flag throughput-latency-mismatch when it is off by THROUGHPUT_LATENCY_AGREE
+    either way."""
+    p50, img_s = record.latency.get("latency_ms_p50"), record.throughput.get("throughput_img_s")
+    if device.type != "cpu" or not p50 or not img_s:
+        return
+    ratio = img_s * (p50 / 1e3) / record.throughput["throughput_batch"]
+    record.details["throughput_vs_latency"] = ratio
+    if max(ratio, 1 / ratio) > THROUGHPUT_LATENCY_AGREE:
+        record.flags.append("throughput-latency-mismatch")
 
 
 def host_bound_ratio(eager_ms: float | None, graph_ms: float | None) -> float | None:
