@@ -4,8 +4,10 @@ Records, search results and paths.
 import effscope
 record = effscope.profile("litv2_s", batch=8, max_time_s=2)      # a preset, block, pattern-free name
 record = effscope.profile(my_module, size=(160, 160))            # an nn.Module instance
+record = effscope.profile("hilo", threads=1, attention="sdpa")   # and channels_last=True, as the command's flags
 print(record.latency["latency_ms_p50"], record.counts["macs"])
 effscope.report([record], output="r.html")
+effscope.report("records.csv", output="r.html")                  # a Records export (CSV, Parquet or JSON)
 result = effscope.search("hilo_block", trials=20, storage="effscope.db")   # a shipped space or a .toml path
 print(result.summary.front[0]["knobs"])
 """
@@ -47,6 +49,9 @@ def profile(
     knobs: dict[str, Any] | None = None,
     mode: str = "infer",
     protocol: str | None = None,
+    threads: int | None = None,
+    channels_last: bool = False,
+    attention: str = "auto",
     isolate: bool = True,
     db: str | os.PathLike[str] | None = None,
     **options: Any,
@@ -67,11 +72,16 @@ def profile(
             batch, warm-up and timed iteration counts (`effscope.profile.protocols`). A dtype, batch, warmup_iters
             or iters given beside it overrides the paper's and is recorded in the Record's protocol["changed"], so a
             modified replay never passes for the paper's own.
+        threads, channels_last, attention: as the command's --threads (torch intra-op threads, pinned for the
+            measurement; None leaves torch's own count), --channels-last (the module and its 4-D inputs in
+            channels_last memory format; with isolate=False an instance is converted in place) and --attention (the
+            attention core: "auto", "measured", "sdpa" or "explicit"). The Record's env says what was used: threads,
+            memory_format and attention_core.
         isolate: measure in a spawned process (the default, as the command does): a crash or a hang becomes a failed
             Record, and CPU peak memory is honest; an nn.Module instance is pickled to it, so its class must be
             importable there (defined in a module or a script file, not in a notebook, `python -c` or stdin). False
             measures in this process: faster to start, works for any module, but a crash takes the caller down and
-            CPU peak memory is missing.
+            CPU peak memory is missing; torch's thread count is restored afterwards when `threads` pinned it.
         db: also store the Record in this record store (SQLite file or SQLAlchemy URL); None keeps it in memory.
         **options: measurement options, with the names of `effscope.profile.measure.Options`: count, elementwise,
             latency, throughput, sweep, reference, module_times, max_time_s, window_s, timeout_s, warmup_iters and
@@ -85,6 +95,7 @@ def profile(
         SpecError, KnobError and UnknownNameError say in one sentence what is wrong with the target, a knob, an
         option or the workload; a store that cannot be opened raises its StoreError, also an EffscopeError.
     """
+    import torch
     from torch import nn
 
     from effscope.profile.measure import Options
@@ -106,6 +117,7 @@ def profile(
         raise SpecError(f"knobs must be a dict of knob names to values, but got {knobs!r}")
     if db is not None and not isinstance(db, str | os.PathLike):
         raise SpecError(f"db must be a path or an SQLAlchemy URL (a str), but got {db!r}")
+    runtime = _runtime(threads, channels_last, attention)
     cuda_graph = options.pop("cuda_graph", device.startswith("cuda"))
     if not isinstance(cuda_graph, bool):
         raise SpecError(f"cuda_graph must be True or False, but got {cuda_graph!r}")
@@ -121,7 +133,15 @@ def profile(
         latency=options.pop("latency", None),
     )
     workload = validate_workload(
-        Workload(device=device, dtype=timing.dtype, batch=timing.batch, size=grid, cuda_graph=cuda_graph, mode=mode)
+        Workload(
+            device=device,
+            dtype=timing.dtype,
+            batch=timing.batch,
+            size=grid,
+            cuda_graph=cuda_graph,
+            mode=mode,
+            **runtime,
+        )
     )
     check_device(workload.device)
     opts = validate_options(Options(**options, **timing.options()))
@@ -149,6 +169,8 @@ def profile(
         from effscope.profile.worker import InProcess
 
         runner = InProcess()
+    # measured in this process, the pinned thread count would outlive the call: put the caller's back
+    caller_threads = torch.get_num_threads() if threads is not None and not isolate else None
     try:
         (record,) = run_profile([Plan(resolved, workload)], opts, store=store, worker=runner, provenance=_provenance())
     except (pickle.PicklingError, AttributeError, TypeError) as e:
@@ -158,6 +180,9 @@ def profile(
             f"the {resolved.name} instance cannot be sent to the measurement process ({e}); make its class importable "
             "and its attributes picklable, or pass isolate=False"
         ) from None
+    finally:
+        if caller_threads is not None:
+            torch.set_num_threads(caller_threads)
     return record
 
 
@@ -217,20 +242,28 @@ def search(
 
 
 def report(
-    records: Sequence[Record] | None = None,
+    records: Sequence[Record] | str | os.PathLike[str] | None = None,
     *,
     output: str | Path,
     db: str | None = None,
     storage: str | None = None,
     study: str | None = None,
 ) -> Path:
-    """Write the HTML report of `records` (Records from `profile`), of every Record in `db`, or of a search study in
-    `storage`; return its path. One source only, as `effscope report` takes."""
+    """Write the HTML report of `records`, of every Record in `db`, or of a search study in `storage`; return its
+    path. One source only, as `effscope report` takes.
+
+    Args:
+        records: Records (from `profile`), or the path of a Records export (CSV, Parquet or JSON, as
+            `effscope profile --csv/--json`, `effscope export` or `RecordStore.export` write it), read as
+            `effscope report RECORDS.csv` reads it.
+    """
     from effscope.report.build import build_report
 
+    in_memory, export = _report_records(records)
     return build_report(
         output=output,
-        records=list(records) if records is not None else None,
+        records=in_memory,
+        records_csv=export,
         db=db,
         storage=storage,
         study=study,
@@ -296,6 +329,55 @@ def _grid(size: object) -> tuple[int, int] | None:
         pass
     raise SpecError(
         f"size takes N or (H, W) with integers in [1, {MAX_SIDE}] (e.g. 224 or (224, 320)), but got {size!r}"
+    )
+
+
+def _runtime(threads: object, channels_last: object, attention: object) -> dict[str, Any]:
+    """threads, channels_last and attention as Workload fields, by the rule the command applies to its --threads,
+    --channels-last and --attention (run.validate_workload), each mistake worded with the API's names."""
+    from effscope.blocks.attention import ATTENTION_IMPLS
+    from effscope.profile.env import usable_cpus
+    from effscope.profile.record import Workload
+    from effscope.profile.run import validate_workload
+
+    def valid(**field: Any) -> bool:
+        try:
+            validate_workload(Workload(**field))
+        except SpecError:
+            return False
+        return True
+
+    if threads is not None and not (_is_int(threads) and valid(threads=threads)):
+        raise SpecError(
+            f"threads must be None or an integer in [1, {usable_cpus()}] (the CPUs this process may use), but got "
+            f"{threads!r}"
+        )
+    if not isinstance(channels_last, bool):
+        raise SpecError(f"channels_last must be True or False, but got {channels_last!r}")
+    if not (isinstance(attention, str) and valid(attention=attention)):
+        raise SpecError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, but got {attention!r}")
+    return {"threads": threads, "channels_last": channels_last, "attention": attention}
+
+
+def _report_records(records: Any) -> tuple[list[Record] | None, str | os.PathLike[str] | None]:
+    """report()'s `records` as build_report's two sources: (Records in memory, None) or (None, an export's path)."""
+    from effscope.profile.record import Record
+    from effscope.report._load import EXPORT_SUFFIXES
+
+    if records is None or isinstance(records, str | os.PathLike):
+        return None, records
+    try:
+        held = list(records)  # any iterable of Records
+    except TypeError:
+        got = repr(records)
+    else:
+        others = sorted({type(r).__name__ for r in held if not isinstance(r, Record)})
+        if not others:
+            return held, None
+        got = f"a {type(records).__name__} holding {', '.join(others)}"
+    raise SpecError(
+        f"records takes a list of Records (from effscope.profile) or the path of a Records export "
+        f"({', '.join(EXPORT_SUFFIXES)}), but got {got}"
     )
 
 

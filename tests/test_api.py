@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,11 +162,86 @@ def test_internal_options_are_refused_naming_the_options(option):
         ({"latency": 1}, r"^option latency must be True or False, but got 1$"),
         ({"device": 0}, r"^device must be cpu, cuda or cuda:N \(a str or a torch.device\), but got 0$"),
         ({"protocol": "swin"}, r"^unknown protocol 'swin'; the protocols are lightvit, litv2, timm$"),
+        (
+            {"threads": 0},
+            r"^threads must be None or an integer in \[1, \d+\] \(the CPUs this process may use\), but got 0$",
+        ),
+        ({"threads": 10**6}, r"^threads must be None or an integer in \[1, \d+\] .*but got 1000000$"),
+        ({"threads": "2"}, r"^threads must be None or an integer in \[1, \d+\] .*but got '2'$"),
+        ({"threads": True}, r"^threads must be None or an integer in \[1, \d+\] .*but got True$"),
+        ({"channels_last": "yes"}, r"^channels_last must be True or False, but got 'yes'$"),
+        ({"attention": "flash"}, r"^attention must be one of auto, measured, sdpa, explicit, but got 'flash'$"),
+        ({"attention": None}, r"^attention must be one of auto, measured, sdpa, explicit, but got None$"),
     ],
 )
 def test_bad_arguments_are_one_sentence_before_anything_runs(kwargs, message):
     with pytest.raises(SpecError, match=message):
         effscope.profile("vit", **kwargs)
+
+
+def test_threads_channels_last_and_attention_are_the_command_s_and_land_in_the_record():
+    # isolated, as `effscope profile --threads 1 --channels-last --attention explicit` measures
+    record = effscope.profile("hilo", size=7, threads=1, channels_last=True, attention="explicit", **QUICK)
+    assert record.status == "ok", record.error
+    runtime = {k: record.workload[k] for k in ("threads", "channels_last", "attention")}
+    assert runtime == {"threads": 1, "channels_last": True, "attention": "explicit"}
+    assert record.env["threads"] == 1 and record.env["torch_threads"] == 1
+    assert record.env["memory_format"] == "channels_last"
+    assert record.env["attention_core"] == "explicit (forced)"
+    # the defaults are the command's: threads not pinned, contiguous, the automatic attention rule
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    default = effscope.profile(module, size=8, isolate=False, **QUICK)
+    assert default.workload["threads"] is None and default.workload["channels_last"] is False
+    assert default.env["threads"] is None and default.env["memory_format"] == "contiguous"
+    assert default.env["attention_core"].startswith("auto: ")
+    # in this process: the module really runs channels_last, and the caller's thread count is put back
+    caller = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pinned = effscope.profile(module, size=8, threads=1, channels_last=True, isolate=False, **QUICK)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(caller)
+    assert pinned.env["threads"] == 1 and pinned.env["torch_threads"] == 1
+    assert pinned.env["memory_format"] == "channels_last"
+    assert module[0].weight.is_contiguous(memory_format=torch.channels_last)  # converted in place, as documented
+    measured = effscope.profile("hilo", size=7, attention="measured", isolate=False, **QUICK)
+    assert measured.env["attention_core"].startswith("measured: per distinct call")
+    assert measured.details["attention_choices"]  # each attention call's core was timed
+
+
+def test_a_records_export_makes_a_report_as_effscope_report_file_does(tmp_path):
+    db, csv, js = tmp_path / "r.db", tmp_path / "cli.csv", tmp_path / "cli.json"
+    measure = ["profile", "hilo", "--tokens", "7", "--max-time", "0.05", "--no-throughput", "--db", str(db)]
+    r = subprocess.run(
+        [sys.executable, "-m", "effscope", *measure, "--csv", str(csv), "--json", str(js)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    parquet = RecordStore(str(db)).export(tmp_path / "store.parquet")  # as `effscope export -o store.parquet`
+    for export in (csv, str(js), parquet):  # a Path or a str; the command's --csv and --json, an export
+        html = effscope.report(export, output=tmp_path / f"{Path(export).stem}.html")
+        text = html.read_text(encoding="utf-8")
+        assert html == tmp_path / f"{Path(export).stem}.html" and '<section id="gap">' in text
+        assert str(export) in text and "hilo" in text  # the export is the report's named source
+    with pytest.raises(
+        effscope.EffscopeError, match=r"the suffix must be one of \.csv, \.parquet, \.json \(a database"
+    ):
+        effscope.report(db, output=tmp_path / "db.html")  # the command's own sentence for a database given as FILE
+    with pytest.raises(effscope.EffscopeError, match="no such file"):
+        effscope.report(tmp_path / "missing.csv", output=tmp_path / "m.html")
+    with pytest.raises(effscope.EffscopeError, match="give one source"):
+        effscope.report(csv, db=str(db), output=tmp_path / "two.html")
+    with pytest.raises(
+        SpecError, match=r"^records takes a list of Records .*\(\.csv, \.parquet, \.json\), but got a list holding int$"
+    ):
+        effscope.report([1], output=tmp_path / "x.html")
+    with pytest.raises(SpecError, match=r"^records takes a list of Records .*, but got 3$"):
+        effscope.report(3, output=tmp_path / "x.html")
+    assert not [n for n in ("db", "m", "two", "x") if (tmp_path / f"{n}.html").exists()]  # refused, nothing written
 
 
 def test_arguments_are_checked_as_the_command_checks_them():
