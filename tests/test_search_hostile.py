@@ -135,6 +135,22 @@ def test_a_failed_design_is_a_row_and_the_calibration_goes_on(place, monkeypatch
     assert stored["params"]["n"] == 2
 
 
+def test_a_proxy_without_a_kendall_tau_says_why(place, monkeypatch, capfd, images, fake_quality):
+    from effscope.search.calibrate import _no_tau
+    from effscope.search.objectives import QualityError
+
+    fake_quality.plan = {2: QualityError("out of memory"), 3: QualityError("out of memory")}
+    code, out, err = effscope(monkeypatch, capfd, calibrate_args(place, images, 3))
+    assert code == 0, err
+    reason = "1 design(s) with both a proxy value and a trained accuracy; a rank correlation needs 2"
+    assert f"params: no Kendall tau: {reason}" in out
+    stored = optuna.load_study(study_name="cal-cpu", storage="sqlite:///c.db").user_attrs["calibration"]
+    assert stored["params"] == {"kendall_tau": None, "n": 1, "train_steps": stored["params"]["train_steps"],
+                                "why_missing": reason}  # fmt: skip
+    assert _no_tau([(1.0, 0.2), (1.0, 0.3)]) == "the proxy gave every design the same value"
+    assert _no_tau([(1.0, 0.2), (2.0, 0.2)]) == "short training gave every design the same accuracy"
+
+
 def test_an_interrupted_calibration_keeps_its_designs_and_a_rerun_resumes(
     place, monkeypatch, capfd, images, fake_quality
 ):

@@ -442,6 +442,9 @@ def calibrate(
     for name, c in result.taus.items():
         table.add_row(name, c["label"], fmt(c["kendall_tau"], "+.3f"), str(c["n"]))
     out.print(table)
+    for name, c in result.taus.items():
+        if "why_missing" in c:
+            out.print(f"[dim]{esc(name)}: no Kendall tau: {esc(c['why_missing'])}[/dim]")
     designs = Table(title="designs", title_justify="left")
     for col in ("design", "top-1 %", *result.taus):
         designs.add_column(col, justify="left" if col == "design" else "right")

@@ -170,18 +170,30 @@ def calibrate_proxies(
             "train_steps": int(space.train["steps"]),
             "label": label_for(proxy),
         }
+        if math.isnan(tau):
+            taus[proxy]["why_missing"] = _no_tau(pairs)
     if any(_ok(r.get("train")) for r in rows):
         stored = {
-            k: {"kendall_tau": v["kendall_tau"], "n": v["n"], "train_steps": v["train_steps"]} for k, v in taus.items()
+            k: {key: v[key] for key in ("kendall_tau", "n", "train_steps", "why_missing") if key in v}
+            for k, v in taus.items()
         }
         study.set_user_attr("calibration", stored)
     if reused:
         notes.insert(0, f"{reused} design(s) were short-trained by an earlier run of this calibration and reused")
     if OBJECTIVES[space.quality].is_proxy:
-        t = taus.get(space.quality, {}).get("kendall_tau")
-        said = "undefined (constant values)" if t is None else f"{t:+.3f}"
+        c = taus.get(space.quality, {})
+        said = f"undefined ({c.get('why_missing')})" if c.get("kendall_tau") is None else f"{c['kendall_tau']:+.3f}"
         notes.append(f"this space searches {space.quality}: its Kendall tau against short training is {said} here")
     return CalibrationResult(name, url, int(space.train["steps"]), len(rows), rows, taus, notes, reused)
+
+
+def _no_tau(pairs: list[tuple[float, float]]) -> str:
+    """Why a proxy has no Kendall tau against the trained accuracy: too few designs, or one side constant."""
+    if len(pairs) < 2:
+        return f"{len(pairs)} design(s) with both a proxy value and a trained accuracy; a rank correlation needs 2"
+    if len({p for p, _ in pairs}) == 1:
+        return "the proxy gave every design the same value"
+    return "short training gave every design the same accuracy"
 
 
 def _rows_key(space: Space) -> str:

@@ -282,10 +282,10 @@ def _calibration_table(calibration: Mapping[str, Any]) -> Table | None:
     if not calibration:
         return None
     rows = [
-        [name, finite(c.get("kendall_tau")), c.get("n"), c.get("train_steps")]
+        [name, finite(c.get("kendall_tau")), c.get("n"), c.get("train_steps"), c.get("why_missing") or ""]
         for name, c in sorted(calibration.items())
     ]
-    return Table(["proxy", "Kendall τ vs short-trained accuracy", "designs", "training steps"], rows)
+    return Table(["proxy", "Kendall τ vs short-trained accuracy", "designs", "training steps", "why no τ"], rows)
 
 
 # ------------------------------------------------------------------ drawing (plotly loads here, not on import)
