@@ -63,17 +63,21 @@ def parse_size(text: str | None, what: str) -> tuple[int, int] | None:
     return (values[0], values[-1])
 
 
-def validate_workload(w: Workload, where: str | None = None) -> Workload:
+def validate_workload(w: Workload, where: str | None = None, *, arguments: bool = False) -> Workload:
     """Check the workload's values; one sentence per mistake.
 
     Args:
         where: for a workload read from a file, the file as messages name it ("search space x.toml"); each
             mistake then names the file and its [workload] key instead of the command-line option.
+        arguments: name each mistake by its Python keyword argument (effscope.profile's batch=, threads=, ...)
+            instead of the command-line option.
     """
     from effscope.blocks.attention import ATTENTION_IMPLS
 
     def name(key: str) -> str:
-        return f"{where}: [workload] {key.replace('-', '_')}" if where else f"--{key}"
+        if where:
+            return f"{where}: [workload] {key.replace('-', '_')}"
+        return key.replace("-", "_") if arguments else f"--{key}"
 
     if w.dtype not in DTYPES:
         raise SpecError(f"{name('dtype')} must be one of {', '.join(DTYPES)}, but got '{w.dtype}'")
@@ -94,7 +98,8 @@ def validate_workload(w: Workload, where: str | None = None) -> Workload:
     if w.attention not in ATTENTION_IMPLS:
         raise SpecError(f"{name('attention')} must be one of {', '.join(ATTENTION_IMPLS)}, but got '{w.attention}'")
     if w.cuda_graph and not w.device.startswith("cuda"):
-        raise SpecError(f"{name('cuda-graph')} needs --device cuda (CUDA graphs exist only on NVIDIA GPUs)")
+        cuda = "[workload] device = 'cuda'" if where else "device='cuda'" if arguments else "--device cuda"
+        raise SpecError(f"{name('cuda-graph')} needs {cuda} (CUDA graphs exist only on NVIDIA GPUs)")
     return w
 
 
