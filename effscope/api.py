@@ -348,7 +348,7 @@ def _runtime(threads: object, channels_last: object, attention: object) -> dict[
 def _report_records(records: Any) -> tuple[list[Record] | None, str | os.PathLike[str] | None]:
     """report()'s `records` as build_report's two sources: (Records in memory, None) or (None, an export's path)."""
     from effscope.profile.record import Record
-    from effscope.report._load import EXPORT_SUFFIXES
+    from effscope.profile.store import EXPORT_FORMATS
 
     if records is None or isinstance(records, str | os.PathLike):
         return None, records
@@ -363,7 +363,7 @@ def _report_records(records: Any) -> tuple[list[Record] | None, str | os.PathLik
         got = f"a {type(records).__name__} holding {', '.join(others)}"
     raise SpecError(
         f"records takes a list of Records (from effscope.profile) or the path of a Records export "
-        f"({', '.join(EXPORT_SUFFIXES)}), but got {got}"
+        f"({', '.join(EXPORT_FORMATS)}), but got {got}"
     )
 
 

@@ -191,7 +191,7 @@ def test_ctrl_c_in_profile_keeps_the_stored_records_and_writes_the_files_asked_f
 
 def test_a_store_that_fails_mid_run_loses_no_measured_record(place, monkeypatch, capfd):
     from effscope.profile import run as run_module
-    from effscope.profile.store import StoreError
+    from effscope.profile.store import RecordStore, StoreError
 
     stored = run_module.store_record
 
@@ -205,10 +205,20 @@ def test_a_store_that_fails_mid_run_loses_no_measured_record(place, monkeypatch,
     code, out, err = effscope(monkeypatch, capfd, ["profile", "vit", "hilo", "pvt_sra", "--db", "x.db"])
     assert code == 2, out + err
     assert _stored_targets(place / "x.db") == ["vit"]
-    (kept,) = place.glob("effscope-unstored-*.json")  # no --json given: the measurements go to a file of their own
-    assert {r["target"] for r in json.loads(kept.read_text())} == {"vit", "hilo"}
-    assert f"not stored: hilo; every Record this run measured is in {kept.name}" in err
+    (kept,) = place.glob("effscope-unstored-*.json")  # the Record the store refused, whole, in a file of its own
+    assert [r["target"] for r in json.loads(kept.read_text())] == ["hilo"]
+    db_url = f"sqlite:///{place / 'x.db'}"
+    said = f"not stored: hilo; kept whole in {kept.name}: `effscope import {kept.name} --db {db_url}` adds them"
+    assert said in " ".join(err.split()), err  # the console wraps long lines
     assert err.strip().splitlines()[-1].startswith("error: cannot write to the record store")
+    monkeypatch.setattr("effscope.profile.run.store_record", stored)  # the store works again: the printed command
+    code, out, err = effscope(monkeypatch, capfd, ["import", kept.name, "--db", "x.db"])
+    assert code == 0, out + err
+    assert _stored_targets(place / "x.db") == ["hilo", "vit"]
+    (hilo,) = RecordStore(str(place / "x.db")).records(target="hilo")
+    assert hilo.to_dict() == json.loads(kept.read_text())[0]  # the Record as measured: nothing flattened away
+    code, out, err = effscope(monkeypatch, capfd, ["report", kept.name, "-o", "kept.html"])  # and a report reads it
+    assert code == 0 and "hilo" in (place / "kept.html").read_text(), out + err
 
 
 def test_a_forward_that_returns_no_tensor_is_refused_not_counted_as_free():

@@ -155,7 +155,7 @@ def test_export_reads_a_write_protected_store(tmp_path, monkeypatch):
         RecordStore(str(db))  # a writer still says so at once
 
 
-def test_a_wal_store_in_a_read_only_folder_says_why_it_cannot_be_read(tmp_path, monkeypatch):
+def test_a_wal_store_in_a_read_only_folder_is_read_from_the_file_alone(tmp_path, monkeypatch):
     from effscope.profile.store import failure_reason
 
     folder = tmp_path / "ro"
@@ -167,19 +167,37 @@ def test_a_wal_store_in_a_read_only_folder_says_why_it_cannot_be_read(tmp_path, 
     conn.close()
     os.chmod(folder, 0o555)
     try:
-        if os.access(folder, os.W_OK):  # root: SQLite would succeed, so check the explanation alone
+        if os.access(folder, os.W_OK):  # root may write anywhere: make this process one that may not
             real_access = os.access
             monkeypatch.setattr(os, "access", lambda p, mode, **kw: mode != os.W_OK and real_access(p, mode, **kw))
-            error = sqlite3.OperationalError("attempt to write a readonly database")
-            message = failure_reason(error, f"sqlite:///{db}")
-        else:
-            with pytest.raises(StoreError) as caught:
-                RecordStore(str(db), read_only=True).records()
-            message = str(caught.value)
-        assert f"it is in WAL mode and its folder {folder} is not writable, so SQLite cannot create its -shm" in message
-        assert "copy the file to a writable folder" in message
+        assert len(RecordStore(str(db), read_only=True).records()) == 1
+        assert sorted(f.name for f in folder.iterdir()) == ["r.db"]  # no -wal or -shm left for the owner to trip on
+        # where SQLite still cannot open such a file (a -wal without its -shm), the failure says why
+        error = sqlite3.OperationalError("attempt to write a readonly database")
+        message = failure_reason(error, f"sqlite:///{db}")
     finally:
         os.chmod(folder, 0o755)
+    assert f"it is in WAL mode and its folder {folder} is not writable, so SQLite cannot create its -shm" in message
+    assert "copy the file to a writable folder" in message
+
+
+def test_reading_a_study_in_a_folder_this_process_may_not_write_creates_nothing_there(tmp_path, monkeypatch):
+    import optuna
+
+    from effscope.report._load import open_study
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "s.db"
+    optuna.create_study(study_name="s", storage=f"sqlite:///{db}").optimize(lambda t: t.suggest_float("x", 0, 1), 2)
+    with sqlite3.connect(db) as conn:
+        conn.execute("pragma journal_mode=wal")
+    conn.close()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: mode != os.W_OK and real_access(p, mode, **kw))
+    loaded, _, _ = open_study(str(db))
+    assert loaded.study_name == "s" and len(loaded.trials) == 2
+    assert sorted(f.name for f in folder.iterdir()) == ["s.db"]  # no -wal or -shm for the owner to trip on
 
 
 def test_a_folder_is_not_a_store(tmp_path):

@@ -15,7 +15,7 @@ __all__ = ["app", "main"]
 
 
 def _load_app():
-    from effscope.cli import export, lut, profile, report, search, zoo  # noqa: F401  (register commands)
+    from effscope.cli import export, import_records, lut, profile, report, search, zoo  # noqa: F401 (register commands)
     from effscope.cli._app import app
 
     return app

@@ -313,15 +313,28 @@ def _end_early(
         f"{why}: stopped after {len(measured)} of {run.total} target(s); {run.stored} record(s) stored in "
         f"{shown_url(store.url)}"
     )
-    if unstored and not json_out:  # the store refused them: keep them in a file rather than lose a measurement
-        json_out = f"effscope-unstored-{time.strftime('%Y%m%d-%H%M%S')}.json"
     if measured:
         _write_outputs(measured, json_out, csv_out, report, store.url, command)
         if output != "table":
             write_rows([r.flat() for r in measured], output)
-    if unstored:
+    if unstored:  # the store refused them: keep them whole in a file rather than lose a measurement
+        import json
+
+        from effscope.output import OutputError, write_atomic
+
         names = ", ".join(r.target for r in unstored)
-        err.print(f"not stored: {esc(names)}; every Record this run measured is in {esc(json_out)}")
+        rescue = f"effscope-unstored-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        text = json.dumps([r.to_dict() for r in unstored], indent=1)
+        try:
+            write_atomic(rescue, lambda tmp: tmp.write_text(text, encoding="utf-8"), databases=[store.url])
+        except OutputError as e:
+            kept = f" and {esc(json_out)}" if json_out else ""
+            err.print(f"not stored: {esc(names)}; nor kept whole in a file ({esc(str(e))}); see the table{kept}")
+            return
+        err.print(
+            f"not stored: {esc(names)}; kept whole in {esc(rescue)}: `effscope import {esc(rescue)} --db "
+            f"{esc(shown_url(store.url))}` adds them once the store works"
+        )
 
 
 def _write_outputs(

@@ -151,6 +151,18 @@ class Record:
             data = json.loads(text)
         except ValueError:
             raise NotARecordError("its data is not JSON") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, strict: bool = False) -> Record:
+        """The Record whose `to_dict` is `data`: the one place a Record is built from stored or imported data.
+
+        Unknown fields (from a newer version) are ignored, so a store stays readable; `strict` refuses them
+        instead, where the Record is to be stored again and would silently lose them.
+
+        Raises:
+            NotARecordError: `data` is not a mapping, or lacks or mistypes a field, or (`strict`) has unknown ones.
+        """
         if not isinstance(data, dict):
             raise NotARecordError(f"its data is a JSON {type(data).__name__}, not an object")
         fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -161,6 +173,11 @@ class Record:
             wanted = str if name in ("target", "kind") else dict if name == "workload" else f.default_factory
             if wanted in (str, dict, list) and name in data and not isinstance(data[name], wanted):
                 raise NotARecordError(f"its {name} is not {_TYPE_NAMES[wanted]}")
+        if strict and (unknown := [k for k in data if k not in fields]):
+            raise NotARecordError(
+                f"it has field(s) this effscope does not know ({', '.join(map(str, unknown))}), so a newer effscope "
+                "wrote it"
+            )
         return cls(**{k: v for k, v in data.items() if k in fields})
 
     def input_size(self) -> tuple[int, int] | None:

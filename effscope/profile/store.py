@@ -2,7 +2,8 @@
 
 Each Record is inserted in its own committed transaction, so a crash loses at most the record being measured;
 re-running a measurement adds a row, nothing is ever updated or deleted. Reading skips (with a warning) a row that is
-not a Record, so one damaged row leaves the others readable; a read-only store (export) never writes to its file.
+not a Record, so one damaged row leaves the others readable; a read-only store (export) never writes to its file,
+nor leaves -wal and -shm files beside it where this process may not write (they would block the owner's writes).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class RecordStore:
         db: an SQLite file path or an SQLAlchemy URL (postgresql://user@host/db, sqlite:///path.db); None uses
             $EFFSCOPE_DB or ./effscope.db.
         read_only: open an existing store only to read it (export): no write access is needed and nothing is
-            created, neither a missing file nor the Record table.
+            created, neither a missing file nor the Record table, nor (without write access) -wal or -shm files.
 
     Raises:
         StoreError: the database cannot be created or reached, or its `effscope_records` table is someone else's;
@@ -103,10 +104,12 @@ class RecordStore:
         self.read_only = read_only
         self.path = sqlite_path(self.url)
         self.location = str(self.path) if self.path is not None else mask_url(self.url)
+        self.writable = True  # False: an SQLite file this process may not write, opened for reading only
         if self.path is not None:
             _check_sqlite_location(self.path, read_only)
+            self.writable = _may_write(self.path)
         try:
-            opened = _reader_url(self.url) if read_only and self.path is not None else self.url
+            opened = _reader_url(self.url, self.writable) if read_only and self.path is not None else self.url
             self.engine = sa.create_engine(opened, future=True)
         except Exception as e:  # bad dialect, missing driver, malformed URL
             raise StoreError(
@@ -150,8 +153,56 @@ class RecordStore:
 
     def add(self, record: Record) -> int:
         """Append one Record in its own transaction; returns its row id."""
+        try:
+            return self._insert(record)
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(self._failure("write to", e)) from None
+
+    def add_if_new(self, record: Record) -> bool:
+        """Append a Record unless the store holds one with its uid (an import run twice adds nothing twice); returns
+        whether it was added.
+
+        Raises:
+            StoreError: the look-up or the write failed.
+        """
+        import sqlalchemy as sa
+
+        if self._has_uid(record.uid):
+            return False
+        try:
+            self._insert(record)
+        except StoreError:
+            raise
+        except sa.exc.IntegrityError as e:  # the uid column is unique: another process stored it since the look-up
+            if self._has_uid(record.uid):
+                return False
+            raise StoreError(self._failure("write to", e)) from None
+        except Exception as e:
+            raise StoreError(self._failure("write to", e)) from None
+        return True
+
+    def _has_uid(self, uid: str) -> bool:
+        import sqlalchemy as sa
+
+        if not self._has_table:
+            return False
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(sa.select(self.table.c.id).where(self.table.c.uid == uid)).first() is not None
+        except Exception as e:
+            raise StoreError(self._failure("read", e)) from None
+
+    def _insert(self, record: Record) -> int:
+        """Insert one Record in its own committed transaction; returns its row id.
+
+        Raises:
+            StoreError: the store was opened read-only; a database error is raised as it is.
+        """
         if self.read_only:
-            raise StoreError(f"the record store {self.location} was opened read-only; open it without read_only")
+            why = "; open it without read_only" if self.writable else ", as this process may not write it or its folder"
+            raise StoreError(f"cannot write to the record store {self.location}: it was opened read-only{why}")
         row = {
             "uid": record.uid,
             "created_at": record.created_at,
@@ -163,11 +214,8 @@ class RecordStore:
             "study": record.study,
             "data": record.to_json(),
         }
-        try:
-            with self.engine.begin() as conn:
-                return int(conn.execute(self.table.insert().values(**row)).inserted_primary_key[0])
-        except Exception as e:
-            raise StoreError(self._failure("write to", e)) from None
+        with self.engine.begin() as conn:
+            return int(conn.execute(self.table.insert().values(**row)).inserted_primary_key[0])
 
     def records(
         self, *, target: str | None = None, key: str | None = None, status: str | None = None, study: str | None = None
@@ -252,13 +300,32 @@ def _check_sqlite_location(path: Path, read_only: bool) -> None:
         return
     if not path.parent.is_dir():
         raise StoreError(f"cannot create the record store {path}: folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not _may_write(path):
         raise StoreError(f"cannot write the record store {path}: permission denied")
 
 
-def _reader_url(url: str) -> str:
-    """The SQLite URL a reader opens, with mode=rw: a missing file is an error instead of a new database, and a
-    write-protected file is opened for reading (mode=ro would leave the -wal and -shm files behind)."""
+def _may_write(path: Path) -> bool:
+    """Whether this process may write an SQLite file and its folder (where SQLite makes its -wal, -shm, journal)."""
+    return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+def reader_url(url: str) -> str:
+    """The URL a process that only reads a database opens: for an SQLite file, one that creates nothing, neither the
+    file nor (where this process may not write) -wal and -shm files beside it; any other URL as it is."""
+    path = sqlite_path(url)
+    return url if path is None else _reader_url(url, _may_write(path))
+
+
+def _reader_url(url: str, writable: bool = True) -> str:
+    """The SQLite URL a reader opens. With write access, mode=rw: a missing file is an error instead of a new
+    database, and the -wal and -shm files SQLite makes are deleted when the connection closes.
+
+    Without it, reading must create nothing: files made by this process would belong to it and refuse the owner's
+    next write ("readonly database"). mode=ro suits a file not in WAL mode (nothing is made to read it) and one whose
+    -wal and -shm exist (a writer is at work: they are used as they are). On a WAL file without them, mode=ro would
+    create both and leave them behind, so that file is opened immutable, read from the file alone: it then holds
+    every committed Record (a writer that closes checkpoints its -wal into the file and deletes it). A -wal that a
+    crashed writer left without its -shm is not read; the owner's next open recovers it."""
     from urllib.parse import quote
 
     from sqlalchemy.engine import make_url
@@ -267,7 +334,13 @@ def _reader_url(url: str) -> str:
     if not parsed.database or parsed.database.startswith("file:"):  # already an SQLite URI: as the user wrote it
         return url
     path = Path(parsed.database).expanduser().resolve()
-    query = {**parsed.query, "mode": "rw", "uri": "true"}
+    if writable:
+        mode = {"mode": "rw"}
+    elif _in_wal_mode(path) and not all(Path(f"{path}{end}").exists() for end in ("-wal", "-shm")):
+        mode = {"mode": "ro", "immutable": "1"}
+    else:
+        mode = {"mode": "ro"}
+    query = {**parsed.query, **mode, "uri": "true"}
     return parsed.set(database=f"file:{quote(str(path))}", query=query).render_as_string(hide_password=False)
 
 

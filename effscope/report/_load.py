@@ -35,14 +35,13 @@ __all__ = [
     "require_effscope_study",
 ]
 
-EXPORT_SUFFIXES = (".csv", ".parquet", ".json")
-
 
 def _engine(location: str, what: str, option: str):
-    """An engine on an existing database (an SQLite file must exist), and the names of its tables."""
+    """An engine on an existing database (an SQLite file must exist), the names of its tables, its URL, and the URL
+    to read it with (store.reader_url: nothing is created beside a file this process may not write)."""
     import sqlalchemy as sa
 
-    from effscope.profile.store import failure_reason
+    from effscope.profile.store import failure_reason, reader_url
 
     url = database_url(location)
     path = sqlite_path(url)
@@ -52,11 +51,12 @@ def _engine(location: str, what: str, option: str):
         if not path.is_file():
             raise ReportError(f"{what} '{location}' does not exist; give an existing SQLite file or a database URL")
     try:
-        engine = sa.create_engine(url)
+        read = reader_url(url)
+        engine = sa.create_engine(read)
         tables = set(sa.inspect(engine).get_table_names())
     except Exception as e:  # bad dialect, missing driver, unreachable server, not a database
         raise ReportError(f"cannot read {what} '{mask_url(url)}': {failure_reason(e, url)}") from None
-    return engine, tables, url
+    return engine, tables, url, read
 
 
 def _records(url: str, study: str | None = None) -> list[Record]:
@@ -79,10 +79,11 @@ def open_study(storage: str, study: str | None = None) -> tuple[optuna.Study, op
     """
     import optuna
 
-    _, tables, url = _engine(storage, "the study storage", "--storage")
+    _, tables, url, read = _engine(storage, "the study storage", "--storage")
     if "studies" not in tables:
         raise ReportError(f"'{mask_url(url)}' holds no Optuna study; give the storage that `effscope search` used")
-    names = optuna.get_all_study_names(storage=url)
+    optuna_storage = optuna.storages.get_storage(read)
+    names = optuna.get_all_study_names(storage=optuna_storage)
     if study is None:
         if len(names) != 1:
             listed = ", ".join(names) or "none"
@@ -95,7 +96,6 @@ def open_study(storage: str, study: str | None = None) -> tuple[optuna.Study, op
             f"no study named '{study}' in '{mask_url(url)}' "
             f"(studies there: {', '.join(names) or 'none'}){did_you_mean(study, names)}"
         )
-    optuna_storage = optuna.storages.get_storage(url)
     return optuna.load_study(study_name=study, storage=optuna_storage), optuna_storage, url
 
 
@@ -158,7 +158,7 @@ def _nothing_measured(study: str, points: list) -> str:
 
 def load_records_db(db: str) -> Source:
     """Every Record in a record store (`effscope profile --db`)."""
-    engine, _tables, url = _engine(db, "the record store", "--db")
+    engine, _tables, url, _read = _engine(db, "the record store", "--db")
     records = _records(url)
     if not records:
         raise ReportError(
@@ -178,30 +178,58 @@ def records_source(records: Iterable[Record]) -> Source:
     return Source("records", name, points_from_records(records), "(in memory)")
 
 
+def _whole_records(path: Path) -> list[Record] | None:
+    """The Records of a JSON file that holds them in their own form (the file `effscope profile` keeps Records the
+    store refused in), or None for anything else (flat rows are read as a table)."""
+    import json
+
+    from effscope.profile.record import NotARecordError, Record
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None  # the table reader says what is wrong with it
+    if not (isinstance(data, list) and data and all(isinstance(r, dict) and "workload" in r for r in data)):
+        return None
+    try:
+        return [Record.from_dict(r) for r in data]
+    except NotARecordError as why:
+        raise ReportError(
+            f"cannot read records from '{path}': it holds something that is not a Record ({why})"
+        ) from None
+
+
 def load_records_file(path: str | Path) -> Source:
-    """Records exported to CSV, Parquet or JSON (`effscope profile --csv`, `RecordStore.export`)."""
+    """Records exported to CSV, Parquet or JSON (`effscope profile --csv`, `RecordStore.export`), or kept whole in
+    JSON (`effscope profile`'s file of Records the store refused)."""
     import pandas as pd
 
+    from effscope.profile.store import EXPORT_FORMATS
+
     path = Path(path)
-    if path.suffix not in EXPORT_SUFFIXES:
+    suffix = path.suffix.lower()  # as an export names its format: R.CSV is a CSV file
+    if suffix not in EXPORT_FORMATS:
         database = " (a database is read with --db FILE for profile Records, --storage FILE for a study)"
         raise ReportError(
-            f"cannot read records from '{path}': the suffix must be one of {', '.join(EXPORT_SUFFIXES)}"
-            + (database if path.suffix.lower() in (".db", ".sqlite", ".sqlite3") else "")
+            f"cannot read records from '{path}': the suffix must be one of {', '.join(EXPORT_FORMATS)}"
+            + (database if suffix in (".db", ".sqlite", ".sqlite3") else "")
         )
     if not path.is_file():
         raise ReportError(f"cannot read records from '{path}': no such file")
+    whole = _whole_records(path) if suffix == ".json" else None
+    if whole is not None:
+        return Source("records", path.stem, points_from_records(whole), str(path))
     try:
-        if path.suffix == ".csv":
+        if suffix == ".csv":
             df = pd.read_csv(path)
-        elif path.suffix == ".parquet":
+        elif suffix == ".parquet":
             df = pd.read_parquet(path)
         else:
             df = pd.read_json(path, orient="records")
     except Exception as e:  # any parser error: the file is not what it claims to be
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ReportError(
-            f"cannot read records from '{path}': it is not a {path.suffix[1:].upper()} table ({text}); give a file "
+            f"cannot read records from '{path}': it is not a {suffix[1:].upper()} table ({text}); give a file "
             "that effscope profile --json/--csv or effscope export wrote"
         ) from None
     if "target" not in df.columns:

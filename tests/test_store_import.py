@@ -1,0 +1,226 @@
+"""Records back into a store: Record.from_dict, `effscope import` (idempotent, one sentence per bad input, nothing
+stored lost), and a reader without write access that leaves no -wal or -shm file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+import pytest
+from _cli import effscope
+
+from effscope.profile.record import NotARecordError, Record, Workload
+from effscope.profile.store import RecordStore, StoreError
+
+
+def _record(target="vit", p50=1.5) -> Record:
+    r = Record(target=target, kind="block", workload=Workload(size=(14, 14)).as_dict(), knobs={"depths": (2, 2)})
+    r.latency = {"latency_ms_p50": p50}
+    r.details = {"input_size": [14, 14], "time_by_module_ms": {"attn": 0.5}}
+    r.protocol = {"name": "effscope-v2"}
+    return r
+
+
+def _stored(db, n=2) -> list[Record]:
+    store = RecordStore(str(db))
+    records = [_record(p50=1.0 + i) for i in range(n)]
+    for r in records:
+        store.add(r)
+    store.engine.dispose()  # the last connection closes: SQLite checkpoints and deletes -wal and -shm
+    return records
+
+
+def _no_write_access(monkeypatch) -> None:
+    """Refuse write access as a user's account would (the tests may run as root, whom permissions do not stop)."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: mode != os.W_OK and real_access(p, mode, **kw))
+
+
+def _sidecars(db) -> list[str]:
+    return sorted(p.name for p in db.parent.iterdir() if p.name != db.name)
+
+
+def _rows(db) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("select uid, data from effscope_records order by id").fetchall()
+    conn.close()
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- read-only reader
+
+
+def test_a_reader_without_write_access_leaves_no_wal_files(tmp_path, monkeypatch, capfd):
+    db = tmp_path / "r.db"
+    records = _stored(db)
+    assert _sidecars(db) == [] and db.read_bytes()[18:20] == b"\x02\x02"  # WAL mode, checkpointed
+    _no_write_access(monkeypatch)
+    store = RecordStore(str(db), read_only=True)
+    assert [r.uid for r in store.records()] == [r.uid for r in records]
+    assert store.distinct("target") == ["vit"]
+    assert _sidecars(db) == []  # none while the connection is open either (as root, SQLite deletes its own on close)
+    with pytest.raises(StoreError) as caught:
+        store.add(_record())
+    assert str(caught.value) == (
+        f"cannot write to the record store {db}: it was opened read-only, as this process may not write it or its "
+        "folder"
+    )
+    store.engine.dispose()
+    code, out, err = effscope(monkeypatch, capfd, ["export", "--db", str(db), "-o", "-", "--format", "json"])
+    assert code == 0 and [row["uid"] for row in json.loads(out)] == [r.uid for r in records], err
+    assert _sidecars(db) == []  # the owner's next write is not refused for a -shm someone else owns
+    monkeypatch.undo()
+    assert RecordStore(str(db)).add(_record()) == 3
+
+
+def test_a_reader_without_write_access_sees_what_a_working_writer_has_not_checkpointed(tmp_path, monkeypatch):
+    db = tmp_path / "r.db"
+    _stored(db)
+    writer = RecordStore(str(db))
+    late = _record(target="late")
+    writer.add(late)  # in the -wal until the writer closes
+    assert _sidecars(db) == ["r.db-shm", "r.db-wal"]
+    _no_write_access(monkeypatch)
+    reader = RecordStore(str(db), read_only=True)
+    assert [r.target for r in reader.records()] == ["vit", "vit", "late"]
+    reader.engine.dispose()
+    writer.engine.dispose()
+
+
+def test_a_reader_with_write_access_still_opens_read_write(tmp_path):
+    """mode=rw: SQLite deletes the -wal and -shm files it made when the reader closes."""
+    db = tmp_path / "r.db"
+    _stored(db, n=1)
+    store = RecordStore(str(db), read_only=True)
+    assert len(store.records()) == 1 and "mode=rw" in str(store.engine.url)
+    store.engine.dispose()
+    assert _sidecars(db) == []
+    with pytest.raises(StoreError, match=r"it was opened read-only; open it without read_only$"):
+        store.add(_record())
+
+
+# ------------------------------------------------------------------------------------------- Record.from_dict
+
+
+def test_from_dict_is_the_inverse_of_to_dict_and_from_json_uses_it():
+    r = _record()
+    r.study, r.trial, r.flags, r.missing = "s", 3, ["unstable"], {"energy_j_per_img": "no NVML"}
+    back = Record.from_dict(r.to_dict())
+    assert back.to_dict() == r.to_dict() and back.uid == r.uid and back.details["time_by_module_ms"] == {"attn": 0.5}
+    assert Record.from_json(r.to_json()).to_dict() == back.to_dict()
+    newer = {**r.to_dict(), "gpu_power_trace": [1, 2], "zz": 0}
+    assert Record.from_dict(newer).to_dict() == r.to_dict()  # reading a newer effscope's Record: extras ignored
+    with pytest.raises(
+        NotARecordError, match=r"^it has field\(s\) this effscope does not know \(gpu_power_trace, zz\)"
+    ):
+        Record.from_dict(newer, strict=True)
+    with pytest.raises(NotARecordError, match="its data lacks workload"):
+        Record.from_dict({"target": "vit", "kind": "block"})
+    with pytest.raises(NotARecordError, match="its data is a JSON list, not an object"):
+        Record.from_dict([r.to_dict()])
+
+
+# ------------------------------------------------------------------------------------------- effscope import
+
+
+def _write(path, data) -> str:
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return str(path)
+
+
+def test_import_adds_new_records_and_skips_those_already_stored(tmp_path, monkeypatch, capfd):
+    db = tmp_path / "r.db"
+    (old,) = _stored(db, n=1)
+    new = [_record(target="a"), _record(target="b")]
+    rescue = _write(tmp_path / "rescue.json", [old.to_dict(), *(r.to_dict() for r in new), new[0].to_dict()])
+    code, out, err = effscope(monkeypatch, capfd, ["import", rescue, "--db", str(db)])
+    assert code == 0, err
+    said = " ".join(out.split())  # rich wraps a long line
+    assert said == f"2 record(s) from {rescue} added to sqlite:///{db}; 2 skipped (already stored)"
+    assert _rows(db) == [(r.uid, r.to_json()) for r in (old, *new)]  # stored exactly as measured
+    code, out, _ = effscope(monkeypatch, capfd, ["import", rescue, "--db", str(db)])
+    assert code == 0 and out.startswith("0 record(s)") and "4 skipped" in out
+    assert len(_rows(db)) == 3
+
+
+def test_import_uses_the_default_store_as_export_does(tmp_path, monkeypatch, capfd):
+    db = tmp_path / "env.db"
+    monkeypatch.setenv("EFFSCOPE_DB", str(db))
+    r = _record()
+    code, out, err = effscope(monkeypatch, capfd, ["import", _write(tmp_path / "one.json", r.to_dict())])
+    assert code == 0 and out.startswith("1 record(s)"), err
+    assert [x.uid for x in RecordStore(str(db), read_only=True).records()] == [r.uid]
+
+
+def _one_error(monkeypatch, capfd, args: list[str]) -> str:
+    code, out, err = effscope(monkeypatch, capfd, args)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err.strip().removeprefix("error: ")
+
+
+def test_import_refuses_what_is_not_effscope_records_in_one_sentence_and_stores_nothing(tmp_path, monkeypatch, capfd):
+    db = tmp_path / "r.db"
+    stored = _stored(db)
+    before = _rows(db)
+    good = _record().to_dict()
+    flat = tmp_path / "flat.json"
+    RecordStore(str(db), read_only=True).export(flat)  # the flat rows that export and profile --json write
+    cases = {
+        _write(tmp_path / "bad.json", "[{"): "it is not JSON (",
+        _write(tmp_path / "num.json", "7"): "it holds a JSON int, not Records",
+        _write(tmp_path / "empty.json", "[]"): "it holds no Records",
+        _write(tmp_path / "other.json", [good, {"name": "x"}]): "item 2 is not an effscope Record (its data lacks",
+        _write(tmp_path / "newer.json", [{**good, "extra": 1}]): "(it has field(s) this effscope does not know (extra)",
+        _write(tmp_path / "nouid.json", [{k: v for k, v in good.items() if k != "uid"}]): "item 1 has no uid",
+        str(flat): "it holds flat rows (as effscope profile --json and effscope export write them)",
+        str(tmp_path / "missing.json"): "no such file",
+        str(tmp_path): "Is a directory",
+    }
+    for path, why in cases.items():
+        error = _one_error(monkeypatch, capfd, ["import", path, "--db", str(db)])
+        assert error.startswith(f"cannot import '{path}': ") and why in error, error
+    assert _rows(db) == before and len(before) == len(stored)
+
+
+def test_import_into_an_unreachable_store_is_one_sentence(tmp_path, monkeypatch, capfd):
+    path = _write(tmp_path / "r.json", [_record().to_dict()])
+    error = _one_error(monkeypatch, capfd, ["import", path, "--db", str(tmp_path / "no" / "r.db")])
+    assert (
+        error == f"cannot create the record store {tmp_path / 'no' / 'r.db'}: folder {tmp_path / 'no'} does not exist"
+    )
+
+
+def test_a_store_failing_midway_keeps_what_was_added_and_a_second_import_adds_the_rest(tmp_path, monkeypatch, capfd):
+    db = tmp_path / "r.db"
+    _stored(db, n=0)
+    records = [_record(target=t) for t in "abc"]
+    path = _write(tmp_path / "r.json", [r.to_dict() for r in records])
+    real_insert = RecordStore._insert
+
+    def locked_on_b(self, record):
+        if record.target == "b":
+            raise sqlite3.OperationalError("database is locked")
+        return real_insert(self, record)
+
+    monkeypatch.setattr(RecordStore, "_insert", locked_on_b)
+    error = _one_error(monkeypatch, capfd, ["import", path, "--db", str(db)])
+    assert "database is locked, which means another process holds a write lock on it" in error
+    assert error.endswith(
+        "(after adding 1 and skipping 0 of the 3 Records in " + path + "; importing the file again adds the rest)"
+    )
+    assert [uid for uid, _ in _rows(db)] == [records[0].uid]
+    monkeypatch.setattr(RecordStore, "_insert", real_insert)
+    code, out, _ = effscope(monkeypatch, capfd, ["import", path, "--db", str(db)])
+    assert code == 0 and out.startswith("2 record(s)") and "1 skipped" in out
+    assert [uid for uid, _ in _rows(db)] == [r.uid for r in records]
+
+
+def test_a_report_reads_an_export_whose_suffix_is_upper_case_as_export_wrote_it(tmp_path):
+    from effscope.report._load import load_records_file
+
+    store = RecordStore(str(tmp_path / "r.db"))
+    stored = _stored(store.url)
+    store.export(str(tmp_path / "R.CSV"))
+    source = load_records_file(tmp_path / "R.CSV")
+    assert sorted(p.target for p in source.points) == sorted(r.target for r in stored)
