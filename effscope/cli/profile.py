@@ -618,7 +618,14 @@ def _calibrate(
     import math
 
     from effscope.profile.record import Workload
-    from effscope.profile.roofline import AMP_DTYPES, MAX_COPY_BYTES, MAX_GEMM_N, calibrate, calibration_table
+    from effscope.profile.roofline import (
+        AMP_DTYPES,
+        CONTENDED,
+        MAX_COPY_BYTES,
+        MAX_GEMM_N,
+        calibrate,
+        calibration_table,
+    )
     from effscope.profile.run import check_device, validate_workload
     from effscope.profile.store import RecordStore
 
@@ -672,7 +679,7 @@ def _calibrate(
             fmt(row["cpu_util"], ".2f"),
         )
     out.print(table)
-    if "cpu-contention" in cal.flags:
+    if CONTENDED in cal.flags:
         err.print(
             "warning: other processes used the cores during the calibration (CPU time / wall time x threads < 0.9); "
             "the roofs read low: run it again on an idle machine"
