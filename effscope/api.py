@@ -52,6 +52,8 @@ def profile(
     threads: int | None = None,
     channels_last: bool = False,
     attention: str = "auto",
+    compile: bool = False,  # noqa: A002 - the command's --compile, and Workload's field
+    flush_cache: bool = False,
     isolate: bool = True,
     db: str | os.PathLike[str] | None = None,
     **options: Any,
@@ -77,6 +79,8 @@ def profile(
             channels_last memory format; with isolate=False an instance is converted in place) and --attention (the
             attention core: "auto", "measured", "sdpa" or "explicit"). The Record's env says what was used: threads,
             memory_format and attention_core.
+        compile, flush_cache: as --compile (torch.compile the module before timing; env.compile) and --flush-cache
+            (overwrite a 256 MB buffer before each timed call, so a block is timed with cold caches).
         isolate: measure in a spawned process (the default, as the command does): a crash or a hang becomes a failed
             Record, and CPU peak memory is honest; an nn.Module instance is pickled to it, so its class must be
             importable there (defined in a module or a script file, not in a notebook, `python -c` or stdin). False
@@ -117,7 +121,7 @@ def profile(
         raise SpecError(f"knobs must be a dict of knob names to values, but got {knobs!r}")
     if db is not None and not isinstance(db, str | os.PathLike):
         raise SpecError(f"db must be a path or an SQLAlchemy URL (a str), but got {db!r}")
-    runtime = _runtime(threads, channels_last, attention)
+    runtime = _runtime(threads, channels_last, attention, compile, flush_cache)
     cuda_graph = options.pop("cuda_graph", device.startswith("cuda"))
     if not isinstance(cuda_graph, bool):
         raise SpecError(f"cuda_graph must be True or False, but got {cuda_graph!r}")
@@ -249,6 +253,7 @@ def report(
     db: str | None = None,
     storage: str | None = None,
     study: str | None = None,
+    plotlyjs: str = "inline",
 ) -> Path:
     """Write the HTML report of `records`, of every Record in `db`, or of a search study in `storage`; return its
     path. One source only, as `effscope report` takes.
@@ -257,6 +262,8 @@ def report(
         records: Records (from `profile`), or the path of a Records export (CSV, Parquet or JSON, as
             `effscope profile --csv/--json`, `effscope export` or `RecordStore.export` write it), read as
             `effscope report RECORDS.csv` reads it.
+        plotlyjs: as the command's --plotlyjs: "inline" (one offline file, ~5 MB), "directory" (plotly.min.js
+            written once beside the report) or "cdn" (needs internet to read).
     """
     from effscope.report.build import build_report
 
@@ -268,6 +275,7 @@ def report(
         db=db,
         storage=storage,
         study=study,
+        plotlyjs=plotlyjs,
         command=_provenance()["command"],
     )
 
@@ -333,16 +341,20 @@ def _grid(size: object) -> tuple[int, int] | None:
     )
 
 
-def _runtime(threads: object, channels_last: object, attention: object) -> dict[str, Any]:
-    """threads, channels_last and attention as Workload fields, their types checked here; their values are checked
-    with the rest of the workload by the command's own rule (validate_workload)."""
+def _runtime(
+    threads: object, channels_last: object, attention: object, compile_: object, flush_cache: object
+) -> dict[str, Any]:
+    """The runtime arguments as Workload fields, their types checked here; their values are checked with the rest
+    of the workload by the command's own rule (validate_workload)."""
     if threads is not None and not _is_int(threads):
         raise SpecError(f"threads must be None or an integer, but got {threads!r}")
-    if not isinstance(channels_last, bool):
-        raise SpecError(f"channels_last must be True or False, but got {channels_last!r}")
+    switches = {"channels_last": channels_last, "compile": compile_, "flush_cache": flush_cache}
+    for name, value in switches.items():
+        if not isinstance(value, bool):
+            raise SpecError(f"{name} must be True or False, but got {value!r}")
     if not isinstance(attention, str):
         raise SpecError(f"attention must be a name (a str), but got {attention!r}")
-    return {"threads": threads, "channels_last": channels_last, "attention": attention}
+    return {"threads": threads, "attention": attention, **switches}
 
 
 def _report_records(records: Any) -> tuple[list[Record] | None, str | os.PathLike[str] | None]:

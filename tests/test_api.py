@@ -167,6 +167,8 @@ def test_internal_options_are_refused_naming_the_options(option):
         ({"threads": "2"}, r"^threads must be None or an integer, but got '2'$"),
         ({"threads": True}, r"^threads must be None or an integer, but got True$"),
         ({"channels_last": "yes"}, r"^channels_last must be True or False, but got 'yes'$"),
+        ({"compile": "yes"}, r"^compile must be True or False, but got 'yes'$"),
+        ({"flush_cache": 1}, r"^flush_cache must be True or False, but got 1$"),
         ({"attention": "flash"}, r"^attention must be one of auto, measured, sdpa, explicit, but got 'flash'$"),
         ({"attention": None}, r"^attention must be a name \(a str\), but got None$"),
         ({"batch": 2**21}, r"^batch must be an integer in \[1, 1048576\], but got 2097152$"),  # not --batch
@@ -188,6 +190,8 @@ def test_threads_channels_last_and_attention_are_the_command_s_and_land_in_the_r
     assert record.env["threads"] == 1 and record.env["torch_threads"] == 1
     assert record.env["memory_format"] == "channels_last"
     assert record.env["attention_core"] == "explicit (forced)"
+    cold = effscope.profile("vit", size=7, flush_cache=True, isolate=False, **QUICK)  # as --flush-cache
+    assert cold.status == "ok" and cold.workload["flush_cache"] is True and cold.workload["compile"] is False
     # the defaults are the command's: threads not pinned, contiguous, the automatic attention rule
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
     default = effscope.profile(module, size=8, isolate=False, **QUICK)
@@ -227,6 +231,8 @@ def test_a_records_export_makes_a_report_as_effscope_report_file_does(tmp_path):
         text = html.read_text(encoding="utf-8")
         assert html == tmp_path / f"{Path(export).stem}.html" and '<section id="gap">' in text
         assert str(export) in text and "hilo" in text  # the export is the report's named source
+    small = effscope.report(csv, output=tmp_path / "shared" / "r.html", plotlyjs="directory")  # as --plotlyjs
+    assert (small.parent / "plotly.min.js").is_file() and small.stat().st_size < 1e6
     with pytest.raises(
         effscope.EffscopeError, match=r"the suffix must be one of \.csv, \.parquet, \.json \(a database"
     ):
