@@ -2,8 +2,8 @@
 
 Runs one search worker in this process (the profiler Worker and the quality process are still separate
 processes, as in `effscope search`) on a shipped space, and times every call into the study storage (Optuna's
-RDBStorage) and the Record store from the worker's main thread. The heartbeat thread's writes run beside the
-trial and are reported on their own.
+RDBStorage, effscope's attribute writes and the trial cap's queries) and the Record store from the worker's main
+thread. The heartbeat thread's writes run beside the trial and are reported on their own.
 
     .venv/bin/python benchmarks/search_throughput.py                  # hilo_block, 30 trials, temp SQLite file
     .venv/bin/python benchmarks/search_throughput.py --trials 60 --db /tmp/bench.db
@@ -28,6 +28,7 @@ def instrument() -> tuple[collections.Counter, collections.Counter, collections.
 
     from effscope.profile import store as record_store
     from effscope.search import trial as search_trial
+    from effscope.search import workers as search_workers
 
     main_s: collections.Counter = collections.Counter()
     calls: collections.Counter = collections.Counter()
@@ -65,6 +66,10 @@ def instrument() -> tuple[collections.Counter, collections.Counter, collections.
     for name in ("add", "records", "latest"):
         wrap(record_store.RecordStore, name, f"records.{name}")
     wrap(search_trial, "write_trial", "effscope.write_trial")  # its storage calls are counted in it
+    if hasattr(search_trial, "write_attrs"):  # the trial's first attribute (its worker), in SQL of effscope's own
+        wrap(search_trial, "write_attrs", "effscope.write_attrs")
+    for name in ("counts", "_fail_orphans"):  # the trial cap's own queries, under its lock
+        wrap(search_workers.TrialSlots, name, f"effscope.trial_cap.{name.lstrip('_')}")
     return main_s, calls, background_s
 
 
@@ -137,7 +142,7 @@ def main() -> None:
     )
     write_s = main_s["effscope.write_trial"]
     print(
-        f"  of it effscope.write_trial (constraints + user attrs, public API): {1e3 * write_s / len(trials):.1f} ms "
+        f"  of it effscope.write_trial (constraints + user attrs): {1e3 * write_s / len(trials):.1f} ms "
         f"per trial = {100 * write_s / wall:.2f} % of trial time"
     )
     measured_trials = [t for t in trials if t.user_attrs.get("status") == "measured"]

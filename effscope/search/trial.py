@@ -20,7 +20,7 @@ from effscope.knobs import to_jsonable
 from effscope.metrics import TIMED, peak_memory_key
 from effscope.search.objectives import OBJECTIVES, QualityError
 from effscope.search.space import Space, TargetSpace
-from effscope.search.storage import write_trial
+from effscope.search.storage import write_attrs, write_trial
 from effscope.search.uncertainty import UNCERTAIN, measure_and_decide, verdict
 
 if TYPE_CHECKING:
@@ -88,6 +88,9 @@ class SearchObjective:
         self._quality = quality
         self.worker_tag = f"{socket.gethostname()}:{os.getpid()}"
         self._preset: str | None = None
+        # the roofline calibration per device, dtype and threads, looked up once per worker (as `effscope profile` per
+        # run): a calibration taken while a search runs is used from its next worker start
+        self._calibrations: dict = {}
         self.timings: list[dict[str, float]] = []  # per trial: measure_s, quality_s (benchmarks read these)
 
     @property
@@ -144,7 +147,8 @@ class SearchObjective:
         space = self.space
         timing = {"measure_s": 0.0, "quality_s": 0.0}
         self.timings.append(timing)
-        trial.set_user_attr("worker", self.worker_tag)  # which machine/process runs it, visible while it runs
+        # which machine/process runs it, visible while it runs
+        write_attrs(trial, self._trial_id(trial), user={"worker": self.worker_tag})
         preset = trial.user_attrs.get("preset")
         self._preset = preset
         ts, overrides = space.suggest(trial, preset)
@@ -196,7 +200,7 @@ class SearchObjective:
             if beside and record.status == "ok":
                 early_quality = self._count_beside_quality(trial, target, record, provenance, timing)
             if self.store is not None:  # only the kept measurement is stored (the cache reads the newest)
-                store_record(record, self.store)
+                store_record(record, self.store, self._calibrations)
             attrs["status"] = "measured"
             attrs["timed_s"] = sum(r.latency.get("timed_s") or 0.0 for r in first)  # re-measurements included
         timing["measure_s"] = time.perf_counter() - t0

@@ -4,6 +4,7 @@ trials, under a trial cap that holds across processes and machines."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import threading
@@ -140,6 +141,21 @@ class TrialSlots:
         self.study, self.storage, self.cap, self.poll_s = study, storage, cap, poll_s
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self._sqlite = sqlite_path(url)
+        self._stale_checked: float | None = None  # time.monotonic() of the last look for stale trials
+
+    def _fail_stale(self) -> None:
+        """Fail (and queue the retry of) the running trials whose heartbeat went stale, at most once per heartbeat
+        interval: a trial goes stale after the grace period (3 heartbeats by default), so looking before every trial
+        of a fast search (two queries each) finds nothing new; it is found at most one heartbeat later."""
+        from optuna.storages import fail_stale_trials
+
+        now = time.monotonic()
+        if self._stale_checked is not None and now - self._stale_checked < (self.storage.get_heartbeat_interval() or 0):
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental API; Optuna expects heartbeats under optimize() only
+            fail_stale_trials(self.study)
+        self._stale_checked = now
 
     def counts(self) -> tuple[int, int]:
         """(completed trials, running trials with a heartbeat) of the study."""
@@ -161,13 +177,10 @@ class TrialSlots:
         While the remaining slots are held by running trials, wait (they may still fail and free a slot) unless
         `stop()` says otherwise.
         """
-        from optuna.storages import fail_stale_trials
         from optuna.trial import TrialState
 
         while True:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # experimental API; Optuna expects heartbeats under optimize() only
-                fail_stale_trials(self.study)
+            self._fail_stale()
             with self._lock():
                 self._fail_orphans()
                 complete, running = self.counts()
@@ -206,7 +219,8 @@ class TrialSlots:
                 self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
     def trial_id(self, trial: optuna.Trial) -> int:
-        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+        """The storage's id of a trial this process asked for (Optuna's cache knows it: no query)."""
+        return trial.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
 
     @contextlib.contextmanager
     def _lock(self):
@@ -265,7 +279,30 @@ def _run_trial(
         raise
     stop.set()
     thread.join()
-    study.tell(trial, values)
+    _tell(study, trial, values)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, values: float | tuple[float, ...]) -> None:
+    """`study.tell(trial, values)` without reading the finished trial back for a return value nobody uses (one
+    storage read, 6 queries, per trial): Optuna's `_tell_with_warning`, which is all `Study.tell` runs before that
+    read; `study.tell` itself where an Optuna release lacks it or changed its parameters."""
+    tell = _tell_without_read_back()
+    if tell is None:
+        study.tell(trial, values)
+    else:
+        tell(study=study, trial=trial, value_or_values=values)
+
+
+@functools.cache
+def _tell_without_read_back() -> Callable[..., object] | None:
+    import inspect
+
+    try:
+        from optuna.study._tell import _tell_with_warning
+    except ImportError:
+        return None
+    wanted = {"study", "trial", "value_or_values", "state", "skip_if_finished", "suppress_warning"}
+    return _tell_with_warning if set(inspect.signature(_tell_with_warning).parameters) == wanted else None
 
 
 def worker_process(args: WorkerArgs, report: Connection) -> None:
