@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -13,6 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+
+# A shell that starts the suite in the background (`make test &` in a script) makes it ignore SIGINT, and exec
+# passes an ignored signal on: the Ctrl-C tests, here and in the commands they start, would wait in vain. Python's own
+# handler here gives this process Ctrl-C back, and every child the default (exec resets a handled signal).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
