@@ -199,6 +199,8 @@ def test_a_contended_calibration_is_used_only_without_another_and_flags_the_reco
     again = attach_calibration(r, store)
     assert again.roofline["calibration_uid"] == idle and again.flags == []  # refilled: the flag goes with the roofs
     assert CALIBRATION_CONTENDED in FLAGS
+    in_memory = add_roofline(measured(), cal(flags=(CONTENDED,)))  # not stored, no uid: flagged all the same
+    assert in_memory.flags == [CALIBRATION_CONTENDED]
 
 
 def test_calibrate_rejects_bad_arguments():

@@ -489,7 +489,7 @@ def add_roofline(record: Record, calibration: Calibration | None = None) -> Reco
     record.roofline, missing = roofline_numbers(record.counts, record.workload, record.latency, calibration)
     record.missing.update(missing)
     record.flags = [f for f in record.flags if f != CALIBRATION_CONTENDED]
-    if record.roofline.get("calibration_uid") is not None and CONTENDED in calibration.flags:
+    if record.roofline.get("peak_mac_s") is not None and CONTENDED in calibration.flags:  # these roofs were used
         record.flags.append(CALIBRATION_CONTENDED)
     return record
 
