@@ -207,9 +207,8 @@ def test_a_store_that_fails_mid_run_loses_no_measured_record(place, monkeypatch,
     assert _stored_targets(place / "x.db") == ["vit"]
     (kept,) = place.glob("effscope-unstored-*.json")  # the Record the store refused, whole, in a file of its own
     assert [r["target"] for r in json.loads(kept.read_text())] == ["hilo"]
-    db_url = f"sqlite:///{place / 'x.db'}"
-    said = f"not stored: hilo; kept whole in {kept.name}: `effscope import {kept.name} --db {db_url}` adds them"
-    assert said in " ".join(err.split()), err  # the console wraps long lines
+    assert f"not stored: hilo; kept whole in {kept.name}; once the store works, this adds them:" in err
+    assert f"\n  effscope import {kept.name} --db sqlite:///{place / 'x.db'}\n" in err  # whole, to paste
     assert err.strip().splitlines()[-1].startswith("error: cannot write to the record store")
     monkeypatch.setattr("effscope.profile.run.store_record", stored)  # the store works again: the printed command
     code, out, err = effscope(monkeypatch, capfd, ["import", kept.name, "--db", "x.db"])
@@ -219,6 +218,28 @@ def test_a_store_that_fails_mid_run_loses_no_measured_record(place, monkeypatch,
     assert hilo.to_dict() == json.loads(kept.read_text())[0]  # the Record as measured: nothing flattened away
     code, out, err = effscope(monkeypatch, capfd, ["report", kept.name, "-o", "kept.html"])  # and a report reads it
     assert code == 0 and "hilo" in (place / "kept.html").read_text(), out + err
+
+
+def test_refused_records_go_to_the_temp_folder_when_the_working_folder_takes_no_file(place, monkeypatch, capsys):
+    import os
+    import tempfile
+    import time
+
+    from effscope.cli.profile import _keep_unstored
+    from effscope.profile.record import Record
+
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20261128-120000")
+    monkeypatch.setattr(os, "getpid", lambda: 7)
+    (place / "effscope-unstored-20261128-120000-7.json").mkdir()  # the working folder cannot take that file
+    (place / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(place / "tmp"))
+    record = Record(target="vit", kind="block", workload={"device": "cpu"})
+    _keep_unstored([record], "postgresql://u:pw@db.example/x", None)
+    kept = place / "tmp" / "effscope-unstored-20261128-120000-7.json"
+    assert [r["uid"] for r in json.loads(kept.read_text())] == [record.uid]
+    err = capsys.readouterr().err
+    assert f"\n  effscope import {kept} --db 'postgresql://u:***@db.example/x'   (put the password back" in err
+    assert "pw" not in err
 
 
 def test_a_forward_that_returns_no_tensor_is_refused_not_counted_as_free():

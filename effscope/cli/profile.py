@@ -304,8 +304,6 @@ def _end_early(
     """After Ctrl-C, SIGTERM or a failed store write: show what was measured (`show`, as a finished run shows it),
     say what is stored, and still write the requested files for every measured Record, so that a Record the store
     refused is kept in one of them."""
-    import time
-
     measured, unstored = run.records, run.records[run.stored :]
     if measured:
         show(measured)
@@ -318,23 +316,42 @@ def _end_early(
         if output != "table":
             write_rows([r.flat() for r in measured], output)
     if unstored:  # the store refused them: keep them whole in a file rather than lose a measurement
-        import json
+        _keep_unstored(unstored, store.url, json_out)
 
-        from effscope.output import OutputError, write_atomic
 
-        names = ", ".join(r.target for r in unstored)
-        rescue = f"effscope-unstored-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        text = json.dumps([r.to_dict() for r in unstored], indent=1)
+def _keep_unstored(unstored: list[Record], store_url: str, json_out: str | None) -> None:
+    """Write the Records the store refused, whole (Record.to_dict()), to a new file in the working folder, else in
+    the temp folder, and print the command that adds them to the store once it works."""
+    import json
+    import os
+    import shlex
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from effscope.output import OutputError, write_atomic
+    from effscope.urls import mask_url
+
+    names = ", ".join(r.target for r in unstored)
+    text = json.dumps([r.to_dict() for r in unstored], indent=1)
+    # the pid keeps apart two runs that the same locked store stops in the same second
+    name = f"effscope-unstored-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json"
+    refusals = []
+    for rescue in (Path(name), Path(tempfile.gettempdir()) / name):
         try:
-            write_atomic(rescue, lambda tmp: tmp.write_text(text, encoding="utf-8"), databases=[store.url])
+            write_atomic(rescue, lambda tmp: tmp.write_text(text, encoding="utf-8"), databases=[store_url])
         except OutputError as e:
-            kept = f" and {esc(json_out)}" if json_out else ""
-            err.print(f"not stored: {esc(names)}; nor kept whole in a file ({esc(str(e))}); see the table{kept}")
-            return
-        err.print(
-            f"not stored: {esc(names)}; kept whole in {esc(rescue)}: `effscope import {esc(rescue)} --db "
-            f"{esc(shown_url(store.url))}` adds them once the store works"
-        )
+            refusals.append(str(e))
+            continue
+        err.print(f"not stored: {esc(names)}; kept whole in {esc(rescue)}; once the store works, this adds them:")
+        url = mask_url(store_url)
+        note = "   (put the password back in place of ***)" if "***" in url else ""
+        # on a line of its own and never wrapped, so that it can be pasted as it is
+        command = f"effscope import {shlex.quote(str(rescue))} --db {shlex.quote(url)}"
+        err.print(f"  {command}{note}", markup=False, highlight=False, soft_wrap=True)
+        return
+    kept = f" and {esc(json_out)} (flat rows)" if json_out else ""
+    err.print(f"not stored: {esc(names)}; nor kept whole in a file ({esc('; '.join(refusals))}); see the table{kept}")
 
 
 def _write_outputs(
