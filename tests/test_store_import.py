@@ -88,6 +88,25 @@ def test_a_reader_without_write_access_sees_what_a_working_writer_has_not_checkp
     writer.engine.dispose()
 
 
+def test_a_reader_without_write_access_warns_of_a_wal_a_crashed_writer_left(tmp_path, monkeypatch, capfd):
+    import shutil
+
+    db = tmp_path / "r.db"
+    _stored(db)
+    writer = RecordStore(str(db))
+    writer.add(_record(target="late"))  # committed into the -wal, not yet into the file
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    for name in ("r.db", "r.db-wal"):  # what a writer killed mid-run leaves when its -shm is gone
+        shutil.copy(tmp_path / name, crashed / name)
+    writer.engine.dispose()
+    _no_write_access(monkeypatch)
+    reader = RecordStore(str(crashed / "r.db"), read_only=True)
+    assert [r.target for r in reader.records()] == ["vit", "vit"]  # without the -wal's Record, and said so:
+    assert "r.db-wal holds writes not yet in r.db (a writer stopped without its -shm)" in capfd.readouterr().err
+    reader.engine.dispose()
+
+
 def test_a_reader_with_write_access_still_opens_read_write(tmp_path):
     """mode=rw: SQLite deletes the -wal and -shm files it made when the reader closes."""
     db = tmp_path / "r.db"
@@ -168,12 +187,21 @@ def test_import_refuses_what_is_not_effscope_records_in_one_sentence_and_stores_
     RecordStore(str(db), read_only=True).export(flat)  # the flat rows that export and profile --json write
     cases = {
         _write(tmp_path / "bad.json", "[{"): "it is not JSON (",
-        _write(tmp_path / "num.json", "7"): "it holds a JSON int, not Records",
+        _write(tmp_path / "num.json", "7"): "it holds a JSON number, not Records",
         _write(tmp_path / "empty.json", "[]"): "it holds no Records",
         _write(tmp_path / "other.json", [good, {"name": "x"}]): "item 2 is not an effscope Record (its data lacks",
         _write(tmp_path / "newer.json", [{**good, "extra": 1}]): "(it has field(s) this effscope does not know (extra)",
         _write(tmp_path / "nouid.json", [{k: v for k, v in good.items() if k != "uid"}]): "item 1 has no uid",
         str(flat): "it holds flat rows (as effscope profile --json and effscope export write them)",
+        str(RecordStore(str(db), read_only=True).export(tmp_path / "flat.csv")): "a CSV file holds flat rows",
+        _write(tmp_path / "null.json", "null"): "it holds a JSON null, not Records",
+        # the store's columns would refuse these half-way through a file: each is caught before the first is stored
+        _write(tmp_path / "nostatus.json", [good, {**good, "uid": "b" * 32, "status": None}]): (
+            "item 2 cannot be stored: its status is missing"
+        ),
+        _write(tmp_path / "longuid.json", [{**good, "uid": "u" * 40}]): (
+            "item 1 cannot be stored: its uid is longer than the store takes (40 characters, at most 32)"
+        ),
         str(tmp_path / "missing.json"): "no such file",
         str(tmp_path): "Is a directory",
     }
@@ -224,3 +252,22 @@ def test_a_report_reads_an_export_whose_suffix_is_upper_case_as_export_wrote_it(
     store.export(str(tmp_path / "R.CSV"))
     source = load_records_file(tmp_path / "R.CSV")
     assert sorted(p.target for p in source.points) == sorted(r.target for r in stored)
+
+
+@pytest.mark.parametrize("name", ["none.csv", "none.json"])
+def test_a_report_of_an_export_of_nothing_says_it_holds_no_records(tmp_path, name):
+    from effscope.report._load import load_records_file
+    from effscope.report.data import ReportError
+
+    store = RecordStore(str(tmp_path / "r.db"))
+    _stored(store.url)
+    store.export(str(tmp_path / name), target="nothing")  # a filter that matches no Record
+    with pytest.raises(ReportError, match=r"holds no records$"):
+        load_records_file(tmp_path / name)
+
+
+def test_a_report_reads_one_record_kept_whole(tmp_path):
+    from effscope.report._load import load_records_file
+
+    (tmp_path / "one.json").write_text(json.dumps(_record().to_dict()))  # one object, as `effscope import` takes
+    assert [p.target for p in load_records_file(tmp_path / "one.json").points] == ["vit"]

@@ -54,7 +54,14 @@ def read_records(path: str | Path) -> list[Record]:
     import json
 
     from effscope.profile.record import NotARecordError, Record
+    from effscope.profile.store import row_problem
 
+    table = Path(path).suffix.lower()
+    if table in (".csv", ".parquet"):
+        raise SpecError(
+            f"cannot import '{path}': a {table[1:].upper()} file holds flat rows (as effscope profile --csv and "
+            f"effscope export write them), not Records; `effscope report {path}` reads it as it is"
+        )
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -67,7 +74,7 @@ def read_records(path: str | Path) -> list[Record]:
         raise SpecError(f"cannot import '{path}': it is not JSON ({e})") from None
     rows = [data] if isinstance(data, dict) else data
     if not isinstance(rows, list):
-        raise SpecError(f"cannot import '{path}': it holds a JSON {type(data).__name__}, not Records")
+        raise SpecError(f"cannot import '{path}': it holds a JSON {_JSON_TYPES.get(type(data), 'value')}, not Records")
     if not rows:
         raise SpecError(f"cannot import '{path}': it holds no Records")
     found = []
@@ -86,5 +93,11 @@ def read_records(path: str | Path) -> list[Record]:
             raise SpecError(
                 f"cannot import '{path}': item {i} has no uid, so it could not be told from a copy already stored"
             )
+        problem = row_problem(record)
+        if problem is not None:
+            raise SpecError(f"cannot import '{path}': item {i} cannot be stored: {problem}")
         found.append(record)
     return found
+
+
+_JSON_TYPES = {str: "string", int: "number", float: "number", bool: "true or false", type(None): "null"}

@@ -9,7 +9,9 @@ from effscope.cli._app import app, command_line, esc, out
 
 @app.command()
 def report(
-    records: str = typer.Argument(None, metavar="RECORDS.csv", help="A Records export: CSV, Parquet or JSON."),
+    records: str = typer.Argument(
+        None, metavar="RECORDS.csv", help="A Records export (CSV, Parquet or JSON), or Records kept whole in JSON."
+    ),
     storage: str = typer.Option(None, "--storage", help="Study storage: SQLite file or SQLAlchemy URL."),
     study: str = typer.Option(None, "--study", help="Study name (optional when the storage holds one study)."),
     db: str = typer.Option(None, "--db", help="Record store: report on every profile Record in it."),

@@ -203,19 +203,8 @@ class RecordStore:
         if self.read_only:
             why = "; open it without read_only" if self.writable else ", as this process may not write it or its folder"
             raise StoreError(f"cannot write to the record store {self.location}: it was opened read-only{why}")
-        row = {
-            "uid": record.uid,
-            "created_at": record.created_at,
-            "target": record.target,
-            "kind": record.kind,
-            "status": record.status,
-            "device": record.env.get("device_name") or record.workload.get("device"),
-            "key": record.key,
-            "study": record.study,
-            "data": record.to_json(),
-        }
         with self.engine.begin() as conn:
-            return int(conn.execute(self.table.insert().values(**row)).inserted_primary_key[0])
+            return int(conn.execute(self.table.insert().values(**_row(record))).inserted_primary_key[0])
 
     def records(
         self, *, target: str | None = None, key: str | None = None, status: str | None = None, study: str | None = None
@@ -291,6 +280,44 @@ def _records_table(meta: sa.MetaData) -> sa.Table:
     )
 
 
+def _row(record: Record) -> dict[str, Any]:
+    """The Record table's row of a Record: the columns the store filters on, and the whole Record as JSON."""
+    return {
+        "uid": record.uid,
+        "created_at": record.created_at,
+        "target": record.target,
+        "kind": record.kind,
+        "status": record.status,
+        "device": record.env.get("device_name") or record.workload.get("device"),
+        "key": record.key,
+        "study": record.study,
+        "data": record.to_json(),
+    }
+
+
+def row_problem(record: Record) -> str | None:
+    """Why the Record table would refuse this Record's row (a missing value, a value of another type, a text longer
+    than its column: PostgreSQL enforces lengths, SQLite does not), or None; read from the table's definition, so
+    that an import can check every Record before it stores the first."""
+    import sqlalchemy as sa
+
+    row = _row(record)
+    for column in _records_table(sa.MetaData()).columns:
+        if column.name not in row:  # the id, which the store assigns
+            continue
+        value = row[column.name]
+        if value is None:
+            if not column.nullable:
+                return f"its {column.name} is missing"
+            continue
+        length = getattr(column.type, "length", None)
+        if isinstance(column.type, sa.String) and not isinstance(value, str):
+            return f"its {column.name} is not text: {value!r}"
+        if length is not None and len(value) > length:
+            return f"its {column.name} is longer than the store takes ({len(value)} characters, at most {length})"
+    return None
+
+
 def _check_sqlite_location(path: Path, read_only: bool) -> None:
     if path.is_dir():
         raise StoreError(f"{path} is a folder; --db takes a SQLite file or a SQLAlchemy URL")
@@ -338,6 +365,13 @@ def _reader_url(url: str, writable: bool = True) -> str:
         mode = {"mode": "rw"}
     elif _in_wal_mode(path) and not all(Path(f"{path}{end}").exists() for end in ("-wal", "-shm")):
         mode = {"mode": "ro", "immutable": "1"}
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:  # a writer that crashed left writes only it could recover
+            print(
+                f"warning: {wal} holds writes not yet in {path.name} (a writer stopped without its -shm); this "
+                "process may not write the folder, so it reads without them until the owner opens the store again",
+                file=sys.stderr,
+            )
     else:
         mode = {"mode": "ro"}
     query = {**parsed.query, **mode, "uri": "true"}

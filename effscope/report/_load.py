@@ -189,6 +189,7 @@ def _whole_records(path: Path) -> list[Record] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None  # the table reader says what is wrong with it
+    data = [data] if isinstance(data, dict) else data  # one Record, as `effscope import` also takes it
     if not (isinstance(data, list) and data and all(isinstance(r, dict) and "workload" in r for r in data)):
         return None
     try:
@@ -216,6 +217,9 @@ def load_records_file(path: str | Path) -> Source:
         )
     if not path.is_file():
         raise ReportError(f"cannot read records from '{path}': no such file")
+    tiny = suffix != ".parquet" and path.stat().st_size < 16  # an export of nothing: "\n" or "[\n\n]", no columns
+    if tiny and "".join(path.read_text(errors="replace").split()) in ("", "[]"):
+        raise ReportError(f"'{path}' holds no records")
     whole = _whole_records(path) if suffix == ".json" else None
     if whole is not None:
         return Source("records", path.stem, points_from_records(whole), str(path))
