@@ -168,8 +168,8 @@ for _flag, _meaning in (
     ("gpu-throttled", "the GPU throttled (power or thermal) during the measurement window"),
     (
         "calibration-contended",
-        "the only roofline calibration of this device and dtype ran while other processes took CPU cores: its roofs "
-        "read low, so roofline_fraction reads high; calibrate again on an idle machine",
+        "no roofline calibration of this device and dtype ran on idle cores: the one used ran while other processes "
+        "took CPU cores, so its roofs read low and roofline_fraction reads high; calibrate again on an idle machine",
     ),
     (
         "latency-unstable",
@@ -179,7 +179,7 @@ for _flag, _meaning in (
     (
         "throughput-latency-mismatch",
         "on a CPU, the throughput window and the latency repeats timed speeds over 1.25x apart: the machine changed "
-        "speed between them; measure again on a quiet machine",
+        "speed between them, or the latency samples have a heavy tail; measure again on a quiet machine",
     ),
     ("aborted-over-budget", "timing stopped early because the design was clearly over the latency budget"),
     (

@@ -228,7 +228,7 @@ def test_user_modules_are_imported_in_the_measurement_process(tmp_path):
     assert hung.status == "failed"
     # the child recorded nothing; the parent still says which host it failed on, but not the run's settings
     assert hung.env["hostname"] == socket.gethostname() and hung.env["device_name"] == cpu_info()["cpu_model"]
-    assert hung.env["device"] == "cpu" and "dtype" not in hung.env
+    assert hung.env["device"] == "cpu" and "dtype" not in hung.env and "torch_threads" not in hung.env
 
 
 # --------------------------------------------------------------------------------------------------- 10. the cap

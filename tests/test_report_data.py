@@ -729,6 +729,14 @@ def test_a_device_or_dtype_difference_is_a_workload_of_its_own():
     assert ids(pts) == ["hilo 14x14 · AMD EPYC, fp32, 2 threads", "vit 14x14 · NVIDIA H200, bf16, default threads"]
 
 
+def test_a_workload_part_some_records_lack_reads_not_recorded():
+    """An older or imported Record without `attention` beside one that has it: a workload of its own, no KeyError."""
+    newer = _rec("vit", 1, 2.0, 2e6)
+    newer.workload["attention"] = "auto"
+    pts = points_from_records([_rec("hilo", 1, 1.0, 1e6), newer])
+    assert ids(pts) == ["hilo 14x14 · attention not recorded", "vit 14x14 · attention auto"]
+
+
 def _two_fronts() -> Source:
     """A is best on the median, B only on p90: the report's front (p90) holds both, the search's (p50) only A."""
     a = pt("trial 0", 1.0, 2.0, numbers={"latency_ms_p90": 3.0}, constraints={"latency": -0.4}, status="measured")

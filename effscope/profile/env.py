@@ -380,15 +380,16 @@ def host_environment(device: str | torch.device) -> dict[str, Any]:
     Returns:
         Keys effscope_version, timestamp_utc, hostname, os, machine, python_version, python_implementation,
         torch_version, torch_cuda_build, numpy_version, fvcore_version, device, device_type, device_name,
-        effscope_git_commit, effscope_git_dirty, load_avg_1m / _5m / _15m, the cpu_info() keys and the set
-        timing environment variables (timing_env_vars).
+        effscope_git_commit, effscope_git_dirty, load_avg_1m / _5m / _15m, the cpu_info() keys but torch_threads,
+        and the set timing environment variables (timing_env_vars).
     """
     from effscope._version import __version__
 
     dev = torch.device(device)
     commit, dirty = git_state()
     load = _load_average()
-    cpu = cpu_info()
+    # torch_threads is the run's setting, not the host's: the parent's count would pass for the measured one
+    cpu = {k: v for k, v in cpu_info().items() if k != "torch_threads"}
     return {
         "effscope_version": __version__,
         "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -518,10 +518,9 @@ def _name_workloads(points: list[Point]) -> list[Point]:
     keys = differing_workload_parts(points)
     for p in points:
         if p.timed and keys:
-            parts = workload_parts(p)
-            shown = [parts[k] for k in keys if not (k == "size" and p.size and p.trial is None)]
+            shown = workload_label(p, [k for k in keys if not (k == "size" and p.size and p.trial is None)])
             if shown:
-                p.id = f"{p.id} · {', '.join(shown)}"
+                p.id = f"{p.id} · {shown}"
     return points
 
 
