@@ -266,7 +266,16 @@ def report(
             written once beside the report) or "cdn" (needs internet to read).
     """
     from effscope.report.build import build_report
+    from effscope.report.html import PLOTLYJS_MODES
 
+    if not isinstance(plotlyjs, str) or plotlyjs not in PLOTLYJS_MODES:
+        raise SpecError(f"plotlyjs must be one of {', '.join(PLOTLYJS_MODES)}, but got {plotlyjs!r}")
+    given = [name for name, value in (("records", records), ("db", db), ("storage", storage)) if value is not None]
+    if len(given) != 1:
+        raise SpecError(
+            "give one source: records= (Records, or a Records export file), db= (a record store) or storage= (a "
+            f"search's, with study=), but got {' and '.join(given) or 'none'}"
+        )
     in_memory, export = _report_records(records)
     return build_report(
         output=output,

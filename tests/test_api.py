@@ -239,8 +239,10 @@ def test_a_records_export_makes_a_report_as_effscope_report_file_does(tmp_path):
         effscope.report(db, output=tmp_path / "db.html")  # the command's own sentence for a database given as FILE
     with pytest.raises(effscope.EffscopeError, match="no such file"):
         effscope.report(tmp_path / "missing.csv", output=tmp_path / "m.html")
-    with pytest.raises(effscope.EffscopeError, match="give one source"):
+    with pytest.raises(SpecError, match=r"^give one source: records= .*, but got records and db$"):
         effscope.report(csv, db=str(db), output=tmp_path / "two.html")
+    with pytest.raises(SpecError, match=r"^plotlyjs must be one of inline, directory, cdn, but got None$"):
+        effscope.report(csv, output=tmp_path / "p.html", plotlyjs=None)
     with pytest.raises(
         SpecError, match=r"^records takes a list of Records .*\(\.csv, \.parquet, \.json\), but got a list holding int$"
     ):

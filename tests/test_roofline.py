@@ -174,8 +174,12 @@ def test_attach_calibration_completes_a_record(tmp_path):
     r = attach_calibration(add_roofline(measured(macs=1000, moved=500, weights=0, batch=1, p50=10.0)), store, cache)
     assert r.roofline["calibration_uid"] == c.uid and r.roofline["roofline_fraction"] == pytest.approx(1e5 / 2e5)
     assert "roofline_fraction" not in r.missing and len(cache) == 1
-    lone = attach_calibration(add_roofline(measured(threads=8)), store)
-    assert lone.missing["roofline_fraction"] == NO_CALIBRATION
+    lone = attach_calibration(add_roofline(measured(threads=8)), store)  # calibrated at 2 threads only: say so
+    assert lone.missing["roofline_fraction"] == (
+        "no roofline calibration of this device at 8 thread(s), only at 2: run effscope device --calibrate --threads 8"
+    )
+    elsewhere = attach_calibration(add_roofline(measured(device_name="another CPU")), store)
+    assert elsewhere.missing["roofline_fraction"] == NO_CALIBRATION
 
 
 def test_a_contended_calibration_is_used_only_without_another_and_flags_the_record(tmp_path):

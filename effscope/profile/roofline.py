@@ -397,6 +397,23 @@ def latest_calibration(
     return contended or without_dtype
 
 
+def _no_calibration(store: RecordStore, device_name: str | None, threads: int | None) -> str:
+    """Why a measurement has no calibration to be compared with: none of the device at all, or (on a CPU) only at
+    other thread counts, which `effscope device --calibrate` without --threads would not mend."""
+    counts = set()
+    for record in store.records(target=CALIBRATION_TARGET, status="ok"):
+        if record.kind == CALIBRATION_KIND:
+            cal = Calibration.from_record(record)
+            if cal.device_name == device_name and cal.threads is not None:
+                counts.add(cal.threads)
+    if not counts or threads is None:
+        return NO_CALIBRATION
+    return (
+        f"no roofline calibration of this device at {threads} thread(s), only at {', '.join(map(str, sorted(counts)))}"
+        f": run effscope device --calibrate --threads {threads}"
+    )
+
+
 # ----------------------------------------------------------------------------------------------- per Record
 
 
@@ -406,7 +423,11 @@ def _record_key(record: Record) -> tuple[str | None, str, int | None]:
 
 
 def roofline_numbers(
-    counts: dict[str, Any], workload: dict[str, Any], latency: dict[str, Any], calibration: Calibration | None
+    counts: dict[str, Any],
+    workload: dict[str, Any],
+    latency: dict[str, Any],
+    calibration: Calibration | None,
+    no_calibration: str = NO_CALIBRATION,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The roofline section of one measurement, and why any of its fields is missing.
 
@@ -415,6 +436,7 @@ def roofline_numbers(
         workload: Record.workload (batch and dtype).
         latency: Record.latency (latency_ms_p50 of one forward of `batch` images).
         calibration: the device's roofs, or None.
+        no_calibration: the reason given when `calibration` is None.
 
     Returns:
         (section, missing): section has every name of ROOFLINE_FIELDS plus `bytes_amp_scale`; a field that cannot be
@@ -448,7 +470,7 @@ def roofline_numbers(
     else:
         out["achieved_mac_s"] = macs * batch / (p50 / 1e3)
     if calibration is None or dtype not in calibration.peak_mac_s:
-        why = NO_CALIBRATION if calibration is None else _no_peak(calibration, dtype)
+        why = no_calibration if calibration is None else _no_peak(calibration, dtype)
         for name in (*_CALIBRATION_FIELDS, *_BOUND_FIELDS, "calibration_uid"):
             # a field already missing for another cause (no count, no latency) keeps it first: both must be fixed
             missing[name] = f"{missing[name]}, and {why}" if name in missing else why
@@ -481,12 +503,17 @@ def _no_peak(calibration: Calibration, dtype: str) -> str:
     )
 
 
-def add_roofline(record: Record, calibration: Calibration | None = None) -> Record:
-    """Fill (or refill) `record.roofline` and its reasons in `record.missing`, and flag a Record compared with a
-    calibration taken under CPU contention (CALIBRATION_CONTENDED); returns the record."""
+def add_roofline(
+    record: Record, calibration: Calibration | None = None, no_calibration: str = NO_CALIBRATION
+) -> Record:
+    """Fill (or refill) `record.roofline` and its reasons in `record.missing` (`no_calibration`: why there is no
+    calibration), and flag a Record compared with a calibration taken under CPU contention (CALIBRATION_CONTENDED);
+    returns the record."""
     for name in (*ROOFLINE_FIELDS, "bytes_amp_scale"):
         record.missing.pop(name, None)
-    record.roofline, missing = roofline_numbers(record.counts, record.workload, record.latency, calibration)
+    record.roofline, missing = roofline_numbers(
+        record.counts, record.workload, record.latency, calibration, no_calibration
+    )
     record.missing.update(missing)
     record.flags = [f for f in record.flags if f != CALIBRATION_CONTENDED]
     if record.roofline.get("peak_mac_s") is not None and CONTENDED in calibration.flags:  # these roofs were used
@@ -495,7 +522,7 @@ def add_roofline(record: Record, calibration: Calibration | None = None) -> Reco
 
 
 def attach_calibration(
-    record: Record, store: RecordStore, cache: dict[tuple, Calibration | None] | None = None
+    record: Record, store: RecordStore, cache: dict[tuple, tuple[Calibration | None, str]] | None = None
 ) -> Record:
     """Complete a successful measurement's roofline with the store's latest matching calibration, if any.
 
@@ -506,12 +533,13 @@ def attach_calibration(
         return record
     key = _record_key(record)
     if cache is not None and key in cache:
-        cal = cache[key]
+        cal, why = cache[key]
     else:
         cal = latest_calibration(store, *key)
+        why = NO_CALIBRATION if cal is not None else _no_calibration(store, key[0], key[2])
         if cache is not None:
-            cache[key] = cal
-    return add_roofline(record, cal)
+            cache[key] = cal, why
+    return add_roofline(record, cal, why)
 
 
 # ----------------------------------------------------------------------------------------------- plot data
