@@ -224,21 +224,21 @@ def test_a_store_failing_midway_keeps_what_was_added_and_a_second_import_adds_th
     _stored(db, n=0)
     records = [_record(target=t) for t in "abc"]
     path = _write(tmp_path / "r.json", [r.to_dict() for r in records])
-    real_insert = RecordStore._insert
+    real_add = RecordStore.add
 
     def locked_on_b(self, record):
-        if record.target == "b":
-            raise sqlite3.OperationalError("database is locked")
-        return real_insert(self, record)
+        if record.target == "b":  # as add() reports a write the lock refused
+            raise StoreError(self._failure("write to", sqlite3.OperationalError("database is locked")))
+        return real_add(self, record)
 
-    monkeypatch.setattr(RecordStore, "_insert", locked_on_b)
+    monkeypatch.setattr(RecordStore, "add", locked_on_b)
     error = _one_error(monkeypatch, capfd, ["import", path, "--db", str(db)])
     assert "database is locked, which means another process holds a write lock on it" in error
     assert error.endswith(
         "(after adding 1 and skipping 0 of the 3 Records in " + path + "; importing the file again adds the rest)"
     )
     assert [uid for uid, _ in _rows(db)] == [records[0].uid]
-    monkeypatch.setattr(RecordStore, "_insert", real_insert)
+    monkeypatch.setattr(RecordStore, "add", real_add)
     code, out, _ = effscope(monkeypatch, capfd, ["import", path, "--db", str(db)])
     assert code == 0 and out.startswith("2 record(s)") and "1 skipped" in out
     assert [uid for uid, _ in _rows(db)] == [r.uid for r in records]

@@ -153,10 +153,12 @@ class RecordStore:
 
     def add(self, record: Record) -> int:
         """Append one Record in its own transaction; returns its row id."""
+        if self.read_only:
+            why = "; open it without read_only" if self.writable else ", as this process may not write it or its folder"
+            raise StoreError(f"cannot write to the record store {self.location}: it was opened read-only{why}")
         try:
-            return self._insert(record)
-        except StoreError:
-            raise
+            with self.engine.begin() as conn:
+                return int(conn.execute(self.table.insert().values(**_row(record))).inserted_primary_key[0])
         except Exception as e:
             raise StoreError(self._failure("write to", e)) from None
 
@@ -167,20 +169,14 @@ class RecordStore:
         Raises:
             StoreError: the look-up or the write failed.
         """
-        import sqlalchemy as sa
-
         if self._has_uid(record.uid):
             return False
         try:
-            self._insert(record)
+            self.add(record)
         except StoreError:
-            raise
-        except sa.exc.IntegrityError as e:  # the uid column is unique: another process stored it since the look-up
-            if self._has_uid(record.uid):
+            if self._has_uid(record.uid):  # the uid column is unique: another process stored it since the look-up
                 return False
-            raise StoreError(self._failure("write to", e)) from None
-        except Exception as e:
-            raise StoreError(self._failure("write to", e)) from None
+            raise
         return True
 
     def _has_uid(self, uid: str) -> bool:
@@ -193,18 +189,6 @@ class RecordStore:
                 return conn.execute(sa.select(self.table.c.id).where(self.table.c.uid == uid)).first() is not None
         except Exception as e:
             raise StoreError(self._failure("read", e)) from None
-
-    def _insert(self, record: Record) -> int:
-        """Insert one Record in its own committed transaction; returns its row id.
-
-        Raises:
-            StoreError: the store was opened read-only; a database error is raised as it is.
-        """
-        if self.read_only:
-            why = "; open it without read_only" if self.writable else ", as this process may not write it or its folder"
-            raise StoreError(f"cannot write to the record store {self.location}: it was opened read-only{why}")
-        with self.engine.begin() as conn:
-            return int(conn.execute(self.table.insert().values(**_row(record))).inserted_primary_key[0])
 
     def records(
         self, *, target: str | None = None, key: str | None = None, status: str | None = None, study: str | None = None
