@@ -271,3 +271,18 @@ def test_a_report_reads_one_record_kept_whole(tmp_path):
 
     (tmp_path / "one.json").write_text(json.dumps(_record().to_dict()))  # one object, as `effscope import` takes
     assert [p.target for p in load_records_file(tmp_path / "one.json").points] == ["vit"]
+
+
+def test_a_record_another_process_stored_since_the_look_up_is_skipped_not_an_error(tmp_path, monkeypatch):
+    store = RecordStore(str(tmp_path / "r.db"))
+    record = _record()
+    store.add(record)
+    real, looks = RecordStore._has_uid, []
+
+    def misses_first(self, uid):  # the first look-up misses it, as when another process stores it just after
+        looks.append(uid)
+        return len(looks) > 1 and real(self, uid)
+
+    monkeypatch.setattr(RecordStore, "_has_uid", misses_first)
+    assert store.add_if_new(record) is False  # the unique uid refused the copy; it is there: skipped
+    assert len(store.records()) == 1 and len(looks) == 2
