@@ -105,6 +105,11 @@ def test_missing_calibration_is_none_with_the_reason_never_zero():
     assert other_dtype.missing["roofline_fraction"] == (
         "the calibration has no fp16 peak (it measured fp32): run effscope device --calibrate --dtype fp16"
     )
+    # the copy bandwidth holds for every dtype: only what needs the fp16 peak is missing
+    assert other_dtype.roofline["bandwidth_bytes_s"] == cal().bandwidth_bytes_s
+    assert add_roofline(measured(dtype="fp16"), cal(uid="c1")).roofline["calibration_uid"] == "c1"
+    assert "bandwidth_bytes_s" not in other_dtype.missing
+    assert other_dtype.roofline["ridge_mac_per_byte"] is None and "ridge_mac_per_byte" in other_dtype.missing
     cannot = add_roofline(measured(dtype="fp16"), cal(unsupported={"fp16": "fp16 matmul does not run on cpu"}))
     assert cannot.missing["peak_mac_s"] == "the calibration has no fp16 peak: fp16 matmul does not run on cpu"
 

@@ -469,18 +469,18 @@ def roofline_numbers(
         missing.setdefault("roofline_fraction", missing["achieved_mac_s"])
     else:
         out["achieved_mac_s"] = macs * batch / (p50 / 1e3)
+    if calibration is not None:
+        # the copy bandwidth is the same for every dtype: known even where the dtype's peak was not measured
+        out.update(bandwidth_bytes_s=calibration.bandwidth_bytes_s, calibration_uid=calibration.uid)
     if calibration is None or dtype not in calibration.peak_mac_s:
         why = no_calibration if calibration is None else _no_peak(calibration, dtype)
         for name in (*_CALIBRATION_FIELDS, *_BOUND_FIELDS, "calibration_uid"):
+            if out[name] is not None:
+                continue
             # a field already missing for another cause (no count, no latency) keeps it first: both must be fixed
             missing[name] = f"{missing[name]}, and {why}" if name in missing else why
         return out, missing
-    out.update(
-        peak_mac_s=calibration.peak_mac_s[dtype],
-        bandwidth_bytes_s=calibration.bandwidth_bytes_s,
-        ridge_mac_per_byte=calibration.ridge(dtype),
-        calibration_uid=calibration.uid,
-    )
+    out.update(peak_mac_s=calibration.peak_mac_s[dtype], ridge_mac_per_byte=calibration.ridge(dtype))
     intensity = out["intensity_mac_per_byte"]
     if intensity is not None:
         bound = calibration.bound_mac_s(intensity, dtype)
