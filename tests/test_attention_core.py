@@ -28,6 +28,7 @@ from effscope.errors import UnknownNameError
 from effscope.profile import env, timing
 from effscope.profile.measure import Job, Options, run_job
 from effscope.profile.record import Workload
+from effscope.spec import BLOCKS
 
 
 class _CountSDPA(TorchFunctionMode):
@@ -192,3 +193,35 @@ def test_a_measured_job_records_every_calls_core_and_says_why_its_peak_is_missin
     assert r.memory["peak_rss_bytes"] is None and "timed in this process first" in r.missing["peak_rss_bytes"]
     auto = run_job(replace(job, workload=Workload(size=(7, 7))))
     assert "attention_choices" not in auto.details  # the CPU rule needs no timing
+
+
+def _graph_breaks(name: str) -> int:
+    from effscope.profile.target import resolve_target
+
+    target = resolve_target(name, {})
+    module = target.build().eval()
+    torch._dynamo.reset()
+    return torch._dynamo.explain(module)(*target.example_args(module, 1, None, "cpu")).graph_break_count
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS.names()))
+def test_every_block_compiles_as_one_graph(name):
+    """`--compile` measures what a user's compiled model runs: selecting the core must not split the graph (it did
+    at every attention call while the mode was a ContextVar, which torch.compile cannot trace)."""
+    assert _graph_breaks(name) == 0
+
+
+def test_a_new_attention_mode_recompiles():
+    """The compiled graph keeps the core of the mode it was traced under; another mode is traced again."""
+    from torch._dynamo.testing import CompileCounter
+
+    q, k, v = _qkv(1, 2, 8, 256, dtype=torch.float)
+    counter = CompileCounter()
+    compiled = torch.compile(lambda q, k, v: attend(q, k, v, scale=0.3), backend=counter)
+    torch._dynamo.reset()
+    with attention_impl("sdpa"):
+        fused = compiled(q, k, v)
+    with attention_impl("explicit"):
+        explicit = compiled(q, k, v)
+    assert counter.frame_count == 2 and counter.op_count > 2  # sdpa is one op, the explicit path several
+    torch.testing.assert_close(fused, explicit)
