@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from effscope.errors import SpecError
+from effscope.knobs import plain_number
 
 if TYPE_CHECKING:
     import torch
@@ -94,6 +95,9 @@ def profile(
             single measurement always starts its own process) and abort_above_ms (the search's early stop, which
             leaves a Record's latency cut short).
 
+    Numbers may be numpy's (np.int64, np.float32, ..., as a DataFrame's column gives them): each is checked and
+    recorded as the Python int or float it stands for.
+
     Raises:
         EffscopeError (effscope.errors, also `effscope.EffscopeError`), the one base class to catch: its kinds
         SpecError, KnobError and UnknownNameError say in one sentence what is wrong with the target, a knob, an
@@ -110,6 +114,9 @@ def profile(
     from effscope.profile.target import Target, resolve_target
 
     device = _device(device)
+    # numbers from numpy or pandas (np.int64, ...) checked and recorded as Python's own: a Record is JSON
+    batch, threads = plain_number(batch), plain_number(threads)
+    options = {name: plain_number(value) for name, value in options.items()}
     for name, value in (("dtype", dtype), ("mode", mode), ("protocol", protocol)):
         if value is not None and not isinstance(value, str):
             raise SpecError(f"{name} must be a name (a str), but got {value!r}")
@@ -215,6 +222,8 @@ def search(
             name resumes), --device, --workers, --data, --seed, --heartbeat and --predictor.
         on_progress: called about once a second with a `SearchProgress` while the workers run.
 
+    Numbers may be numpy's (np.int64, np.float32, ...), taken as the Python int or float they stand for.
+
     Returns:
         The `SearchResult` (effscope.search.coordinator): study_name, storage_url, created, summary (a
         `SearchSummary`: counts, the feasible Pareto front as rows of plain dicts, the presets' positions, the best
@@ -228,6 +237,11 @@ def search(
     """
     from effscope.search.coordinator import search as run
 
+    # numbers from numpy or pandas (np.int64, ...) as Python's own: the study's attributes are JSON
+    trials, budget_ms, workers, seed, heartbeat = map(plain_number, (trials, budget_ms, workers, seed, heartbeat))
+    for name, value in (("trials", trials), ("workers", workers), ("seed", seed), ("heartbeat", heartbeat)):
+        if not _is_int(value) and not (value is None and name in ("trials", "seed")):
+            raise SpecError(f"{name} must be an integer, but got {value!r}")
     _check_main_guard("search")
     return run(
         space,
@@ -266,16 +280,7 @@ def report(
             written once beside the report) or "cdn" (needs internet to read).
     """
     from effscope.report.build import build_report
-    from effscope.report.html import PLOTLYJS_MODES
 
-    if not isinstance(plotlyjs, str) or plotlyjs not in PLOTLYJS_MODES:
-        raise SpecError(f"plotlyjs must be one of {', '.join(PLOTLYJS_MODES)}, but got {plotlyjs!r}")
-    given = [name for name, value in (("records", records), ("db", db), ("storage", storage)) if value is not None]
-    if len(given) != 1:
-        raise SpecError(
-            "give one source: records= (Records, or a Records export file), db= (a record store) or storage= (a "
-            f"search's, with study=), but got {' and '.join(given) or 'none'}"
-        )
     in_memory, export = _report_records(records)
     return build_report(
         output=output,
@@ -286,6 +291,7 @@ def report(
         study=study,
         plotlyjs=plotlyjs,
         command=_provenance()["command"],
+        arguments=True,
     )
 
 
@@ -334,6 +340,7 @@ def _grid(size: object) -> tuple[int, int] | None:
 
     if size is None:
         return None
+    size = type(size)(map(plain_number, size)) if type(size) in (tuple, list) else plain_number(size)  # np.int64s
     if _is_int(size):
         text: str | None = str(size)
     elif isinstance(size, tuple | list) and len(size) == 2 and all(_is_int(v) for v in size):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -37,6 +39,7 @@ __all__ = [
     "knob",
     "knobs_of",
     "parse_assignments",
+    "plain_number",
     "to_jsonable",
     "with_knobs",
 ]
@@ -52,11 +55,24 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def plain_number(value: Any) -> Any:
+    """A number from numpy or pandas (np.int64, np.float32, ...) as the Python int or float it stands for; anything
+    else as it is. Checked as Python's own, it then goes into JSON (a Record, a cache key, a study attribute), which
+    refuses numpy's. bool stays bool, and is refused where a number is wanted."""
+    if type(value) in (bool, int, float):
+        return value
+    if isinstance(value, numbers.Integral):
+        return operator.index(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
 def _shown(value: Any) -> str:
     """A rejected knob value as a message shows it: numbers as the CLI takes them, anything else (a string "4", a
     None) with its quotes and type, so it does not read as the number it looks like."""
     items = value if isinstance(value, tuple | list) else (value,)
-    if all(isinstance(v, int | float) for v in items):
+    if all(isinstance(v, numbers.Real) for v in items):  # numpy's too: 4, not np.int64(4)
         return format_value(value)
     return f"{value!r} (a {type(value).__name__})"
 
@@ -93,9 +109,12 @@ class Domain:
 
 
 def _as_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+    value = plain_number(value)
+    if isinstance(value, float) and value.is_integer():  # 4.0 is 4; inf and nan are not integers
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{value!r} is not an integer")
-    return int(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -147,6 +166,7 @@ class FloatRange(Domain):
             )
 
     def normalize(self, value: Any) -> float:
+        value = plain_number(value)
         if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
             raise ValueError(f"{value!r} is not a number")
         if not self.low <= value <= self.high:
@@ -176,7 +196,7 @@ class Choice(Domain):
             raise ValueError("Choice needs at least one option")
 
     def normalize(self, value: Any) -> Any:
-        value = _to_tuple(value)
+        value = plain_number(_to_tuple(value))  # np.int64(4) is the option 4
         for option in self.options:
             if type(option) is type(value) and option == value:
                 return option

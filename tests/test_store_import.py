@@ -273,6 +273,19 @@ def test_a_report_reads_one_record_kept_whole(tmp_path):
     assert [p.target for p in load_records_file(tmp_path / "one.json").points] == ["vit"]
 
 
+def test_a_report_reads_a_json_export_s_values_as_the_store_holds_them(tmp_path):
+    from effscope.report._load import load_records_file
+
+    store = RecordStore(str(tmp_path / "r.db"))
+    record = _record()
+    record.knobs["mlp_ratio"], record.env = 4.0, {"mkl_version": "2024.2"}
+    store.add(record)
+    store.export(str(tmp_path / "r.json"))
+    (point,) = load_records_file(tmp_path / "r.json").points  # JSON parsed once, not guessed at by pandas
+    assert (point.knobs["mlp_ratio"], point.env["mkl_version"], point.order) == (4.0, "2024.2", record.created_at)
+    assert type(point.knobs["mlp_ratio"]) is float  # not 4: a whole float stays a float, as in the store
+
+
 def test_a_record_another_process_stored_since_the_look_up_is_skipped_not_an_error(tmp_path, monkeypatch):
     store = RecordStore(str(tmp_path / "r.db"))
     record = _record()

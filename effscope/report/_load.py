@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from effscope.report.data import (
     ReportError,
@@ -178,17 +178,11 @@ def records_source(records: Iterable[Record]) -> Source:
     return Source("records", name, points_from_records(records), "(in memory)")
 
 
-def _whole_records(path: Path) -> list[Record] | None:
-    """The Records of a JSON file that holds them in their own form (the file `effscope profile` keeps Records the
-    store refused in), or None for anything else (flat rows are read as a table)."""
-    import json
-
+def _whole_records(data: Any, path: Path) -> list[Record] | None:
+    """The Records of a JSON file's parsed `data` when it holds them in their own form (the file `effscope profile`
+    keeps Records the store refused in), or None for anything else (flat rows are read as a table)."""
     from effscope.profile.record import NotARecordError, Record
 
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None  # the table reader says what is wrong with it
     data = [data] if isinstance(data, dict) else data  # one Record, as `effscope import` also takes it
     if not (isinstance(data, list) and data and all(isinstance(r, dict) and "workload" in r for r in data)):
         return None
@@ -203,6 +197,8 @@ def _whole_records(path: Path) -> list[Record] | None:
 def load_records_file(path: str | Path) -> Source:
     """Records exported to CSV, Parquet or JSON (`effscope profile --csv`, `RecordStore.export`), or kept whole in
     JSON (`effscope profile`'s file of Records the store refused)."""
+    import json
+
     import pandas as pd
 
     from effscope.profile.store import EXPORT_FORMATS
@@ -217,25 +213,28 @@ def load_records_file(path: str | Path) -> Source:
         )
     if not path.is_file():
         raise ReportError(f"cannot read records from '{path}': no such file")
-    tiny = suffix != ".parquet" and path.stat().st_size < 16  # an export of nothing: "\n" or "[\n\n]", no columns
-    if tiny and "".join(path.read_text(errors="replace").split()) in ("", "[]"):
+    rows: Any = None
+    if suffix == ".json":  # parsed once: Records kept whole, or the flat rows of the table below
+        try:
+            text = path.read_text(encoding="utf-8")
+            rows = json.loads(text) if text.strip() else []  # an export of nothing: "[\n\n]", or no text
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise _not_a_table(path, suffix, e) from None
+        whole = _whole_records(rows, path)
+        if whole is not None:
+            return Source("records", path.stem, points_from_records(whole), str(path))
+    tiny = suffix == ".csv" and path.stat().st_size < 16  # an export of nothing: "\n", no columns
+    if rows == [] or (tiny and not path.read_text(errors="replace").strip()):
         raise ReportError(f"'{path}' holds no records")
-    whole = _whole_records(path) if suffix == ".json" else None
-    if whole is not None:
-        return Source("records", path.stem, points_from_records(whole), str(path))
     try:
         if suffix == ".csv":
             df = pd.read_csv(path)
         elif suffix == ".parquet":
             df = pd.read_parquet(path)
         else:
-            df = pd.read_json(path, orient="records")
+            df = pd.DataFrame(rows)
     except Exception as e:  # any parser error: the file is not what it claims to be
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ReportError(
-            f"cannot read records from '{path}': it is not a {suffix[1:].upper()} table ({text}); give a file "
-            "that effscope profile --json/--csv or effscope export wrote"
-        ) from None
+        raise _not_a_table(path, suffix, e) from None
     if "target" not in df.columns:
         raise ReportError(
             f"'{path}' is not an effscope Records export (it has no 'target' column); "
@@ -245,3 +244,12 @@ def load_records_file(path: str | Path) -> Source:
         raise ReportError(f"'{path}' holds no records")
     df = df.astype(object).where(df.notna(), None)
     return Source("records", path.stem, points_from_rows(df.to_dict(orient="records")), str(path))
+
+
+def _not_a_table(path: Path, suffix: str, error: Exception) -> ReportError:
+    """A file that its reader cannot parse: not what its suffix claims."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ReportError(
+        f"cannot read records from '{path}': it is not a {suffix[1:].upper()} table ({text}); give a file "
+        "that effscope profile --json/--csv or effscope export wrote"
+    )

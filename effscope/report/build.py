@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from effscope.errors import SpecError
 from effscope.output import check_output, write_atomic
 from effscope.report.data import ReportError
 
@@ -30,6 +31,7 @@ def build_report(
     plotlyjs: str = "inline",
     command: str | None = None,
     protect: Sequence[str | None] = (),
+    arguments: bool = False,
 ) -> Path:
     """Write one HTML report and return its path.
 
@@ -44,24 +46,20 @@ def build_report(
         command: the command line that asked for the report, shown under provenance.
         protect: further databases (URLs or files) the report must never be written onto; the source's own
             database is always protected.
+        arguments: name a wrong source or plotlyjs by effscope.report's keyword arguments (records=, db=, ...)
+            instead of the command's options, and raise it as a SpecError, as effscope.profile's bad arguments.
 
     Raises:
-        ReportError: no or several sources, a missing or empty study, an unreadable file.
+        ReportError: no or several sources (SpecError with `arguments`), a missing or empty study, an unreadable
+            file.
         OutputError: an unwritable output, or one that is a database in use (checked before anything is read).
     """
     from effscope.report import _load, html
     from effscope.report.contents import report_data
 
-    if plotlyjs not in html.PLOTLYJS_MODES:
-        raise ReportError(f"--plotlyjs must be one of {', '.join(html.PLOTLYJS_MODES)}, but got '{plotlyjs}'")
+    _check_request(plotlyjs, [records, records_csv, db, storage], arguments=arguments)
     if study is not None and storage is None:
         storage, db = db, None
-    given = [x for x in (storage, db, records_csv, records) if x is not None]
-    if len(given) != 1:
-        raise ReportError(
-            "give one source: --storage URL [--study NAME] for a search, --db URL for profile Records, "
-            f"or a RECORDS.csv file (got {len(given)})"
-        )
     protect = [*protect, storage, db]
     if output is not None:
         check_report_output(output, protect=protect)
@@ -81,6 +79,28 @@ def build_report(
         html.write_plotlyjs(path.parent)
     write_atomic(path, lambda tmp: tmp.write_text(document, encoding="utf-8"), databases=protect, create_folder=True)
     return path
+
+
+def _check_request(plotlyjs: object, sources: list[object], *, arguments: bool) -> None:
+    """Exactly one source and a known plotlyjs mode; each mistake named as the command's options, or with
+    `arguments` as effscope.report's keyword arguments. `sources`: records, records_csv, db, storage (report's
+    records= is one of the first two)."""
+    from effscope.report.html import PLOTLYJS_MODES
+
+    error = SpecError if arguments else ReportError
+    if not isinstance(plotlyjs, str) or plotlyjs not in PLOTLYJS_MODES:
+        name, got = ("plotlyjs", repr(plotlyjs)) if arguments else ("--plotlyjs", f"'{plotlyjs}'")
+        raise error(f"{name} must be one of {', '.join(PLOTLYJS_MODES)}, but got {got}")
+    names = ("records", "records", "db", "storage")
+    given = [name for name, value in zip(names, sources, strict=True) if value is not None]
+    if len(given) != 1:
+        raise error(
+            "give one source: records= (Records, or a Records export file), db= (a record store) or storage= (a "
+            f"search's, with study=), but got {' and '.join(given) or 'none'}"
+            if arguments
+            else "give one source: --storage URL [--study NAME] for a search, --db URL for profile Records, "
+            f"or a RECORDS.csv file (got {len(given)})"
+        )
 
 
 def written_message(path: Path, plotlyjs: str = "inline") -> str:
