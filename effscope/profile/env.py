@@ -110,7 +110,9 @@ def _parse_cpuinfo(text: str) -> tuple[str | None, int | None]:
     return model, len(cores) or None
 
 
-# Instruction-set extensions that change which kernels torch and oneDNN run (x86 "flags", aarch64 "Features").
+# Instruction-set extensions that change which kernels torch and oneDNN run (x86 "flags", aarch64 "Features"). Part
+# of a CPU's identity (record.device_identity): a flag added here makes the CPUs that have it another device to the
+# studies, caches and calibrations recorded before.
 SPEED_FLAGS = (
     "fma", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
     "asimd", "asimddp", "sve", "sve2", "bf16", "i8mm",
@@ -126,7 +128,8 @@ def _int(text: str | None) -> int | None:
 
 def _cpu_ident(text: str) -> dict[str, Any]:
     """Vendor, family, model number, stepping, microcode and the SPEED_FLAGS present, from the first processor of
-    /proc/cpuinfo text; None for what it does not say (aarch64 has no family/model/stepping lines)."""
+    /proc/cpuinfo text; None for what it does not say (aarch64 has no family/model/stepping lines). All but the
+    microcode make a device's identity (effscope.profile.record.device_identity)."""
     block: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():

@@ -12,10 +12,11 @@ import datetime as _dt
 import hashlib
 import json
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["NotARecordError", "Record", "Workload", "canonical_key"]
+__all__ = ["NotARecordError", "Record", "Workload", "canonical_key", "device_identity", "measured_on", "same_device"]
 
 DTYPES = ("fp32", "bf16", "fp16")
 MODES = ("infer", "train")
@@ -88,6 +89,47 @@ def canonical_key(target: str, knobs: dict[str, Any], workload: Workload, device
         default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+# The environment keys (effscope.profile.env.cpu_info) that tell apart two CPUs a cloud VM names alike ("AMD EPYC"
+# for several generations). Not the microcode: an OS update changes it, not which kernels run or how fast.
+_IDENTITY_KEYS = ("cpu_vendor", "cpu_family", "cpu_model_number", "cpu_stepping", "cpu_flags")
+
+
+def device_identity(env: Mapping[str, Any]) -> str | None:
+    """The identity of the CPU that an environment (a Record's env, or cpu_info()) measured on, beyond its name:
+    vendor, family, model number, stepping and speed flags, e.g. "AuthenticAMD family 25 model 17 stepping 1, flags
+    fma avx2". None for a GPU device (its name is precise) and for an env that records none of them (a Record of an
+    older effscope, a host without /proc/cpuinfo): such a device is known by its name alone.
+
+    The text is stored (a study's `device_identity`, a latency table's), so its form must not change. It lives here,
+    not in env.py, so that what reads Records (reports, roofline plot data) compares devices without importing torch.
+    """
+    kind = env.get("device_type") or str(env.get("device") or "cpu").split(":")[0]
+    if kind != "cpu":
+        return None
+    vendor, family, model, stepping, flags = values = [env.get(k) for k in _IDENTITY_KEYS]
+    if all(v is None for v in values):
+        return None
+    named = [str(vendor)] if vendor is not None else []
+    numbers = (("family", family), ("model", model), ("stepping", stepping))
+    named += [f"{what} {v}" for what, v in numbers if v is not None]
+    speed = None if flags is None else f"flags {flags or 'none'}"  # "": none of SPEED_FLAGS; None: no flag line
+    return ", ".join(part for part in (" ".join(named), speed) if part)
+
+
+def same_device(name_a: str | None, identity_a: str | None, name_b: str | None, identity_b: str | None) -> bool:
+    """Whether two measurements (a Record, a study, a calibration, a latency table, this machine) are of the same
+    device: equal names, and equal identities (device_identity) where both are known. A side without one (made
+    before effscope recorded it, or a GPU) is matched by name alone, as it always was."""
+    return name_a == name_b and (identity_a is None or identity_b is None or identity_a == identity_b)
+
+
+def measured_on(device_name: str, identity: str | None) -> Callable[[Record], bool]:
+    """What a Record found by a cache key (canonical_key with `device_name`) must pass to be reused: measured on the
+    same device (same_device). The key holds the name already, so what is left is the identity of the CPU, which a
+    cloud VM's generic name does not tell apart (RecordStore.latest(key, where=...))."""
+    return lambda record: same_device(device_name, device_identity(record.env), device_name, identity)
 
 
 def _now() -> str:

@@ -118,6 +118,14 @@ class Calibration:
     uid: str | None = None
     created_at: str | None = None
 
+    @property
+    def device_identity(self) -> str | None:
+        """The calibrated CPU's identity (effscope.profile.record.device_identity) from its environment; None on a GPU
+        and for a calibration stored by an older effscope, which is matched by `device_name` alone."""
+        from effscope.profile.record import device_identity
+
+        return device_identity(self.env)
+
     def peak_flop_s(self, dtype: str) -> float:
         """Peak FLOP/s (2 per MAC)."""
         return 2 * self.peak_mac_s[dtype]
@@ -368,25 +376,30 @@ def _contended(details: dict[str, Any]) -> bool:
     return bool(utils) and min(utils) < LOW_CPU_UTIL
 
 
-def _same_device(cal: Calibration, device_name: str | None, threads: int | None) -> bool:
-    return cal.device_name == device_name and (cal.device.startswith("cuda") or cal.threads == threads)  # threads: CPU
+def _same_device(cal: Calibration, device_name: str | None, identity: str | None, threads: int | None) -> bool:
+    from effscope.profile.record import same_device
+
+    same = same_device(cal.device_name, cal.device_identity, device_name, identity)
+    return same and (cal.device.startswith("cuda") or cal.threads == threads)  # threads: CPU
 
 
 def latest_calibration(
-    store: RecordStore, device_name: str | None, dtype: str, threads: int | None
+    store: RecordStore, device_name: str | None, dtype: str, threads: int | None, identity: str | None = None
 ) -> Calibration | None:
     """The calibration a measurement of this device (and thread count, on CPU) in `dtype` is compared with.
 
-    The newest one with a peak for `dtype` whose cores were idle; else the newest such one taken under contention
-    (its roofs read low: add_roofline flags the Record); else the newest one of the device without that peak, so
-    the Record can say which peak to measure; None when the device has no calibration.
+    The device is its name and, where both sides record it, its CPU's identity (effscope.profile.record.same_device):
+    a cloud VM names CPUs of several generations alike. The newest one with a peak for `dtype` whose cores were
+    idle; else the newest such one taken under contention (its roofs read low: add_roofline flags the Record); else
+    the newest one of the device without that peak, so the Record can say which peak to measure; None when the
+    device has no calibration.
     """
     contended = without_dtype = None
     for record in reversed(store.records(target=CALIBRATION_TARGET, status="ok")):
         if record.kind != CALIBRATION_KIND:
             continue
         cal = Calibration.from_record(record)
-        if not _same_device(cal, device_name, threads):
+        if not _same_device(cal, device_name, identity, threads):
             continue
         if dtype not in cal.peak_mac_s:
             without_dtype = without_dtype or cal
@@ -397,29 +410,45 @@ def latest_calibration(
     return contended or without_dtype
 
 
-def _no_calibration(store: RecordStore, device_name: str | None, threads: int | None) -> str:
+def _no_calibration(
+    store: RecordStore, device_name: str | None, threads: int | None, identity: str | None = None
+) -> str:
     """Why a measurement has no calibration to be compared with: none of the device at all, or (on a CPU) only at
-    other thread counts, which `effscope device --calibrate` without --threads would not mend."""
-    counts = set()
+    other thread counts, which `effscope device --calibrate` without --threads would not mend, or only of other CPUs
+    of the device's name."""
+    from effscope.profile.record import same_device
+
+    counts, others = set(), set()
     for record in store.records(target=CALIBRATION_TARGET, status="ok"):
         if record.kind == CALIBRATION_KIND:
             cal = Calibration.from_record(record)
-            if cal.device_name == device_name and cal.threads is not None:
+            if not same_device(cal.device_name, cal.device_identity, device_name, identity):
+                if cal.device_name == device_name:
+                    others.add(cal.device_identity)
+            elif cal.threads is not None:
                 counts.add(cal.threads)
-    if not counts or threads is None:
-        return NO_CALIBRATION
-    return (
-        f"no roofline calibration of this device at {threads} thread(s), only at {', '.join(map(str, sorted(counts)))}"
-        f": run effscope device --calibrate --threads {threads}"
-    )
+    if counts and threads is not None:
+        return (
+            f"no roofline calibration of this device at {threads} thread(s), only at "
+            f"{', '.join(map(str, sorted(counts)))}: run effscope device --calibrate --threads {threads}"
+        )
+    if others:
+        return (
+            f"the stored roofline calibrations of '{device_name}' are of another CPU ({'; '.join(sorted(others))}), "
+            f"not of this one ({identity}): run effscope device --calibrate"
+        )
+    return NO_CALIBRATION
 
 
 # ----------------------------------------------------------------------------------------------- per Record
 
 
-def _record_key(record: Record) -> tuple[str | None, str, int | None]:
-    """(device name, dtype, threads) a Record is matched to a calibration on."""
-    return record.env.get("device_name"), record.workload.get("dtype", "fp32"), record.env.get("torch_threads")
+def _record_key(record: Record) -> tuple[str | None, str, int | None, str | None]:
+    """(device name, dtype, threads, device identity) a Record is matched to a calibration on."""
+    from effscope.profile.record import device_identity
+
+    env = record.env
+    return env.get("device_name"), record.workload.get("dtype", "fp32"), env.get("torch_threads"), device_identity(env)
 
 
 def roofline_numbers(
@@ -535,8 +564,9 @@ def attach_calibration(
     if cache is not None and key in cache:
         cal, why = cache[key]
     else:
-        cal = latest_calibration(store, *key)
-        why = NO_CALIBRATION if cal is not None else _no_calibration(store, key[0], key[2])
+        device_name, dtype, threads, identity = key
+        cal = latest_calibration(store, device_name, dtype, threads, identity)
+        why = NO_CALIBRATION if cal is not None else _no_calibration(store, device_name, threads, identity)
         if cache is not None:
             cache[key] = cal, why
     return add_roofline(record, cal, why)
@@ -565,16 +595,23 @@ def roofline_points(records: Iterable[Record], calibration: Calibration) -> dict
         x/y], "points": [per Record: uid, target, family, kind, label, knobs, dtype, batch, x, y, bound_mac_s,
         fraction, bound_by, latency_ms_p50, macs], "groups": families present, "skipped": [uid, target, reason]}
     """
+    from effscope.profile.record import same_device
+
     points, skipped = [], []
     for r in records:
         if r.kind == CALIBRATION_KIND:
             continue
-        device_name, dtype, threads = _record_key(r)
+        device_name, dtype, threads, identity = _record_key(r)
         reason = None
         if r.status != "ok":
             reason = f"failed: {r.error}"
         elif device_name != calibration.device_name:
             reason = f"measured on {device_name}, the calibration is of {calibration.device_name}"
+        elif not same_device(device_name, identity, calibration.device_name, calibration.device_identity):
+            reason = (
+                f"measured on {device_name} ({identity}), the calibration is of another CPU of that name "
+                f"({calibration.device_identity})"
+            )
         elif not calibration.device.startswith("cuda") and threads != calibration.threads:
             reason = f"measured with {threads} threads, the calibration with {calibration.threads}"
         section, missing = roofline_numbers(r.counts, r.workload, r.latency, calibration)

@@ -8,9 +8,10 @@ nor leaves -wal and -shm files beside it where this process may not write (they 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -197,23 +198,29 @@ class RecordStore:
 
         A row that is not a Record (damaged data) is skipped with a warning on stderr, so the others stay readable.
         """
+        filters = {"target": target, "key": key, "status": status, "study": study}
+        return _records_from_rows(list(self._rows(filters)), self.location)
+
+    def _rows(self, filters: dict[str, str | None], *, newest_first: bool = False) -> Iterator[tuple[int, Any, Any]]:
+        """The (id, uid, data) rows whose filter columns hold the given values (None: any), in insertion order or
+        newest first, read as they are taken (a reader that stops early reads no more of them)."""
         import sqlalchemy as sa
 
         if not self._has_table:  # a reader's store that nothing has been written to (yet)
             self._has_table = self._check_table()
             if not self._has_table:
-                return []
+                return
         columns = self.table.c
-        q = sa.select(columns.id, columns.uid, columns.data).order_by(columns.id)
-        for column, value in (("target", target), ("key", key), ("status", status), ("study", study)):
+        q = sa.select(columns.id, columns.uid, columns.data)
+        q = q.order_by(columns.id.desc() if newest_first else columns.id)
+        for column, value in filters.items():
             if value is not None:
                 q = q.where(columns[column] == value)
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(q).all()
+                yield from conn.execute(q)
         except Exception as e:
             raise StoreError(self._failure("read", e)) from None
-        return _records_from_rows(rows, self.location)
 
     def distinct(self, column: str) -> list[str]:
         """The distinct values stored in one filter column (target, status or study), sorted; none without a table."""
@@ -230,10 +237,15 @@ class RecordStore:
         except Exception as e:
             raise StoreError(self._failure("read", e)) from None
 
-    def latest(self, key: str) -> Record | None:
-        """The newest successful Record with this canonical key (the measurement cache), or None."""
-        found = self.records(key=key, status="ok")
-        return found[-1] if found else None
+    def latest(self, key: str, where: Callable[[Record], bool] | None = None) -> Record | None:
+        """The newest successful Record with this canonical key (the measurement cache) that `where` accepts (every
+        one, without it), or None. Rows are read newest first, and only until one is accepted."""
+        with contextlib.closing(self._rows({"key": key, "status": "ok"}, newest_first=True)) as rows:
+            for row in rows:
+                for record in _records_from_rows([row], self.location):
+                    if where is None or where(record):
+                        return record
+        return None
 
     def dataframe(self, **filters: Any) -> pd.DataFrame:
         """All (or filtered) records as one flat DataFrame, one row per Record."""

@@ -79,7 +79,7 @@ def calibrate_proxies(
     from effscope.search.imagefolder import open_imagefolder
     from effscope.search.objectives import QualityError, QualityProcess, evaluate
     from effscope.search.storage import open_storage, storage_url
-    from effscope.search.study import device_name_for, prepare_study, study_name_for
+    from effscope.search.study import device_identity_for, device_name_for, prepare_study, study_name_for
     from effscope.stats import kendall_tau
 
     if space.kind != "model":
@@ -108,7 +108,14 @@ def calibrate_proxies(
     RecordStore(url)
     optuna_storage = open_storage(url)
     device_name = device_name_for(space.workload)
-    study, _, _ = prepare_study(space, optuna_storage, name, device_name=device_name, command=command)
+    study, _, _ = prepare_study(
+        space,
+        optuna_storage,
+        name,
+        device_name=device_name,
+        command=command,
+        device_identity=device_identity_for(space.workload),
+    )
     study_id = optuna_storage.get_study_id_from_name(name)
     key = _rows_key(space)
     saved = optuna_storage.get_study_system_attrs(study_id).get(CAL_ROWS_ATTR)

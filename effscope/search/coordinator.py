@@ -20,6 +20,7 @@ from effscope.errors import SpecError
 from effscope.search.space import Space, check_searchable
 from effscope.search.storage import open_storage, storage_cause, storage_error, storage_url
 from effscope.search.study import (
+    device_identity_for,
     device_name_for,
     make_sampler,
     prepare_study,
@@ -212,6 +213,7 @@ def run_search(
         open_imagefolder(space.data)  # decodes a sample: a folder of non-images fails here, not in every trial
     started = time.monotonic()
     device_name = device_name_for(space.workload)
+    identity = device_identity_for(space.workload)  # tells apart CPUs of one generic name (docs/search.md#storage)
     url = storage_url(storage)
     RecordStore(url)  # creates the Record table (and an SQLite file) before any worker starts
     table = None
@@ -219,9 +221,11 @@ def run_search(
         from effscope.search.predictor import check_compatible, load_table
 
         table = load_table(RecordStore(url), predictor)
-        check_compatible(table, space, device_name)
+        check_compatible(table, space, device_name, identity)
     optuna_storage = open_storage(url)
-    study, created, notes = prepare_study(space, optuna_storage, name, device_name=device_name, command=command)
+    study, created, notes = prepare_study(
+        space, optuna_storage, name, device_name=device_name, command=command, device_identity=identity
+    )
     if table is not None:
         study.set_user_attr("predictor", table.summary())
     if space.workload.device == "cpu" and workers > 1 and not space.workload.threads:
@@ -235,8 +239,9 @@ def run_search(
         notes.append(f"the study already has {done} completed trials (cap {space.trials}); raise --trials to go on")
     for wid in range(workers if done < space.trials else 0):
         args = WorkerArgs(
-            space, url, name, wid, device_name, command, heartbeat_s, grace_s, os.getpid(), table and table.uid
-        )
+            space, url, name, wid, device_name, command, heartbeat_s, grace_s, os.getpid(), table and table.uid,
+            device_identity=identity,
+        )  # fmt: skip
         receive, send = ctx.Pipe(duplex=False)
         p = ctx.Process(target=worker_process, args=(args, send), name=f"effscope-search-{wid}", daemon=False)
         start_shielded(p)

@@ -303,6 +303,8 @@ class LatencyTable:
         validation: held-out metrics of the chosen fit and of the baselines (mape, within_5, within_10,
             kendall_tau, n_holdout, baseline_sum_mape, baseline_affine_mape, ...).
         rows: the measured designs (role "train" or "holdout"), with block_sum, measured and predicted latency.
+        device_identity: the CPU it was measured on (effscope.profile.record.device_identity); None on a GPU and in a
+            table built by an older effscope, which is matched by `device_name` alone.
     """
 
     name: str
@@ -318,6 +320,7 @@ class LatencyTable:
     validation: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    device_identity: str | None = None
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -484,8 +487,11 @@ def _forward_only(space: Space) -> None:
         )
 
 
-def check_compatible(table: LatencyTable, space: Space, device_name: str) -> None:
-    """Raise PredictorError unless the table was built for this space's target, workload, statistic and device."""
+def check_compatible(table: LatencyTable, space: Space, device_name: str, device_identity: str | None = None) -> None:
+    """Raise PredictorError unless the table was built for this space's target, workload, statistic and device (the
+    same device name, and the same CPU where both the table and `device_identity` know it)."""
+    from effscope.profile.record import same_device
+
     _forward_only(space)
     problems = []
     if table.target != space.target:
@@ -494,6 +500,8 @@ def check_compatible(table: LatencyTable, space: Space, device_name: str) -> Non
         problems.append("workload differs")
     if table.device_name != device_name:
         problems.append(f"device '{table.device_name}' vs '{device_name}'")
+    elif not same_device(table.device_name, table.device_identity, device_name, device_identity):
+        problems.append(f"device '{device_name}' of another CPU: {table.device_identity} vs {device_identity}")
     if table.statistic != space.latency_budget.statistic:
         problems.append(f"statistic {table.statistic} vs {space.latency_budget.statistic}")
     if problems:
@@ -533,17 +541,18 @@ class _Measurer:
     device_name: str
     command: str
     worker: Any
+    device_identity: str | None = None  # a stored Record of another CPU of the device's name is measured again
     measured: int = 0
     cached: int = 0
     on_progress: Callable[[str], None] | None = None
 
     def block(self, call: BlockCall) -> Record:
-        from effscope.profile.record import canonical_key
+        from effscope.profile.record import canonical_key, measured_on
 
         wl = dataclasses.replace(self.space.workload, size=call.size, batch=call.batch)
         knobs = dict(call.knobs)
         key = canonical_key(call.block, knobs, wl, self.device_name)
-        rec = self.store.latest(key)
+        rec = self.store.latest(key, where=measured_on(self.device_name, self.device_identity))
         if rec is not None and rec.latency.get(self.statistic) is not None:
             self.cached += 1
             return rec
@@ -605,7 +614,7 @@ def build_table(
     """
     from effscope.profile.worker import Worker
     from effscope.search.space import check_searchable, sample_designs
-    from effscope.search.study import check_name, default_study_name, device_name_for
+    from effscope.search.study import check_name, default_study_name, device_identity_for, device_name_for
 
     if samples < 2 or holdout < 1:
         raise PredictorError(f"--samples must be >= 2 and --holdout >= 1, but got ({samples}, {holdout})")
@@ -615,10 +624,11 @@ def build_table(
     seed = space.seed if seed is None else seed
     designs = sample_designs(space, samples + holdout, seed, asked="--samples + --holdout")
     device_name = device_name or device_name_for(space.workload)
+    identity = device_identity_for(space.workload)  # the CPU measuring here, whatever name the caller gave it
     n_train = max(2, round(len(designs) * samples / (samples + holdout)))
     own = worker is None
     worker = worker or Worker()
-    m = _Measurer(space, store, device_name, command, worker, on_progress=on_progress)
+    m = _Measurer(space, store, device_name, command, worker, device_identity=identity, on_progress=on_progress)
     stat = space.latency_budget.statistic
     entries: dict[tuple, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
@@ -673,6 +683,7 @@ def build_table(
         kind=space.kind,
         workload=space.workload.as_dict(),
         device_name=device_name,
+        device_identity=identity,
         statistic=stat,
         features=feature_names(ts0),
         entries=list(entries.values()),

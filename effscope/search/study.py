@@ -23,6 +23,7 @@ __all__ = [
     "SPACE_TOML_ATTR",
     "check_name",
     "default_study_name",
+    "device_identity_for",
     "device_name_for",
     "enqueue_presets",
     "make_sampler",
@@ -94,15 +95,24 @@ def objectives_attr(space: Space) -> list[dict[str, Any]]:
 
 
 def prepare_study(
-    space: Space, storage: optuna.storages.RDBStorage, study_name: str, *, device_name: str, command: str
+    space: Space,
+    storage: optuna.storages.RDBStorage,
+    study_name: str,
+    *,
+    device_name: str,
+    command: str,
+    device_identity: str | None = None,
 ) -> tuple[optuna.Study, bool, list[str]]:
     """Create the study once (attrs, presets enqueued) or check that an existing one is the same search.
+
+    `device_identity` (device_identity_for) is stored with a new study; a study that has one is resumed only on a
+    CPU of that identity, one without (made by an older effscope) by the device name alone.
 
     Returns:
         (study, created, notes): notes say which presets were enqueued or left out and why.
 
     Raises:
-        SpecError: a study of that name exists with another space, workload, objective or budget.
+        SpecError: a study of that name exists with another space, workload, objective, budget or device.
     """
     import optuna
 
@@ -126,12 +136,8 @@ def prepare_study(
             f"study '{study_name}' exists with other settings ({_differences(stored, signature)} differ); pass "
             "--study NAME to start another study, or run the same space and options to resume it"
         )
-    theirs = study.user_attrs.get("device_name")
-    if stored is not None and theirs is not None and theirs != device_name:
-        raise SpecError(
-            f"study '{study_name}' is measured on '{theirs}' but this machine has '{device_name}'; latencies from "
-            "different devices do not belong in one study: pass --study NAME for this device"
-        )
+    if stored is not None:
+        _check_device(study, study_name, device_name, device_identity)
     if [d.name.lower() for d in study.directions] != space.directions:
         raise SpecError(f"study '{study_name}' has directions {study.directions}; pass --study NAME for a new one")
     notes: list[str] = []
@@ -148,6 +154,8 @@ def prepare_study(
             "command": mask_command(command),
             "effscope_version": __version__,
         }
+        if device_identity is not None:  # absent (a GPU, or made by an older effscope): resumed by the name alone
+            attrs["device_identity"] = device_identity
         for key, value in attrs.items():
             study.set_user_attr(key, value)
         storage.set_study_system_attr(study_id, SPACE_TOML_ATTR, space.text)
@@ -157,6 +165,26 @@ def prepare_study(
         storage.set_study_system_attr(study_id, "effscope:signature", signature)
     _for_optuna_tools(study, storage, study_id, space)
     return study, created, notes
+
+
+def _check_device(study: optuna.Study, study_name: str, device_name: str, device_identity: str | None) -> None:
+    """Refuse to resume a study measured on another device: another name, or (a study that recorded it) another CPU
+    of the same name, which a cloud VM's generic name ("AMD EPYC") does not tell apart."""
+    from effscope.profile.record import same_device
+
+    theirs, their_identity = study.user_attrs.get("device_name"), study.user_attrs.get("device_identity")
+    if theirs is None or same_device(theirs, their_identity, device_name, device_identity):
+        return
+    if theirs != device_name:
+        raise SpecError(
+            f"study '{study_name}' is measured on '{theirs}' but this machine has '{device_name}'; latencies from "
+            "different devices do not belong in one study: pass --study NAME for this device"
+        )
+    raise SpecError(
+        f"study '{study_name}' is measured on '{theirs}' ({their_identity}) but this machine's '{device_name}' is "
+        f"another CPU ({device_identity}); latencies from different CPUs do not belong in one study: pass --study "
+        "NAME to start another study for this CPU"
+    )
 
 
 def _differences(stored: dict[str, Any], signature: dict[str, Any]) -> str:
@@ -280,6 +308,17 @@ def device_name_for(workload: Workload) -> str:
         raise SpecError(f"--device {workload.device}: {e}") from None
     finally:
         proc.close()
+
+
+def device_identity_for(workload: Workload) -> str | None:
+    """What tells this machine's CPU apart from others of its name (effscope.profile.record.device_identity), as a
+    Record's environment will carry it, without timing anything; None for a CUDA device, whose name is precise."""
+    if workload.device != "cpu":
+        return None
+    from effscope.profile.env import cpu_info
+    from effscope.profile.record import device_identity
+
+    return device_identity(cpu_info())
 
 
 def _cuda_device_name(device: str) -> str:

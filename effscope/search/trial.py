@@ -53,6 +53,8 @@ class SearchObjective:
         space: the search space (overrides applied).
         store: the Record store (same database as the study).
         device_name: the cache key's device.
+        device_identity: this machine's CPU (study.device_identity_for; None on a GPU): a cached Record measured on
+            another CPU of the same name is not reused.
         study_name: copied into each Record.
         command: the command line, copied into each Record.
         measure: a profiler Worker (one per search worker process).
@@ -69,6 +71,7 @@ class SearchObjective:
         *,
         store: RecordStore,
         device_name: str,
+        device_identity: str | None = None,
         study_name: str,
         command: str,
         measure: ProfilerWorker | None,
@@ -82,6 +85,7 @@ class SearchObjective:
         self.predictor = predictor  # effscope.search.predictor.Predictor: rejects only (issue 6)
         self.store = store
         self.device_name = device_name
+        self.device_identity = device_identity
         self.study_name = study_name
         self.command = command
         self.measure = measure
@@ -312,7 +316,9 @@ class SearchObjective:
         return trial.storage.get_trial_id_from_study_id_trial_number(self._study_id, trial.number)
 
     def _cached(self, key: str) -> Record | None:
-        record = self.store.latest(key)
+        from effscope.profile.record import measured_on
+
+        record = self.store.latest(key, where=measured_on(self.device_name, self.device_identity))
         if record is None:
             return None
         peak = peak_memory_key(self.space.workload.device)

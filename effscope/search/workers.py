@@ -40,6 +40,7 @@ class WorkerArgs:
     grace_s: int | None
     parent_pid: int
     predictor: str | None = None  # uid of a latency table (issue 6)
+    device_identity: str | None = None  # this machine's CPU (study.device_identity_for): the cache reuses its Records
 
 
 def run_worker(
@@ -81,6 +82,7 @@ def run_worker(
         args.space,
         store=store,
         device_name=args.device_name,
+        device_identity=args.device_identity,
         study_name=args.study_name,
         command=args.command,
         measure=Worker(),
