@@ -729,6 +729,25 @@ def test_a_device_or_dtype_difference_is_a_workload_of_its_own():
     assert ids(pts) == ["hilo 14x14 · AMD EPYC, fp32, 2 threads", "vit 14x14 · NVIDIA H200, bf16, default threads"]
 
 
+def test_two_cpus_of_one_name_are_workloads_of_their_own():
+    """A cloud VM names several CPU generations alike: designs from each are never ranked together. A Record that
+    records no identity (an older effscope) keeps the bare name, as the cache and the roofline match it by name."""
+    zen3, zen5 = ({"cpu_vendor": "AuthenticAMD", "cpu_family": f, "cpu_model_number": 1} for f in (25, 26))
+    records = [_rec("hilo", 1, 1.0, 1e6), _rec("vit", 1, 2.0, 2e6), _rec("pvt", 1, 3.0, 3e6)]
+    for r, cpu in zip(records, (zen3, zen5, {}), strict=True):
+        r.env.update(cpu)
+    pts = points_from_records(records)
+    assert ids(pts) == [
+        "hilo 14x14 · AMD EPYC (AuthenticAMD family 25 model 1)",
+        "vit 14x14 · AMD EPYC (AuthenticAMD family 26 model 1)",
+        "pvt 14x14 · AMD EPYC",
+    ]
+    same = [_rec("hilo", 1, 1.0, 1e6), _rec("vit", 1, 2.0, 2e6)]
+    for r in same:
+        r.env.update(zen3)
+    assert ids(points_from_records(same)) == ["hilo 14x14", "vit 14x14"]  # one CPU: nothing added
+
+
 def test_a_workload_part_some_records_lack_reads_not_recorded():
     """An older or imported Record without `attention` beside one that has it: a workload of its own, no KeyError."""
     newer = _rec("vit", 1, 2.0, 2e6)

@@ -205,6 +205,13 @@ class Point:
     study: str | None = None  # the search a Record was measured for, where it was
     remeasured: int = 0  # how many times a trial was measured again (its timed seconds add up every measurement)
     fresh_measurement: FreshMeasurement | None = None  # the front's fresh-process check after predictor screening
+    device: str | None = None  # the device as the report names it (_name_devices); None: from env and workload
+
+    @property
+    def device_label(self) -> str:
+        """The device this design was measured on, as the report names it: its name (else its type), with the
+        CPU's identity where the report holds several CPUs of that name."""
+        return self.device or str(self.env.get("device_name") or self.workload.get("device") or "unknown device")
 
     def get(self, key: str) -> float | None:
         """A finite number or None (missing is never 0)."""
@@ -330,7 +337,7 @@ def points_from_records(records: Iterable[Any]) -> list[Point]:
                 study=r.study,
             )
         )
-    return _unique_ids(_name_workloads(points))
+    return _unique_ids(_name_workloads(_name_devices(points)))
 
 
 # The Workload fields a flat row (Record.flat()) carries as columns of their own (size is height and width).
@@ -382,7 +389,7 @@ def points_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Point]:
                 study=study,
             )
         )
-    return _unique_ids(_name_workloads(points))
+    return _unique_ids(_name_workloads(_name_devices(points)))
 
 
 def parse_missing(text: Any) -> dict[str, str]:
@@ -524,6 +531,24 @@ def _name_workloads(points: list[Point]) -> list[Point]:
     return points
 
 
+def _name_devices(points: list[Point]) -> list[Point]:
+    """Where the designs of one device name ran on different CPUs (a cloud VM names several generations alike, "AMD
+    EPYC"), name each such design's device with its CPU's identity, so that its workload differs from the others'.
+    A design whose environment records no identity (an older Record) keeps the bare name, as the search cache and
+    the roofline also match it by name alone."""
+    from effscope.profile.record import device_identity
+
+    identities: dict[str, set[str]] = {}
+    for p in points:
+        if (identity := device_identity(p.env)) is not None:
+            identities.setdefault(p.device_label, set()).add(identity)
+    for p in points:
+        identity = device_identity(p.env)
+        if identity is not None and len(identities.get(p.device_label, ())) > 1:
+            p.device = f"{p.device_label} ({identity})"
+    return points
+
+
 def _unique_ids(points: list[Point]) -> list[Point]:
     seen: dict[str, int] = {}
     for p in points:
@@ -559,7 +584,7 @@ def workload_parts(p: Point) -> dict[str, str]:
     threads = wl.get("threads", p.env.get("torch_threads"))
     values = {
         **wl,
-        "device": p.env.get("device_name") or wl.get("device") or "unknown device",
+        "device": p.device_label,
         "threads": threads,
         "size": f"{p.size[0]}x{p.size[1]}" if p.size else None,
     }
@@ -885,8 +910,8 @@ def missing_numbers(points: Sequence[Point]) -> list[tuple[str, str]]:
 
 def device_of(source: Source) -> str:
     """The device the designs were measured on, as a person reads it."""
-    names = sorted({str(p.env.get("device_name") or p.workload.get("device")) for p in source.points if p.env})
-    return str(source.attrs.get("device_name") or " | ".join(n for n in names if n != "None") or "unknown device")
+    names = sorted({p.device_label for p in source.points if p.env} - {"unknown device"})
+    return str(source.attrs.get("device_name") or " | ".join(names) or "unknown device")
 
 
 def hover(p: Point, quality: Objective | None = None, budgets: Sequence[Budget] = ()) -> list[tuple[str, Any]]:

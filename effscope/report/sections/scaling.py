@@ -46,7 +46,7 @@ def scaling_section(source: Source) -> Scaling | None:
     for p in source.points:
         if p.size and p.measured:
             wl = {k: v for k, v in p.workload.items() if k != "size"}
-            key = json.dumps([p.target, p.knobs, wl, p.env.get("device_name")], sort_keys=True, default=str)
+            key = json.dumps([p.target, p.knobs, wl, p.device_label], sort_keys=True, default=str)
             groups.setdefault(key, []).append(p)
     multi = {k: g for k, g in groups.items() if len({p.size for p in g}) >= 2}
     if not multi:

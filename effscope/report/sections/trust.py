@@ -144,8 +144,7 @@ def reference_drift(points: Sequence[Point]) -> tuple[list[DriftSeries], Table |
     groups: dict[str, list[Point]] = {}
     for p in sorted(points, key=lambda p: (p.order or "", p.id)):
         if p.get("reference_ms_p50") is not None:
-            name = f"{p.env.get('device_name') or p.workload.get('device') or 'device'}"
-            groups.setdefault(name, []).append(p)
+            groups.setdefault(p.device_label, []).append(p)
     series, rows = [], []
     for name, g in groups.items():
         ms = [p.get("reference_ms_p50") for p in g]
