@@ -10,7 +10,7 @@ import pytest
 
 from effscope.errors import SpecError
 from effscope.metrics import FLAGS
-from effscope.profile.record import Record, Workload
+from effscope.profile.record import Record, Workload, device_identity
 from effscope.profile.roofline import (
     CALIBRATION_CONTENDED,
     CONTENDED,
@@ -263,6 +263,8 @@ def test_cli_calibrate_then_profile_gets_the_bound(tmp_path):
     assert "peak GMAC/s" in r.stdout and "copy GB/s" in r.stdout and "calibration record" in r.stdout
     (c,) = RecordStore(db).records(target="roofline")
     assert c.kind == "calibration" and c.roofline["peak_mac_s_fp32"] > 0 and c.command.startswith("effscope device")
+    if device_identity(c.env) is not None:  # a Linux host: the CPU it is matched on beside its name
+        assert f"it serves measurements on this CPU: {device_identity(c.env)}" in " ".join(r.stdout.split())
     r = run("profile", "vit", "--tokens", "7", "--threads", "2", "--max-time", "0.1", "--no-throughput", "--db", db)
     assert r.returncode == 0, r.stderr
     assert "MAC/byte (estimated)" in r.stdout and "of its roofline bound" in r.stdout

@@ -705,3 +705,5 @@ def _calibrate(
         f"copy of {cal.copy_bytes / 2**20:.0f} MiB, bytes read + written; calibration record {record.uid} "
         f"stored in {shown_url(store.url)}"
     )
+    if cal.device_identity is not None:  # what it is matched on beside the name (docs/measurement.md#the-same-device)
+        out.print(f"it serves measurements on this CPU: {cal.device_identity}")
