@@ -241,6 +241,8 @@ def test_a_records_export_makes_a_report_as_effscope_report_file_does(tmp_path):
         effscope.report(tmp_path / "missing.csv", output=tmp_path / "m.html")
     with pytest.raises(SpecError, match=r"^give one source: records= .*, but got records and db$"):
         effscope.report(csv, db=str(db), output=tmp_path / "two.html")
+    with pytest.raises(SpecError, match=r"^study= names a search in storage=, but records= holds Records"):
+        effscope.report(csv, study="hilo_block-cpu", output=tmp_path / "s.html")  # was silently ignored
     with pytest.raises(SpecError, match=r"^plotlyjs must be one of inline, directory, cdn, but got None$"):
         effscope.report(csv, output=tmp_path / "p.html", plotlyjs=None)
     with pytest.raises(

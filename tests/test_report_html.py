@@ -353,6 +353,7 @@ def test_errors_are_one_sentence(reports, tmp_path):
         ({"records_csv": tmp_path / "nope.csv"}, "no such file"),
         ({}, "give one source"),
         ({"db": str(reports["db"]), "plotlyjs": "web"}, "--plotlyjs must be one of"),
+        ({"records_csv": bad_csv, "study": "s"}, "--study names a search in a database"),  # was silently ignored
     ]
     for kwargs, message in cases:
         with pytest.raises(ReportError, match=re.escape(message)):

@@ -57,7 +57,7 @@ def build_report(
     from effscope.report import _load, html
     from effscope.report.contents import report_data
 
-    _check_request(plotlyjs, [records, records_csv, db, storage], arguments=arguments)
+    _check_request(plotlyjs, [records, records_csv, db, storage], study, arguments=arguments)
     if study is not None and storage is None:
         storage, db = db, None
     protect = [*protect, storage, db]
@@ -81,10 +81,10 @@ def build_report(
     return path
 
 
-def _check_request(plotlyjs: object, sources: list[object], *, arguments: bool) -> None:
-    """Exactly one source and a known plotlyjs mode; each mistake named as the command's options, or with
-    `arguments` as effscope.report's keyword arguments. `sources`: records, records_csv, db, storage (report's
-    records= is one of the first two)."""
+def _check_request(plotlyjs: object, sources: list[object], study: str | None, *, arguments: bool) -> None:
+    """Exactly one source, a study only with a database, and a known plotlyjs mode; each mistake named as the
+    command's options, or with `arguments` as effscope.report's keyword arguments. `sources`: records, records_csv,
+    db, storage (report's records= is one of the first two)."""
     from effscope.report.html import PLOTLYJS_MODES
 
     error = SpecError if arguments else ReportError
@@ -100,6 +100,13 @@ def _check_request(plotlyjs: object, sources: list[object], *, arguments: bool) 
             if arguments
             else "give one source: --storage URL [--study NAME] for a search, --db URL for profile Records, "
             f"or a RECORDS.csv file (got {len(given)})"
+        )
+    if study is not None and given[0] == "records":  # a study lives in a database; it would be silently ignored
+        raise error(
+            f"study= names a search in storage=, but records= holds Records, not studies (got study={study!r})"
+            if arguments
+            else f"--study names a search in a database (--storage URL --study NAME); a Records file has no "
+            f"studies (got --study {study})"
         )
 
 
