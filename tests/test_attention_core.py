@@ -225,3 +225,54 @@ def test_a_new_attention_mode_recompiles():
         explicit = compiled(q, k, v)
     assert counter.frame_count == 2 and counter.op_count > 2  # sdpa is one op, the explicit path several
     torch.testing.assert_close(fused, explicit)
+
+
+def test_the_mode_is_per_thread_and_restored_whatever_the_order():
+    """Two in-process runs in threads, the first to start ending first: each keeps its own mode while it runs, and
+    neither leaves its mode behind (a process-wide value read "auto" in the second and was left at "sdpa")."""
+    import threading
+
+    seen: dict[str, list[str]] = {"sdpa": [], "explicit": []}
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with attention_impl("sdpa"):
+            first_in.set()
+            second_in.wait(10)
+            seen["sdpa"].append(attention_rule("cpu"))
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(10)
+        with attention_impl("explicit"):
+            second_in.set()
+            first_out.wait(10)  # the first run has ended and restored what it found
+            seen["explicit"].append(attention_rule("cpu"))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == {"sdpa": ["sdpa (forced)"], "explicit": ["explicit (forced)"]}
+    assert attention_rule("cpu").startswith("auto:")  # nothing left behind in this thread either
+
+
+def test_every_compiled_job_in_one_process_is_compiled(monkeypatch):
+    """A search's worker runs many compiled jobs in one process. Dynamo keeps at most 8 compiled entries per code
+    object, and every job calls the same wrapper's forward: from the 9th job on, it ran eager without a word."""
+    from functools import partial
+
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()
+    monkeypatch.setattr(torch, "compile", partial(torch.compile, backend=counter))  # tracing without inductor
+    options = Options(max_time_s=0.01, throughput=False, reference=False, count=False, module_times=False)
+    compiled = []
+    for i in range(10):
+        before = counter.frame_count
+        job = Job("vit", {"mlp_ratio": 1.0 + i / 4}, Workload(size=(4, 4), compile=True, threads=1), options)
+        record = run_job(job, first_in_process=i == 0)
+        assert record.status == "ok", record.error
+        compiled.append(counter.frame_count > before)
+    assert all(compiled), compiled

@@ -4,6 +4,7 @@ explicit matmul-softmax-matmul path, chosen per call ("auto": a verified rule on
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -31,9 +32,13 @@ __all__ = [
 ]
 
 ATTENTION_IMPLS = ("auto", "measured", "sdpa", "explicit")
-# The selected mode, per process. A plain global, not a ContextVar: torch.compile cannot trace ContextVar.get and
-# broke the graph at every attention call; a global it reads as a constant and guards (a new mode recompiles).
-_attention_impl = "auto"
+# The selected mode, per thread. Not a ContextVar: torch.compile cannot trace ContextVar.get and broke the graph at
+# every attention call; a thread-local attribute it reads as a constant and guards (a new mode recompiles).
+_selected = threading.local()
+
+
+def _attention_impl() -> str:
+    return getattr(_selected, "impl", "auto")
 
 # The automatic choice, measured on every attention call the zoo makes by benchmarks/attention_core.py (CPU, 2
 # threads, fp32, torch 2.13; reports/attention_core_cpu.json). On the CPU, SDPA with an additive bias falls back to
@@ -76,17 +81,17 @@ def attention_impl(name: str) -> Iterator[None]:
     """
     if name not in ATTENTION_IMPLS:
         raise UnknownNameError(f"unknown attention implementation '{name}' (choose from {', '.join(ATTENTION_IMPLS)})")
-    global _attention_impl
-    outer, _attention_impl = _attention_impl, name
+    outer = _attention_impl()
+    _selected.impl = name
     try:
         yield
     finally:
-        _attention_impl = outer
+        _selected.impl = outer
 
 
 def measures_attention(device_type: str, impl: str | None = None) -> bool:
     """Whether `attend` chooses by measurement on this device type in mode `impl` (default: the current one)."""
-    impl = impl or _attention_impl
+    impl = impl or _attention_impl()
     if device_type in _UNTIMED_DEVICE_TYPES:
         return False
     return impl == "measured" or (impl == "auto" and device_type not in RULE_DEVICE_TYPES)
@@ -179,7 +184,7 @@ def choose_attention(device_type: str, has_bias: bool, queries: int, keys: int) 
 def attention_rule(device_type: str, impl: str | None = None) -> str:
     """The attention core that `attend` uses on this device type, in words (recorded in every Record's
     environment). `impl` is the selected mode (default: the current one)."""
-    impl = impl or _attention_impl
+    impl = impl or _attention_impl()
     if measures_attention(device_type, impl):
         return (
             f"{impl}: per distinct call, the faster of sdpa and explicit as timed on this device before the first "
@@ -208,7 +213,7 @@ def attend(
     Returns:
         (..., Nq, dv).
     """
-    impl = _attention_impl
+    impl = _attention_impl()
     if measures_attention(q.device.type, impl):
         impl = _measured_core(q, k, v, bias, scale)
     elif impl in ("auto", "measured"):  # where nothing can be timed
