@@ -216,6 +216,12 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
             )
         bound = Bound(module, args)
         tensors = bound.tensors(args)
+        if wl.compile:
+            # Dynamo keeps its compiled code per code object (Bound.forward serves every job) and stops compiling
+            # after 8 entries: from the 9th compiled job in one process (a search's worker) it ran eager, silently.
+            # Each job starts from empty caches; in a caller's process (isolate=False) its own compiled functions
+            # compile again on their next call.
+            torch._dynamo.reset()
         runner = torch.compile(bound) if wl.compile else bound
         amp_dtype = _AMP_DTYPES.get(wl.dtype)
 
