@@ -81,7 +81,9 @@ def profile(
             attention core: "auto", "measured", "sdpa" or "explicit"). The Record's env says what was used: threads,
             memory_format and attention_core.
         compile, flush_cache: as --compile (torch.compile the module before timing; env.compile) and --flush-cache
-            (overwrite a 256 MB buffer before each timed call, so a block is timed with cold caches).
+            (overwrite a 256 MB buffer before each timed call, so a block is timed with cold caches). A compiled
+            measurement starts from empty torch.compile caches: with isolate=False, the caller's own compiled
+            functions compile again on their next call.
         isolate: measure in a spawned process (the default, as the command does): a crash or a hang becomes a failed
             Record, and CPU peak memory is honest; an nn.Module instance is pickled to it, so its class must be
             importable there (defined in a module or a script file, not in a notebook, `python -c` or stdin). False
@@ -242,6 +244,8 @@ def search(
     for name, value in (("trials", trials), ("workers", workers), ("seed", seed), ("heartbeat", heartbeat)):
         if not _is_int(value) and not (value is None and name in ("trials", "seed")):
             raise SpecError(f"{name} must be an integer, but got {value!r}")
+    if budget_ms is not None and (isinstance(budget_ms, bool) or not isinstance(budget_ms, int | float)):
+        raise SpecError(f"budget_ms must be a positive number of milliseconds, but got {budget_ms!r}")
     _check_main_guard("search")
     return run(
         space,
@@ -365,6 +369,7 @@ def _runtime(
     if threads is not None and not _is_int(threads):
         raise SpecError(f"threads must be None or an integer, but got {threads!r}")
     switches = {"channels_last": channels_last, "compile": compile_, "flush_cache": flush_cache}
+    switches = {name: plain_number(value) for name, value in switches.items()}  # numpy's bool too
     for name, value in switches.items():
         if not isinstance(value, bool):
             raise SpecError(f"{name} must be True or False, but got {value!r}")

@@ -56,15 +56,22 @@ def format_value(value: Any) -> str:
 
 
 def plain_number(value: Any) -> Any:
-    """A number from numpy or pandas (np.int64, np.float32, ...) as the Python int or float it stands for; anything
-    else as it is. Checked as Python's own, it then goes into JSON (a Record, a cache key, a study attribute), which
-    refuses numpy's. bool stays bool, and is refused where a number is wanted."""
+    """A number or bool from numpy or pandas (np.int64, np.float32, np.bool_, ...) as the Python int, float or bool
+    it stands for; anything else as it is. Checked as Python's own, it then goes into JSON (a Record, a cache key, a
+    study attribute), which refuses numpy's. bool stays bool, and is refused where a number is wanted."""
     if type(value) in (bool, int, float):
         return value
+    if getattr(getattr(value, "dtype", None), "kind", None) == "b" and getattr(value, "ndim", None) == 0:
+        return bool(value)  # np.bool_ is no numbers.Integral
     if isinstance(value, numbers.Integral):
         return operator.index(value)
     if isinstance(value, numbers.Real):
-        return float(value)
+        # np.float32(1.1) is 1.100000023841858 as a double; its shortest text, "1.1", is the number that was meant
+        # (and what a resumed search given 1.1 compares with). A Fraction has no such text: its exact value.
+        try:
+            return float(str(value))
+        except ValueError:
+            return float(value)
     return value
 
 

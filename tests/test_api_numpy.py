@@ -34,7 +34,9 @@ def test_numpy_numbers_measure_as_python_s_and_the_record_stays_json():
         batch=np.int64(2),
         size=(np.int64(7), np.int32(7)),
         threads=np.int64(1),
+        channels_last=np.False_,  # a DataFrame's bool column
         knobs={
+            "qkv_bias": np.bool_(True),
             "heads": np.int64(2),
             "lofi_heads": np.int8(1),
             "head_dim": np.int16(16),
@@ -53,6 +55,7 @@ def test_numpy_numbers_measure_as_python_s_and_the_record_stays_json():
     assert [type(record.workload[k]) for k in ("batch", "threads")] == [int, int]
     assert [type(v) for v in record.workload["size"]] == [int, int]
     assert [type(record.knobs[k]) for k in ("heads", "head_dim", "mlp_ratio", "window_size")] == [int, int, float, int]
+    assert type(record.knobs["qkv_bias"]) is bool and type(record.workload["channels_last"]) is bool
 
 
 def _refusal(**kwargs) -> str:
@@ -91,11 +94,16 @@ def test_search_takes_numpy_numbers_as_python_s(tmp_path):
     assert str(numpy_refused.value) == "trials must be an integer, but got 2.5"
     with pytest.raises(EffscopeError, match=r"^workers must be an integer, but got 2.0$"):
         effscope.search("hilo_block", trials=1, workers=2.0, storage=str(db))
+    with pytest.raises(EffscopeError, match=r"^budget_ms must be a positive number of milliseconds, but got True$"):
+        effscope.search("hilo_block", trials=1, budget_ms=True, storage=str(db))  # it ran with a 1 ms budget
     assert not db.exists()  # refused before anything ran
     result = effscope.search(
-        "hilo_block", trials=np.int64(1), budget_ms=np.float32(50.0), seed=np.int64(3), storage=str(db)
+        "hilo_block", trials=np.int64(1), budget_ms=np.float32(50.1), seed=np.int64(3), storage=str(db)
     )
     assert result.summary.trials == 1 and not result.failures
     study = optuna.load_study(study_name=result.study_name, storage=result.storage_url)
     latency = [b for b in study.user_attrs["budgets"] if b["name"] == "latency"]
-    assert len(latency) == 1 and latency[0]["limit"] == 50.0
+    # the float32 as it prints, 50.1 (not 50.099998474121094): a resume given 50.1 is the same search
+    assert len(latency) == 1 and latency[0]["limit"] == 50.1
+    again = effscope.search("hilo_block", trials=1, budget_ms=50.1, seed=3, storage=str(db))
+    assert again.study_name == result.study_name and not again.created
