@@ -40,6 +40,7 @@ _selected = threading.local()
 def _attention_impl() -> str:
     return getattr(_selected, "impl", "auto")
 
+
 # The automatic choice, measured on every attention call the zoo makes by benchmarks/attention_core.py (CPU, 2
 # threads, fp32, torch 2.13; reports/attention_core_cpu.json). On the CPU, SDPA with an additive bias falls back to
 # its math kernel (1.6-2x slower than matmul-softmax-matmul); without one, its fused kernel wins when the keys are
