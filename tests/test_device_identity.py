@@ -69,6 +69,13 @@ def test_no_identity_for_an_older_record_or_a_gpu():
     assert device_identity({"device": "cuda:1", **ZEN5}) is None  # an env without device_type
 
 
+def test_an_identity_read_back_from_a_table_equals_the_stored_one():
+    """A CSV column with blanks reads family 25 back as 25.0: written as 25, as the identity stored from ints."""
+    read_back = {k: float(v) if isinstance(v, int) else v for k, v in ZEN3.items()}
+    assert read_back["cpu_family"] == 25.0 and device_identity(cpu_env(read_back)) == ZEN3_ID
+    assert device_identity(cpu_env({**ZEN3, "cpu_stepping": 1.5})).endswith("stepping 1.5, flags fma avx2")
+
+
 def test_same_device_is_the_name_and_the_identity_where_both_are_known():
     assert same_device(NAME, ZEN5_ID, NAME, ZEN5_ID)
     assert not same_device(NAME, ZEN3_ID, NAME, ZEN5_ID)

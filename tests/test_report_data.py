@@ -748,6 +748,67 @@ def test_two_cpus_of_one_name_are_workloads_of_their_own():
     assert ids(points_from_records(same)) == ["hilo 14x14", "vit 14x14"]  # one CPU: nothing added
 
 
+def _study_on_two_cpus(cpus: tuple[dict, dict]) -> Source:
+    """A study of an older effscope (no device_identity attr) resumed by name on a second "AMD EPYC": trials 0-2 on
+    the first CPU, 3-5 on the second, MACs rising with latency on the first and falling on the second."""
+    records, trials = [], []
+    for i, (lat, macs) in enumerate(((1.0, 1e6), (2.0, 2e6), (3.0, 3e6), (6.0, 1e6), (5.0, 2e6), (4.0, 3e6))):
+        r = _rec("hilo", 1, lat, macs, knobs={"heads": i + 1})
+        r.env.update(cpus[i // 3])
+        records.append(r)
+        attrs = {"knobs": {"heads": i + 1}, "record_uid": r.uid, "status": "measured"}
+        trials.append(_trial(i, [float(i), lat], attrs, {"latency": -0.5}))
+    latency = {"name": "latency_ms_p50", "label": "median latency (ms, measured)", "direction": "minimize"}
+    attrs = {"target": "hilo", "device_name": "AMD EPYC", "objectives": [PROXY, latency]}
+    points = points_from_trials(trials, records, target="hilo")
+    return Source("study", "resumed", points, attrs=attrs, directions=["maximize", "minimize"])
+
+
+def test_a_study_resumed_on_another_cpu_of_one_name_says_so_and_correlates_each_cpu_apart():
+    zen3, zen5 = ({"cpu_vendor": "AuthenticAMD", "cpu_family": f, "cpu_model_number": 1} for f in (25, 26))
+    source = _study_on_two_cpus((zen3, zen5))
+    first, second = "AMD EPYC (AuthenticAMD family 25 model 1)", "AMD EPYC (AuthenticAMD family 26 model 1)"
+    assert [p.device_label for p in source.points] == [first] * 3 + [second] * 3
+    summary = report_data(source).summary
+    assert any(n.startswith(f"This study's trials were measured on 2 CPUs of one name ({first}; {second})")
+               for n in summary.notes), summary.notes  # fmt: skip
+    assert summary.best.columns[:2] == ["design", "workload"]
+    assert {r[0]: r[1] for r in summary.best.rows}["trial 5"] == second
+    gap = gap_section(source)
+    # never one correlation over both CPUs: the first rises with MACs, the second falls
+    assert [r[:3] for r in gap.correlations.rows] == [
+        [f"all designs at {first}", 3, 1.0],
+        [f"all designs at {second}", 3, -1.0],
+    ]
+    assert gap.headline == {}
+    # one CPU: the study reads as before
+    same = _study_on_two_cpus((zen3, zen3))
+    assert {p.device_label for p in same.points} == {"AMD EPYC"}
+    assert not any("CPUs of one name" in n for n in report_data(same).summary.notes)
+    assert [r[0] for r in gap_section(same).correlations.rows] == ["all designs"]
+
+
+def test_a_flat_row_with_a_size_or_trial_that_is_not_a_whole_number_is_one_sentence():
+    from effscope.report.data import ReportError
+
+    row = {"target": "vit", "height": 14, "width": 14}
+    assert points_from_rows([{**row, "height": "14", "width": 14.0, "trial": 0.0}])[0].size == (14, 14)
+    cases = {
+        "height": (7.5, "record 2 (target 'vit') has height 7.5, but height must be a whole number ≥ 1"),
+        "width": ("x", "record 2 (target 'vit') has width 'x', but width must be a whole number ≥ 1"),
+        "trial": (-1, "record 2 (target 'vit') has trial -1, but trial must be a whole number ≥ 0"),
+        # the gap section compares batch with 1: text there was a TypeError
+        "batch": ("x", "record 2 (target 'vit') has batch 'x', but batch must be a whole number ≥ 1"),
+    }
+    for key, (value, message) in cases.items():
+        with pytest.raises(ReportError) as e:
+            points_from_rows([row, {**row, key: value}])
+        assert str(e.value) == message
+    for value in (True, math.inf, [14]):
+        with pytest.raises(ReportError, match="height must be a whole number"):
+            points_from_rows([{**row, "height": value}])
+
+
 def test_a_workload_part_some_records_lack_reads_not_recorded():
     """An older or imported Record without `attention` beside one that has it: a workload of its own, no KeyError."""
     newer = _rec("vit", 1, 2.0, 2e6)

@@ -361,6 +361,14 @@ def test_errors_are_one_sentence(reports, tmp_path):
     assert not (tmp_path / "missing.db").exists()  # reading never creates a database
 
 
+def test_an_empty_study_name_is_quoted_in_the_message(tmp_path):
+    csv = tmp_path / "r.csv"
+    csv.write_text("target\nvit\n")
+    with pytest.raises(ReportError) as e:
+        build_report(output=tmp_path / "x.html", records_csv=csv, study="")
+    assert str(e.value).endswith("a Records file has no studies (got --study '')")
+
+
 def test_records_in_memory_make_a_report(reports, tmp_path):
     from effscope.profile.store import RecordStore
 

@@ -96,6 +96,20 @@ def test_export_keeps_booleans_and_small_numbers_where_some_records_lack_them(tm
     assert back["latency_ms_p99_lo"][0] == pytest.approx(3.2e-11)
 
 
+def test_a_json_export_keeps_every_digit_of_a_float(tmp_path):
+    """pandas' to_json keeps 15 significant digits at most: 0.48425750014757796 came back 0.484257500147578."""
+    store = RecordStore(str(tmp_path / "r.db"))
+    store.add(_record(p50=0.48425750014757796))
+    failed = _record(status="failed", error="out of memory on cpu")
+    failed.latency = {}
+    store.add(failed)  # no latency: null, never NaN
+    path = store.export(tmp_path / "out.json")
+    back = json.loads(path.read_text())
+    assert back[0]["latency_ms_p50"] == 0.48425750014757796 and back[1]["latency_ms_p50"] is None
+    assert list(back[0]) == list(store.dataframe().columns)  # one object per Record, every column, in order
+    assert path.read_text().startswith('[\n {\n  "')  # as pandas wrote it: indent 1, no space after ':'
+
+
 def test_canonical_key_is_stable_and_discriminating():
     w = Workload(batch=2)
     assert canonical_key("hilo", {"a": 1, "b": 2}, w, "cpu") == canonical_key("hilo", {"b": 2, "a": 1}, w, "cpu")

@@ -286,6 +286,64 @@ def test_a_report_reads_a_json_export_s_values_as_the_store_holds_them(tmp_path)
     assert type(point.knobs["mlp_ratio"]) is float  # not 4: a whole float stays a float, as in the store
 
 
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_a_report_reads_whole_numbers_back_as_ints_where_other_records_lack_them(tmp_path, suffix):
+    """JSON keeps a knob 3 and a CPU family 25 as ints beside a Record without them; CSV cannot (a column with blanks
+    reads 25.0), so the CPU identity is written the same from either."""
+    from effscope.profile.record import device_identity
+    from effscope.report._load import load_records_file
+
+    store = RecordStore(str(tmp_path / "r.db"))
+    cpu = {"device_type": "cpu", "device_name": "AMD EPYC", "cpu_vendor": "AuthenticAMD", "cpu_family": 25,
+           "cpu_model_number": 1}  # fmt: skip
+    with_them = _record()
+    with_them.knobs["lofi_heads"], with_them.env = 3, cpu
+    for r in (with_them, _record("pvt")):
+        store.add(r)
+    store.export(str(tmp_path / f"r{suffix}"))
+    first = next(p for p in load_records_file(tmp_path / f"r{suffix}").points if p.target == "vit")
+    assert device_identity(first.env) == device_identity(cpu) == "AuthenticAMD family 25 model 1"
+    if suffix == ".json":
+        assert type(first.knobs["lofi_heads"]) is int and type(first.env["cpu_family"]) is int
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ("42", "it holds the number 42"),
+        ('"hello"', 'it holds the string "hello"'),
+        ("NaN", "it holds the number NaN"),
+        ("null", "it holds null"),
+        ('{"a": 1}', "it holds a single object"),
+        ('{"target": "vit"}', "it holds a single object"),
+        ('{"target": [1, 2]}', "it holds a single object"),
+        ('[{"target": "vit"}, 5]', "item 2 of its list is the number 5"),
+        ("[[1]]", "item 1 of its list is a list"),
+    ],
+)
+def test_a_json_file_that_is_not_a_list_of_objects_is_one_sentence(tmp_path, text, what):
+    from effscope.report._load import load_records_file
+    from effscope.report.data import ReportError
+
+    path = tmp_path / "b.json"
+    path.write_text(text)
+    with pytest.raises(ReportError) as e:
+        load_records_file(path)
+    assert str(e.value) == (
+        f"'{path}' is not an effscope Records export: a JSON export is a list of objects, one per Record, but {what}"
+    )
+
+
+def test_a_report_of_a_row_with_a_bad_size_names_the_file_the_row_and_the_value(tmp_path, monkeypatch, capfd):
+    (tmp_path / "b.json").write_text('[{"target": "vit", "height": 7.5, "width": "x"}]')
+    monkeypatch.chdir(tmp_path)
+    error = _one_error(monkeypatch, capfd, ["report", "b.json"])
+    assert error == (
+        "cannot read records from 'b.json': record 1 (target 'vit') has height 7.5, but height must be a whole "
+        "number ≥ 1"
+    )
+
+
 def test_a_record_another_process_stored_since_the_look_up_is_skipped_not_an_error(tmp_path, monkeypatch):
     store = RecordStore(str(tmp_path / "r.db"))
     record = _record()

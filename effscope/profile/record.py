@@ -113,9 +113,15 @@ def device_identity(env: Mapping[str, Any]) -> str | None:
         return None
     named = [str(vendor)] if vendor is not None else []
     numbers = (("family", family), ("model", model), ("stepping", stepping))
-    named += [f"{what} {v}" for what, v in numbers if v is not None]
+    named += [f"{what} {_whole_text(v)}" for what, v in numbers if v is not None]
     speed = None if flags is None else f"flags {flags or 'none'}"  # "": none of SPEED_FLAGS; None: no flag line
     return ", ".join(part for part in (" ".join(named), speed) if part)
+
+
+def _whole_text(value: Any) -> str:
+    """A number of the identity as text: a whole float as its int (a CSV column with blanks reads 25 back as 25.0),
+    so that an identity read from a table equals the one stored."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def same_device(name_a: str | None, identity_a: str | None, name_b: str | None, identity_b: str | None) -> bool:

@@ -9,6 +9,8 @@ nor leaves -wal and -shm files beside it where this process may not write (they 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -80,8 +82,34 @@ def write_frame(df: pd.DataFrame, out: Any, fmt: str) -> None:
         df.to_csv(out, index=False)
     elif fmt == "parquet":
         df.astype({c: "string" for c in df.columns if df[c].dtype == object}).to_parquet(out, index=False)
-    else:
-        df.to_json(out, orient="records", indent=1, double_precision=15)  # pandas' 10 digits make 3e-11 a 0
+    else:  # json.dumps, not to_json: pandas keeps 15 digits at most, so a float would not read back equal
+        text = json.dumps([_json_row(row) for row in df.to_dict(orient="records")], indent=1, separators=(",", ":"))
+        if isinstance(out, str | os.PathLike):
+            Path(out).write_text(text, encoding="utf-8")
+        else:
+            out.write(text)
+
+
+def _json_row(row: dict[Any, Any]) -> dict[str, Any]:
+    return {str(k): _json_value(v) for k, v in row.items()}
+
+
+def _json_value(value: Any) -> Any:
+    """A table cell as plain JSON, as pandas wrote it: numpy scalars as numbers, a missing value (None, NaN, NA) or
+    an infinity as null."""
+    if isinstance(value, dict):
+        return _json_row(value)
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # a numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    import pandas as pd
+
+    return None if pd.isna(value) is True else str(value)  # pd.NA, NaT; anything else as its text
 
 
 class RecordStore:

@@ -223,6 +223,11 @@ def load_records_file(path: str | Path) -> Source:
         whole = _whole_records(rows, path)
         if whole is not None:
             return Source("records", path.stem, points_from_records(whole), str(path))
+        if (odd := _not_rows(rows)) is not None:
+            raise ReportError(
+                f"'{path}' is not an effscope Records export: a JSON export is a list of objects, one per Record, "
+                f"but {odd}"
+            )
     tiny = suffix == ".csv" and path.stat().st_size < 16  # an export of nothing: "\n", no columns
     if rows == [] or (tiny and not path.read_text(errors="replace").strip()):
         raise ReportError(f"'{path}' holds no records")
@@ -231,8 +236,8 @@ def load_records_file(path: str | Path) -> Source:
             df = pd.read_csv(path)
         elif suffix == ".parquet":
             df = pd.read_parquet(path)
-        else:
-            df = pd.DataFrame(rows)
+        else:  # as parsed: a column with a missing value would make pandas read its ints as floats (3 as 3.0)
+            df = pd.DataFrame(rows, dtype=object)
     except Exception as e:  # any parser error: the file is not what it claims to be
         raise _not_a_table(path, suffix, e) from None
     if "target" not in df.columns:
@@ -243,7 +248,37 @@ def load_records_file(path: str | Path) -> Source:
     if df.empty:
         raise ReportError(f"'{path}' holds no records")
     df = df.astype(object).where(df.notna(), None)
-    return Source("records", path.stem, points_from_rows(df.to_dict(orient="records")), str(path))
+    try:
+        points = points_from_rows(df.to_dict(orient="records"))
+    except ReportError as why:  # a row with a bad value: name the file it is in
+        raise ReportError(f"cannot read records from '{path}': {why}") from None
+    return Source("records", path.stem, points, str(path))
+
+
+def _not_rows(data: Any) -> str | None:
+    """What parsed JSON holds where it is not a list of objects (flat rows), as the end of a sentence; None where it
+    is one."""
+    if isinstance(data, list):
+        for i, item in enumerate(data, 1):
+            if not isinstance(item, dict):
+                return f"item {i} of its list is {_json_kind(item)}"
+        return None
+    if isinstance(data, dict):
+        return "it holds a single object"
+    return f"it holds {_json_kind(data)}"
+
+
+def _json_kind(value: Any) -> str:
+    """A JSON value as a person names it: "the number 42", "a list", "null"."""
+    import json
+
+    if isinstance(value, dict | list):
+        return "an object" if isinstance(value, dict) else "a list"
+    text = json.dumps(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    if value is None or isinstance(value, bool):
+        return text
+    return f"the number {text}" if isinstance(value, int | float) else f"the string {text}"
 
 
 def _not_a_table(path: Path, suffix: str, error: Exception) -> ReportError:

@@ -106,7 +106,7 @@ def _check_request(plotlyjs: object, sources: list[object], study: str | None, *
             f"study= names a search in storage=, but records= holds Records, not studies (got study={study!r})"
             if arguments
             else f"--study names a search in a database (--storage URL --study NAME); a Records file has no "
-            f"studies (got --study {study})"
+            f"studies (got --study '{study}')"
         )
 
 

@@ -71,6 +71,7 @@ __all__ = [
     "points_from_trials",
     "quality_of",
     "screening_statistic",
+    "study_device_parts",
     "quantity",
     "study_timing",
     "timing_columns",
@@ -358,12 +359,13 @@ ROW_WORKLOAD_KEYS = (
 def points_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Point]:
     """Points from flat rows (`Record.flat()`, as exported to CSV/Parquet/JSON); breakdowns are not in them."""
     points = []
-    for raw in rows:
+    for n, raw in enumerate(rows, 1):
         row = {k: _plain(v) for k, v in raw.items()}
-        h, w = row.get("height"), row.get("width")
-        size = (int(h), int(w)) if h is not None and w is not None else None
         target = str(row.get("target"))
-        trial = int(row["trial"]) if row.get("trial") is not None else None
+        h, w, trial = (_whole_column(row, key, n, target) for key in ("height", "width", "trial"))
+        size = (h, w) if h is not None and w is not None else None
+        workload = {k: _whole(row.get(k)) for k in ROW_WORKLOAD_KEYS if k in row}
+        workload.update({k: _whole_column(row, k, n, target) for k in ("batch", "threads") if k in row})
         study = str(row["study"]) if row.get("study") is not None else None
         flags = tuple(f for f in str(row.get("flags") or "").split(",") if f)
         points.append(
@@ -381,7 +383,7 @@ def points_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Point]:
                 record_uid=row.get("uid"),
                 order=row.get("created_at"),
                 reason=row.get("error"),
-                workload={k: _whole(row.get(k)) for k in ROW_WORKLOAD_KEYS if k in row},
+                workload=workload,
                 env={k.removeprefix("env."): v for k, v in row.items() if k.startswith("env.")},
                 command=row.get("command"),
                 missing=parse_missing(row.get("missing")),
@@ -390,6 +392,29 @@ def points_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[Point]:
             )
         )
     return _unique_ids(_name_workloads(_name_devices(points)))
+
+
+def _whole_column(row: Mapping[str, Any], key: str, n: int, target: str) -> int | None:
+    """A flat row's height, width, trial, batch or threads as an int (a table may hold 14.0, or "14" in a column of
+    text); None where missing.
+
+    Raises:
+        ReportError: anything else, naming the row, its target and the value.
+    """
+    value = row.get(key)
+    if value is None:
+        return None
+    number = None
+    if not isinstance(value, bool):
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    low = 0 if key == "trial" else 1  # trial 0 is a search's first; a size is at least 1x1
+    if number is None or not number.is_integer() or number < low:
+        allowed = "a whole number ≥ 0" if key == "trial" else "a whole number ≥ 1"
+        raise ReportError(f"record {n} (target '{target}') has {key} {value!r}, but {key} must be {allowed}")
+    return int(number)
 
 
 def parse_missing(text: Any) -> dict[str, str]:
@@ -463,7 +488,9 @@ def points_from_trials(trials: Iterable[Any], records: Iterable[Any] = (), targe
                 remeasured=int(finite(attrs.get("remeasured")) or 0),
             )
         )
-    return points
+    # over every trial, not per Record: a study resumed by name on another CPU (one made before effscope stored a
+    # study's device_identity) holds trials of two CPUs of one name
+    return _name_devices(points)
 
 
 def _fail_reason(t: Any) -> str | None:
@@ -627,10 +654,20 @@ def workload_label(p: Point, keys: Sequence[str]) -> str:
     return ", ".join(parts.get(k, f"{k} not recorded") for k in keys)
 
 
-def workload_groups(points: Sequence[Point]) -> dict[str, list[Point]]:
-    """The timed designs by workload, named by the parts that differ, in order of first appearance; one group named
-    "" when all ran under one workload."""
-    keys = differing_workload_parts(points)
+def study_device_parts(points: Sequence[Point]) -> list[str]:
+    """The workload parts a study's timed trials are ranked and correlated apart by: ["device"] where they ran on
+    several CPUs of one name (a study made before effscope stored its device_identity resumes by name on another
+    CPU), else none. Only the device: a study has one workload, and a trial without its Record (no env) must not
+    split off as a workload of its own."""
+    timed = [p for p in points if p.timed]
+    several = any(p.device for p in timed) and len({p.device_label for p in timed}) > 1
+    return ["device"] if several else []
+
+
+def workload_groups(points: Sequence[Point], keys: Sequence[str] | None = None) -> dict[str, list[Point]]:
+    """The timed designs by workload, named by the parts that differ (or by `keys`), in order of first appearance;
+    one group named "" when all ran under one workload."""
+    keys = differing_workload_parts(points) if keys is None else keys
     groups: dict[str, list[Point]] = {}
     for p in points:
         if p.timed:

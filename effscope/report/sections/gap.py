@@ -8,7 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from effscope.report.data import LATENCY, Marker, Point, Source, Table, dedupe_measurements, workload_groups
+from effscope.report.data import (
+    LATENCY,
+    Marker,
+    Point,
+    Source,
+    Table,
+    dedupe_measurements,
+    study_device_parts,
+    workload_groups,
+)
 from effscope.report.markup import cell, notes_html, table_html
 from effscope.report.sections._section import Section
 from effscope.stats import kendall_tau, spearman_rho
@@ -44,11 +53,12 @@ MIN_GAP_DESIGNS = 3
 
 def gap_section(source: Source) -> Gap | None:
     """MACs against measured latency and throughput, per family, with rank correlations; designs measured under
-    different workloads (Records only) are drawn and correlated apart, never together."""
+    different workloads (a study's trials: of different CPUs) are drawn and correlated apart, never together."""
     pts = _gap_points(source)
     if _why_no_gap(pts) is not None:
         return None
-    groups = workload_groups(pts) if source.kind != "study" else {"": pts}
+    # a study's trials share one workload, but not always one CPU (study_device_parts)
+    groups = workload_groups(pts, study_device_parts(pts) if source.kind == "study" else None)
     prefix, scale = si_unit(p.get("macs") for p in pts)
     series = [
         GapSeries(

@@ -29,6 +29,7 @@ from effscope.report.data import (
     number_name,
     objectives_of,
     quality_of,
+    study_device_parts,
     study_timing,
     workload_groups,
     workload_label,
@@ -102,6 +103,7 @@ def _study_part(source: Source) -> _Part:
     ]
     if source.n_running:
         facts.append(("still running", source.n_running))
+    keys = study_device_parts(pts)
     notes: list[str] = []
     direction = direction_of(source)
     timing = study_timing(source)
@@ -119,8 +121,28 @@ def _study_part(source: Source) -> _Part:
             if best_pts
             else "No design met every budget, and none was measured fully enough to say how close it came."
         )
-    best = design_table(best_pts, pts, quality, with_violation=not feasible, timing=timing) if best_pts else None
+    best = (
+        design_table(best_pts, pts, quality, with_violation=not feasible, timing=timing, workload_keys=keys)
+        if best_pts
+        else None
+    )
+    notes[:0] = _several_cpus_notes(pts, keys, tabled=best is not None)
     return _Part(facts, notes, best_title, best)
+
+
+def _several_cpus_notes(pts: list, keys: list[str], *, tabled: bool) -> list[str]:
+    """Say where a study's trials ran on several CPUs of one name, and what the report keeps apart and what not."""
+    groups = workload_groups(pts, keys) if keys else {}
+    if len(groups) < 2:
+        return []
+    named = ", and the table below names each trial's CPU" if tabled else ""
+    return [
+        f"This study's trials were measured on {len(groups)} CPUs of one name ({'; '.join(groups)}): a study made "
+        "before effscope stored its CPU's identity resumes on any CPU of that name. Latencies of different CPUs are "
+        f"not comparable: the MACs-vs-latency figure and its correlations compare trials only within one CPU{named}; "
+        "the front, the budgets and the knob importance still take each trial's latency as measured on its own CPU. "
+        "Search again on one CPU for a front to trust."
+    ]
 
 
 def _front_difference_notes(source: Source) -> list[str]:
