@@ -385,6 +385,11 @@ def _report_records(records: Any) -> tuple[list[Record] | None, str | os.PathLik
 
     if records is None or isinstance(records, str | os.PathLike):
         return None, records
+    if hasattr(records, "columns") and hasattr(records, "to_csv"):  # iterating a DataFrame gives its column names
+        raise SpecError(
+            "records takes Records or the path of a Records export, but got a DataFrame: pass the store it came "
+            "from as db=, or write it with .to_csv(PATH, index=False) and pass PATH"
+        )
     try:
         held = list(records)  # any iterable of Records
     except TypeError:

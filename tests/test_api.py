@@ -249,6 +249,8 @@ def test_a_records_export_makes_a_report_as_effscope_report_file_does(tmp_path):
         SpecError, match=r"^records takes a list of Records .*\(\.csv, \.parquet, \.json\), but got a list holding int$"
     ):
         effscope.report([1], output=tmp_path / "x.html")
+    with pytest.raises(SpecError, match=r"but got a DataFrame: pass the store it came from as db=, or write it"):
+        effscope.report(RecordStore(str(db)).dataframe(), output=tmp_path / "df.html")  # said "holding str"
     with pytest.raises(SpecError, match=r"^records takes a list of Records .*, but got 3$"):
         effscope.report(3, output=tmp_path / "x.html")
     assert not [n for n in ("db", "m", "two", "x") if (tmp_path / f"{n}.html").exists()]  # refused, nothing written
