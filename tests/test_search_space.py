@@ -217,6 +217,8 @@ def test_missing_file_unknown_name_and_bad_overrides(tmp_path):
     s = load_space("hilo_block")
     with pytest.raises(SpaceError, match="--budget-ms must be a positive number"):
         s.with_overrides(budget_ms=-3)
+    with pytest.raises(SpaceError, match="--budget-ms must be a positive number of milliseconds, but got True"):
+        s.with_overrides(budget_ms=True)  # a bool is an int to isinstance: it became a 1 ms budget
     with pytest.raises(SpaceError, match="--trials must be >= 1"):
         s.with_overrides(trials=0)
     narrowed = s.with_overrides(budget_ms=5, trials=3, device="cpu")

@@ -357,7 +357,8 @@ class Space:
         """The space with command-line overrides applied (validated)."""
         changes: dict[str, Any] = {}
         if budget_ms is not None:
-            if not (isinstance(budget_ms, int | float) and math.isfinite(budget_ms) and budget_ms > 0):
+            number = isinstance(budget_ms, int | float) and not isinstance(budget_ms, bool)  # True is no budget
+            if not (number and math.isfinite(budget_ms) and budget_ms > 0):
                 raise SpaceError(f"--budget-ms must be a positive number of milliseconds, but got {budget_ms}")
             stat = self.latency_budget.statistic
             rest = tuple(b for b in self.budgets if b.name != "latency")
