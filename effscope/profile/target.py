@@ -104,7 +104,7 @@ def resolve_target(name: str, overrides: dict[str, Any] | None = None, assignmen
     known = blocks().names() + models().names()
     raise UnknownNameError(
         f"unknown target '{name}'{did_you_mean(name, known) or ';'} a target is a block (effscope blocks list), "
-        "a model preset (effscope models list) or module:callable returning an nn.Module"
+        "a model preset (effscope models list), or module:callable or path/to/file.py:callable returning an nn.Module"
     )
 
 
