@@ -90,6 +90,23 @@ def test_the_peak_memory_column_says_mib():
     assert " 0.00512 " in cap.get() and " 13.193 " in cap.get()  # 3 significant digits under 1 ms
 
 
+def test_every_flag_is_shown_whole_in_the_table():
+    from rich.console import Console
+
+    from effscope.cli.profile import _records_table
+    from effscope.profile.record import Record
+
+    r = Record(
+        target="lightvit_t", kind="model", workload={}, flags=["latency-unstable", "throughput-latency-mismatch"]
+    )
+    r.latency = {"latency_ms_p50": 20.0, "latency_ms_p90": 30.0}
+    console = Console(width=120, color_system=None)  # a terminal too narrow for every column at its full width
+    with console.capture() as cap:
+        console.print(_records_table([r]))
+    flags_column = "".join(line.rstrip("│ ").rsplit("│", 1)[-1].strip() for line in cap.get().splitlines()[3:-1])
+    assert flags_column == "latency-unstablethroughput-latency-mismatch" and "…" not in cap.get()
+
+
 @pytest.mark.parametrize(
     "text",
     [

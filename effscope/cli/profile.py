@@ -63,6 +63,8 @@ def _records_table(records: list[Record], train: bool = False) -> Table:
     )
     for col in columns:
         table.add_column(col, justify="left" if col in ("target", "status", "flags") else "right")
+    # a flag must not be cut off on a narrow terminal: each on its own line, folded where the column is narrower
+    table.columns[-1].overflow = "fold"
     for r in records:
         f = r.flat()
         iqr = f.get(f"{time_key}_iqr")
@@ -79,7 +81,7 @@ def _records_table(records: list[Record], train: bool = False) -> Table:
             fmt(f.get(rate_key), ".1f"),
             fmt(mem, ".1f", 2**20),  # MiB, as metrics.py's catalogue gives it
             fmt(f.get("energy_j_per_img"), ".4f"),
-            esc(f.get("flags") or ""),
+            esc("\n".join(r.flags)),
         )
     return table
 
@@ -92,7 +94,9 @@ def _ms(value: float | None) -> str:
 @app.command()
 def profile(
     targets: list[str] = typer.Argument(
-        None, help="Blocks, model presets, or module:callable returning an nn.Module (one or more)."
+        None,
+        help="Blocks, model presets, shell patterns over their names ('pvtv2_*'), or module:callable or "
+        "path/to/file.py:callable returning an nn.Module (one or more).",
     ),
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     suite: str = typer.Option(None, "--suite", help="Profile a named suite instead of one target: zoo."),
