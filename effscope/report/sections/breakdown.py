@@ -47,6 +47,7 @@ def breakdown_section(source: Source) -> Breakdown | None:
                 latest[p.target] = p
         chosen = list(latest.values())
     items = []
+    untimed: list[str] = []
     for p in chosen[:MAX_BREAKDOWNS]:
         parts = module_shares(p.macs_by_module or {})
         total = sum(m for _, m in parts)
@@ -54,11 +55,13 @@ def breakdown_section(source: Source) -> Breakdown | None:
             continue
         time_share = None
         if p.time_by_module_ms:
-            t_total = sum(p.time_by_module_ms.get(n, 0.0) for n, _ in parts)
+            times = [part_time(p.time_by_module_ms, n) for n, _ in parts]
+            t_total = sum(t for t in times if t is not None)
             if t_total > 0:
-                time_share = [
-                    100 * p.time_by_module_ms[n] / t_total if n in p.time_by_module_ms else None for n, _ in parts
-                ]
+                time_share = [None if t is None else 100 * t / t_total for t in times]
+                missed = [n for n, t in zip(parts, times, strict=True) if t is None]
+                if missed:
+                    untimed.append(f"{p.id} ({', '.join(n for n, _ in missed)})")
         items.append(
             _merge_small(BreakdownItem(p.id, [n for n, _ in parts], [100 * m / total for _, m in parts], time_share))
         )
@@ -70,7 +73,31 @@ def breakdown_section(source: Source) -> Breakdown | None:
             "Only the MACs share is shown: these Records carry no per-module timing, so the share of measured time "
             "per part is not available (it is never estimated from MACs)."
         )
+    if untimed:
+        notes.append(
+            "Parts that were not timed (ops outside any submodule never are) have no time segment, and the time "
+            f"shares of that design are of its timed parts only: {'; '.join(untimed)}."
+        )
+    if any(i.time_share for i in items):
+        notes.append(
+            "A part's time is its mean over a few forwards timed with a hook around every part (on a GPU the hooks "
+            "also wait for each part to finish): read the time bars as shares, not as latencies."
+        )
+    left_out = [p.id for p in chosen[MAX_BREAKDOWNS:]]
+    if left_out:
+        notes.append(f"Not shown (at most {MAX_BREAKDOWNS} designs): {', '.join(left_out)}.")
     return Breakdown(items, notes)
+
+
+def part_time(time_by_module_ms: dict[str, float], part: str) -> float | None:
+    """A part's measured time: its own, else the sum of its children's (a container such as a stage's list of blocks
+    is never called itself, so only its blocks were timed); None where neither was timed."""
+    own = time_by_module_ms.get(part)
+    if own is not None:
+        return own
+    depth = part.count(".") + 1
+    kids = [t for n, t in time_by_module_ms.items() if n.startswith(part + ".") and n.count(".") == depth]
+    return sum(kids) if kids else None
 
 
 def _merge_small(item: BreakdownItem, below: float = MIN_PART_SHARE) -> BreakdownItem:
@@ -97,39 +124,40 @@ def breakdown_figure(b: Breakdown) -> go.Figure:
 
     from effscope.report.figures import GREY, PARTS_PALETTE, finish_figure, rounded
 
-    rows: list[tuple[str, dict[str, float | None]]] = []
-    parts: list[str] = []
-    for item in b.items:
-        parts += [p for p in item.parts if p not in parts]
-        rows.append((f"{item.design} · MACs", dict(zip(item.parts, item.macs_share, strict=True))))
-        if item.time_share:
-            rows.append((f"{item.design} · time", dict(zip(item.parts, item.time_share, strict=True))))
-    labels = [r for r, _ in rows][::-1]  # first design on top
-    shares = [s for _, s in rows][::-1]
     fig = go.Figure()
-    colors = iter(PARTS_PALETTE)
-    for part in parts:
-        xs = [s.get(part) for s in shares]
-        fig.add_trace(
-            go.Bar(
-                y=labels,
-                x=rounded(xs),
-                name=part,
-                orientation="h",
-                marker={"color": GREY if part.startswith("other") else next(colors, GREY)},
-                text=[f"{x:.0f}%" if x is not None and x >= 6 else "" for x in xs],
-                textposition="inside",
-                insidetextanchor="middle",
-                hovertemplate=f"{html.escape(part)}: %{{x:.1f}} % of %{{y}}<extra></extra>",
+    labels: list[str] = []
+    for item in b.items:
+        rows = [(f"{item.design} · MACs", item.macs_share)]
+        if item.time_share:
+            rows.append((f"{item.design} · time", item.time_share))
+        labels += [label for label, _ in rows]
+        # colours restart per design, each design a legend group of its own: a shared sequence ran out of colours
+        # with a few models, and their later parts were all drawn in the grey of "other"
+        for j, part in enumerate(item.parts):
+            xs = [shares[j] for _, shares in rows]
+            fig.add_trace(
+                go.Bar(
+                    y=[label for label, _ in rows],
+                    x=rounded(xs),
+                    name=part,
+                    legendgroup=item.design,
+                    legendgrouptitle={"text": item.design} if j == 0 else None,
+                    orientation="h",
+                    marker={"color": GREY if part.startswith("other") else PARTS_PALETTE[j % len(PARTS_PALETTE)]},
+                    text=[f"{x:.0f}%" if x is not None and x >= 6 else "" for x in xs],
+                    textposition="inside",
+                    insidetextanchor="middle",
+                    hovertemplate=f"{html.escape(part)}: %{{x:.1f}} % of %{{y}}<extra></extra>",
+                )
             )
-        )
+    entries = sum(len(item.parts) + 1 for item in b.items)  # a group title and its parts
     return finish_figure(
         fig,
-        max(200, 110 + 44 * len(labels), 60 + 22 * len(parts)),
+        max(200, 110 + 44 * len(labels), 60 + 22 * entries),
         barmode="stack",
         xaxis={"title": {"text": "share of the design (%)"}, "range": [0, 100]},
-        yaxis={"automargin": True},
-        legend={"title": {"text": "part"}, "traceorder": "normal"},
+        yaxis={"automargin": True, "categoryorder": "array", "categoryarray": labels[::-1]},  # first design on top
+        legend={"traceorder": "grouped"},
     )
 
 
