@@ -348,6 +348,38 @@ def test_breakdown_folds_small_parts_and_never_invents_time():
     assert report_data(timed).breakdown.items[0].time_share[:2] == [25.0, 75.0]
 
 
+def test_a_stage_never_called_itself_takes_its_blocks_time_and_untimed_parts_are_named():
+    # a stage is a list of blocks, never called: its blocks are timed, the stage is not
+    mbm = {"": 100, "embed": 10, "stages": 80, "stages.0": 40, "stages.1": 40, "head": 5}
+    times = {"embed": 1.0, "stages.0.0": 2.0, "stages.0.1": 3.0, "stages.1.0": 4.0, "stages.0.0.attn": 99.0}
+    source = Source("records", "r", [pt("m", 1, None, macs_by_module=mbm, time_by_module_ms=times)])
+    data = report_data(source).breakdown
+    item = data.items[0]
+    assert item.parts == ["embed", "stages.0", "stages.1", "head", "(outside submodules)"]
+    assert item.time_share == [10.0, 50.0, 40.0, None, None]  # the blocks' sum, not a grandchild's; not rescaled
+    assert any("m (head, (outside submodules))" in n for n in data.notes)
+
+
+def test_designs_beyond_the_figure_are_named_and_each_design_has_its_own_colours():
+    from effscope.report.figures import GREY
+    from effscope.report.sections.breakdown import MAX_BREAKDOWNS, breakdown_figure
+
+    mbm = {
+        "": 100,
+        "stages": 100,
+        **{f"stages.{i}": 10 for i in range(10)},
+    }  # 10 parts: two designs exhaust one shared palette
+    names = [f"m{i}" for i in range(MAX_BREAKDOWNS + 1)]
+    source = Source("records", "r", [pt(n, 1, None, target=n, macs_by_module=mbm, order=n) for n in names])
+    data = report_data(source).breakdown
+    assert [i.design for i in data.items] == names[:MAX_BREAKDOWNS]
+    assert f"Not shown (at most {MAX_BREAKDOWNS} designs): {names[-1]}." in data.notes
+    fig = breakdown_figure(data)
+    for name in names[:MAX_BREAKDOWNS]:
+        colours = [t.marker.color for t in fig.data if t.legendgroup == name]
+        assert len(colours) == 10 and len(set(colours)) == 10 and GREY not in colours
+
+
 # ------------------------------------------------------------------------------------------------------ trust
 
 
@@ -1082,6 +1114,34 @@ def test_a_design_over_budget_when_re_measured_is_marked_on_the_front_and_in_the
     assert status["trial 2"] == "measured"
     hover_lines = dict(next(m for m in front.groups["best"] if m.id == "trial 3").hover)
     assert hover_lines["re-measured in a fresh process"] == "latency p90 22.6 ms: over the budget"
+
+
+def test_a_best_design_s_flags_stand_beside_it_and_an_uncertain_one_is_marked_under_its_budget():
+    points = _screened_points()
+    uncertain = next(p for p in points if p.id == "trial 2")
+    uncertain.flags = ("latency-uncertain", "cpu-contention")
+    uncertain.numbers |= {"latency_ms_p90_lo": 9.5, "latency_ms_p90_hi": 12.5}
+    data = report_data(
+        Source("study", "s", points, attrs=_screened_study(None).attrs, directions=["maximize", "minimize"])
+    )
+    status = {row[0]: row[-2] for row in data.summary.best.rows}
+    assert status["trial 2"] == "measured; flagged latency-uncertain, cpu-contention"
+    assert "trial 2 (latency-uncertain)" in [row[2] for row in data.front.slices.rows]
+    hover = dict(next(m for m in data.front.groups["best"] if m.id == "trial 2").hover)
+    assert hover["95 % interval of latency p90"] == "9.5 to 12.5 ms"  # the bar the figure draws
+
+
+def test_the_summary_says_first_when_the_machine_was_busy_or_the_timings_did_not_settle():
+    quiet = [pt("a", 1, None), pt("b", 2, None)]
+    assert not any("busy" in n or "settle" in n for n in report_data(Source("records", "r", quiet)).summary.notes)
+    busy = [
+        pt("a", 1, None, flags=("cpu-contention",)),
+        pt("b", 2, None, flags=("latency-unstable",)),
+        pt("c", 3, None),
+    ]
+    notes = report_data(Source("records", "r", busy)).summary.notes
+    assert notes[0].startswith("1 of 3 timed designs were measured on a busy or unsteady device (cpu-contention)")
+    assert notes[1].startswith("1 of 3 timed designs did not settle within their time cap (latency-unstable)")
 
 
 def test_presets_the_predictor_rejected_are_listed_as_predicted_infeasible_never_as_measured():

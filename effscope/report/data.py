@@ -32,6 +32,7 @@ __all__ = [
     "Source",
     "Table",
     "ABORTED",
+    "LATENCY_UNCERTAIN",
     "OVER_WHEN_REMEASURED",
     "PREDICTED_INFEASIBLE",
     "FreshMeasurement",
@@ -98,6 +99,8 @@ OVER_WHEN_REMEASURED = "over budget when re-measured"
 # A design whose timing stopped early over the latency budget: its numbers are partial (a trial's status, a Record's
 # flag), so it is shown as aborted and never counted as measured.
 ABORTED = "aborted-over-budget"
+# A feasible design whose budgeted statistic's 95 % interval still held the budget after measuring again.
+LATENCY_UNCERTAIN = "latency-uncertain"
 
 
 def number_keys() -> list[str]:
@@ -998,17 +1001,19 @@ def constraint_lines(p: Point, budgets: Sequence[Budget] = ()) -> list[tuple[str
     share of the limit ("latency budget": "latency p90 at 16 % of the budget (2 ms)"). Validity is the status
     already, and a constraint at exactly 0 without a budget is the placeholder of a budget the study does not set;
     any other is shown raw, with its rule."""
-    by_name: dict[str, Budget] = {}
+    by_name: dict[str, list[Budget]] = {}
     for b in sorted(budgets, key=lambda b: b.limit):
-        by_name[b.name] = b  # the loosest of a name is the search's constraint
+        by_name.setdefault(b.name, []).append(b)  # the loosest of a name is the search's constraint, the rest slices
     lines = []
     for key, v in p.constraints.items():
-        b = by_name.get(key)
-        if b is not None:
+        named = by_name.get(key)
+        if named:
+            b = named[-1]
             stat = p.get(b.statistic)
-            limit = quantity(b.limit, b.unit)
+            shares = [f"{100 * stat / t.limit:.0f} % of {quantity(t.limit, t.unit)}" for t in named[:-1]]
             text = (
-                f"{number_name(b.statistic)} at {100 * stat / b.limit:.0f} % of the budget ({limit})"
+                f"{number_name(b.statistic)} at {', '.join([*shares, ''])}"
+                f"{100 * stat / b.limit:.0f} % of the budget ({quantity(b.limit, b.unit)})"
                 if stat is not None
                 else f"{number_name(b.statistic)} not measured (counts as over the budget)"
             )
@@ -1113,6 +1118,10 @@ def _status_text(p: Point) -> str:
     text = status + (f": {p.reason}" if p.reason and status not in ("ok", "measured", "cached") else "")
     if p.over_budget_when_remeasured:
         text += f"; {OVER_WHEN_REMEASURED} ({fresh_measurement_text(p.fresh_measurement)})"
+    # beside the answer, not only in the trust section: a best design may meet its budget by chance
+    flags = [f for f in p.flags if f != ABORTED]
+    if flags:
+        text += f"; flagged {', '.join(flags)}"
     return text
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from effscope.report.data import (
     LATENCY,
+    LATENCY_UNCERTAIN,
     OVER_WHEN_REMEASURED,
     PREDICTED_INFEASIBLE,
     QUALITY,
@@ -192,7 +193,10 @@ def _marker(
     xv, yv = p.get(x), p.get(y)
     lo, hi = p.get(f"{x}_lo"), p.get(f"{x}_hi")
     interval = (lo / x_scale, hi / x_scale) if lo is not None and hi is not None else None
-    return Marker(p.id, xv / x_scale if xv is not None else None, yv, hover(p, quality, budgets), interval)
+    lines = hover(p, quality, budgets)
+    if lo is not None and hi is not None:  # the bar the figure draws, in numbers
+        lines.append((f"95 % interval of {number_name(x)}", f"{lo:.4g} to {hi:.4g} ms"))
+    return Marker(p.id, xv / x_scale if xv is not None else None, yv, lines, interval)
 
 
 def slice_table(
@@ -215,7 +219,9 @@ def slice_table(
         ranked = sorted(new, key=lambda p: -direction_sign(quality.direction) * p.get(QUALITY))
         for i, p in enumerate(ranked):
             shown = [label, s.n_within] if i == 0 else ["", ""]
-            design = f"{p.id} ({OVER_WHEN_REMEASURED})" if p.over_budget_when_remeasured else p.id
+            marks = [OVER_WHEN_REMEASURED] if p.over_budget_when_remeasured else []
+            marks += [LATENCY_UNCERTAIN] if LATENCY_UNCERTAIN in p.flags else []  # it meets the budget by chance
+            design = f"{p.id} ({'; '.join(marks)})" if marks else p.id
             rows.append([*shown, design, p.get(QUALITY), *(p.get(k) for k in timing), knobs_short(p, names)])
         listed.update(p.id for p in s.front)
     return Table(columns, rows)

@@ -36,6 +36,7 @@ from effscope.report.data import (
 )
 from effscope.report.markup import facts_html, notes_html, table_html
 from effscope.report.sections._section import Section
+from effscope.report.sections.trust import SECTION as TRUST
 
 __all__ = ["SECTION", "Summary", "summary_html", "summary_section"]
 
@@ -66,7 +67,7 @@ def summary_section(source: Source) -> Summary:
     facts: list[tuple[str, Any]] = [("target", target), ("kind", kind), ("device", device_of(source))]
     part = _study_part(source) if source.kind == "study" else _records_part(source)
     facts += part.facts
-    notes = part.notes
+    notes = _load_notes(pts) + part.notes
     if quality is not None and quality.is_proxy:
         notes.append(
             f"The quality objective is a proxy: {quality.display}. A front of a proxy is not an accuracy front."
@@ -75,6 +76,35 @@ def summary_section(source: Source) -> Summary:
     name = target if len(targets) <= 3 or source.attrs.get("target") else f"{len(targets)} targets"
     title = f"effscope report: {name} on {device_of(source)}"
     return Summary(title, facts, objs, budgets, part.best_title, part.best, notes)
+
+
+# flags saying the machine, not the design, may have set a timing
+LOAD_FLAGS = ("cpu-contention", "device-contention", "gpu-throttled")
+
+
+def _load_notes(pts: list) -> list[str]:
+    """Say first when the machine was busy or unsteady, or the timings did not settle: every ranking and
+    correlation below carries it."""
+    timed = dedupe_measurements([p for p in pts if p.timed])
+    loaded = [p for p in timed if any(f in p.flags for f in LOAD_FLAGS)]
+    unstable = [p for p in timed if "latency-unstable" in p.flags]
+    notes = []
+    if loaded:
+        flags = ", ".join(sorted({f for p in loaded for f in p.flags if f in LOAD_FLAGS}))
+        notes.append(
+            f"{len(loaded)} of {len(timed)} timed designs were measured on a busy or unsteady device ({flags}): their "
+            "latencies, and the rankings and correlations built on them, may reflect the machine more than the "
+            "designs. Measure again on an idle machine before trusting them."
+        )
+    if unstable:
+        notes.append(
+            f"{len(unstable)} of {len(timed)} timed designs did not settle within their time cap (latency-unstable): "
+            "a wide spread, or too few samples to judge. A longer cap (profile --max-time; a search space's [measure] "
+            "max_time_s) or a quieter machine narrows it."
+        )
+    if notes:
+        notes[-1] += f' Each design\'s flags are in the tables; the section "{TRUST.title}" has the details.'
+    return notes
 
 
 @dataclass
