@@ -21,6 +21,7 @@ __all__ = [
     "BUDGET",
     "CONFIG",
     "FEASIBLE",
+    "FLAGGED",
     "GREY",
     "PALETTE",
     "PARTS_PALETTE",
@@ -74,6 +75,9 @@ PARTS_PALETTE = (
 GREY = "#b8b8b8"
 BEST = "#D55E00"
 FEASIBLE = "#0072B2"
+# a design with a trust flag: Okabe-Ito black, apart from BEST (vermillion means "best" in the front and parallel
+# coordinates) and from FEASIBLE's blue for every colour vision
+FLAGGED = "#000000"
 BUDGET = "#CC79A7"
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from effscope._version import __version__
 from effscope.report.data import ReportError
-from effscope.report.markup import FONT
+from effscope.report.markup import FONT, inline_html
 from effscope.report.sections import page_order
 
 if TYPE_CHECKING:
@@ -41,6 +41,9 @@ table{border-collapse:collapse;font-size:.88em;margin:6px 0 10px}
 th,td{border-bottom:1px solid #e4e4e4;padding:4px 9px;text-align:left;vertical-align:top}
 thead th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.facts{width:100%}table.facts th{font-weight:600;background:none;width:200px}
+table.facts td{overflow-wrap:anywhere}
+code{font-family:ui-monospace,'DejaVu Sans Mono',monospace;font-size:.9em;background:#f1f1f1;padding:0 3px}
+@media (max-width:600px){main{padding:16px 12px 40px}table.facts th{width:35%}}
 #effscope-errors{background:#fde8e8;border-left:4px solid #c00;padding:8px 12px;white-space:pre-wrap}
 """
 
@@ -53,6 +56,46 @@ window.addEventListener('error',function(e){effscopeError(e.message||e);});
 window.addEventListener('unhandledrejection',function(e){effscopeError(e.reason);});
 document.addEventListener('DOMContentLoaded',function(){if(window.effscopeErrors.length)effscopeError('');});
 """
+
+# Below PHONE_PX a legend right of the plot squeezes the plot to a sliver and covers data: put it under the plot,
+# anchored to the figure's bottom edge (so it reserves its own margin below the x-axis title), its title above its
+# entries (a side with 'left' indents every row by the title's width), and grow the figure and the fixed-height div
+# that to_html wraps it in by the legend's height. Widening the window gives each figure its own legend back (on
+# resize: place() only acts when the width crosses PHONE_PX).
+PHONE_PX = 600
+_PHONE_LEGEND = """
+(function(){
+var mq=window.matchMedia('(max-width: __PHONE__px)');
+var keys=['orientation','x','xanchor','xref','y','yanchor','yref','title.side'];
+var phone={'legend.orientation':'h','legend.x':0,'legend.xanchor':'left','legend.xref':'container',
+  'legend.y':0,'legend.yanchor':'bottom','legend.yref':'container','legend.title.side':'top'};
+function own(gd){
+  if(gd._effscopeOwn)return gd._effscopeOwn;
+  var o={height:gd.layout.height},l=gd.layout.legend||{};
+  keys.forEach(function(k){
+    var v=k.split('.').reduce(function(a,p){return a&&a[p];},l);o['legend.'+k]=v===undefined?null:v;});
+  gd._effscopeOwn=o;gd._effscopeCss=gd.parentElement.style.height;return o;
+}
+function place(gd){
+  if(!gd._fullLayout||!gd._fullLayout.showlegend)return;
+  var o=own(gd);
+  if(!mq.matches){
+    if(!gd._effscopePhone)return;
+    gd._effscopePhone=false;gd.parentElement.style.height=gd._effscopeCss;Plotly.relayout(gd,o);return;
+  }
+  if(gd._effscopePhone)return;
+  gd._effscopePhone=true;
+  Plotly.relayout(gd,phone).then(function(){
+    var h=(gd._fullLayout.legend&&gd._fullLayout.legend._height)||0;
+    if(!h||!o.height||!gd._effscopePhone)return;
+    gd.parentElement.style.height=(o.height+h)+'px';return Plotly.relayout(gd,{height:o.height+h});
+  });
+}
+function all(){document.querySelectorAll('.js-plotly-plot').forEach(place);}
+window.addEventListener('load',all);
+window.addEventListener('resize',all);
+})();
+""".replace("__PHONE__", str(PHONE_PX))
 
 
 def _plotly_script(mode: str) -> str:
@@ -84,7 +127,7 @@ def render(data: ReportData, *, plotlyjs: str = "inline") -> str:
     """The whole report as one HTML document: every section with data, built-in or registered, in page order."""
     script = _plotly_script(plotlyjs)
     shown = [
-        (s, s.render(content) if content is not None else f'<p class="hint">{html.escape(data.absent[s.key])}</p>')
+        (s, s.render(content) if content is not None else f'<p class="hint">{inline_html(data.absent[s.key])}</p>')
         for s in page_order()
         if (content := data.section(s.key)) is not None or s.key in data.absent
     ]
@@ -104,5 +147,5 @@ def render(data: ReportData, *, plotlyjs: str = "inline") -> str:
         '<body><main><div id="effscope-errors" hidden></div>'
         f"<h1>{html.escape(data.title)}</h1>"
         f'<p class="sub">made by effscope {__version__} on {made}</p>'
-        f"<nav>{nav}</nav>{sections}</main></body></html>\n"
+        f"<nav>{nav}</nav>{sections}</main><script>{_PHONE_LEGEND}</script></body></html>\n"
     )

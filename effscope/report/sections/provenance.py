@@ -8,7 +8,7 @@ from typing import Any
 
 from effscope.profile.record import PROTOCOL
 from effscope.report.data import Source, Table, missing_numbers
-from effscope.report.markup import facts_html
+from effscope.report.markup import facts_html, size_text
 from effscope.report.sections._section import Section
 from effscope.urls import mask_command, mask_url
 
@@ -59,7 +59,7 @@ def provenance_section(source: Source) -> Table:
             value = str(source.attrs["workload"][key])
         if value != "-":
             rows.append([f"workload {key}", value])
-    sizes = distinct(f"{p.size[0]}x{p.size[1]}" for p in pts if p.size)
+    sizes = distinct(size_text(p.size, p.kind) for p in pts if p.size)  # tokens for blocks, px for models
     if sizes != "-":
         rows.append(["input sizes", sizes])
     # each number missing for some designs, once, with why (the profiler's reason, kept through an export)

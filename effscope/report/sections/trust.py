@@ -294,10 +294,10 @@ def iqr_figure(t: Trust) -> go.Figure:
     """Each design's timing spread (IQR / median) against its median, flagged designs apart, with the target line."""
     import plotly.graph_objects as go
 
-    from effscope.report.figures import BEST, BUDGET, FEASIBLE, axis_layout, finish_figure, point_trace, tick_text
+    from effscope.report.figures import BUDGET, FEASIBLE, FLAGGED, axis_layout, finish_figure, point_trace, tick_text
 
     fig = go.Figure()
-    for flagged, name, color in ((False, "no flags", FEASIBLE), (True, "flagged (see the table)", BEST)):
+    for flagged, name, color in ((False, "no flags", FEASIBLE), (True, "flagged (see the table)", FLAGGED)):
         ms = [
             Marker(m.id + (f" ({f})" if f else ""), m.x, m.y, [])
             for m, f in zip(t.iqr, t.iqr_flags, strict=True)
