@@ -146,7 +146,8 @@ class Budget:
 
     @property
     def text(self) -> str:
-        return f"{self.statistic} ≤ {quantity(self.limit, self.unit)}"
+        """As a person reads it: "latency p90 ≤ 2 ms" (the summary names the statistic's key beside it)."""
+        return f"{number_name(self.statistic)} ≤ {quantity(self.limit, self.unit)}"
 
 
 def quantity(value: float | None, unit: str) -> str:

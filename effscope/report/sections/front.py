@@ -123,11 +123,7 @@ def front_section(source: Source) -> Front | None:
         notes.append(
             f"{sum(left_out.values())} design(s) lack a quality or {name} value and are not plotted ({counts})."
         )
-    lines = [
-        (b.limit, f"budget {b.statistic} ≤ {quantity(b.limit, b.unit)}")
-        for b in latency_budgets(budgets)
-        if b.statistic == stat
-    ]
+    lines = [(b.limit, f"budget: {b.text}") for b in latency_budgets(budgets) if b.statistic == stat]
     presets = [_marker(p, stat, QUALITY, quality, budgets) for p in pts if p.preset]
     over = [p for p in feasible if p.over_budget_when_remeasured]
     if over:
@@ -369,7 +365,8 @@ def front_figure(f: Front) -> go.Figure:
     return finish_figure(
         fig,
         560,
-        xaxis=axis_layout(f.x_label, xs),
+        # a latency is never negative: a preset's text label must not stretch the axis below 0 on a narrow page
+        xaxis=axis_layout(f.x_label, xs, rangemode="nonnegative"),
         yaxis=axis_layout(f.y_label, [m.y for ms in f.groups.values() for m in ms]),
         margin={"t": 40 + 24 * len(f.budget_lines)},
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from effscope.report.data import (
@@ -94,7 +94,9 @@ class Insight:
     axes: list[ParallelAxis]
     lines: list[ParallelLine]
     hypervolume: Hypervolume | None
-    notes: list[str]
+    notes: list[str]  # on the knob importance
+    n_designs: int = 0  # the distinct measured designs behind the importance and the lines
+    parallel_notes: list[str] = field(default_factory=list)
 
 
 def insight_section(source: Source) -> Insight | None:
@@ -127,11 +129,12 @@ def insight_section(source: Source) -> Insight | None:
     axes, lines = parallel_coordinates(measured, names[:MAX_PARALLEL_KNOBS], objectives, best_designs(source))
     hv = hypervolume_history(source, quality) if quality is not None else None
     notes = [
-        f"Lines marked best are the summary's best designs: {front_name(source)}.",
         "Knob importance is η²: the share of an objective's variance that a knob explains on its own (numeric knobs "
-        f"grouped into {IMPORTANCE_BINS} ranges). It ignores interactions and means little with few trials.",
+        f"grouped into {IMPORTANCE_BINS} ranges). Each knob's share is its own, so they need not add up to 1; it "
+        f"ignores interactions, and from {len(measured)} designs it is a hint, not a finding.",
     ]
-    return Insight(importance, axes, lines, hv, notes)
+    parallel_notes = [f"Lines marked best are the summary's best designs: {front_name(source)}."]
+    return Insight(importance, axes, lines, hv, notes, len(measured), parallel_notes)
 
 
 def parallel_coordinates(
@@ -377,10 +380,16 @@ def insight_html(ins: Insight) -> str:
     parts = []
     if ins.importance:
         parts.append(
-            "<h3>Knob importance</h3>" + figure_html(importance_figure(ins), "fig-importance") + notes_html(ins.notes)
+            f"<h3>Knob importance (from {ins.n_designs} measured designs)</h3>"
+            + figure_html(importance_figure(ins), "fig-importance")
+            + notes_html(ins.notes)
         )
     if ins.axes:
-        parts.append("<h3>Parallel coordinates</h3>" + figure_html(parallel_figure(ins), "fig-parallel"))
+        parts.append(
+            "<h3>Parallel coordinates</h3>"
+            + figure_html(parallel_figure(ins), "fig-parallel")
+            + notes_html(ins.parallel_notes)
+        )
     if ins.hypervolume is not None:
         parts.append(
             "<h3>Hypervolume history</h3>"

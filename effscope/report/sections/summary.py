@@ -270,7 +270,10 @@ def summary_html(s: Summary) -> str:
         + "</li>"
         for o in s.objectives
     )
-    budgets = "".join(f"<li>{html.escape(b.name)}: {html.escape(b.text)}</li>" for b in s.budgets)
+    budgets = "".join(
+        f"<li>{html.escape(b.name)}: {html.escape(b.text)} (<code>{html.escape(b.statistic)}</code>)</li>"
+        for b in s.budgets
+    )
     parts = [facts_html(s.facts)]
     if objs:
         parts.append(f"<h3>Objectives</h3><ul>{objs}</ul>")
