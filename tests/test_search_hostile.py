@@ -421,11 +421,11 @@ BASE = '[space]\ntarget = "hilo"\n[budgets]\nlatency_ms = 1\n'
     [
         (
             BASE + '[knobs]\nheads = { values = ["four", 2] }\n',
-            "heads: 'four' is not an integer (allowed: int in [1, 64])",
+            'heads: "four" is not an integer (allowed: int in [1, 64])',
         ),
-        (BASE + '[knobs]\nheads = "four"\n', "heads: 'four' is not an integer"),
+        (BASE + '[knobs]\nheads = "four"\n', 'heads: "four" is not an integer'),
         (BASE + "[knobs]\nheads = 2.5\n", "heads: 2.5 is not an integer"),
-        (BASE + "[knobs]\nmlp_ratio = [true]\n", "mlp_ratio: True is not a number"),
+        (BASE + "[knobs]\nmlp_ratio = [true]\n", "mlp_ratio: true is not a number"),
         (BASE + "[knobs.pvt_sra]\nheads = 2\n", "[knobs.pvt_sra] tables are for multi-block spaces (target = [...])"),
     ],
     ids=["type-in-list", "type-pin", "fraction", "bool", "per-block-table"],
@@ -464,7 +464,7 @@ def test_a_resume_refusal_names_the_knobs_whose_ranges_changed(tmp_path):
     first = load(tiny(tmp_path))
     prepare_study(first, storage, "s", device_name="d", command="")
     changed = parse_space(first.text.replace("heads = [1, 2]", "heads = [1, 2, 4]"), name="tiny", path=first.path)
-    with pytest.raises(SpecError, match=r"exists with other settings \(knob ranges \(heads\) differ\)"):
+    with pytest.raises(SpecError, match=r"exists with other settings \(changed: knob ranges \(heads\)\)"):
         prepare_study(changed, storage, "s", device_name="d", command="")
     retarget = parse_space(first.text.replace('"hilo"', '"vit"').split("[knobs]")[0], name="tiny", path=first.path)
     with pytest.raises(SpecError, match=r"\(target differ\)"):
@@ -481,12 +481,12 @@ def test_a_resume_refusal_names_the_quality_settings_and_workload_fields_that_ch
     first = parse_space(text + "[proxy]\nbatch = 8\n", name="tiny", path="tiny.toml")
     prepare_study(first, storage, "s", device_name="d", command="")
     smaller = parse_space(text + "[proxy]\nbatch = 2\n", name="tiny", path="tiny.toml")
-    with pytest.raises(SpecError, match=r"other settings \(quality settings \(proxy\) differ\)"):
+    with pytest.raises(SpecError, match=r"other settings \(changed: quality settings \(proxy\)\)"):
         prepare_study(smaller, storage, "s", device_name="d", command="")
-    with pytest.raises(SpecError, match=r"other settings \(quality settings \(data\) differ\)"):
+    with pytest.raises(SpecError, match=r"other settings \(changed: quality settings \(data\)\)"):
         prepare_study(first.with_overrides(data=str(tmp_path)), storage, "s", device_name="d", command="")
     threads = parse_space(text.replace("threads = 1", "threads = 2") + "[proxy]\nbatch = 8\n", name="tiny", path="t")
-    with pytest.raises(SpecError, match=r"other settings \(workload \(threads\) differ\)"):
+    with pytest.raises(SpecError, match=r"other settings \(changed: workload \(threads\)\)"):
         prepare_study(threads, storage, "s", device_name="d", command="")
     # a study stored before quality settings were compared resumes as it did
     study_id = storage.get_study_id_from_name("s")

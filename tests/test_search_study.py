@@ -224,7 +224,7 @@ def test_progress_names_the_trial_and_gives_an_eta():
 
 def test_another_definition_under_the_same_study_name_is_refused(first_run):
     tmp, path, _ = first_run
-    with pytest.raises(SpecError, match=r"study 'tiny-cpu' exists with other settings \(budgets differ\)"):
+    with pytest.raises(SpecError, match=r"study 'tiny-cpu' exists with other settings \(changed: budgets\)"):
         run_search(load(path).with_overrides(budget_ms=7.0), storage=str(tmp / "a.db"))
 
 

@@ -9,6 +9,7 @@ search_spaces/README.md; every mistake in a file is one sentence naming the file
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 from collections.abc import Mapping
@@ -731,7 +732,7 @@ class _Reader:
     def __init__(self, where: str, section: str, table: Any) -> None:
         self.where, self.section = where, section
         if not isinstance(table, dict):
-            raise SpaceError(f"{where}: [{section}] must be a table, but got {table!r}")
+            raise SpaceError(f"{where}: [{section}] must be a table, but got {toml_text(table)}")
         allowed = SECTIONS[section]
         if allowed is not None:
             for key in table:
@@ -749,26 +750,47 @@ class _Reader:
         ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in _as_tuple(kind))
         if not ok:
             raise SpaceError(
-                f"{self.where}: [{self.section}] {key} must be {what or _kind_name(kind)}, but got {value!r}"
+                f"{self.where}: [{self.section}] {key} must be {what or _kind_name(kind)}, but got {toml_text(value)}"
             )
         return value
 
     def positive(self, key: str, kind: type | tuple[type, ...], default: Any = None, *, zero: bool = False) -> Any:
-        value = self.get(key, kind, default, what="a number")
-        if value is not None and not (value > 0 or (zero and value == 0)):
+        value = self.get(key, kind, default)
+        # inf is a TOML float: an endless timeout or window would hang a trial
+        if value is not None and not (math.isfinite(value) and (value > 0 or (zero and value == 0))):
             raise SpaceError(
-                f"{self.where}: [{self.section}] {key} must be {'>= 0' if zero else '> 0'}, but got {value!r}"
+                f"{self.where}: [{self.section}] {key} must be {_kind_name(kind, finite=True)} "
+                f"{'>= 0' if zero else '> 0'}, but got {toml_text(value)}"
             )
         return value
+
+
+def toml_text(value: Any) -> str:
+    """A value as it is written in TOML (true, "text", {low = 1}), for messages about a space file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}
-    return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
+def _kind_name(kind: type | tuple[type, ...], *, finite: bool = False) -> str:
+    number = "a finite number" if finite else "a number"
+    kinds = _as_tuple(kind)
+    if int in kinds and float in kinds:  # an integer is a number
+        kinds = tuple(k for k in kinds if k is not int)
+    names = {int: "an integer", float: number, str: "a string", bool: "true or false", list: "a list"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
 def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
@@ -807,7 +829,8 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
         target_names = list(raw_target)
     else:
         raise SpaceError(
-            f"{where}: [space] target must be a name or a non-empty list of block names, but got {raw_target!r}"
+            f"{where}: [space] target must be a name or a non-empty list of block names, but got "
+            f"{toml_text(raw_target)}"
         )
     if len(set(target_names)) != len(target_names):
         raise SpaceError(f"{where}: [space] target lists a block twice: {', '.join(target_names)}")
@@ -815,7 +838,7 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
 
     knob_table = doc.get("knobs", {})
     if not isinstance(knob_table, dict):
-        raise SpaceError(f"{where}: [knobs] must be a table, but got {knob_table!r}")
+        raise SpaceError(f"{where}: [knobs] must be a table, but got {toml_text(knob_table)}")
     targets = _resolve_targets(where, target_names, base_name, knob_table)
 
     # workload
@@ -824,7 +847,9 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
     if size is not None:
         size = [size, size] if isinstance(size, int) else size
         if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
-            raise SpaceError(f"{where}: [workload] size must be N or [H, W] with positive integers, but got {size!r}")
+            raise SpaceError(
+                f"{where}: [workload] size must be N or [H, W] with positive integers, but got {toml_text(size)}"
+            )
         size = (size[0], size[1])
     workload = validate_workload(
         Workload(
@@ -866,7 +891,9 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
         raise SpaceError(f"{where}: [budgets] latency_ms must name at least one budget")
     for v in limits:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
-            raise SpaceError(f"{where}: [budgets] latency_ms must be positive numbers of milliseconds, but got {v!r}")
+            raise SpaceError(
+                f"{where}: [budgets] latency_ms must be positive numbers of milliseconds, but got {toml_text(v)}"
+            )
     statistic = bu.get("statistic", str, f"{TIMED[workload.mode]}p90")
     allowed = budget_statistics(workload)
     if statistic not in allowed:
@@ -907,7 +934,7 @@ def parse_space(text: str, *, name: str, path: str = "<string>") -> Space:
         measure[key] = me.get(key, bool, measure[key])
     margin = me.get("abort_margin", (int, float, bool), measure["abort_margin"], what="a number >= 1 or false")
     if margin is True or (margin is not False and margin < 1):
-        raise SpaceError(f"{where}: [measure] abort_margin must be a number >= 1 or false, but got {margin!r}")
+        raise SpaceError(f"{where}: [measure] abort_margin must be a number >= 1 or false, but got {toml_text(margin)}")
     measure["abort_margin"] = None if margin is False else float(margin)
     measure["remeasure"] = me.positive("remeasure", int, measure["remeasure"], zero=True)
 
@@ -969,7 +996,7 @@ def _resolve_targets(where: str, names: list[str], base_name: str | None, knob_t
     for n in names:
         table = knob_table.get(n, {}) if multi else knob_table
         if not isinstance(table, dict):
-            raise SpaceError(f"{where}: [knobs.{n}] must be a table, but got {table!r}")
+            raise SpaceError(f"{where}: [knobs.{n}] must be a table, but got {toml_text(table)}")
         if n in bl:
             if base_name is not None:
                 raise SpaceError(f"{where}: [space] base applies to model families, not to the block '{n}'")
@@ -1043,21 +1070,25 @@ def _narrow(where: str, k: Knob, domain: Domain, spec: Any, *, top: bool = False
         if keys == {"values"}:
             values = spec["values"]
             if not isinstance(values, list):
-                raise SpaceError(f"{where}: values must be a list, but got {values!r}")
+                raise SpaceError(f"{where}: values must be a list, but got {toml_text(values)}")
             return "domain", _subset(where, domain, values)
         if keys == {"items"}:
             if not isinstance(domain, Seq):
                 raise SpaceError(f"{where}: items applies to per-stage knobs only; this knob is {domain.describe()}")
             items = spec["items"]
             if not isinstance(items, list) or len(items) != domain.length:
-                raise SpaceError(f"{where}: items must list {domain.length} per-stage specs, but got {items!r}")
+                raise SpaceError(
+                    f"{where}: items must list {domain.length} per-stage specs, but got {toml_text(items)}"
+                )
             parts = [_narrow(f"{where}[{i}]", k, domain.item, s) for i, s in enumerate(items)]
             if all(kind == "pin" for kind, _ in parts):
                 return "pin", tuple(v for _, v in parts)
             return "domain", Items(tuple(v if kind == "domain" else Fixed(v) for kind, v in parts))
+        unknown = sorted(keys - {"low", "high", "step", "log", "values", "items"})
         raise SpaceError(
             f"{where}: a knob takes a value (pin), a list or {{values = [...]}} (sub-set), {{low, high[, step]}} "
-            f'(sub-range), {{items = [...]}} (per stage) or "full", but got {spec!r}'
+            f'(sub-range), {{items = [...]}} (per stage) or "full", but got {toml_text(spec)}'
+            + (f" (unknown key {', '.join(unknown)})" if unknown else "")
         )
     if isinstance(spec, list) and not isinstance(domain, Seq | Items):
         return "domain", _subset(where, domain, spec)
@@ -1088,7 +1119,7 @@ def _not_in(domain: Domain, v: Any) -> str:
         if isinstance(domain, IntRange) and isinstance(v, float) and not v.is_integer():
             ok = False
         if not ok:
-            return f"{v!r} is not {want}"
+            return f"{toml_text(v)} is not {want}"
     return f"{format_value(v)} is outside the declared domain"
 
 
@@ -1128,15 +1159,17 @@ def _sub_range(where: str, domain: Domain, spec: dict) -> Domain:
     for key, v in spec.items():
         if key == "log":
             if not isinstance(v, bool):
-                raise SpaceError(f"{where}: log must be true or false, but got {v!r}")
-        elif isinstance(v, bool) or not isinstance(v, int | float):
-            raise SpaceError(f"{where}: {key} must be a number, but got {v!r}")
+                raise SpaceError(f"{where}: log must be true or false, but got {toml_text(v)}")
+        elif isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise SpaceError(f"{where}: {key} must be a finite number, but got {toml_text(v)}")
     if isinstance(domain, IntRange):
         if "log" in spec:
             raise SpaceError(f"{where}: log applies to float knobs; this knob is {domain.describe()}")
         low, high, step = spec.get("low", domain.low), spec.get("high", domain.high), spec.get("step", domain.step)
         if any(isinstance(v, float) and not v.is_integer() for v in (low, high, step)):
-            raise SpaceError(f"{where}: low, high and step must be integers for an integer knob, but got {spec!r}")
+            raise SpaceError(
+                f"{where}: low, high and step must be integers for an integer knob, but got {toml_text(spec)}"
+            )
         low, high, step = int(low), int(high), int(step)
         if low > high:
             raise SpaceError(f"{where}: the domain is empty: low <= high must hold, but got (low={low}, high={high})")

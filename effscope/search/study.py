@@ -133,7 +133,7 @@ def prepare_study(
     stored = storage.get_study_system_attrs(study_id).get("effscope:signature")
     if stored is not None and _differences(stored, signature):
         raise SpecError(
-            f"study '{study_name}' exists with other settings ({_differences(stored, signature)} differ); pass "
+            f"study '{study_name}' exists with other settings (changed: {_differences(stored, signature)}); pass "
             "--study NAME to start another study, or run the same space and options to resume it"
         )
     if stored is not None:
