@@ -239,6 +239,10 @@ def search(
     """
     from effscope.search.coordinator import search as run
 
+    space = _text("space", space, path=True, required=True)
+    storage, data = _text("storage", storage, path=True), _text("data", data, path=True)
+    for name, value in (("study", study), ("device", device), ("predictor", predictor)):
+        _text(name, value)
     # numbers from numpy or pandas (np.int64, ...) as Python's own: the study's attributes are JSON
     trials, budget_ms, workers, seed, heartbeat = map(plain_number, (trials, budget_ms, workers, seed, heartbeat))
     for name, value in (("trials", trials), ("workers", workers), ("seed", seed), ("heartbeat", heartbeat)):
@@ -285,6 +289,10 @@ def report(
     """
     from effscope.report.build import build_report
 
+    output = _text("output", output, path=True, required=True)
+    db, storage = _text("db", db, path=True), _text("storage", storage, path=True)
+    for name, value in (("study", study), ("plotlyjs", plotlyjs)):
+        _text(name, value)
     in_memory, export = _report_records(records)
     return build_report(
         output=output,
@@ -297,6 +305,17 @@ def report(
         command=_provenance()["command"],
         arguments=True,
     )
+
+
+def _text(name: str, value: Any, *, path: bool = False, required: bool = False) -> Any:
+    """A string argument (or, where `path`, an os.PathLike, returned as its string); None where not `required`."""
+    if value is None and not required:
+        return None
+    if path and isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise SpecError(f"{name} must be {'a path or ' if path else ''}a string, but got {value!r}")
+    return value
 
 
 class _CallablePackage(types.ModuleType):

@@ -10,6 +10,7 @@ other file of the same name is never lost.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -65,7 +66,15 @@ def check_output(path: str | Path, *, databases: Iterable[str | Path | None] = (
         OutputError: one sentence naming the path and what is wrong with it.
     """
     given = str(path)
-    path = Path(path).expanduser().resolve()
+    try:
+        return _check_output(given, Path(path).expanduser().resolve(), databases, create_folder)
+    except OSError as e:  # the checks below stat the path: a name over the file system's limit fails each one
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        raise OutputError(f"cannot write '{given}': a name in it is longer than the file system allows") from None
+
+
+def _check_output(given: str, path: Path, databases: Iterable[str | Path | None], create_folder: bool) -> Path:
     for db in _database_files(databases):
         if _same_file(path, db):
             raise OutputError(

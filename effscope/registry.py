@@ -49,8 +49,10 @@ class Registry(Generic[T]):
         """
         try:
             return self._entries[name]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable name (a list); it names nothing either
             names = self.names()
+            if not isinstance(name, str):
+                raise UnknownNameError(f"a {self.kind} name is a string, but got {name!r}") from None
             raise UnknownNameError(
                 f"unknown {self.kind} '{name}'{did_you_mean(name, names)} (known {self.kind}s: {', '.join(names)})"
             ) from None

@@ -7,6 +7,8 @@ modules are imported inside `main`). One module per command group; importing the
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 
 from effscope.errors import EffscopeError
@@ -61,3 +63,25 @@ def main() -> None:
             raise
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:
+        # output nowhere to go (stdout on a full device, `> /dev/full`): a command's own files say so themselves
+        if e.errno not in _NO_ROOM or _debug():
+            raise
+        _silence_stdout()
+        print(f"error: cannot write to {e.filename or 'standard output'}: {e.strerror}", file=sys.stderr)
+        sys.exit(2)
+
+
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what could not be written raises nothing."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        pass
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (a captured stdout)
+        pass
