@@ -467,7 +467,7 @@ def test_a_resume_refusal_names_the_knobs_whose_ranges_changed(tmp_path):
     with pytest.raises(SpecError, match=r"exists with other settings \(changed: knob ranges \(heads\)\)"):
         prepare_study(changed, storage, "s", device_name="d", command="")
     retarget = parse_space(first.text.replace('"hilo"', '"vit"').split("[knobs]")[0], name="tiny", path=first.path)
-    with pytest.raises(SpecError, match=r"\(target differ\)"):
+    with pytest.raises(SpecError, match=r"\(changed: target\)"):
         prepare_study(retarget, storage, "s", device_name="d", command="")
 
 
