@@ -70,8 +70,12 @@ def read_records(path: str | Path) -> list[Record]:
         raise SpecError(f"cannot import '{path}': {getattr(e, 'strerror', None) or e}") from None
     try:
         data = json.loads(text)
+    except RecursionError:  # Python's parser recurses once per level
+        raise SpecError(f"cannot import '{path}': {_TOO_DEEP}") from None
     except ValueError as e:
         raise SpecError(f"cannot import '{path}': it is not JSON ({e})") from None
+    if _depth_over(data, MAX_DEPTH):  # what parsed may still be too deep to copy, store or read back
+        raise SpecError(f"cannot import '{path}': {_TOO_DEEP}")
     rows = [data] if isinstance(data, dict) else data
     if not isinstance(rows, list):
         raise SpecError(f"cannot import '{path}': it holds a JSON {_JSON_TYPES.get(type(data), 'value')}, not Records")
@@ -101,3 +105,20 @@ def read_records(path: str | Path) -> list[Record]:
 
 
 _JSON_TYPES = {str: "string", int: "number", float: "number", bool: "true or false", type(None): "null"}
+
+# A Record nests 6 levels (details.count.macs_by_module...); far deeper is no Record, and would exhaust Python's
+# recursion when the Record is copied, stored or read back.
+MAX_DEPTH = 64
+_TOO_DEEP = f"its JSON nests arrays or objects more than {MAX_DEPTH} levels deep, which no effscope Record does"
+
+
+def _depth_over(data: object, limit: int) -> bool:
+    """Whether JSON data nests arrays or objects deeper than `limit` levels (iterative: no recursion to exhaust)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return False

@@ -11,16 +11,39 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["NotARecordError", "Record", "Workload", "canonical_key", "device_identity", "measured_on", "same_device"]
+__all__ = [
+    "NotARecordError",
+    "Record",
+    "Workload",
+    "canonical_key",
+    "device_identity",
+    "is_finite_number",
+    "measured_on",
+    "same_device",
+]
 
 DTYPES = ("fp32", "bf16", "fp16")
 MODES = ("infer", "train")
+STATUSES = ("ok", "failed")
+# The sections that hold the measured numbers (the metric catalogue's, effscope.metrics, and the figures beside them).
+METRIC_SECTIONS = ("counts", "latency", "throughput", "memory", "energy", "reference", "roofline")
+# Their entries that are not numbers by design (measure.py, roofline.py): how it was timed, yes/no, an id.
+_TEXT_ENTRIES = frozenset({"latency_timer", "reference_id", "calibration_uid", "roofline_bound_by"})
+_FLAG_ENTRIES = frozenset({"latency_stable", "latency_aborted", "throttled"})
+# The one number that is infinite by design: the FLOP cross-check where effscope counted no GEMM (counting.py).
+_UNBOUNDED_ENTRIES = frozenset({"crosscheck_rel_diff"})
+# What a strict read requires although the dataclass has a default: a default would invent when it was measured,
+# whether it worked and on which machine (the uid is `effscope import`'s own check).
+_STRICT_REQUIRED = ("status", "created_at", "env")
 _TYPE_NAMES = {str: "text", dict: "an object", list: "a list"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class NotARecordError(ValueError):
@@ -206,10 +229,14 @@ class Record:
         """The Record whose `to_dict` is `data`: the one place a Record is built from stored or imported data.
 
         Unknown fields (from a newer version) are ignored, so a store stays readable; `strict` refuses them
-        instead, where the Record is to be stored again and would silently lose them.
+        instead, where the Record is to be stored again and would silently lose them. `strict` also refuses values
+        effscope never writes (a hand-edited file), which a search reusing the Record would trip over: a metric
+        section's entry that is not a finite number or null, a workload's batch, size or threads that is not a
+        whole number >= 1, an unknown status, a created_at that is not an ISO 8601 time.
 
         Raises:
-            NotARecordError: `data` is not a mapping, or lacks or mistypes a field, or (`strict`) has unknown ones.
+            NotARecordError: `data` is not a mapping, or lacks or mistypes a field, or (`strict`) has unknown ones
+                or a value effscope never writes; the message names the field (and entry) and what it allows.
         """
         if not isinstance(data, dict):
             raise NotARecordError(f"its data is a JSON {type(data).__name__}, not an object")
@@ -221,11 +248,18 @@ class Record:
             wanted = str if name in ("target", "kind") else dict if name == "workload" else f.default_factory
             if wanted in (str, dict, list) and name in data and not isinstance(data[name], wanted):
                 raise NotARecordError(f"its {name} is not {_TYPE_NAMES[wanted]}")
-        if strict and (unknown := [k for k in data if k not in fields]):
-            raise NotARecordError(
-                f"it has field(s) this effscope does not know ({', '.join(map(str, unknown))}), so a newer effscope "
-                "wrote it"
-            )
+        if not isinstance(data.get("command"), str | None):  # __post_init__ masks it as text
+            raise NotARecordError(f"its command must be text or null, but is {_shown(data['command'])}")
+        if strict:
+            if unknown := [k for k in data if k not in fields]:
+                raise NotARecordError(
+                    f"it has field(s) this effscope does not know ({', '.join(map(str, unknown))}), so a newer "
+                    "effscope wrote it"
+                )
+            if lacking := [name for name in _STRICT_REQUIRED if name not in data]:
+                raise NotARecordError(f"its data lacks {', '.join(lacking)}, which every effscope Record holds")
+            if (problem := _value_problem(data)) is not None:
+                raise NotARecordError(problem)
         return cls(**{k: v for k, v in data.items() if k in fields})
 
     def input_size(self) -> tuple[int, int] | None:
@@ -266,3 +300,112 @@ class Record:
         )
         row.update({"key": self.key, "command": self.command, "study": self.study, "trial": self.trial})
         return row
+
+
+def _shown(value: Any) -> str:
+    """A value as the JSON file spells it (null, true, "fast", NaN), cut short if long."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def is_finite_number(value: Any) -> bool:
+    """A JSON number that is finite (not true/false, which Python counts as ints; NaN and Infinity are not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)  # isfinite would overflow on an int past 1e308
+
+
+def _whole(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _value_problem(data: dict[str, Any]) -> str | None:
+    """The first value in a Record's data (field types already checked) that effscope never writes, as "its FIELD
+    must be WHAT IS ALLOWED, but is VALUE", or None."""
+
+    def bad(name: str, allowed: str, value: Any) -> str:
+        return f"its {name} must be {allowed}, but is {_shown(value)}"
+
+    # Names that tables, filters and the store's columns hold (PostgreSQL refuses a NUL in text).
+    for name in ("target", "kind", "family", "study", "key", "uid"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            return bad(name, "text" if name == "uid" else "text or null", value)  # a null uid: import's own check
+        if value is not None and _CONTROL.search(value):
+            return bad(name, "text without control characters", value)
+    for name in ("error", "command"):
+        if not isinstance(data.get(name), str | None):
+            return bad(name, "text or null", data[name])
+    # A null status or created_at is left to the store's check (store.row_problem: "its status is missing").
+    status = data.get("status")
+    if status is not None and status not in STATUSES:
+        return bad("status", " or ".join(STATUSES), status)
+    created = data.get("created_at")
+    if created is not None and not _iso_time(created):
+        return bad("created_at", "an ISO 8601 time with its UTC offset (as 2026-11-28T22:34:35+00:00)", created)
+    trial = data.get("trial")
+    if trial is not None and not _whole(trial, 0):
+        return bad("trial", "a whole number >= 0 or null", trial)
+    for flag in data.get("flags", ()):
+        if not isinstance(flag, str):
+            return bad("flags", "a list of text", data["flags"])
+    for key, why in data.get("missing", {}).items():
+        if not isinstance(why, str):
+            return bad(f"missing.{key}", "text (why it was not measured)", why)
+    if (problem := _workload_problem(data["workload"])) is not None:
+        return problem
+    for section in METRIC_SECTIONS:
+        for key, value in data.get(section, {}).items():
+            if value is None:
+                continue
+            if key in _TEXT_ENTRIES and not isinstance(value, str):
+                return bad(f"{section}.{key}", "text or null", value)
+            if key in _FLAG_ENTRIES and not isinstance(value, bool):
+                return bad(f"{section}.{key}", "true, false or null", value)
+            if key in _UNBOUNDED_ENTRIES and not (is_finite_number(value) or value in (math.inf, -math.inf)):
+                return bad(f"{section}.{key}", "a number (Infinity where no GEMM was counted) or null", value)
+            if key not in _TEXT_ENTRIES | _FLAG_ENTRIES | _UNBOUNDED_ENTRIES and not is_finite_number(value):
+                return bad(f"{section}.{key}", "a finite number or null", value)
+    samples = data.get("details", {}).get("latency_samples_ms")  # the search reads them (early-abort reuse)
+    if samples is not None and not (isinstance(samples, list) and all(map(is_finite_number, samples))):
+        return bad("details.latency_samples_ms", "a list of finite numbers", samples)
+    return None
+
+
+def _workload_problem(w: dict[str, Any]) -> str | None:
+    """What in a Record's workload effscope never writes, or None. The same rules as profile.run.validate_workload
+    (which checks what is about to be measured), less the ones that hold on this machine only (threads within its
+    CPUs, the sizes torch takes): a Record from a larger machine is still a valid Record. A key an older effscope
+    did not write may be absent."""
+
+    def bad(key: str, allowed: str) -> str:
+        return f"its workload.{key} must be {allowed}, but is {_shown(w[key])}"
+
+    if "batch" in w and not _whole(w["batch"], 1):
+        return bad("batch", "a whole number >= 1")
+    size = w.get("size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(_whole(v, 1) for v in size)):
+        return bad("size", "null or [height, width], whole numbers >= 1")
+    if w.get("threads") is not None and not _whole(w["threads"], 1):
+        return bad("threads", "null or a whole number >= 1")
+    # a roofline calibration's workload lists the dtypes it measured ("fp32,bf16")
+    if "dtype" in w and not (isinstance(w["dtype"], str) and set(w["dtype"].split(",")) <= set(DTYPES)):
+        return bad("dtype", f"one of {', '.join(DTYPES)}")
+    if "mode" in w and w["mode"] not in MODES:
+        return bad("mode", f"one of {', '.join(MODES)}")
+    if "device" in w and not (isinstance(w["device"], str) and re.fullmatch(r"cpu|cuda|cuda:\d+", w["device"])):
+        return bad("device", "cpu, cuda or cuda:N")
+    if "attention" in w and not isinstance(w["attention"], str):
+        return bad("attention", "text")
+    for key in ("channels_last", "compile", "cuda_graph", "flush_cache"):
+        if key in w and not isinstance(w[key], bool):
+            return bad(key, "true or false")
+    return None
+
+
+def _iso_time(text: Any) -> bool:
+    """Whether `text` is an ISO 8601 time with a UTC offset, as _now() writes it."""
+    try:
+        return _dt.datetime.fromisoformat(text).tzinfo is not None
+    except (TypeError, ValueError):
+        return False

@@ -319,8 +319,8 @@ class SearchObjective:
         from effscope.profile.record import measured_on
 
         record = self.store.latest(key, where=measured_on(self.device_name, self.device_identity))
-        if record is None:
-            return None
+        if record is None or not self._numbers_usable(record):
+            return None  # none, or one whose numbers this trial computes with are damaged: measure again
         peak = peak_memory_key(self.space.workload.device)
         if self.space.memory_budget is not None and record.memory.get(peak) is None:
             return None  # measured where the peak was hidden (a reused process): this budget needs it measured
@@ -331,6 +331,24 @@ class SearchObjective:
             if limit is None or fastest is None or fastest <= limit:
                 return None
         return record
+
+    def _numbers_usable(self, record: Record) -> bool:
+        """Whether the numbers a trial computes with are each a finite number or None (not measured) in a cached
+        Record: a store may hold a hand-edited one (imported before `effscope import` checked values), whose "fast"
+        or NaN would crash the verdict or pass as a measurement."""
+        from effscope.profile.record import is_finite_number
+
+        space = self.space
+        statistic = space.latency_budget.statistic
+        latency = [statistic, f"{statistic}_lo", f"{statistic}_hi", space.timing("p50")]
+        values = [record.latency.get(k) for k in latency]
+        values.append(record.memory.get(peak_memory_key(space.workload.device)))
+        if OBJECTIVES[space.quality].source == "record":
+            values.append(record.counts.get(OBJECTIVES[space.quality].name))
+        samples = record.details.get("latency_samples_ms") or []  # an aborted Record's reuse reads them
+        if not isinstance(samples, list):
+            return False
+        return all(v is None or is_finite_number(v) for v in values) and all(is_finite_number(v) for v in samples)
 
     def _quality_of(
         self, trial: optuna.Trial, target: Target, record: Record, *, skip: bool
