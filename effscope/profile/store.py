@@ -9,6 +9,7 @@ nor leaves -wal and -shm files beside it where this process may not write (they 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -33,6 +34,8 @@ __all__ = [
     "RECORDS_TABLE",
     "RecordStore",
     "StoreError",
+    "check_database",
+    "check_sqlite_database",
     "failure_reason",
     "sqlite_connection_pragmas",
     "write_table",
@@ -40,6 +43,28 @@ __all__ = [
 
 EXPORT_FORMATS = (".csv", ".parquet", ".json")
 RECORDS_TABLE = "effscope_records"
+# effscope's own tables (effscope_records, the latency tables' effscope_luts) share this prefix.
+EFFSCOPE_PREFIX = "effscope_"
+# Optuna's RDB tables, each with columns it has had in every schema (v0.9.0.a to Optuna 5's v3.2.0.a), kept here
+# rather than read from optuna so that profile does not import it: a table of one of these names without them is
+# another program's. Optuna creates them all at once, and stamps version_info and alembic_version before it writes
+# any study.
+OPTUNA_TABLES = {
+    "alembic_version": ("version_num",),
+    "version_info": ("version_info_id", "schema_version", "library_version"),
+    "studies": ("study_id", "study_name"),
+    "study_directions": ("study_direction_id", "study_id"),
+    "study_user_attributes": ("study_user_attribute_id", "study_id", "key"),
+    "study_system_attributes": ("study_system_attribute_id", "study_id", "key"),
+    "trials": ("trial_id", "study_id", "state"),
+    "trial_params": ("param_id", "trial_id", "param_name"),
+    "trial_values": ("trial_value_id", "trial_id"),
+    "trial_intermediate_values": ("trial_intermediate_value_id", "trial_id"),
+    "trial_user_attributes": ("trial_user_attribute_id", "trial_id", "key"),
+    "trial_system_attributes": ("trial_system_attribute_id", "trial_id", "key"),
+    "trial_heartbeats": ("trial_heartbeat_id", "trial_id"),
+}
+OPTUNA_VERSION_TABLES = ("version_info", "alembic_version")
 
 
 class StoreError(EffscopeError):
@@ -145,6 +170,8 @@ class RecordStore:
                 f"cannot open the record store '{mask_url(self.url)}' ({type(e).__name__}: {_first_line(e)}); "
                 "use an SQLite file path or an SQLAlchemy URL such as postgresql://user@host/dbname"
             ) from None
+        if self.path is not None:  # read without the store's pragmas: its first connection switches the file to WAL
+            check_sqlite_database(self.url, opened)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_reader_pragmas if read_only else _sqlite_pragmas)
         meta = sa.MetaData()
@@ -343,16 +370,109 @@ def row_problem(record: Record) -> str | None:
 
 
 def _check_sqlite_location(path: Path, read_only: bool) -> None:
-    if path.is_dir():
-        raise StoreError(f"{path} is a folder; --db takes a SQLite file or a SQLAlchemy URL")
-    if read_only:
-        if not path.is_file():
-            raise StoreError(f"there is no record store at {path}; give --db with the file that effscope profile wrote")
+    try:  # is_dir() and is_file() raise, not answer False, for a name too long (ENAMETOOLONG) or a folder denied
+        if path.is_dir():
+            raise StoreError(f"{path} is a folder; --db takes a SQLite file or a SQLAlchemy URL")
+        if read_only:
+            if not path.is_file():
+                raise StoreError(
+                    f"there is no record store at {path}; give --db with the file that effscope profile wrote"
+                )
+            return
+        if not path.parent.is_dir():
+            raise StoreError(f"cannot create the record store {path}: folder {path.parent} does not exist")
+        if not _may_write(path):
+            raise StoreError(f"cannot write the record store {path}: permission denied")
+    except OSError as e:
+        raise StoreError(f"cannot use the record store {path}: {path_problem(e)}") from None
+
+
+def path_problem(e: OSError) -> str:
+    """What an OS error on a path means for the person who typed it, as the end of a sentence."""
+    if e.errno == errno.ENAMETOOLONG:
+        return "the file name is longer than the file system allows; give a shorter path"
+    return f"{e.strerror or e}; give a path this process can reach"
+
+
+def not_effscope(location: str, problem: str) -> str:
+    """The one sentence for a database that another program made."""
+    return f"'{location}' is not an effscope database: {problem}; give a new file or one effscope wrote"
+
+
+def database_problem(engine: sa.engine.Engine) -> str | None:
+    """Why an SQLite database is another program's (as the middle of a sentence), or None: it may hold only
+    effscope's tables and Optuna's, and a table with an Optuna name must have Optuna's columns; where Optuna's tables
+    hold rows, its version tables must too (Optuna fills them before it writes a study). A server database
+    (PostgreSQL) is not checked: it may be shared with other programs' tables."""
+    import sqlalchemy as sa
+
+    inspector = sa.inspect(engine)
+    names = {n for n in (*inspector.get_table_names(), *inspector.get_view_names()) if not n.startswith("sqlite_")}
+    foreign = sorted(n for n in names if not n.startswith(EFFSCOPE_PREFIX) and n not in OPTUNA_TABLES)
+    if foreign:
+        shown = ", ".join(foreign[:10]) + (", ..." if len(foreign) > 10 else "")
+        return f"it holds tables of another program ({shown})"
+    optuna = sorted(names & OPTUNA_TABLES.keys())
+    for name in optuna:
+        present = {column["name"] for column in inspector.get_columns(name)}
+        missing = [column for column in OPTUNA_TABLES[name] if column not in present]
+        if missing:
+            return f"its table {name} is not Optuna's (it lacks column(s) {', '.join(missing)})"
+    if not optuna:
+        return None
+    with engine.connect() as conn:
+        filled = [n for n in optuna if conn.execute(sa.text(f'SELECT 1 FROM "{n}" LIMIT 1')).first() is not None]
+    unstamped = [n for n in OPTUNA_VERSION_TABLES if n not in filled]
+    if unstamped and set(filled) - set(OPTUNA_VERSION_TABLES):
+        # a search killed while Optuna created its tables leaves them empty, and resumes: that file is accepted
+        data = [n for n in filled if n not in OPTUNA_VERSION_TABLES]
+        return f"its table(s) {', '.join(data)} are not Optuna's (its {' and '.join(unstamped)} are missing or empty)"
+    return None
+
+
+def check_database(engine: sa.engine.Engine, url: str) -> None:
+    """Refuse an SQLite database of another program (`database_problem`) before anything writes to it.
+
+    Raises:
+        StoreError: one sentence naming the file and its foreign tables.
+    """
+    path = sqlite_path(url)
+    if path is None:
         return
-    if not path.parent.is_dir():
-        raise StoreError(f"cannot create the record store {path}: folder {path.parent} does not exist")
-    if not _may_write(path):
-        raise StoreError(f"cannot write the record store {path}: permission denied")
+    problem = database_problem(engine)
+    if problem is not None:
+        raise StoreError(not_effscope(str(path), problem))
+
+
+def check_sqlite_database(url: str, opened: str | None = None) -> None:
+    """`check_database` on an existing, non-empty SQLite file (a new file passes), opened with `opened` (default:
+    `reader_url(url)`) and a reader's pragmas, which write nothing.
+
+    Raises:
+        StoreError: another program's database, or one that cannot be read (one sentence).
+    """
+    import sqlalchemy as sa
+
+    path = sqlite_path(url)
+    if path is None:
+        return
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return
+        engine = sa.create_engine(opened or reader_url(url), future=True)
+    except OSError as e:
+        raise StoreError(f"cannot use the database {path}: {path_problem(e)}") from None
+    except Exception as e:
+        raise StoreError(f"cannot read the database {path}: {failure_reason(e, url)}") from None
+    sa.event.listen(engine, "connect", _sqlite_reader_pragmas)
+    try:
+        problem = database_problem(engine)
+    except Exception:  # not a database, locked: the caller's own open says so, in its words
+        problem = None
+    finally:
+        engine.dispose()
+    if problem is not None:
+        raise StoreError(not_effscope(str(path), problem))
 
 
 def _may_write(path: Path) -> bool:

@@ -41,19 +41,25 @@ def _engine(location: str, what: str, option: str):
     to read it with (store.reader_url: nothing is created beside a file this process may not write)."""
     import sqlalchemy as sa
 
-    from effscope.profile.store import failure_reason, reader_url
+    from effscope.profile.store import StoreError, check_database, failure_reason, path_problem, reader_url
 
     url = database_url(location)
     path = sqlite_path(url)
     if path is not None:
-        if path.is_dir():
-            raise ReportError(f"{path} is a folder; {option} takes a SQLite file or a SQLAlchemy URL")
-        if not path.is_file():
-            raise ReportError(f"{what} '{location}' does not exist; give an existing SQLite file or a database URL")
+        try:  # is_dir() raises, not answers False, for a name longer than the file system takes
+            if path.is_dir():
+                raise ReportError(f"{path} is a folder; {option} takes a SQLite file or a SQLAlchemy URL")
+            if not path.is_file():
+                raise ReportError(f"{what} '{location}' does not exist; give an existing SQLite file or a database URL")
+        except OSError as e:
+            raise ReportError(f"cannot read {what} '{path}': {path_problem(e)}") from None
     try:
         read = reader_url(url)
         engine = sa.create_engine(read)
         tables = set(sa.inspect(engine).get_table_names())
+        check_database(engine, url)  # another program's file: say so, before Optuna is let near it
+    except StoreError as e:
+        raise ReportError(str(e)) from None
     except Exception as e:  # bad dialect, missing driver, unreachable server, not a database
         raise ReportError(f"cannot read {what} '{mask_url(url)}': {failure_reason(e, url)}") from None
     return engine, tables, url, read
@@ -79,11 +85,17 @@ def open_study(storage: str, study: str | None = None) -> tuple[optuna.Study, op
     """
     import optuna
 
-    _, tables, url, read = _engine(storage, "the study storage", "--storage")
-    if "studies" not in tables:
+    from effscope.search.storage import open_error
+
+    engine, tables, url, read = _engine(storage, "the study storage", "--storage")
+    if "studies" not in tables or not _stamped(engine, tables, url):
         raise ReportError(f"'{mask_url(url)}' holds no Optuna study; give the storage that `effscope search` used")
-    optuna_storage = optuna.storages.get_storage(read)
-    names = optuna.get_all_study_names(storage=optuna_storage)
+    try:  # without table creation: Optuna writes nothing to a stamped storage (it adds only what is missing)
+        backend = optuna.storages.RDBStorage(read, skip_table_creation=True)
+        optuna_storage = optuna.storages.get_storage(backend)
+        names = optuna.get_all_study_names(storage=optuna_storage)
+    except Exception as e:  # another Optuna version's schema, damaged tables: as `effscope search` says it
+        raise ReportError(str(open_error(url, e))) from None
     if study is None:
         if len(names) != 1:
             listed = ", ".join(names) or "none"
@@ -96,7 +108,30 @@ def open_study(storage: str, study: str | None = None) -> tuple[optuna.Study, op
             f"no study named '{study}' in '{mask_url(url)}' "
             f"(studies there: {', '.join(names) or 'none'}){did_you_mean(study, names)}"
         )
-    return optuna.load_study(study_name=study, storage=optuna_storage), optuna_storage, url
+    try:
+        loaded = optuna.load_study(study_name=study, storage=optuna_storage)
+    except Exception as e:
+        raise ReportError(str(open_error(url, e))) from None
+    return loaded, optuna_storage, url
+
+
+def _stamped(engine: Any, tables: set[str], url: str) -> bool:
+    """Whether Optuna's version tables hold their rows: Optuna writes them on opening a storage that lacks them,
+    and fills them before it writes any study, so a storage without them holds none."""
+    import sqlalchemy as sa
+
+    from effscope.profile.store import OPTUNA_VERSION_TABLES, failure_reason
+
+    if not all(name in tables for name in OPTUNA_VERSION_TABLES):
+        return False
+    try:
+        with engine.connect() as conn:
+            return all(
+                conn.execute(sa.text(f'SELECT 1 FROM "{name}" LIMIT 1')).first() is not None
+                for name in OPTUNA_VERSION_TABLES
+            )
+    except Exception as e:  # locked, damaged
+        raise ReportError(f"cannot read the study storage '{mask_url(url)}': {failure_reason(e, url)}") from None
 
 
 def require_effscope_study(loaded: optuna.Study) -> None:
@@ -220,6 +255,8 @@ def load_records_file(path: str | Path) -> Source:
             rows = json.loads(text) if text.strip() else []  # an export of nothing: "[\n\n]", or no text
         except (OSError, UnicodeDecodeError, ValueError) as e:
             raise _not_a_table(path, suffix, e) from None
+        except RecursionError:  # json's reader recurses once per level: [[[[...]]]] exhausts the stack
+            raise _not_a_table(path, suffix, ValueError("its lists or objects are nested too deeply")) from None
         whole = _whole_records(rows, path)
         if whole is not None:
             return Source("records", path.stem, points_from_records(whole), str(path))
@@ -247,12 +284,77 @@ def load_records_file(path: str | Path) -> Source:
         )
     if df.empty:
         raise ReportError(f"'{path}' holds no records")
+    if suffix == ".csv" and (short := _ragged_row(path)) is not None:
+        raise ReportError(
+            f"cannot read records from '{path}': {short}, so the file looks cut off or hand-edited; give a "
+            "whole export (effscope export, or effscope profile --csv)"
+        )
     df = df.astype(object).where(df.notna(), None)
     try:
-        points = points_from_rows(df.to_dict(orient="records"))
+        points = points_from_rows(_checked_rows(df.to_dict(orient="records")))
     except ReportError as why:  # a row with a bad value: name the file it is in
         raise ReportError(f"cannot read records from '{path}': {why}") from None
     return Source("records", path.stem, points, str(path))
+
+
+def _ragged_row(path: Path) -> str | None:
+    """The first record of a CSV file whose field count differs from its header's (a file cut off mid-row, a
+    hand-edited row), as the middle of a sentence, or None. pandas reads a short row as empty cells."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        n = 0
+        for row in reader:
+            if not row:  # a blank line, which pandas skips too
+                continue
+            n += 1
+            if len(row) != len(header):
+                return f"record {n} (line {reader.line_num}) has {len(row)} of the header's {len(header)} fields"
+    return None
+
+
+def _checked_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flat rows with their metric columns as numbers (a CSV column holding one text cell reads as text throughout:
+    "12.5" becomes 12.5).
+
+    Raises:
+        ReportError: a row without a target, or a metric that is not a number (naming the record), rather than a
+            design named "None" or a timing silently shown as missing.
+    """
+    from effscope.report.data import number_keys
+
+    keys = number_keys()
+    for n, row in enumerate(rows, 1):
+        target = row.get("target")
+        if target is None or not str(target).strip():
+            raise ReportError(f"record {n} has no target (the design it measured)")
+        for key in keys:
+            value = row.get(key)
+            if value is None:
+                continue
+            number = _as_number(value)
+            if number is None:
+                raise ReportError(f"record {n} (target '{target}') has {key} {value!r}, but {key} must be a number")
+            row[key] = number
+    return rows
+
+
+def _as_number(value: Any) -> int | float | None:
+    """A table cell as the number it holds (numpy's, or text such as "12.5" or "1000"), or None where it holds none."""
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # a numpy scalar
+        value = value.item()
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    for kind in (int, float) if isinstance(value, str) else (float,):  # int() would cut a Decimal's fraction
+        try:
+            return kind(value)
+        except (TypeError, ValueError, OverflowError):
+            continue
+    return None
 
 
 def _not_rows(data: Any) -> str | None:

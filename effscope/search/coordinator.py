@@ -194,6 +194,11 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if workers < 1:
         raise SpecError(f"--workers must be >= 1, but got {workers}")
+    if workers > space.trials:  # each worker runs one trial at a time: the rest would start, then only wait
+        raise SpecError(
+            f"--workers must be at most the trial cap (--trials, {space.trials}), but got {workers}; "
+            "a worker runs one trial at a time, so more workers than trials only wait"
+        )
     if heartbeat_s < 1:
         raise SpecError(f"the heartbeat must be >= 1 s, but got {heartbeat_s}")
     if not 0 <= space.seed <= MAX_SEED - (workers - 1):
@@ -223,9 +228,15 @@ def run_search(
         table = load_table(RecordStore(url), predictor)
         check_compatible(table, space, device_name, identity)
     optuna_storage = open_storage(url)
-    study, created, notes = prepare_study(
-        space, optuna_storage, name, device_name=device_name, command=command, device_identity=identity
-    )
+    try:
+        study, created, notes = prepare_study(
+            space, optuna_storage, name, device_name=device_name, command=command, device_identity=identity
+        )
+    except Exception as e:  # Optuna's StorageInternalError on a database that refuses its writes: one sentence
+        cause = storage_cause(e)
+        if cause is None:
+            raise
+        raise storage_error(url, cause) from None
     if table is not None:
         study.set_user_attr("predictor", table.summary())
     if space.workload.device == "cpu" and workers > 1 and not space.workload.threads:

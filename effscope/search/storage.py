@@ -23,6 +23,7 @@ __all__ = [
     "CONSTRAINTS",
     "DASHBOARD_CONSTRAINTS",
     "named_constraints",
+    "open_error",
     "open_storage",
     "sqlite_fast_commits",
     "storage_cause",
@@ -39,14 +40,15 @@ def open_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
     """Optuna's RDB storage on `url`; with a heartbeat, stale trials of dead workers are failed and retried.
 
     Raises:
-        StoreError: the database cannot be reached (one sentence naming it).
+        StoreError: the database cannot be reached, holds another program's tables, or another Optuna version's
+            schema (one sentence naming it).
     """
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    from effscope.profile.store import SQLITE_BUSY_TIMEOUT_S, StoreError
-    from effscope.urls import mask_command, mask_url
+    from effscope.profile.store import SQLITE_BUSY_TIMEOUT_S, check_sqlite_database
 
+    check_sqlite_database(url)  # before Optuna creates its tables in another program's file
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):  # concurrent writers wait instead of failing
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
@@ -63,8 +65,17 @@ def open_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
         sqlite_fast_commits(storage.engine)
         return storage
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StoreError(f"cannot open the study storage '{mask_url(url)}': {mask_command(first)}") from None
+        raise open_error(url, e) from None
+
+
+def open_error(url: str, e: BaseException) -> EffscopeError:
+    """The one sentence for a study storage that Optuna cannot open (unreachable, another Optuna version's schema,
+    damaged tables): what `search`, `report` and `export` say alike."""
+    from effscope.profile.store import StoreError
+    from effscope.urls import mask_command, mask_url
+
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return StoreError(f"cannot open the study storage '{mask_url(url)}': {mask_command(first)}")
 
 
 def _create_rdb_storage(
