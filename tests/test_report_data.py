@@ -1198,3 +1198,8 @@ def test_loading_a_study_joins_the_fresh_re_measurement_stored_as_a_system_attr(
     source = _load.load_study(url, "screened")
     assert [p.id for p in source.points if p.over_budget_when_remeasured] == ["trial 3", "trial 4"]
     assert source.points[2].fresh_measurement.value == 9.8
+
+
+def test_a_records_report_names_its_source_file_as_given():
+    source = Source("records", "r", [pt("a", 1, None)], storage="runs/r.db")
+    assert ("source", "runs/r.db") in report_data(source).summary.facts  # not the stem "r"

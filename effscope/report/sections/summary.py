@@ -207,7 +207,8 @@ def _records_part(source: Source) -> _Part:
     pts = source.points
     measured = [p for p in pts if p.measured]
     aborted = [p for p in pts if p.aborted]
-    facts: list[tuple[str, Any]] = [("source", source.name), ("records", len(pts)), ("measured", len(measured))]
+    source_text = source.storage or source.name  # the file as given (r.db), not its stem
+    facts: list[tuple[str, Any]] = [("source", source_text), ("records", len(pts)), ("measured", len(measured))]
     notes: list[str] = []
     failed = len(pts) - len(measured) - len(aborted)
     if failed:
