@@ -145,3 +145,18 @@ def test_a_sweep_is_reported_and_no_correlation_is_made_of_missing_latencies(cap
     shown = capsys.readouterr().out
     assert "t0: batch sweep: peak 4,564.7 img/s at batch 16" in shown
     assert "Spearman" not in shown  # three targets, none with a latency (--no-latency): nothing to rank
+
+
+def test_an_interrupt_before_the_command_handles_it_still_says_interrupted(monkeypatch, capsys):
+    # typer turns a KeyboardInterrupt in a command's start (its imports, its checks) into a silent exit 130
+    import effscope.profile.run
+    from effscope.cli import main
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(effscope.profile.run, "parse_size", interrupted)
+    monkeypatch.setattr(sys, "argv", ["effscope", "profile", "hilo"])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    assert ended.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"

@@ -63,6 +63,12 @@ def main() -> None:
             raise
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as e:
+        # typer turns an interrupt before a command's own handling (its imports) into a silent exit 130; a
+        # command's own ending is raised `from None`, so only typer's keeps the interrupt as its cause
+        if isinstance(getattr(e.__context__, "__cause__", None), KeyboardInterrupt):
+            print("interrupted", file=sys.stderr)
+        raise
     except OSError as e:
         # output nowhere to go (stdout on a full device, `> /dev/full`): a command's own files say so themselves
         if e.errno not in _NO_ROOM or _debug():
