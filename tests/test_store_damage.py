@@ -206,7 +206,7 @@ def test_a_folder_is_not_a_store(tmp_path):
 
     folder = tmp_path / "adir"
     folder.mkdir()
-    wanted = f"{folder} is a folder; --db takes a SQLite file or a SQLAlchemy URL"
+    wanted = f"{folder} is a folder; a record store or study storage is an SQLite file or an SQLAlchemy URL"
     for read_only in (False, True):
         with pytest.raises(StoreError) as caught:
             RecordStore(str(folder), read_only=read_only)

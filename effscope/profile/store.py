@@ -372,7 +372,9 @@ def row_problem(record: Record) -> str | None:
 def _check_sqlite_location(path: Path, read_only: bool) -> None:
     try:  # is_dir() and is_file() raise, not answer False, for a name too long (ENAMETOOLONG) or a folder denied
         if path.is_dir():
-            raise StoreError(f"{path} is a folder; --db takes a SQLite file or a SQLAlchemy URL")
+            raise StoreError(
+                f"{path} is a folder; a record store or study storage is an SQLite file or an SQLAlchemy URL"
+            )
         if read_only:
             if not path.is_file():
                 raise StoreError(
