@@ -50,7 +50,16 @@ from effscope.report.sections._section import Section
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-__all__ = ["Front", "SECTION", "front_figure", "front_html", "front_section", "published_table", "slice_table"]
+__all__ = [
+    "Front",
+    "SECTION",
+    "front_figure",
+    "front_html",
+    "front_section",
+    "published_table",
+    "slice_table",
+    "where_published",
+]
 
 
 @dataclass
@@ -245,14 +254,14 @@ def published_table(
             p.get(QUALITY),
             p.get(stat),
             p.get("predicted_latency_ms"),
-            _where(p, best, stat, budgets, quality, margin),
+            where_published(p, best, stat, budgets, quality, margin),
         ]
         for p in presets
     ]
     return Table(columns, rows)
 
 
-def _where(
+def where_published(
     p: Point, best: Sequence[Point], stat: str, budgets: Sequence[Budget], quality: Objective, margin: float | None
 ) -> str:
     """Where a published design sits: predicted infeasible, on the front, dominated, or why it is infeasible."""

@@ -22,6 +22,7 @@ from effscope.report.data import (
     differing_workload_parts,
     direction_of,
     direction_sign,
+    finite,
     front_differences,
     front_name,
     front_statistic,
@@ -157,7 +158,24 @@ def _study_part(source: Source) -> _Part:
         else None
     )
     notes[:0] = _several_cpus_notes(pts, keys, tabled=best is not None)
+    notes += _published_notes(source)
     return _Part(facts, notes, best_title, best)
+
+
+def _published_notes(source: Source) -> list[str]:
+    """Where each published design (a preset the search measured first) sits against what the search found: the
+    question a reader brings, answered beside the best designs rather than only as a star in the figure."""
+    from effscope.report.sections.front import where_published
+
+    quality = quality_of(source)
+    presets = [p for p in source.points if p.preset]
+    if quality is None or not presets:
+        return []
+    budgets = budgets_of(source)
+    best, stat = best_designs(source), front_statistic(budgets)
+    margin = finite((source.attrs.get("predictor") or {}).get("margin"))
+    said = [f"{p.id}: {where_published(p, best, stat, budgets, quality, margin)}" for p in presets]
+    return [f"Published design{'s' if len(said) > 1 else ''}: {'; '.join(said)}."]
 
 
 def _several_cpus_notes(pts: list, keys: list[str], *, tabled: bool) -> list[str]:
