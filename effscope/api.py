@@ -15,6 +15,7 @@ print(result.summary.front[0]["knobs"])
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
 import os
 import pickle
@@ -250,6 +251,12 @@ def search(
             raise SpecError(f"{name} must be an integer, but got {value!r}")
     if budget_ms is not None and (isinstance(budget_ms, bool) or not isinstance(budget_ms, int | float)):
         raise SpecError(f"budget_ms must be a positive number of milliseconds, but got {budget_ms!r}")
+    # by the argument's name here; the shared checks behind them name the command's options (--trials, ...)
+    if budget_ms is not None and not (math.isfinite(budget_ms) and budget_ms > 0):
+        raise SpecError(f"budget_ms must be a positive number of milliseconds, but got {budget_ms!r}")
+    for name, value, unit in (("trials", trials, ""), ("workers", workers, ""), ("heartbeat", heartbeat, " s")):
+        if value is not None and value < 1:
+            raise SpecError(f"{name} must be >= 1{unit}, but got {value}")
     _check_main_guard("search")
     return run(
         space,

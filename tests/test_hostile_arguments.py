@@ -39,6 +39,13 @@ def test_an_output_name_longer_than_the_file_system_allows_is_one_sentence(tmp_p
         (lambda: effscope.search("hilo_block", device=5), "device must be a string, but got 5"),
         (lambda: effscope.report(db="x.db", output=5), "output must be a path or a string, but got 5"),
         (lambda: effscope.report(storage="x.db", study=5, output="y.html"), "study must be a string, but got 5"),
+        (lambda: effscope.search("hilo_block", trials=0), "trials must be >= 1, but got 0"),  # not "--trials"
+        (lambda: effscope.search("hilo_block", workers=0), "workers must be >= 1, but got 0"),
+        (lambda: effscope.search("hilo_block", heartbeat=0), "heartbeat must be >= 1 s, but got 0"),
+        (
+            lambda: effscope.search("hilo_block", budget_ms=float("inf")),
+            "budget_ms must be a positive number of milliseconds, but got inf",
+        ),
         (lambda: effscope.blocks().get(5), "a block name is a string, but got 5"),
         (lambda: effscope.models().get(["a"]), "a model name is a string, but got ['a']"),
     ],
