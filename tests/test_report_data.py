@@ -20,6 +20,7 @@ from effscope.report.data import (
     Source,
     attach_fresh_measurements,
     budget_slices,
+    constraint_lines,
     eta_squared,
     hover,
     hypervolume_2d,
@@ -1203,3 +1204,15 @@ def test_loading_a_study_joins_the_fresh_re_measurement_stored_as_a_system_attr(
 def test_a_records_report_names_its_source_file_as_given():
     source = Source("records", "r", [pt("a", 1, None)], storage="runs/r.db")
     assert ("source", "runs/r.db") in report_data(source).summary.facts  # not the stem "r"
+
+
+def test_a_design_without_the_budgeted_statistic_reads_not_measured_under_several_budgets():
+    budgets = [Budget("latency", "latency_ms_p90", 2.0, "ms"), Budget("latency", "latency_ms_p90", 1.0, "ms")]
+    unmeasured = pt("x", None, None, constraints={"latency": 1.0})  # a slice and the search's budget; no p90
+    assert constraint_lines(unmeasured, budgets) == [
+        ("latency budget", "latency p90 not measured (counts as over the budget)")
+    ]
+    measured = pt("y", None, None, constraints={"latency": -0.5}, numbers={"latency_ms_p90": 1.5})
+    assert constraint_lines(measured, budgets) == [
+        ("latency budget", "latency p90 at 150 % of 1 ms, 75 % of the budget (2 ms)")
+    ]

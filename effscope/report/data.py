@@ -1011,13 +1011,12 @@ def constraint_lines(p: Point, budgets: Sequence[Budget] = ()) -> list[tuple[str
         if named:
             b = named[-1]
             stat = p.get(b.statistic)
-            shares = [f"{100 * stat / t.limit:.0f} % of {quantity(t.limit, t.unit)}" for t in named[:-1]]
-            text = (
-                f"{number_name(b.statistic)} at {', '.join([*shares, ''])}"
-                f"{100 * stat / b.limit:.0f} % of the budget ({quantity(b.limit, b.unit)})"
-                if stat is not None
-                else f"{number_name(b.statistic)} not measured (counts as over the budget)"
-            )
+            if stat is None:
+                text = f"{number_name(b.statistic)} not measured (counts as over the budget)"
+            else:
+                shares = [f"{100 * stat / t.limit:.0f} % of {quantity(t.limit, t.unit)}" for t in named[:-1]]
+                shares.append(f"{100 * stat / b.limit:.0f} % of the budget ({quantity(b.limit, b.unit)})")
+                text = f"{number_name(b.statistic)} at {', '.join(shares)}"
             lines.append((f"{b.name} budget", text))
         elif key != "valid" and v != 0.0:
             lines.append((f"constraint {key}", f"{v:.4g} (≤ 0 meets it)"))
