@@ -249,10 +249,9 @@ def search(
     for name, value in (("trials", trials), ("workers", workers), ("seed", seed), ("heartbeat", heartbeat)):
         if not _is_int(value) and not (value is None and name in ("trials", "seed")):
             raise SpecError(f"{name} must be an integer, but got {value!r}")
-    if budget_ms is not None and (isinstance(budget_ms, bool) or not isinstance(budget_ms, int | float)):
-        raise SpecError(f"budget_ms must be a positive number of milliseconds, but got {budget_ms!r}")
-    # by the argument's name here; the shared checks behind them name the command's options (--trials, ...)
-    if budget_ms is not None and not (math.isfinite(budget_ms) and budget_ms > 0):
+    # by the argument's name here; the shared checks behind these name the command's options (--trials, ...)
+    number = isinstance(budget_ms, int | float) and not isinstance(budget_ms, bool)
+    if budget_ms is not None and not (number and math.isfinite(budget_ms) and budget_ms > 0):
         raise SpecError(f"budget_ms must be a positive number of milliseconds, but got {budget_ms!r}")
     for name, value, unit in (("trials", trials, ""), ("workers", workers, ""), ("heartbeat", heartbeat, " s")):
         if value is not None and value < 1:

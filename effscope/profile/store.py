@@ -36,6 +36,7 @@ __all__ = [
     "StoreError",
     "check_database",
     "check_sqlite_database",
+    "tables_with_rows",
     "failure_reason",
     "sqlite_connection_pragmas",
     "write_table",
@@ -422,14 +423,21 @@ def database_problem(engine: sa.engine.Engine) -> str | None:
             return f"its table {name} is not Optuna's (it lacks column(s) {', '.join(missing)})"
     if not optuna:
         return None
-    with engine.connect() as conn:
-        filled = [n for n in optuna if conn.execute(sa.text(f'SELECT 1 FROM "{n}" LIMIT 1')).first() is not None]
+    filled = tables_with_rows(engine, optuna)
     unstamped = [n for n in OPTUNA_VERSION_TABLES if n not in filled]
     if unstamped and set(filled) - set(OPTUNA_VERSION_TABLES):
         # a search killed while Optuna created its tables leaves them empty, and resumes: that file is accepted
         data = [n for n in filled if n not in OPTUNA_VERSION_TABLES]
         return f"its table(s) {', '.join(data)} are not Optuna's (its {' and '.join(unstamped)} are missing or empty)"
     return None
+
+
+def tables_with_rows(engine: sa.engine.Engine, names: Iterable[str]) -> list[str]:
+    """Those of `names` (existing tables) that hold at least one row."""
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return [n for n in names if conn.execute(sa.text(f'SELECT 1 FROM "{n}" LIMIT 1')).first() is not None]
 
 
 def check_database(engine: sa.engine.Engine, url: str) -> None:

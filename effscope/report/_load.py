@@ -118,18 +118,12 @@ def open_study(storage: str, study: str | None = None) -> tuple[optuna.Study, op
 def _stamped(engine: Any, tables: set[str], url: str) -> bool:
     """Whether Optuna's version tables hold their rows: Optuna writes them on opening a storage that lacks them,
     and fills them before it writes any study, so a storage without them holds none."""
-    import sqlalchemy as sa
-
-    from effscope.profile.store import OPTUNA_VERSION_TABLES, failure_reason
+    from effscope.profile.store import OPTUNA_VERSION_TABLES, failure_reason, tables_with_rows
 
     if not all(name in tables for name in OPTUNA_VERSION_TABLES):
         return False
     try:
-        with engine.connect() as conn:
-            return all(
-                conn.execute(sa.text(f'SELECT 1 FROM "{name}" LIMIT 1')).first() is not None
-                for name in OPTUNA_VERSION_TABLES
-            )
+        return len(tables_with_rows(engine, OPTUNA_VERSION_TABLES)) == len(OPTUNA_VERSION_TABLES)
     except Exception as e:  # locked, damaged
         raise ReportError(f"cannot read the study storage '{mask_url(url)}': {failure_reason(e, url)}") from None
 
