@@ -307,6 +307,7 @@ def test_hypervolume_history_reference_point_is_stated():
     assert hv.values == [pytest.approx(8 * 0.2), pytest.approx(8 * 0.2), pytest.approx(2 * 0.2 + 6 * 2.2)]
     assert hv.trials == [0, 1, 2]
     assert "reference point" in hv.reference_text and "10 ms" in hv.reference_text
+    assert hv.unit == "synflow × ms"  # the area's unit names the quality it is measured in
 
 
 def test_eta_squared_exact():

@@ -86,6 +86,7 @@ class Hypervolume:
     values: list[float]
     reference: tuple[float, float]
     reference_text: str
+    unit: str  # what the area is measured in: the quality's own unit times milliseconds, e.g. "synflow × ms"
 
 
 @dataclass
@@ -226,7 +227,7 @@ def hypervolume_history(source: Source, quality: Objective) -> Hypervolume | Non
         f"reference point: {quality.display} = {q_ref:.4g} (10 % of the feasible range worse than the worst "
         f"feasible design), {number_name(timing)} = {l_ref:.4g} ms ({l_text})"
     )
-    return Hypervolume(xs, values, (q_ref, l_ref), text)
+    return Hypervolume(xs, values, (q_ref, l_ref), text, f"{quality.name} × ms")
 
 
 # ------------------------------------------------------------------ drawing (plotly loads here, not on import)
@@ -368,7 +369,7 @@ def hypervolume_figure(ins: Insight) -> go.Figure:
         fig,
         380,
         xaxis={"title": {"text": "trial number"}, **integer_ticks(hv.trials)},
-        yaxis={"title": {"text": "hypervolume (quality × ms)"}, "rangemode": "tozero"},
+        yaxis={"title": {"text": f"hypervolume ({hv.unit})"}, "rangemode": "tozero"},
         showlegend=False,
     )
 
