@@ -16,6 +16,7 @@ __all__ = [
     "FLAGS",
     "GRAPH_TIMED",
     "METRICS",
+    "MODULE_TIME_REPEATS",
     "TIMED",
     "Metric",
     "budgetable",
@@ -30,6 +31,8 @@ MIB = 2**20
 TIMED = {"infer": "latency_ms_", "train": "train_step_ms_"}
 # The prefix of a forward's CUDA-graph replay times (GPU only): the GPU's work without the host launching kernels.
 GRAPH_TIMED = "latency_graph_ms_"
+# Forwards timed (after one warm forward) for the per-module times of the report's breakdown
+MODULE_TIME_REPEATS = 5
 SI = 0.0  # a scale of SI means: shown with an SI prefix (13.98 K, 9.38 M), for counts spanning many decades
 
 

@@ -348,6 +348,7 @@ def test_breakdown_folds_small_parts_and_never_invents_time():
     assert item.time_share is None
     timed = Source("records", "r", [pt("x", 1, None, macs_by_module=mbm, time_by_module_ms={"a": 1, "b": 3})])
     assert report_data(timed).breakdown.items[0].time_share[:2] == [25.0, 75.0]
+    assert any("mean over 5 forwards, after a warm one" in n for n in report_data(timed).breakdown.notes)
 
 
 def test_a_stage_never_called_itself_takes_its_blocks_time_and_untimed_parts_are_named():

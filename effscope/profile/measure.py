@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from effscope.errors import EffscopeError
-from effscope.metrics import GRAPH_TIMED, TIMED
+from effscope.metrics import GRAPH_TIMED, MODULE_TIME_REPEATS, TIMED
 from effscope.profile.record import PROTOCOL, Record, Workload
 from effscope.profile.timing import LOW_CPU_UTIL
 
@@ -354,7 +354,7 @@ def _roofline(record: Record) -> None:
 
 
 def _module_times(
-    forward: Callable[[], object], module: torch.nn.Module, device: torch.device, repeats: int = 5
+    forward: Callable[[], object], module: torch.nn.Module, device: torch.device, repeats: int = MODULE_TIME_REPEATS
 ) -> dict[str, float]:
     """Mean wall time per forward of each module up to three levels deep (stages, blocks, and blocks kept in a
     ModuleList, which is never called itself), named as in macs_by_module.

@@ -7,6 +7,7 @@ import html
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from effscope.metrics import MODULE_TIME_REPEATS
 from effscope.report.data import Point, Source, best_designs, direction_of, least_violating, module_shares
 from effscope.report.markup import notes_html
 from effscope.report.sections._section import Section
@@ -80,8 +81,9 @@ def breakdown_section(source: Source) -> Breakdown | None:
         )
     if any(i.time_share for i in items):
         notes.append(
-            "A part's time is its mean over a few forwards timed with a hook around every part (on a GPU the hooks "
-            "also wait for each part to finish): read the time bars as shares, not as latencies."
+            f"A part's time is its mean over {MODULE_TIME_REPEATS} forwards, after a warm one, timed with a hook "
+            "around every part (on a GPU the hooks also wait for each part to finish): read the time bars as shares, "
+            "not as latencies."
         )
     left_out = [p.id for p in chosen[MAX_BREAKDOWNS:]]
     if left_out:
