@@ -112,7 +112,14 @@ def profile(
     from effscope.profile.measure import Options
     from effscope.profile.protocols import apply_protocol
     from effscope.profile.record import Workload
-    from effscope.profile.run import Plan, check_device, check_input_size, validate_options, validate_workload
+    from effscope.profile.run import (
+        Plan,
+        check_device,
+        check_input_size,
+        default_cuda_graph,
+        validate_options,
+        validate_workload,
+    )
     from effscope.profile.run import profile as run_profile
     from effscope.profile.target import Target, resolve_target
 
@@ -132,7 +139,7 @@ def profile(
     if db is not None and not isinstance(db, str | os.PathLike):
         raise SpecError(f"db must be a path or an SQLAlchemy URL (a str), but got {db!r}")
     runtime = _runtime(threads, channels_last, attention, compile, flush_cache)
-    cuda_graph = options.pop("cuda_graph", device.startswith("cuda"))
+    cuda_graph = options.pop("cuda_graph", default_cuda_graph(device, mode))
     if not isinstance(cuda_graph, bool):
         raise SpecError(f"cuda_graph must be True or False, but got {cuda_graph!r}")
     _check_options(options)

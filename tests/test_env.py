@@ -127,6 +127,7 @@ def test_environment_records_what_tells_cpu_runs_apart(monkeypatch):
     assert e["LD_PRELOAD"] == "/usr/lib/libjemalloc.so.2" and e["MALLOC_ARENA_MAX"] == "2"
     assert "MKL_NUM_THREADS" not in e and "EFFSCOPE_UNRELATED" not in e  # only the set, timing-relevant ones
     assert e["cpu_model"] == env.cpu_info()["cpu_model"]  # the name cache keys use is unchanged
+    assert e["memory_format"] == "contiguous"  # as a measurement names it: a calibration's env said contiguous_format
     load = e["load_avg_1m"]
     assert load is None or load >= 0
     assert e["cpu_affinity"] is None or 1 <= e["cpu_affinity"] <= (e["cpu_logical"] or e["cpu_affinity"])

@@ -11,7 +11,7 @@ from effscope.profile import record as record_module
 from effscope.profile.env import HEAP_PAD_BYTES
 from effscope.profile.measure import Options
 from effscope.profile.record import Record, Workload
-from effscope.profile.run import Plan, parse_size, profile, rank_correlation, validate_workload
+from effscope.profile.run import Plan, default_cuda_graph, parse_size, profile, rank_correlation, validate_workload
 from effscope.profile.store import RecordStore
 from effscope.profile.target import resolve_target
 from effscope.profile.worker import Worker
@@ -206,6 +206,16 @@ def test_input_validation():
         validate_workload(Workload(dtype="int8"))
     with pytest.raises(SpecError, match="--cuda-graph needs --device cuda"):
         validate_workload(Workload(cuda_graph=True))
+    # a replay times a forward: training never replays one, so its Record must not say it did
+    with pytest.raises(SpecError, match="--cuda-graph times a forward replayed as a CUDA graph, which --mode train"):
+        validate_workload(Workload(device="cuda", mode="train", cuda_graph=True))
+    with pytest.raises(SpecError, match=r"x.toml: \[workload\] cuda_graph .* \[workload\] mode = 'train' does not"):
+        validate_workload(Workload(device="cuda", mode="train", cuda_graph=True), "x.toml")
+    assert [default_cuda_graph(d, m) for d, m in (("cuda", "infer"), ("cuda:1", "train"), ("cpu", "infer"))] == [
+        True,
+        False,
+        False,
+    ]
     with pytest.raises(UnknownNameError, match="did you mean 'hilo'"):
         resolve_target("hilo_atn")
     with pytest.raises(SpecError, match="cannot import 'no_such_module'"):

@@ -423,7 +423,7 @@ def environment(
     *,
     dtype: torch.dtype | str,
     threads: int | None = None,
-    memory_format: torch.memory_format | str = "contiguous_format",
+    memory_format: torch.memory_format | str = "contiguous",
     compiled: bool | str = False,
     cuda_graph: bool = False,
     amp: torch.dtype | str | None = None,
@@ -435,7 +435,7 @@ def environment(
         device: the measured device ("cpu", "cuda", "cuda:1").
         dtype: the parameters' and inputs' dtype.
         threads: the thread count the run asked for (None: not pinned); `torch_threads` is what torch uses now.
-        memory_format: e.g. torch.channels_last or "contiguous_format".
+        memory_format: "channels_last" or "contiguous" (a torch.memory_format is named without "torch.").
         compiled: False, True, or the torch.compile mode ("default", "reduce-overhead", "max-autotune").
         cuda_graph: whether iterations replay a captured CUDA graph.
         amp: the autocast dtype when running under AMP, else None.

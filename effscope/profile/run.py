@@ -63,6 +63,11 @@ def parse_size(text: str | None, what: str) -> tuple[int, int] | None:
     return (values[0], values[-1])
 
 
+def default_cuda_graph(device: str, mode: str) -> bool:
+    """Whether a profile times a CUDA-graph replay beside eager when not told: on a GPU, for a forward."""
+    return device.startswith("cuda") and mode == "infer"
+
+
 def validate_workload(w: Workload, where: str | None = None, *, arguments: bool = False) -> Workload:
     """Check the workload's values; one sentence per mistake.
 
@@ -100,6 +105,9 @@ def validate_workload(w: Workload, where: str | None = None, *, arguments: bool 
     if w.cuda_graph and not w.device.startswith("cuda"):
         cuda = "[workload] device = 'cuda'" if where else "device='cuda'" if arguments else "--device cuda"
         raise SpecError(f"{name('cuda-graph')} needs {cuda} (CUDA graphs exist only on NVIDIA GPUs)")
+    if w.cuda_graph and w.mode == "train":  # a replay times one forward; a training step is not captured
+        mode = "[workload] mode = 'train'" if where else "mode='train'" if arguments else "--mode train"
+        raise SpecError(f"{name('cuda-graph')} times a forward replayed as a CUDA graph, which {mode} does not run")
     return w
 
 
