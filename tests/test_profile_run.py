@@ -145,10 +145,23 @@ def test_a_hung_target_times_out(worker, tmp_path):
 
 
 def test_early_abort_stops_a_candidate_over_budget(worker):
-    opts = Options(max_time_s=2.0, window_s=0.2, reference=False, throughput=False, abort_above_ms=1e-6)
+    opts = Options(max_time_s=2.0, window_s=0.2, reference=False, throughput=True, abort_above_ms=1e-6)
     (r,) = profile([_plan("vit", size=(7, 7))], opts, store=None, worker=worker)
     assert r.latency["latency_aborted"] and "aborted-over-budget" in r.flags
     assert r.latency["latency_n"] < 20
+    # the throughput window is skipped, and the Record says why rather than leaving it empty
+    assert not r.throughput and "over the latency budget" in r.missing["throughput_img_s"]
+
+
+def test_a_sweep_whose_first_batch_runs_out_of_memory_says_so(monkeypatch):
+    from effscope.profile import measure, timing
+
+    oom = timing.SweepResult((timing.SweepPoint(1, None, "out of memory: 2 GiB"),), None, None, 1, "oom")
+    monkeypatch.setattr(timing, "batch_sweep", lambda *a, **k: oom)
+    record = Record(target="vit", kind="block", workload=Workload().as_dict())
+    measure._sweep(resolve_target("vit"), None, Workload(), FAST, record, None)
+    assert record.throughput == {"peak_throughput_img_s": None, "peak_throughput_batch": None}
+    assert record.missing == dict.fromkeys(("peak_throughput_img_s", "peak_throughput_batch"), "out of memory: 2 GiB")
 
 
 def test_with_flush_cache_throughput_is_not_held_against_latency(worker):

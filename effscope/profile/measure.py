@@ -242,6 +242,9 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
         if opts.latency:
             _latency(work, device, replace(wl, cuda_graph=wl.cuda_graph and not train), opts, record)
         over_budget = bool(record.latency.get("latency_aborted"))  # nothing more to learn from its timing
+        if opts.throughput and over_budget:
+            why = "not timed: the latency repeats stopped early, the design being clearly over the latency budget"
+            record.missing.update(dict.fromkeys(("throughput_img_s", "energy_j_per_img", "mean_power_w"), why))
         if opts.throughput and not over_budget:
             _throughput(work, device, wl, opts, record)
             if not wl.flush_cache:  # only the latency repeats flush the caches: the two differ by design then
@@ -527,6 +530,8 @@ def _cuda_graph_latency(forward: Callable[..., object], device: torch.device, op
     record.latency.update(
         {"latency_graph_ms_p50": stats.median_ms, "latency_graph_ms_p90": stats.p90_ms, "host_bound_ratio": ratio}
     )
+    if ratio is None:
+        record.missing["host_bound_ratio"] = "it needs both an eager and a replay median above 0"
     # Its intervals decide a search whose budget is on the replay (search/uncertainty.py), as eager's do.
     record.latency.update(latency_intervals(stats.samples_ms, GRAPH_TIMED, ("p50", "p90")))
     if ratio is not None and ratio > HOST_BOUND:
@@ -604,6 +609,13 @@ def _throughput(
         "temp_c_max": tel.temp_c_max,
         "throttled": tel.throttled,
     }
+    for key, value in record.energy.items():
+        if value is None:
+            record.missing[key] = (
+                "NVML gave neither an energy counter nor power readings for this GPU"
+                if key in ("energy_j_per_img", "mean_power_w")
+                else "NVML gave no reading of it during the throughput window"
+            )
     record.details["telemetry"] = tel.as_dict()
     if tel.throttled:
         record.flags.append("gpu-throttled")
@@ -636,6 +648,9 @@ def _sweep(
 
     result = batch_sweep(make_fn, device=device, window_s=opts.window_s)
     record.throughput.update({"peak_throughput_img_s": result.peak_img_s, "peak_throughput_batch": result.peak_batch})
+    if result.peak_img_s is None:  # the smallest batch already ran out of memory
+        why = result.points[0].failure if result.points else "the sweep timed no batch"
+        record.missing.update(dict.fromkeys(("peak_throughput_img_s", "peak_throughput_batch"), why))
     record.details["batch_sweep"] = result.as_dict() if hasattr(result, "as_dict") else str(result)
 
 
