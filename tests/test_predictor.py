@@ -186,6 +186,7 @@ def test_predictor_lut_build_tiny(tmp_path):
     assert len(table.entries) == 3 and table.validation["n_holdout"] == 1 and table.validation["n_train"] == 2
     assert all(e["latency_ms"] > 0 for e in table.entries)
     assert {r["role"] for r in table.rows} == {"train", "holdout"}
+    assert {r.study for r in store.records()} == {"lut:block", "lut:train", "lut:holdout"}  # each measurement's role
     loaded = P.load_table(store, "tiny")
     assert loaded.uid == table.uid and P.load_table(store, table.uid).name == "tiny"
     with pytest.raises(P.PredictorError, match="no latency table"):

@@ -556,7 +556,7 @@ class _Measurer:
         if rec is not None and rec.latency.get(self.statistic) is not None:
             self.cached += 1
             return rec
-        return self._run(call.block, knobs, wl, key, "lut-block")
+        return self._run(call.block, knobs, wl, key, "block")
 
     @property
     def statistic(self) -> str:
@@ -575,7 +575,7 @@ class _Measurer:
         from effscope.profile.target import resolve_target
 
         if self.on_progress is not None:
-            self.on_progress(f"{role}: {name} {'x'.join(map(str, wl.size or ()))} b{wl.batch}")
+            self.on_progress(f"lut {role}: {name} {'x'.join(map(str, wl.size or ()))} b{wl.batch}")
         rec = profile(
             [Plan(resolve_target(name, knobs), wl)],
             lut_options(self.space),
@@ -647,7 +647,7 @@ def build_table(
                     }
                 total += entries[call.lookup]["latency_ms"]
             role = "train" if i < n_train else "holdout"
-            whole = m.whole(ts, config, f"lut-{role}")
+            whole = m.whole(ts, config, role)
             rows.append(
                 {
                     "role": role,
