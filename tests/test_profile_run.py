@@ -140,6 +140,7 @@ def test_a_hung_target_times_out(worker, tmp_path):
     opts = Options(max_time_s=0.2, window_s=0.2, reference=False, timeout_s=5)
     (r,) = profile([_plan("_targets:sleepy")], opts, store=None, worker=worker)
     assert r.status == "failed" and "timed out after 5 s" in r.error
+    assert r.protocol["name"] == "effscope-v2"  # how it was to be timed, though its process recorded nothing
     (ok,) = profile([_plan("_targets:tiny")], FAST, store=None, worker=worker)  # a fresh process took over
     assert ok.status == "ok"
 

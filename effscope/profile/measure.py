@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from effscope.profile.target import Target
     from effscope.profile.timing import LatencyStats
 
-__all__ = ["Job", "Options", "describe_failure", "peak_rss_hidden", "run_job"]
+__all__ = ["Job", "Options", "describe_failure", "describe_protocol", "peak_rss_hidden", "run_job"]
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 REFERENCE_DRIFT = 1.2  # the reference slowed by more than this between before and after the target: contention
@@ -109,7 +109,7 @@ def run_job(job: Job, *, first_in_process: bool = True) -> Record:
             meaningless (it is then reported missing).
     """
     record = Record(target=job.target, kind="unknown", workload=job.workload.as_dict(), **job.record_fields)
-    record.protocol = _protocol(job.options)
+    record.protocol = describe_protocol(job.options)
     try:
         _run(job, record, first_in_process)
     except Exception as e:  # one target's failure is data, not a dead run
@@ -121,7 +121,7 @@ def run_job(job: Job, *, first_in_process: bool = True) -> Record:
     return record
 
 
-def _protocol(o: Options) -> dict[str, Any]:
+def describe_protocol(o: Options) -> dict[str, Any]:
     """How this job times, as stored in the Record: effscope's own protocol, fixed counts, or a paper's."""
     from effscope.profile.timing import WARMUP_S
 

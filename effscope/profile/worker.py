@@ -87,6 +87,7 @@ class Worker:
             return Record.from_json(self._child.receive(job.options.timeout_s))
         except (ChildTimedOut, ChildDied) as e:
             from effscope.profile.env import host_environment
+            from effscope.profile.measure import describe_protocol
 
             return Record(
                 target=job.target,
@@ -98,6 +99,7 @@ class Worker:
                 env=host_environment(job.workload.device),
                 status="failed",
                 error=str(e),
+                protocol=describe_protocol(job.options),  # how it was to be timed, as a measured Record says
                 **job.record_fields,
             )
 
