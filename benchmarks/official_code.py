@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -42,13 +41,29 @@ REPOS = {
 
 
 def commits(root: Path) -> dict[str, str]:
-    """The checked-out commit of each official repository under root (git rev-parse HEAD)."""
-    out = {}
-    for repo in sorted(set(REPOS.values())):
-        path = root / repo
-        res = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
-        out[repo] = res.stdout.strip() if res.returncode == 0 else "unknown (not a git checkout)"
-    return out
+    """The checked-out commit of each official repository under root, read from its own .git folder: a GPU machine
+    may lack the git program, and `git -C` in a folder without .git would answer with an enclosing repository's."""
+    return {repo: checked_out_commit(root / repo) for repo in sorted(set(REPOS.values()))}
+
+
+def checked_out_commit(path: Path) -> str:
+    """HEAD's commit of the checkout at path (detached, or a branch as a loose or packed ref)."""
+    unknown = "unknown (not a git checkout)"
+    git = path / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head.removeprefix("ref: ")
+        if (git / ref).is_file():
+            return (git / ref).read_text().strip()
+        for line in (git / "packed-refs").read_text().splitlines():
+            sha, _, name = line.partition(" ")
+            if name == ref:
+                return sha
+    except OSError:
+        return unknown
+    return unknown
 
 
 # --- shims -----------------------------------------------------------------------------------------------------

@@ -177,6 +177,32 @@ def test_the_official_step_runs_only_with_the_checkouts_and_before_the_zoo(kit):
     assert [s.name for s in with_official][-2:] == ["official", "zoo"]
 
 
+def test_official_commits_are_read_without_the_git_program(monkeypatch, tmp_path):
+    """A lent GPU machine may have no git: the commits come from each checkout's own .git folder, and a folder
+    without one is unknown (never the enclosing repository's commit, as `git -C` would answer)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import official_code
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-programs"))
+    sha, other = "a" * 40, "b" * 40
+    layouts = {
+        "detached": {"HEAD": sha},
+        "loose": {"HEAD": "ref: refs/heads/main", "refs/heads/main": sha},
+        "packed": {
+            "HEAD": "ref: refs/heads/main",
+            "packed-refs": f"# pack-refs\n{other} refs/heads/x\n{sha} refs/heads/main",
+        },
+    }
+    for name, files in layouts.items():
+        for rel, text in files.items():
+            (tmp_path / name / ".git" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / ".git" / rel).write_text(text + "\n")
+        assert official_code.checked_out_commit(tmp_path / name) == sha, name
+    (tmp_path / "plain").mkdir()
+    assert official_code.checked_out_commit(tmp_path / "plain") == "unknown (not a git checkout)"
+    assert official_code.commits(tmp_path)["PVT"] == "unknown (not a git checkout)"
+
+
 def test_the_official_step_keeps_failures_as_rows_and_starts_nothing_past_its_deadline(kit, monkeypatch, tmp_path):
     """On a fake clock each comparison takes 10 s: with 35 s, pvt_sra runs in fp32 and bf16 (guess 8 s, then 10 s),
     hilo fp32 fails (kept as a row), hilo bf16 is not started; what was compared is saved after each."""
