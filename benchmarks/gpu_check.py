@@ -1378,7 +1378,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.time()  # --limit counts from here: installing wheels and checking imports use it too
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))  # the first paragraph
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu (with --quick)")
     parser.add_argument("--quick", action="store_true", help="CPU-sized steps: check the kit itself in minutes")

@@ -167,7 +167,7 @@ def print_results(result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--spaces", nargs="+", default=["hilo_block", "litv2"])
     parser.add_argument("--samples", type=int, default=12)
     parser.add_argument("--holdout", type=int, default=12)

@@ -44,7 +44,7 @@ def median_after_warmup(knobs: dict, floor_s: float, max_time_s: float) -> float
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--floors", type=float, nargs=2, default=[0.1, 0.025], metavar=("A", "B"))
     p.add_argument("--runs", type=int, default=4, help="runs per design and floor")
     p.add_argument("--max-time", type=float, default=0.5)
