@@ -15,10 +15,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import time
 from pathlib import Path
+
+
+def _loo_text(mape: float) -> str:
+    """A leave-one-out MAPE, or why a fit has none (math.inf: fewer training designs than the fit needs)."""
+    return f"{mape:.1%}" if math.isfinite(mape) else "n/a (too few designs)"
+
+
+def _tau_text(tau: float) -> str:
+    """Kendall tau, or "-" where it is undefined (nan: fewer than two held-out designs, or all tied)."""
+    return f"{tau:.3f}" if math.isfinite(tau) else "-"
 
 
 def small_cpu(space):
@@ -138,18 +149,18 @@ def print_results(result: dict) -> None:
         )
         print(
             f"fit chosen by leave-one-out on the training designs: {v['fit']} "
-            f"(LOO MAPE sum {v['loo_sum_mape']:.1%}, affine {v['loo_affine_mape']:.1%}, full {v['loo_full_mape']:.1%})"
+            "(LOO MAPE " + ", ".join(f"{k} {_loo_text(v[f'loo_{k}_mape'])}" for k in ("sum", "affine", "full")) + ")"
         )
         print(f"{'predictor':<18}{'MAPE':>8}{'within 5%':>11}{'within 10%':>12}{'Kendall tau':>13}")
         print(
             f"{'chosen: ' + v['fit']:<18}{v['mape']:>8.1%}{v['within_5']:>11.0%}{v['within_10']:>12.0%}"
-            f"{v['kendall_tau']:>13.3f}"
+            f"{_tau_text(v['kendall_tau']):>13}"
         )
         for kind in ("sum", "affine", "full"):
             if f"baseline_{kind}_mape" in v:
                 print(
                     f"{'baseline: ' + kind:<18}{v[f'baseline_{kind}_mape']:>8.1%}{'':>11}"
-                    f"{v[f'baseline_{kind}_within_10']:>12.0%}{v[f'baseline_{kind}_kendall_tau']:>13.3f}"
+                    f"{v[f'baseline_{kind}_within_10']:>12.0%}{_tau_text(v[f'baseline_{kind}_kendall_tau']):>13}"
                 )
         for r in e["holdout"]:
             err = r["predicted"] / r["measured"] - 1
