@@ -190,14 +190,7 @@ def test_on_a_phone_legends_sit_under_the_plot_and_the_page_never_scrolls_sidewa
         '<iframe id="f" src="records.html" style="width:390px;height:900px;border:0"></iframe></body></html>',
         encoding="utf-8",
     )
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"]
-    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
-    flags += ["--allow-file-access-from-files", f"--user-data-dir={tmp_path / 'profile'}"]
-    cmd = [CHROMIUM, *flags, "--window-size=1500,900", "--virtual-time-budget=15000", "--dump-dom", wrapper.as_uri()]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    m = re.search(r'<pre id="probe">(.*?)</pre>', r.stdout, re.S)
-    assert m, r.stderr[-3000:]
-    seen = json.loads(html.unescape(m.group(1)))
+    seen = _probe(wrapper, tmp_path, "1500,900", 15000)
     phone, desktop = seen["phone"], seen["desktop"]
     assert phone["errors"] == [] and desktop["errors"] == []
     assert phone["client"] == 390 and phone["width"] <= 390, "the page scrolls sideways on a phone"
@@ -230,3 +223,172 @@ def test_figure_divs_keep_the_fixed_height_wrapper_the_phone_script_grows():
     page = render(report_data(_records()))
     assert "matchMedia('(max-width: 600px)')" in page and "gd.parentElement.style.height" in page
     assert page.index("window.matchMedia('(max-width") > page.index('id="fig-iqr"')  # runs after the figures
+
+
+# -------------------------------------------- the phone view: long axis titles, panels, parallel coordinates
+
+
+PROXY = {
+    "name": "synflow",
+    "label": "synflow (zero-cost proxy, not accuracy)",
+    "direction": "maximize",
+    "is_proxy": True,
+}
+BUDGETS = [{"name": "latency", "statistic": "latency_ms_p90", "limit": limit, "unit": "ms"} for limit in (2.0, 1.0)]
+
+
+def _study() -> Source:
+    """12 trials of 6 knobs under two p90 budgets: the front's x title names the budgets' statistic (a long title),
+    and the tighter budget's label, right-aligned to its line near the plot's left edge, sticks out of a phone."""
+    points = []
+    for i in range(12):
+        lat = 0.9 + 0.15 * i
+        knobs = {
+            "heads": (4, 6)[i % 2],
+            "lofi_heads": i % 5,
+            "window_size": (1, 2, 7)[i % 3],
+            "head_dim": 16 + 16 * (i % 2),
+        }
+        knobs |= {"mlp_ratio": (2.0, 3.0, 4.0)[i % 3], "activation": ("gelu", "relu", "hardswish")[i % 3]}
+        numbers = {"quality": 7.4e5 + 9e4 * ((i * 7) % 12), "latency_ms_p50": lat, "latency_ms_p90": lat * 1.1}
+        numbers |= {"latency_ms_iqr": 0.05 * lat, "macs": 2e7 * (1 + i), "params": 1e5 * (1 + i)}
+        points.append(
+            Point(id=f"trial {i}", target="hilo", family="litv2", kind="block", knobs=knobs, numbers=numbers,
+                  status="measured", constraints={"latency": lat * 1.1 / 2.0 - 1}, trial=i, record_uid=f"r{i}",
+                  size=(14, 14), workload={"batch": 1}, env={"device_name": "AMD EPYC"})
+        )  # fmt: skip
+    attrs = {"target": "hilo", "kind": "block", "objectives": [PROXY], "budgets": BUDGETS, "command": "effscope"}
+    return Source("study", "s", points, attrs=attrs, directions=["maximize", "minimize"])
+
+
+def _scaling_records() -> Source:
+    """Two blocks at three token grids with their peak memory: the scaling figure's two panels side by side."""
+    points = []
+    for target, family, slope in (("vit", "vit", 1.6), ("hilo", "litv2", 1.1)):
+        for n in (14, 28, 56):
+            p = _design(target, family, "block", n, 0.01 * n**slope, 2e5 * n * n, peak_rss_bytes=3e5 * n * n)
+            p.id = f"{target} {n}x{n}"
+            points.append(p)
+    return Source("records", "r", points, "r.db")
+
+
+def test_on_a_phone_parallel_coordinates_run_across_the_page_one_axis_under_another():
+    from effscope.report.sections.insight import _spread_across, insight_section, parallel_figure
+
+    ins = insight_section(_study())
+    wide, phone = parallel_figure(ins), parallel_figure(ins, phone=True)
+    n = len(ins.axes)
+    assert n == 8
+    # side by side on a wide page: vertical axes, named by x ticks; on a phone: horizontal axes, one under another
+    assert all(s.x0 == s.x1 for s in wide.layout.shapes) and list(wide.layout.xaxis.tickvals) == list(range(n))
+    assert [(s.x0, s.x1, s.y0, s.y1) for s in phone.layout.shapes] == [(0, 1, i, i) for i in range(n)]
+    assert list(phone.layout.yaxis.range) == [n - 1 + 0.4, -0.5]  # the first axis on top
+    names = [a for a in phone.layout.annotations if a.text.startswith("<b>")]
+    assert [a.text for a in names] == [f"<b>{html.escape(a.name)}</b>" for a in ins.axes]
+    assert all((a.x, a.xanchor, a.yanchor) == (0, "left", "bottom") for a in names)  # the name above its axis
+    # a phone's tick labels never print on top of each other: the ends flush with the axis' ends, a crowded one dropped
+    ticks = [(0.0, "737,438"), (0.15, "897,625"), (0.3, "995,816"), (0.6, "1.2M"), (1.0, "1,770,723")]
+    assert _spread_across(ticks) == [
+        (0.0, "737,438", "left"), (0.3, "995,816", "center"), (0.6, "1.2M", "center"), (1.0, "1,770,723", "right")
+    ]  # fmt: skip
+    assert _spread_across([(0.0, "a"), (0.5, "b"), (0.98, "c"), (1.0, "end")]) == [
+        (0.0, "a", "left"), (0.5, "b", "center"), (1.0, "end", "right")
+    ]  # fmt: skip
+    # on a phone the page draws the traces turned (x for y) with the phone's layout: the traces' data comes once
+    for w, t in zip(wide.data, phone.data, strict=True):
+        assert (list(t.x), list(t.y)) == (list(w.y), list(w.x)) and t.name == w.name
+    page = render(report_data(_study()))
+    assert page.count('id="fig-') == page.count("Plotly.newPlot(") and "fig-parallel-" not in page  # one figure
+    call = re.search(r'Plotly.newPlot\(\s*"fig-parallel",\s*', page)
+    data, end = json.JSONDecoder().raw_decode(page, call.end())
+    layout, _ = json.JSONDecoder().raw_decode(page, page.index("{", end))
+    assert len(data) == len(wide.data) and "template" in layout and "template" not in layout["meta"]["phone"]
+    assert layout["meta"]["phone"] == {k: v for k, v in json.loads(phone.layout.to_json()).items() if k != "template"}
+    assert "function turn(gd,p)" in page
+
+
+PHONE_PROBE = """<script>
+function state(id){var d=document.getElementById(id).contentDocument,out={width:d.documentElement.scrollWidth,
+errors:d.defaultView.effscopeErrors,figures:{}};
+d.querySelectorAll('.js-plotly-plot').forEach(function(gd){var L=gd._fullLayout,box=gd.getBoundingClientRect();
+var f={shown:!!gd.offsetParent,left:box.left,right:box.right,top:box.top,bottom:box.bottom,height:L.height,
+plotWidth:L.width,divWidth:gd.clientWidth,titles:[],notes:[],domains:{},
+shapes:(L.shapes||[]).map(function(s){return [s.x0,s.x1,s.y0,s.y1];})};
+gd.querySelectorAll('[class^="g-"][class$="title"] text').forEach(function(t){var r=t.getBoundingClientRect();
+f.titles.push({text:t.textContent,lines:t.querySelectorAll('tspan.line').length||1,left:r.left,right:r.right,
+top:r.top,bottom:r.bottom});});
+gd.querySelectorAll('g.annotation').forEach(function(a){var r=a.getBoundingClientRect();
+f.notes.push([a.textContent,r.left,r.right,r.top,r.bottom]);});
+Object.keys(L).filter(function(k){return /^[xy]axis\\d*$/.test(k);}).forEach(function(k){f.domains[k]=L[k].domain;});
+out.figures[gd.id]=f;});return out;}
+function all(){return {study:state('s'),records:state('r')};}
+window.addEventListener('load',function(){setTimeout(function(){var r={phone:all()};
+['s','r'].forEach(function(id){var f=document.getElementById(id);f.style.width='1400px';
+f.contentWindow.dispatchEvent(new Event('resize'));});
+setTimeout(function(){r.desktop=all();var p=document.createElement('pre');p.id='probe';
+p.textContent=JSON.stringify(r);document.body.appendChild(p);},2000);},2000);});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_on_a_phone_axis_titles_fit_panels_stack_and_parallel_coordinates_turn(tmp_path):
+    (tmp_path / "study.html").write_text(render(report_data(_study())), encoding="utf-8")
+    (tmp_path / "records.html").write_text(render(report_data(_scaling_records())), encoding="utf-8")
+    frames = "".join(
+        f'<iframe id="{i}" src="{name}" style="width:390px;height:900px;border:0;display:block"></iframe>'
+        for i, name in (("s", "study.html"), ("r", "records.html"))
+    )
+    wrapper = tmp_path / "phone.html"
+    wrapper.write_text(f'<html><head><meta charset="utf-8">{PHONE_PROBE}</head><body style="margin:0">{frames}'
+                       "</body></html>", encoding="utf-8")  # fmt: skip
+    seen = _probe(wrapper, tmp_path, "1500,1900", 20000)
+    front_x = "latency p90 (ms, measured; the budgets' statistic)"
+    for width in ("phone", "desktop"):
+        for page in ("study", "records"):
+            got = seen[width][page]
+            assert got["errors"] == [], (width, page, got["errors"])
+            assert got["width"] <= (390 if width == "phone" else 1400), f"{page} scrolls sideways ({width})"
+            for key, f in got["figures"].items():
+                if f["shown"]:  # as wide as the page (a relayout must not pin the width the figure had)
+                    assert f["plotWidth"] == f["divWidth"], (width, key)
+                for t in f["titles"] if f["shown"] else ():  # every axis title whole, inside its figure
+                    assert f["left"] - 1 <= t["left"] and t["right"] <= f["right"] + 1, (width, key, t)
+                    assert f["top"] - 1 <= t["top"] and t["bottom"] <= f["bottom"] + 1, (width, key, t)
+                for a in f["notes"] if f["shown"] else ():  # and every note (a budget's label, a panel's title)
+                    assert f["left"] - 1 <= a[1] and a[2] <= f["right"] + 1, (width, key, a)
+    phone, desktop = seen["phone"], seen["desktop"]
+    # a title longer than its axis breaks into lines on a phone, and is one line again on a wide page
+    front = {t["text"]: t["lines"] for t in desktop["study"]["figures"]["fig-front"]["titles"]}
+    assert front[front_x] == 1
+    wrapped = [t for t in phone["study"]["figures"]["fig-front"]["titles"] if t["lines"] > 1]
+    assert [t["text"].replace(" ", "") for t in wrapped] == [front_x.replace(" ", "")]
+    # two panels side by side on a wide page, one above the other on a phone
+    wide, tall = desktop["records"]["figures"]["fig-scaling"], phone["records"]["figures"]["fig-scaling"]
+    assert wide["domains"]["xaxis"][1] <= wide["domains"]["xaxis2"][0] and wide["height"] == 500
+    assert tall["domains"]["xaxis"] == tall["domains"]["xaxis2"] == [0, 1]
+    assert tall["domains"]["yaxis2"][1] < tall["domains"]["yaxis"][0] and tall["height"] >= 1000
+    # parallel coordinates: axes side by side on a wide page, one under the other on a phone, where no labels overlap
+    wide, tall = desktop["study"]["figures"]["fig-parallel"], phone["study"]["figures"]["fig-parallel"]
+    assert [x0 == x1 for x0, x1, _, _ in wide["shapes"]] == [True] * 8 and wide["height"] == 480
+    assert [(x0, x1, y0 == y1) for x0, x1, y0, y1 in tall["shapes"]] == [(0, 1, True)] * 8
+    assert tall["height"] > 600 and "heads" in tall["notes"][0][0]
+    assert tall["notes"][0][3] - tall["top"] < 70, "a margin of the wide layout is left above the first axis"
+    notes = tall["notes"]
+    assert len(notes) > 8 + 16
+    for i, a in enumerate(notes):
+        assert 0 <= a[1] and a[2] <= 390, f"{a[0]} is cut off"
+        for b in notes[i + 1 :]:
+            overlap = min(a[2], b[2]) - max(a[1], b[1]) > 1 and min(a[4], b[4]) - max(a[3], b[3]) > 1
+            assert not overlap, f"'{a[0]}' and '{b[0]}' print on top of each other"
+
+
+def _probe(wrapper, tmp_path, window: str, virtual_ms: int) -> dict:
+    """Open the wrapper page in headless Chromium and return what its probe script wrote into <pre id="probe">."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    flags += ["--allow-file-access-from-files", f"--user-data-dir={tmp_path / 'profile'}"]
+    cmd = [CHROMIUM, *flags, f"--window-size={window}", f"--virtual-time-budget={virtual_ms}", "--dump-dom"]
+    r = subprocess.run([*cmd, wrapper.as_uri()], capture_output=True, text=True, timeout=120)
+    m = re.search(r'<pre id="probe">(.*?)</pre>', r.stdout, re.S)
+    assert m, r.stderr[-3000:]
+    return json.loads(html.unescape(m.group(1)))

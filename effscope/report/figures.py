@@ -226,6 +226,15 @@ def integer_ticks(values: Sequence[int]) -> dict[str, Any]:
     return {"tick0": 0, "dtick": max(1, math.ceil((max(values) - min(values) + 1) / 10))}
 
 
-def figure_html(fig: go.Figure, div_id: str) -> str:
-    """A figure as a div for the page (plotly.js comes once, with the page)."""
+def figure_html(fig: go.Figure, div_id: str, phone: go.Figure | None = None) -> str:
+    """A figure as a div for the page (plotly.js comes once, with the page).
+
+    `phone`: the figure as a phone shows it, its traces `fig`'s with x and y swapped. Only its layout goes into the
+    page (layout.meta.phone, without the template): on a phone, the page's script (report/html.py) swaps x and y of
+    `fig`'s traces and draws them with that layout, so the traces' data is in the page once.
+    """
+    if phone is not None:
+        layout = phone.layout.to_plotly_json()
+        layout.pop("template", None)
+        fig = go.Figure(fig).update_layout(meta={"phone": layout})
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=CONFIG)

@@ -57,38 +57,107 @@ window.addEventListener('unhandledrejection',function(e){effscopeError(e.reason)
 document.addEventListener('DOMContentLoaded',function(){if(window.effscopeErrors.length)effscopeError('');});
 """
 
-# Below PHONE_PX a legend right of the plot squeezes the plot to a sliver and covers data: put it under the plot,
-# anchored to the figure's bottom edge (so it reserves its own margin below the x-axis title), its title above its
-# entries (a side with 'left' indents every row by the title's width), and grow the figure and the fixed-height div
-# that to_html wraps it in by the legend's height. Widening the window gives each figure its own legend back (on
-# resize: place() only acts when the width crosses PHONE_PX).
+# Below PHONE_PX (a phone) each figure is relaid out, and every change is undone when the window widens again (on
+# resize: place() only acts when the width crosses PHONE_PX; it remembers the figure's own values of what it changed):
+# - a legend right of the plot squeezes the plot to a sliver and covers data: it goes under the plot, anchored to the
+#   figure's bottom edge (so it reserves its own margin below the x-axis title), its title above its entries (a side
+#   with 'left' indents every row by the title's width); the figure, and the fixed-height div that to_html wraps it
+#   in, grow by the legend's height;
+# - panels side by side (make_subplots, one row) are too narrow, and the second panel's y-axis title lands on the
+#   first panel: they go one above the other, each as tall as the figure was, their titles with them;
+# - an axis title longer than its axis is cut off at the figure's edge: it breaks into lines between words (the
+#   axes' automargin makes room for them); a note (annotation) that sticks out of the figure, such as a budget line's
+#   label or a panel's title, moves in, as little as it must;
+# - a figure with a layout of its own for a phone (layout.meta.phone, figures.figure_html) is drawn with it, its
+#   traces' x and y swapped: the parallel coordinates' axes run across the page, one under the other.
 PHONE_PX = 600
-_PHONE_LEGEND = """
+_PHONE_SCRIPT = """
 (function(){
 var mq=window.matchMedia('(max-width: __PHONE__px)');
-var keys=['orientation','x','xanchor','xref','y','yanchor','yref','title.side'];
-var phone={'legend.orientation':'h','legend.x':0,'legend.xanchor':'left','legend.xref':'container',
+var legend={'legend.orientation':'h','legend.x':0,'legend.xanchor':'left','legend.xref':'container',
   'legend.y':0,'legend.yanchor':'bottom','legend.yref':'container','legend.title.side':'top'};
-function own(gd){
-  if(gd._effscopeOwn)return gd._effscopeOwn;
-  var o={height:gd.layout.height},l=gd.layout.legend||{};
-  keys.forEach(function(k){
-    var v=k.split('.').reduce(function(a,p){return a&&a[p];},l);o['legend.'+k]=v===undefined?null:v;});
-  gd._effscopeOwn=o;gd._effscopeCss=gd.parentElement.style.height;return o;
+function get(o,k){return k.replace(/\\]/g,'').split(/[.[]/).reduce(function(a,p){return a==null?undefined:a[p];},o);}
+function keep(gd,u){  // remember the figure's own value of each key the phone changes, once
+  var o=gd._effscopeOwn;
+  Object.keys(u).forEach(function(k){
+    if(k in o)return;var v=get(gd.layout,k);o[k]=v===undefined?null:Array.isArray(v)?v.slice():v;});
+  return u;
 }
+function stack(gd,h){  // {n: panels, keys: the relayout that puts them one above the other} or null
+  var L=gd.layout,xs=[],n,g,u={};
+  for(n=1;L['xaxis'+(n>1?n:'')];n++)xs.push(n>1?n:'');
+  n=xs.length;
+  if(n<2||!xs.every(function(s,i){var x=L['xaxis'+s].domain,y=L['yaxis'+s];
+    return x&&y&&y.domain&&(!i||L['xaxis'+xs[i-1]].domain[1]<=x[0]);}))return null;
+  g=150/(n*h-150);  // between two panels: the upper one's ticks and x-axis title, the lower one's title
+  xs.forEach(function(s,i){
+    var x=L['xaxis'+s].domain,y=L['yaxis'+s].domain,top=1-i*(1+g)/n;
+    u['xaxis'+s+'.domain']=[0,1];u['yaxis'+s+'.domain']=[top-(1-g*(n-1))/n,top];
+    (L.annotations||[]).forEach(function(a,j){  // the panel's title (make_subplots: centred above the panel)
+      if(a.xref==='paper'&&a.yref==='paper'&&Math.abs(a.x-(x[0]+x[1])/2)<1e-6&&Math.abs(a.y-y[1])<1e-6){
+        u['annotations['+j+'].x']=0.5;u['annotations['+j+'].y']=top;}
+    });
+  });
+  return {n:n,keys:u};
+}
+function titles(gd){
+  var L=gd._fullLayout,u={};
+  Object.keys(L).forEach(function(k){
+    var ax=L[k];if(!/^[xy]axis\\d*$/.test(k)||!ax||!ax._id||!ax.title)return;
+    var t=ax.title.text,el=gd.querySelector('.g-'+ax._id+'title text');
+    if(!t||!el||t.indexOf('<br>')>=0)return;
+    var w=el.getBBox().width;if(!w||w<=ax._length)return;
+    var n=Math.ceil(w/ax._length),most=Math.max(10,Math.floor(t.length*ax._length/w)),lines;
+    for(var per=Math.min(Math.ceil(t.length/n),most);per<=most;per++){  // lines of even length: the fewest that fit
+      lines=[''];t.split(' ').forEach(function(word){var i=lines.length-1;if(!lines[i])lines[i]=word;
+        else if(lines[i].length+1+word.length>per)lines.push(word);else lines[i]+=' '+word;});
+      if(lines.length<=n)break;}
+    if(lines&&lines.length>1)u[k+'.title.text']=lines.join('<br>');
+  });
+  return u;
+}
+function inside(gd){
+  var box=gd.getBoundingClientRect(),all=gd.layout.annotations||[],u={};
+  gd.querySelectorAll('g.annotation').forEach(function(g){
+    var i=+g.getAttribute('data-index'),r=g.getBoundingClientRect(),dx=0;
+    if(!all[i]||r.width>box.width)return;
+    if(r.left<box.left)dx=box.left-r.left+2;else if(r.right>box.right)dx=box.right-r.right-2;
+    if(dx)u['annotations['+i+'].xshift']=(all[i].xshift||0)+Math.round(dx);
+  });
+  return u;
+}
+function turn(gd,p){
+  var wide=gd._effscopeWide={data:gd.data,layout:gd.layout},layout=JSON.parse(JSON.stringify(p));
+  layout.template=wide.layout.template;gd._effscopeOwn={};  // what the phone changes next, it changes in `layout`
+  return Plotly.react(gd,wide.data.map(function(t){return Object.assign({},t,{x:t.y,y:t.x});}),layout);
+}
+// A height goes through CSS, on the figure's div and the div to_html wraps it in, then plotly's resize: relayout's
+// height would pin the width too, and a later resize (the window's) would no longer follow the page's width.
+function size(gd,h){gd.style.height=gd.parentElement.style.height=h+'px';return Plotly.Plots.resize(gd);}
 function place(gd){
-  if(!gd._fullLayout||!gd._fullLayout.showlegend)return;
-  var o=own(gd);
+  if(!gd._fullLayout||!gd.offsetParent)return;
+  if(!gd._effscopeOwn){gd._effscopeOwn={};gd._effscopeHeight=gd._fullLayout.height;}
+  var own=gd._effscopeHeight,wide=gd._effscopeWide;
   if(!mq.matches){
     if(!gd._effscopePhone)return;
-    gd._effscopePhone=false;gd.parentElement.style.height=gd._effscopeCss;Plotly.relayout(gd,o);return;
+    gd._effscopePhone=false;gd._effscopeWide=null;
+    (wide?Plotly.react(gd,wide.data,wide.layout):Plotly.relayout(gd,gd._effscopeOwn)).then(function(){
+      if(wide)gd._effscopeOwn={};return size(gd,own);});
+    return;
   }
   if(gd._effscopePhone)return;
   gd._effscopePhone=true;
-  Plotly.relayout(gd,phone).then(function(){
-    var h=(gd._fullLayout.legend&&gd._fullLayout.legend._height)||0;
-    if(!h||!o.height||!gd._effscopePhone)return;
-    gd.parentElement.style.height=(o.height+h)+'px';return Plotly.relayout(gd,{height:o.height+h});
+  var p=gd.layout.meta&&gd.layout.meta.phone,s=!p&&stack(gd,own);
+  // at the new width first: the titles are measured against it
+  Plotly.Plots.resize(gd).then(function(){return p&&turn(gd,p);}).then(function(){
+    var u=Object.assign({},s&&s.keys,gd._fullLayout.showlegend?legend:{});return Plotly.relayout(gd,keep(gd,u));
+  }).then(function(){
+    var h=(gd._fullLayout.showlegend&&gd._fullLayout.legend._height)||0;
+    if(gd._effscopePhone&&(h||s||p))return size(gd,(p?p.height:own*(s?s.n:1))+h);
+  }).then(function(){
+    var t=gd._effscopePhone&&titles(gd);if(t&&Object.keys(t).length)return Plotly.relayout(gd,keep(gd,t));
+  }).then(function(){
+    var a=gd._effscopePhone&&inside(gd);if(a&&Object.keys(a).length)return Plotly.relayout(gd,keep(gd,a));
   });
 }
 function all(){document.querySelectorAll('.js-plotly-plot').forEach(place);}
@@ -147,5 +216,5 @@ def render(data: ReportData, *, plotlyjs: str = "inline") -> str:
         '<body><main><div id="effscope-errors" hidden></div>'
         f"<h1>{html.escape(data.title)}</h1>"
         f'<p class="sub">made by effscope {__version__} on {made}</p>'
-        f"<nav>{nav}</nav>{sections}</main><script>{_PHONE_LEGEND}</script></body></html>\n"
+        f"<nav>{nav}</nav>{sections}</main><script>{_PHONE_SCRIPT}</script></body></html>\n"
     )

@@ -264,14 +264,22 @@ def importance_figure(ins: Insight) -> go.Figure:
     )
 
 
-def parallel_figure(ins: Insight) -> go.Figure:
-    """Parallel coordinates drawn in SVG (plotly's parcoords needs WebGL): one polyline per design."""
+def parallel_figure(ins: Insight, *, phone: bool = False) -> go.Figure:
+    """Parallel coordinates drawn in SVG (plotly's parcoords needs WebGL): one polyline per design.
+
+    The axes stand side by side; for a phone (`phone`) they run across the page, one under the other: side by side,
+    a phone leaves each axis a few dozen pixels and their names and ticks print on top of each other.
+    """
     import plotly.graph_objects as go
 
     from effscope.report.figures import BEST, FEASIBLE, GREY, finish_figure
 
     fig = go.Figure()
     n = len(ins.axes)
+
+    def at(axis: Any, value: Any) -> tuple[Any, Any]:  # (x, y) of a value on an axis
+        return (value, axis) if phone else (axis, value)
+
     styles = {
         "infeasible": ("infeasible", {"color": GREY, "width": 1}),
         "feasible": ("feasible", {"color": FEASIBLE, "width": 1.2}),
@@ -286,17 +294,17 @@ def parallel_figure(ins: Insight) -> go.Figure:
         for ln in lines:
             xs += [*range(n), None]
             ys += [*(None if y is None else round(y, 4) for y in ln.ys), None]
+        x, y = at(xs, ys)
         fig.add_trace(
-            go.Scatter(
-                x=xs, y=ys, mode="lines", name=name, line=line, opacity=0.85, hoverinfo="skip", legendgroup=group
-            )
+            go.Scatter(x=x, y=y, mode="lines", name=name, line=line, opacity=0.85, hoverinfo="skip", legendgroup=group)
         )
         # hover at the last axis (latency) names the design; one point per design keeps the page small
         ends = [ln for ln in lines if ln.ys and ln.ys[-1] is not None]
+        x, y = at([n - 1] * len(ends), [round(ln.ys[-1], 4) for ln in ends])
         fig.add_trace(
             go.Scatter(
-                x=[n - 1] * len(ends),
-                y=[round(ln.ys[-1], 4) for ln in ends],
+                x=x,
+                y=y,
                 mode="markers",
                 marker={"color": line["color"], "size": 5},
                 text=[html.escape(ln.id) for ln in ends],
@@ -305,19 +313,29 @@ def parallel_figure(ins: Insight) -> go.Figure:
                 showlegend=False,
             )
         )
+    label = {"showarrow": False, "font": {"size": 11}, "bgcolor": "rgba(255,255,255,0.75)"}
     for i, axis in enumerate(ins.axes):
-        fig.add_shape(type="line", x0=i, x1=i, y0=0, y1=1, line={"color": "#555", "width": 1}, layer="below")
-        for pos, text in axis.ticks:
-            fig.add_annotation(
-                x=i,
-                y=pos,
-                text=html.escape(text),
-                showarrow=False,
-                xanchor="left",
-                xshift=4,
-                font={"size": 11},
-                bgcolor="rgba(255,255,255,0.75)",
-            )
+        (x0, y0), (x1, y1) = at(i, 0), at(i, 1)
+        fig.add_shape(type="line", x0=x0, x1=x1, y0=y0, y1=y1, line={"color": "#555", "width": 1}, layer="below")
+        if not phone:
+            for pos, text in axis.ticks:
+                fig.add_annotation(x=i, y=pos, text=html.escape(text), xanchor="left", xshift=4, **label)
+            continue
+        # the axis' name above it, its ticks below it (the ends flush with the axis' ends)
+        name = {**label, "font": {"size": 12}, "xanchor": "left", "yanchor": "bottom", "yshift": 2}
+        fig.add_annotation(x=0, y=i, text=f"<b>{html.escape(axis.name)}</b>", **name)
+        for pos, text, anchor in _spread_across(axis.ticks):
+            fig.add_annotation(x=pos, y=i, text=html.escape(text), xanchor=anchor, yanchor="top", yshift=-3, **label)
+    if phone:
+        return finish_figure(
+            fig,
+            round(PHONE_AXIS_PX * (n - 1 + 0.9)) + 20,
+            # drawn, though bare: an axis not drawn would keep the margin the wide layout's x ticks pushed (the
+            # page's script draws this layout in the wide figure's place, report/html.py)
+            xaxis={"range": [-0.02, 1.02], "showticklabels": False, "showgrid": False, "ticks": ""},
+            yaxis={"visible": False, "range": [n - 1 + 0.4, -0.5]},  # the first axis on top
+            margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        )
     return finish_figure(
         fig,
         480,
@@ -332,6 +350,36 @@ def parallel_figure(ins: Insight) -> go.Figure:
         yaxis={"visible": False, "range": [-0.06, 1.06]},
         margin={"t": 90},
     )
+
+
+# The phone's parallel coordinates: the gap between two axes, and the width its tick labels are spread over (the
+# plot on a 360 px screen) with the width of a character (11 px labels) and the least gap between two labels.
+PHONE_AXIS_PX = 84
+PHONE_PLOT_PX, CHAR_PX, LABEL_GAP_PX = 310, 6.5, 10
+
+
+def _spread_across(ticks: Sequence[tuple[float, str]]) -> list[tuple[float, str, str]]:
+    """Ticks along an axis that runs across the page, each with its anchor (the ends flush with the axis' ends);
+    one that would print on top of a neighbour is dropped (the ends are kept)."""
+
+    def span(pos: float, text: str) -> tuple[float, float, str]:
+        width, at = len(text) * CHAR_PX, pos * PHONE_PLOT_PX
+        if pos <= 0.0:
+            return at, at + width, "left"
+        if pos >= 1.0:
+            return at - width, at, "right"
+        return at - width / 2, at + width / 2, "center"
+
+    spans = [span(pos, text) for pos, text in ticks]
+    kept = [0] if ticks else []
+    for i in range(1, len(ticks)):
+        if i == len(ticks) - 1:  # the end stays; the neighbours it would print on go
+            while len(kept) > 1 and spans[i][0] - spans[kept[-1]][1] < LABEL_GAP_PX:
+                kept.pop()
+            kept.append(i)
+        elif spans[i][0] - spans[kept[-1]][1] >= LABEL_GAP_PX:
+            kept.append(i)
+    return [(*ticks[i], spans[i][2]) for i in kept]
 
 
 def _wrap(text: str, width: int = 16) -> str:
@@ -388,7 +436,7 @@ def insight_html(ins: Insight) -> str:
     if ins.axes:
         parts.append(
             "<h3>Parallel coordinates</h3>"
-            + figure_html(parallel_figure(ins), "fig-parallel")
+            + figure_html(parallel_figure(ins), "fig-parallel", phone=parallel_figure(ins, phone=True))
             + notes_html(ins.parallel_notes)
         )
     if ins.hypervolume is not None:
