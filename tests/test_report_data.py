@@ -1218,3 +1218,26 @@ def test_a_design_without_the_budgeted_statistic_reads_not_measured_under_severa
     assert constraint_lines(measured, budgets) == [
         ("latency budget", "latency p90 at 150 % of 1 ms, 75 % of the budget (2 ms)")
     ]
+
+
+def test_preset_labels_on_the_front_take_free_sides_and_never_cover_each_other():
+    from effscope.report.data import Marker
+    from effscope.report.sections.front import LABEL_SIDES, _label_box, _label_sides, _overlap, _to_fraction
+
+    def star(name, x, y):
+        return Marker(name, x, y, [("preset", f"{name} (default)")])
+
+    # as in an attention-block study: three presets within 0.2 ms and 2x in quality of each other
+    presets = [star("lightvit", 5.85, 1.6e6), star("hilo", 5.95, 1.05e6), star("vit", 5.3, 5.7e5)]
+    others = {"infeasible": [star("a", 5.6, 6e7), star("b", 5.5, 7.3e4)], "feasible": [star("c", 1.0, 1e5)]}
+    xs = [m.x for ms in others.values() for m in ms] + [m.x for m in presets]
+    sides = _label_sides(presets, others, xs, False)
+    assert set(sides) <= set(LABEL_SIDES)
+    to_x = _to_fraction(xs, False, from_zero=True)
+    to_y = _to_fraction([m.y for m in [*presets, *others["infeasible"], *others["feasible"]]], True, from_zero=False)
+    boxes = [
+        _label_box(side, 800 * to_x(m.x), 440 * (1 - to_y(m.y)), 7.0 * len(f"{m.id} (default)"))
+        for side, m in zip(sides, presets, strict=True)
+    ]
+    assert all(_overlap(a, b) == 0 for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    assert all(0 <= box[0] and box[2] <= 800 for box in boxes)  # none runs past the plot's right edge

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -354,7 +354,7 @@ def front_figure(f: Front) -> go.Figure:
         trace.update(
             mode="markers+text",
             text=[_preset_name(m) for m in ordered],
-            textposition=[_label_side(m.x, xs, log_x, i) for i, m in enumerate(ordered)],
+            textposition=_label_sides(ordered, f.groups, xs, log_x),
             textfont={"size": 12},
             cliponaxis=False,
         )
@@ -381,15 +381,84 @@ def front_figure(f: Front) -> go.Figure:
     )
 
 
-def _label_side(x: float | None, xs: Sequence[float | None], log: bool, i: int) -> str:
-    """Where a preset's label goes: away from the plot's left/right edge, alternating above and below."""
-    vs = [v for v in xs if v is not None and (v > 0 or not log)]
-    if x is None or not vs or max(vs) == min(vs):
-        return "top center"
-    f = math.log if log else float
-    where = (f(x) - f(min(vs))) / (f(max(vs)) - f(min(vs)))
-    vertical = "top" if i % 2 == 0 else "bottom"
-    return f"{vertical} {'left' if where > 0.75 else 'right' if where < 0.25 else 'center'}"
+# The plot area a desktop report gives the front, in px, and the size of a label and of a marker: enough to tell which
+# sides of a star are free, not a layout engine.
+PLOT_PX = (800, 440)
+CHAR_PX, LINE_PX, STAR_PX, MARKER_PX = 7.0, 16.0, 10.0, 5.0
+# A label's sides in the order they are tried: above and below read best, then beside, then the corners.
+LABEL_SIDES = (
+    "top center",
+    "bottom center",
+    "middle right",
+    "middle left",
+    "top right",
+    "bottom right",
+    "top left",
+    "bottom left",
+)
+
+
+def _label_sides(
+    presets: Sequence[Marker], groups: dict[str, list[Marker]], xs: Sequence[float | None], log_x: bool
+) -> list[str]:
+    """Where each preset's label goes: the first side where it covers no other label, star or design and stays
+    inside the plot; where no side is free (a cluster of presets), the side that covers least."""
+    from effscope.report.figures import log_worthy
+
+    others = [m for ms in groups.values() for m in ms]
+    ys = [m.y for m in others] + [m.y for m in presets]
+    to_x = _to_fraction(xs, log_x, from_zero=True)
+    to_y = _to_fraction(ys, log_worthy(ys), from_zero=False)
+    width, height = PLOT_PX
+
+    def at(m: Marker) -> tuple[float, float]:  # pixels from the plot's top left
+        return to_x(m.x) * width, (1 - to_y(m.y)) * height
+
+    def around(m: Marker, r: float) -> tuple[float, float, float, float]:
+        x, y = at(m)
+        return x - r, y - r, x + r, y + r
+
+    taken = [around(m, STAR_PX) for m in presets] + [around(m, MARKER_PX) for m in others]
+    sides = []
+    for m in presets:
+        x, y = at(m)
+        w = len(_preset_name(m)) * CHAR_PX
+        costs = []
+        for side in LABEL_SIDES:
+            box = _label_box(side, x, y, w)
+            cover = sum(_overlap(box, other) for other in taken)
+            outside = max(0.0, -box[0]) + max(0.0, box[2] - width) + max(0.0, -box[1]) + max(0.0, box[3] - height)
+            costs.append((cover + LINE_PX * outside, side, box))
+            if costs[-1][0] == 0:
+                break
+        _, side, box = min(costs, key=lambda c: c[0])  # the first of equals: the order above
+        taken.append(box)
+        sides.append(side)
+    return sides
+
+
+def _to_fraction(values: Sequence[float | None], log: bool, *, from_zero: bool) -> Callable[[float | None], float]:
+    """Where a value sits along an axis drawn over `values`, from 0 to 1 (a linear latency axis starts at 0)."""
+    f = math.log10 if log else float
+    vs = [f(v) for v in values if v is not None and (v > 0 or not log)]
+    if not vs:
+        return lambda v: 0.5
+    lo, hi = (min(0.0, min(vs)) if from_zero and not log else min(vs)), max(vs)
+    span = hi - lo or 1.0
+    return lambda v: 0.5 if v is None or (log and v <= 0) else (f(v) - lo) / span
+
+
+def _label_box(side: str, x: float, y: float, w: float) -> tuple[float, float, float, float]:
+    """The box (left, top, right, bottom) a label of width w takes on that side of a star at (x, y)."""
+    vertical, horizontal = side.split()
+    top = {"top": y - STAR_PX - LINE_PX, "bottom": y + STAR_PX, "middle": y - LINE_PX / 2}[vertical]
+    left = {"center": x - w / 2, "right": x + STAR_PX, "left": x - STAR_PX - w}[horizontal]
+    return left, top, left + w, top + LINE_PX
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """The area two boxes share."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def _preset_name(m: Marker) -> str:
