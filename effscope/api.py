@@ -93,8 +93,8 @@ def profile(
         db: also store the Record in this record store (SQLite file or SQLAlchemy URL); None keeps it in memory.
         **options: measurement options, with the names of `effscope.profile.measure.Options`: count, elementwise,
             latency, throughput, sweep, reference, module_times, max_time_s, window_s, timeout_s, warmup_iters and
-            iters; and `cuda_graph` (default: on for CUDA devices). Options's other fields are effscope's own
-            bookkeeping and are refused: protocol and protocol_changes (set from `protocol`), fresh_process (a
+            iters; and `cuda_graph` (default: on for CUDA devices in inference). Options's other fields are effscope's
+            own bookkeeping and are refused: protocol and protocol_changes (set from `protocol`), fresh_process (a
             single measurement always starts its own process) and abort_above_ms (the search's early stop, which
             leaves a Record's latency cut short).
 

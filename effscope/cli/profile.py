@@ -126,7 +126,7 @@ def profile(
     cuda_graph: bool = typer.Option(
         None,
         "--cuda-graph/--no-cuda-graph",
-        help="Also time a CUDA graph replay, to show how host-bound eager is (default: on for CUDA).",
+        help="Also time a CUDA graph replay, to show how host-bound eager is (default: on for CUDA, in inference).",
         show_default=False,
     ),
     flush_cache: bool = typer.Option(False, "--flush-cache", help="Flush the L2 cache before each timed run."),
