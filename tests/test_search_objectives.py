@@ -103,6 +103,30 @@ def test_dss_counts_attention_by_nuclear_norm_and_mlp_by_saliency():
     assert value == pytest.approx(attn + mlp, rel=1e-5)
 
 
+def test_synflow_sums_the_magnitudes_of_layer_weights_so_its_sign_never_ranks():
+    from torch import nn
+
+    from effscope.search.objectives import synflow
+
+    # LayerNorm between layers: with |theta| and a real input the products take both signs (a signed sum was -0.39)
+    torch.manual_seed(10)
+    net = nn.Sequential(nn.Linear(6, 6), nn.LayerNorm(6), nn.Linear(6, 6), nn.LayerNorm(6), nn.Linear(6, 2))
+    x = torch.randn(4, 6)
+    value = synflow(net, [x])
+    layers = [net[0], net[2], net[4]]  # the weights of 2 or more dimensions; not the norms' nor the biases
+    net.zero_grad()
+    net(x.double()).sum().backward()
+    assert value == pytest.approx(sum(float((m.weight * m.weight.grad).abs().sum()) for m in layers), rel=1e-9)
+    assert value > 0
+
+
+def test_a_synflow_study_is_told_apart_from_one_of_the_older_definition():
+    text = '[space]\ntarget = "hilo"\n[objectives]\nquality = "synflow"\n[budgets]\nlatency_ms = 5\n'
+    space = parse_space(text, name="s")
+    assert space.quality_settings()["definition"] == f"revision {OBJECTIVES['synflow'].revision}" == "revision 2"
+    assert "definition" not in parse_space(text.replace("synflow", "dss"), name="s").quality_settings()
+
+
 def test_short_training_is_seeded_and_learns(imagefolder):
     kw = {"workload": WORKLOAD, "proxy": {}, "train": TRAIN, "data": str(imagefolder)}
     a = evaluate("litv2_s", TINY_LITV2, ["train"], **kw)["train"]

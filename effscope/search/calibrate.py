@@ -209,9 +209,13 @@ def _rows_key(space: Space) -> str:
     import json
     from pathlib import Path
 
+    from effscope.search.objectives import OBJECTIVES
+
     what = {
         "train": space.train,
         "proxy": space.proxy,
+        # a proxy whose definition changed is computed again, not mixed with the old definition's values
+        "revisions": {o.name: o.revision for o in OBJECTIVES.values() if o.revision > 1},
         "workload": space.workload.as_dict(),
         "data": str(Path(space.data or "").expanduser().resolve()),
     }

@@ -10,10 +10,12 @@ The computing functions run in a spawned process (`QualityProcess`), never in th
 Definitions, as implemented (reimplemented from the papers' descriptions):
 
 - params, macs: from the measurement's Record (fvcore, batch 1); more capacity counts as better.
-- synflow (Tanaka et al. 2020): every parameter replaced by its absolute value, the network run in float64,
-  R = sum of the outputs, score = sum over parameters of theta * dR/dtheta. The paper feeds an all-ones input; on
-  a transformer an all-ones input makes every LayerNorm output zero and the score collapses, so effscope feeds the
-  proxy batch instead.
+- synflow (Tanaka et al. 2020): every parameter replaced by its absolute value, the network run in float64, R = sum of
+  the outputs, score = sum over the layers' weights (every module's `weight` of 2 or more dimensions: Linear, Conv,
+  the deformable conv) of |theta * dR/dtheta|, as zero-cost-nas scores it. The paper feeds an all-ones input; on a
+  transformer an all-ones input makes every LayerNorm output zero and the score collapses, so effscope feeds the proxy
+  batch instead. With that batch, LayerNorm and GELU, the products take both signs: a signed sum (revision 1) gave
+  LITv2 designs scores of either sign, so the sign decided the ranking.
 - jacob_cov (Mellor et al. 2021): J = d(sum of outputs)/d(input) per example of the batch (eval mode, so examples
   do not interact), C = correlation matrix of the rows of J, score = -sum_i (log(l_i + k) + 1 / (l_i + k)) over
   the eigenvalues l_i of C, k = 1e-5.
@@ -57,6 +59,8 @@ class QualityObjective:
     is_proxy: bool
     source: str  # "record": read from the measurement; "compute": computed in the quality process
     summary: str
+    # Raised when the definition changes: a study or a calibration never mixes values of two definitions.
+    revision: int = 1
 
 
 OBJECTIVES: dict[str, QualityObjective] = {
@@ -82,7 +86,8 @@ OBJECTIVES: dict[str, QualityObjective] = {
             "maximize",
             True,
             "compute",
-            "synaptic flow at init (|theta|, float64, proxy batch)",
+            "synaptic flow at init (|theta|, float64, proxy batch; sum of |theta * dR/dtheta| over layer weights)",
+            revision=2,
         ),
         QualityObjective(
             "jacob_cov",
@@ -183,7 +188,9 @@ def synflow(module: nn.Module, args: list) -> float:
     args = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args]
     module.zero_grad(set_to_none=True)
     _outputs(module(*args)).sum().backward()
-    score = sum(float((p.detach() * p.grad).sum()) for p in module.parameters() if p.grad is not None)
+    # layers' weights: Linear, Conv and the deformable conv; not the 1-D weights of norms, nor biases and embeddings
+    weights = [w for m in module.modules() if isinstance(w := getattr(m, "weight", None), torch.Tensor) and w.ndim >= 2]
+    score = sum(float((w.detach() * w.grad).abs().sum()) for w in weights if w.grad is not None)
     return _finite("synflow", score)
 
 

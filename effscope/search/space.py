@@ -405,10 +405,13 @@ class Space:
         and data; none for a quality read from the measurement (params, MACs)."""
         from effscope.search.objectives import OBJECTIVES
 
-        if OBJECTIVES[self.quality].source == "record":
+        objective = OBJECTIVES[self.quality]
+        if objective.source == "record":
             return {}
         settings = {"train": self.train} if self.quality == "train" else {"proxy": self.proxy}
-        return {**settings, "data": self.data}
+        # a changed definition is another search; the first revision is left out, as studies before revisions hold
+        definition = {"definition": f"revision {objective.revision}"} if objective.revision > 1 else {}
+        return {**settings, "data": self.data, **definition}
 
 
 def budget_statistics(workload: Workload) -> list[str]:
