@@ -6,7 +6,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["kendall_tau", "quantile_interval", "spearman_rho"]
+__all__ = ["MIN_RANK_PAIRS", "kendall_tau", "quantile_interval", "spearman_rho"]
+
+# Fewer pairs than this get no rank correlation reported: with 2 it is always ±1, with 3 it takes only 4 values.
+MIN_RANK_PAIRS = 4
 
 
 def _ranks(values: Sequence[float]) -> list[float]:

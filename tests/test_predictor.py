@@ -68,7 +68,9 @@ def test_predictor_fit_recovers_planted_correction():
 def test_predictor_metrics():
     m = P.metrics([1.0, 2.15, 2.9], [1.0, 2.0, 3.0])
     assert m["mape"] == pytest.approx((0 + 0.075 + 1 / 30) / 3)
-    assert m["within_5"] == pytest.approx(2 / 3) and m["within_10"] == 1.0 and m["kendall_tau"] == 1.0
+    assert m["within_5"] == pytest.approx(2 / 3) and m["within_10"] == 1.0
+    assert math.isnan(m["kendall_tau"])  # 3 designs: too few for a rank correlation (it could only be ±1, ±1/3)
+    assert P.metrics([1.0, 2.15, 2.9, 4.2], [1.0, 2.0, 3.0, 4.0])["kendall_tau"] == 1.0
 
 
 # --------------------------------------------------------------------------------------------------- reject-only
@@ -251,3 +253,40 @@ def test_the_front_remeasurement_names_each_design_now_over_the_budget(tmp_path,
     )
     stored = study._storage.get_study_system_attrs(study._study_id)[REMEASURED_ATTR]
     assert [stored[k]["remeasured_feasible"] for k in ("0", "1")] == [True, False]
+
+
+# ----------------------------------------------------------------------------------------- spaces and what lut says
+
+
+def test_a_space_of_several_targets_is_fitted_without_knob_features():
+    from effscope.search.space import load_space, sample_designs
+
+    space = load_space("attention_zoo")  # its targets' knobs differ: one feature vector cannot hold them all
+    designs = sample_designs(space, 6, 0)
+    assert len({ts.name for ts, _ in designs}) > 1 and P.feature_names(space) == []
+    feats = [P.knob_features(space, ts, config.knob_values()) for ts, config in designs]
+    assert feats == [[]] * 6
+    fit = P.fit_correction([1.0, 2.0, 3.0, 4.0], feats[:4], [1.1, 2.1, 3.2, 4.0], "full")
+    assert math.isfinite(fit.predict_one(2.5, []))
+
+
+@pytest.mark.parametrize("space,holdout", [("litv2", 8), ("hilo_block", 2)])
+def test_lut_build_says_how_to_use_its_table_or_why_it_cannot_help(space, holdout, tmp_path, monkeypatch, capfd):
+    from types import SimpleNamespace
+
+    from _cli import effscope
+
+    validation = {"n_train": 4, "n_holdout": holdout, "measured": 4 + holdout + 10, "cached": 3, "fit": "sum"}
+    validation |= {"mape": 0.05, "within_5": 0.5, "within_10": 1.0, "kendall_tau": math.nan}
+    table = SimpleNamespace(name="t 1", uid="u", entries=[{}] * 10, statistic="latency_ms_p90", notes=[])
+    monkeypatch.setattr(P, "build_table", lambda *a, **k: SimpleNamespace(**vars(table), validation=validation))
+    db = str(tmp_path / "my tables.db")
+    code, out, _ = effscope(monkeypatch, capfd, ["lut", "build", space, "--device", "cpu", "--db", db])
+    text = " ".join(out.split())
+    assert code == 0 and "10 block entries (10 measured, 3 reused from stored Records)" in text  # not the wholes
+    if space == "litv2":  # the hint runs as printed: the table's database, quoted
+        assert f"use it: effscope search litv2 --device cpu --db '{db}' --predictor 't 1'" in text
+        assert "too few to judge" not in text
+    else:
+        assert "use it" not in text and "--predictor skips none here" in text
+        assert "2 held-out design(s) are too few to judge the predictor" in text

@@ -127,12 +127,12 @@ def test_a_failed_design_is_a_row_and_the_calibration_goes_on(place, monkeypatch
     from effscope.search.objectives import QualityError
 
     fake_quality.plan = {2: QualityError("out of memory")}
-    code, out, err = effscope(monkeypatch, capfd, calibrate_args(place, images, 3))
+    code, out, err = effscope(monkeypatch, capfd, calibrate_args(place, images, 4))
     assert code == 0, err
-    assert "design 2/3: failed: out of memory" in err and "Traceback" not in err
-    assert "design 3/3: top-1" in err and "failed" in out  # the table shows it
+    assert "design 2/4: failed: out of memory" in err and "Traceback" not in err
+    assert "design 4/4: top-1" in err and "failed" in out  # the table shows it
     stored = optuna.load_study(study_name="cal-cpu", storage="sqlite:///c.db").user_attrs["calibration"]
-    assert stored["params"]["n"] == 2
+    assert stored["params"]["n"] == 3
 
 
 def test_a_proxy_without_a_kendall_tau_says_why(place, monkeypatch, capfd, images, fake_quality):
@@ -140,15 +140,19 @@ def test_a_proxy_without_a_kendall_tau_says_why(place, monkeypatch, capfd, image
     from effscope.search.objectives import QualityError
 
     fake_quality.plan = {2: QualityError("out of memory"), 3: QualityError("out of memory")}
-    code, out, err = effscope(monkeypatch, capfd, calibrate_args(place, images, 3))
+    code, out, err = effscope(monkeypatch, capfd, calibrate_args(place, images, 4))
     assert code == 0, err
-    reason = "1 design(s) with both a proxy value and a trained accuracy; a rank correlation needs 2"
+    reason = "2 design(s) with both a proxy value and a trained accuracy; a rank correlation needs 4"
+    reason += " (with 2 it is always ±1)"
     assert f"params: no Kendall tau: {reason}" in out
     stored = optuna.load_study(study_name="cal-cpu", storage="sqlite:///c.db").user_attrs["calibration"]
-    assert stored["params"] == {"kendall_tau": None, "n": 1, "train_steps": stored["params"]["train_steps"],
+    assert stored["params"] == {"kendall_tau": None, "n": 2, "train_steps": stored["params"]["train_steps"],
                                 "why_missing": reason}  # fmt: skip
-    assert _no_tau([(1.0, 0.2), (1.0, 0.3)]) == "the proxy gave every design the same value"
-    assert _no_tau([(1.0, 0.2), (2.0, 0.2)]) == "short training gave every design the same accuracy"
+    assert _no_tau([(1.0, 0.2), (1.0, 0.3), (1.0, 0.4), (1.0, 0.5)]) == "the proxy gave every design the same value"
+    assert (
+        _no_tau([(1.0, 0.2), (2.0, 0.2), (3.0, 0.2), (4.0, 0.2)])
+        == "short training gave every design the same accuracy"
+    )
 
 
 def test_an_interrupted_calibration_keeps_its_designs_and_a_rerun_resumes(
@@ -169,10 +173,10 @@ def test_an_interrupted_calibration_keeps_its_designs_and_a_rerun_resumes(
 def test_a_calibration_whose_every_design_fails_says_why_once_and_stores_nothing(
     place, monkeypatch, capfd, images, fake_quality
 ):
-    fake_quality.plan = {1: "training diverged", 2: "out of memory", 3: "out of memory"}
-    code, out, err = effscope(monkeypatch, capfd, calibrate_args(place, images, 3))
+    fake_quality.plan = {1: "training diverged", 2: "out of memory", 3: "out of memory", 4: "out of memory"}
+    code, out, err = effscope(monkeypatch, capfd, calibrate_args(place, images, 4))
     assert code == 1, err
-    assert "error: all 3 designs failed to train, so no calibration was stored; the commonest reason (2 of them): " \
+    assert "error: all 4 designs failed to train, so no calibration was stored; the commonest reason (3 of them): " \
         "out of memory" in err  # fmt: skip
     assert "calibration" not in optuna.load_study(study_name="cal-cpu", storage="sqlite:///c.db").user_attrs
 
@@ -264,7 +268,7 @@ def test_an_imagefolder_of_non_images_is_refused_naming_a_file(place, monkeypatc
             Path("DATA", c, f"{i}.jpg").write_text("not an image")
     with pytest.raises(DataError, match=r"holds 'DATA/a/0.jpg', which does not decode as an image"):
         open_imagefolder("DATA")
-    code, _, err = effscope(monkeypatch, capfd, calibrate_args(place, place / "DATA", 3))
+    code, _, err = effscope(monkeypatch, capfd, calibrate_args(place, place / "DATA", 4))
     one_sentence(code, err, "--data needs an ImageFolder of images (root/<class>/<image>)")
     assert not fake_quality.calls and not Path("c.db").exists()
 

@@ -204,11 +204,11 @@ window_size = [1, 2]
 """,
         name="cal",
     )
-    result = calibrate_proxies(space, samples=3, storage=str(tmp_path / "cal.db"))
-    assert result.n == 3 and set(result.taus) == {"params", "macs", "dss", "synflow", "jacob_cov"}
+    result = calibrate_proxies(space, samples=4, storage=str(tmp_path / "cal.db"))
+    assert result.n == 4 and set(result.taus) == {"params", "macs", "dss", "synflow", "jacob_cov"}
     study = optuna.load_study(study_name="cal-cpu", storage=f"sqlite:///{tmp_path / 'cal.db'}")
     stored = study.user_attrs["calibration"]
-    assert stored["params"]["n"] == 3 and stored["params"]["train_steps"] == 4
+    assert stored["params"]["n"] == 4 and stored["params"]["train_steps"] == 4
     assert all(v["kendall_tau"] is None or -1.0 <= v["kendall_tau"] <= 1.0 for v in stored.values())
 
 

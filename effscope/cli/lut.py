@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import typer
 from rich.table import Table
 
@@ -17,6 +19,7 @@ from effscope.cli._app import (
     shown_url,
     sigterm_as_interrupt,
 )
+from effscope.stats import MIN_RANK_PAIRS
 
 lut_app = typer.Typer(help="Latency lookup tables: predict to reject, never to accept.", no_args_is_help=True)
 app.add_typer(lut_app, name="lut")
@@ -69,10 +72,11 @@ def build(
         err.print(f"interrupted: no latency table was stored; {kept}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(interrupt_exit_code(e)) from None
     v = table.validation
+    wholes = v["n_train"] + v["n_holdout"]  # every design is also measured whole: those measurements count too
     out.print(
         f"latency table '{esc(table.name)}' (uid {table.uid}) in {shown_url(store.url)}: {len(table.entries)} block "
-        f"entries ({v['measured']} measured, {v['cached']} reused), {v['n_train']} training and {v['n_holdout']} "
-        f"held-out designs, predicting {table.statistic}"
+        f"entries ({v['measured'] - wholes} measured, {v['cached']} reused from stored Records), {v['n_train']} "
+        f"training and {v['n_holdout']} held-out designs measured whole, predicting {table.statistic}"
     )
     t = Table(title=f"held-out validation ({v['n_holdout']} designs measured as wholes)", title_justify="left")
     for col in ("predictor", "MAPE", "within 5 %", "within 10 %", "Kendall tau"):
@@ -96,4 +100,18 @@ def build(
     out.print(t)
     for note in table.notes:
         out.print(f"[dim]note: {esc(note)}[/dim]")
-    out.print(f"use it: effscope search {esc(space)} --predictor {esc(table.name)}")
+    if v["n_holdout"] < MIN_RANK_PAIRS:
+        out.print(
+            f"[dim]note: {v['n_holdout']} held-out design(s) are too few to judge the predictor (no Kendall tau "
+            f"under {MIN_RANK_PAIRS}); build again with --holdout 8 or more[/dim]"
+        )
+    if sp.kind == "block":  # every point the table holds is a stored Record, which a search reuses before predicting
+        out.print(
+            "[dim]note: a search of a block space measures or reuses every design: the table holds only points it "
+            "measured, which the search finds stored, so --predictor skips none here[/dim]"
+        )
+        return
+    # the search must run where the table was measured, and read it from the same database
+    where = ([] if device is None else ["--device", device]) + ([] if db is None else ["--db", mask_url(db)])
+    hint = shlex.join(["effscope", "search", space, *where, "--predictor", table.name])
+    out.print(f"use it: {esc(hint)}", soft_wrap=True)

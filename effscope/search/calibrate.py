@@ -16,6 +16,7 @@ from typing import Any
 from effscope.errors import SpecError
 from effscope.search.objectives import OBJECTIVES, PROXIES, label_for
 from effscope.search.space import Space, check_searchable, sample_designs
+from effscope.stats import MIN_RANK_PAIRS, kendall_tau
 
 __all__ = ["CAL_ROWS_ATTR", "CalibrationInterrupted", "CalibrationResult", "calibrate_proxies"]
 
@@ -80,7 +81,6 @@ def calibrate_proxies(
     from effscope.search.objectives import QualityError, QualityProcess, evaluate
     from effscope.search.storage import open_storage, storage_url
     from effscope.search.study import device_identity_for, device_name_for, prepare_study, study_name_for
-    from effscope.stats import kendall_tau
 
     if space.kind != "model":
         raise SpecError(
@@ -88,8 +88,8 @@ def calibrate_proxies(
         )
     if not space.data:
         raise SpecError("calibrate needs --data DIR (an ImageFolder: root/<class>/<image>)")
-    if samples < 3:
-        raise SpecError(f"--samples must be >= 3 for a rank correlation, but got {samples}")
+    if samples < MIN_RANK_PAIRS:
+        raise SpecError(f"--samples must be >= {MIN_RANK_PAIRS} for a rank correlation, but got {samples}")
     if steps is not None:
         if steps < 1:
             raise SpecError(f"--steps must be >= 1, but got {steps}")
@@ -170,7 +170,7 @@ def calibrate_proxies(
     taus: dict[str, dict[str, Any]] = {}
     for proxy in PROXIES:
         pairs = [(r[proxy], r["train"]) for r in rows if _ok(r.get(proxy)) and _ok(r.get("train"))]
-        tau = kendall_tau([p for p, _ in pairs], [t for _, t in pairs]) if len(pairs) >= 2 else math.nan
+        tau = kendall_tau([p for p, _ in pairs], [t for _, t in pairs]) if len(pairs) >= MIN_RANK_PAIRS else math.nan
         taus[proxy] = {
             "kendall_tau": None if math.isnan(tau) else tau,
             "n": len(pairs),
@@ -196,8 +196,11 @@ def calibrate_proxies(
 
 def _no_tau(pairs: list[tuple[float, float]]) -> str:
     """Why a proxy has no Kendall tau against the trained accuracy: too few designs, or one side constant."""
-    if len(pairs) < 2:
-        return f"{len(pairs)} design(s) with both a proxy value and a trained accuracy; a rank correlation needs 2"
+    if len(pairs) < MIN_RANK_PAIRS:
+        return (
+            f"{len(pairs)} design(s) with both a proxy value and a trained accuracy; a rank correlation needs "
+            f"{MIN_RANK_PAIRS} (with 2 it is always ±1)"
+        )
     if len({p for p, _ in pairs}) == 1:
         return "the proxy gave every design the same value"
     return "short training gave every design the same accuracy"

@@ -180,8 +180,12 @@ def decompose(target: str, config: Config, workload: Workload) -> list[BlockCall
 # --------------------------------------------------------------------------------------------------- features, fit
 
 
-def knob_features(ts: TargetSpace, knobs: dict[str, Any]) -> list[float]:
-    """The searched knobs as numbers (per-stage tuples item by item, booleans 0/1, non-numeric options skipped)."""
+def knob_features(space: Space, ts: TargetSpace, knobs: dict[str, Any]) -> list[float]:
+    """The searched knobs as numbers (per-stage tuples item by item, booleans 0/1, non-numeric options skipped);
+    none in a space of several targets, whose knobs differ: no one feature vector fits them all, so the full fit is
+    the affine one there."""
+    if len(space.targets) > 1:
+        return []
     out: list[float] = []
     for name in ts.domains:
         v = knobs[name]
@@ -191,7 +195,10 @@ def knob_features(ts: TargetSpace, knobs: dict[str, Any]) -> list[float]:
     return out
 
 
-def feature_names(ts: TargetSpace) -> list[str]:
+def feature_names(space: Space) -> list[str]:
+    if len(space.targets) > 1:
+        return []
+    ts = space.targets[0]
     out = []
     for name in ts.domains:
         v = getattr(ts.base, name)
@@ -252,7 +259,7 @@ def fit_correction(block_sums: Sequence[float], feats: Sequence[Sequence[float]]
 
 def metrics(pred: Sequence[float], meas: Sequence[float]) -> dict[str, Any]:
     """MAPE (a fraction), share within +-5 % and +-10 %, Kendall tau, n."""
-    from effscope.stats import kendall_tau
+    from effscope.stats import MIN_RANK_PAIRS, kendall_tau
 
     errs = [abs(p - m) / m for p, m in zip(pred, meas, strict=True)]
     n = len(errs)
@@ -262,7 +269,7 @@ def metrics(pred: Sequence[float], meas: Sequence[float]) -> dict[str, Any]:
         "mape": sum(errs) / n,
         "within_5": sum(e <= 0.05 for e in errs) / n,
         "within_10": sum(e <= 0.10 for e in errs) / n,
-        "kendall_tau": kendall_tau(list(pred), list(meas)),
+        "kendall_tau": kendall_tau(list(pred), list(meas)) if n >= MIN_RANK_PAIRS else math.nan,
         "n": n,
     }
 
@@ -458,7 +465,7 @@ class Predictor:
             if v is None:
                 return None
             total += v
-        return self.fit.predict_one(total, knob_features(ts, config.knob_values()))
+        return self.fit.predict_one(total, knob_features(self.space, ts, config.knob_values()))
 
     def predict_overrides(self, ts: TargetSpace, overrides: dict[str, Any]) -> float | None:
         """Predict from a sampled design's knob overrides; None for an invalid design or a missing block."""
@@ -653,7 +660,7 @@ def build_table(
                     "role": role,
                     "target": ts.name,
                     "knobs": to_jsonable(config.knob_values()),
-                    "features": knob_features(ts, config.knob_values()),
+                    "features": knob_features(space, ts, config.knob_values()),
                     "n_blocks": len(calls),
                     "block_sum": total,
                     "measured": whole.latency[stat],
@@ -675,7 +682,6 @@ def build_table(
     validation.update(n_train=len(train), n_holdout=len(hold), measured=m.measured, cached=m.cached)
     for r in rows:
         r["predicted"] = fit.predict_one(r["block_sum"], r["features"])
-    ts0 = space.targets[0]
     table = LatencyTable(
         name=name,
         space=space.name,
@@ -685,7 +691,7 @@ def build_table(
         device_name=device_name,
         device_identity=identity,
         statistic=stat,
-        features=feature_names(ts0),
+        features=feature_names(space),
         entries=list(entries.values()),
         fit=fit.as_dict(),
         validation=validation,

@@ -22,7 +22,7 @@ from effscope.report.data import (
 )
 from effscope.report.markup import cell, notes_html, size_text, table_html
 from effscope.report.sections._section import Section
-from effscope.stats import kendall_tau, spearman_rho
+from effscope.stats import MIN_RANK_PAIRS, kendall_tau, spearman_rho
 from effscope.units import si, si_unit
 
 if TYPE_CHECKING:
@@ -65,8 +65,7 @@ class Gap:
 
 
 MIN_GAP_DESIGNS = 3
-# Fewer designs than this get no rank correlation printed: with 2 it is always ±1, with 3 it takes 4 values.
-MIN_RANK_DESIGNS = 4
+MIN_RANK_DESIGNS = MIN_RANK_PAIRS  # the one rule for every rank correlation effscope reports
 
 
 def gap_section(source: Source) -> Gap | None:

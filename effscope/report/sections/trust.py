@@ -280,10 +280,14 @@ def _limit_text(source: Source, stat: str) -> str:
 def _calibration_table(calibration: Mapping[str, Any]) -> Table | None:
     if not calibration:
         return None
-    rows = [
-        [name, finite(c.get("kendall_tau")), c.get("n"), c.get("train_steps"), c.get("why_missing") or ""]
-        for name, c in sorted(calibration.items())
-    ]
+    from effscope.stats import MIN_RANK_PAIRS
+
+    rows = []
+    for name, c in sorted(calibration.items()):
+        tau, why = finite(c.get("kendall_tau")), c.get("why_missing") or ""
+        if tau is not None and isinstance(c.get("n"), int) and c["n"] < MIN_RANK_PAIRS:  # stored before this rule
+            tau, why = None, f"too few designs ({c['n']}) for a rank correlation"
+        rows.append([name, tau, c.get("n"), c.get("train_steps"), why])
     return Table(["proxy", "Kendall τ vs short-trained accuracy", "designs", "training steps", "why no τ"], rows)
 
 
