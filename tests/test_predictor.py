@@ -98,7 +98,8 @@ def _true_latency(config) -> float:
 
 
 class _FakePredictor:
-    """Predicts 1.5x the true latency for heads=8 (a pessimistic table), exact otherwise."""
+    """Predicts 1.5x the true latency for heads=8 (a pessimistic table), nothing for mlp_ratio 3 (a block call the
+    table lacks), exact otherwise."""
 
     mape = 0.05
     margin = 1.1
@@ -107,6 +108,8 @@ class _FakePredictor:
         name = "fake"
 
     def predict(self, ts, config):
+        if config.mlp_ratio == 3.0:
+            return None
         return _true_latency(config) * (1.5 if config.heads == 8 else 1.0)
 
 
@@ -158,6 +161,9 @@ def test_predictor_reject_only_in_objective(tmp_path, monkeypatch):
             assert pred is None or pred <= 2.2 or a.get("spot_check") or a["status"] == "cached"
         if a.get("latency_ms_p90") is not None and a["latency_ms_p90"] <= 2.0:
             assert is_feasible(tr)  # a measured-feasible design is never marked infeasible
+        if a.get("no_prediction"):  # counted, so the search can say how much of the space the table covered
+            assert pred is None and a["status"] == "measured"
+    assert any(tr.user_attrs.get("no_prediction") for tr in trials)
     cached = [t for t in trials if t.params.get("heads") == 8 and t.params.get("mlp_ratio") == 1.0]
     assert all(t.user_attrs["status"] == "cached" and is_feasible(t) for t in cached)
 

@@ -53,11 +53,13 @@ def finish_search(
     spot_ok = [t for t in spot if t.user_attrs.get("status") in ("measured", "cached", "aborted-over-budget")]
     false_rej = [t for t in spot_ok if is_feasible(t)]
     predicted = [t for t in done if t.user_attrs.get("predicted_latency_ms") is not None]
+    unpredicted = [t for t in done if t.user_attrs.get("no_prediction")]
     b = space.latency_budget
     stat = b.statistic
     info = dict(table.summary())
     info.update(
         screened=len(predicted),
+        unpredicted=len(unpredicted),
         rejected=len(rejected) + len(spot),
         skipped=len(rejected),
         spot_checked=len(spot_ok),
@@ -108,6 +110,11 @@ def finish_search(
         f"predictor '{table.name}' (held-out MAPE {info['mape']:.1%}, margin x{info['margin']:.3g}): "
         f"{len(predicted)} screened, {len(rejected)} skipped as predicted-infeasible, {len(spot_ok)} rejections "
         f"spot-measured ({len(false_rej)} of them feasible)"
+        + (
+            f"; {len(unpredicted)} had no prediction (a block call the table does not hold) and were measured"
+            if unpredicted
+            else ""
+        )
     ]
     if remeasured:
         over = [

@@ -277,6 +277,7 @@ class SearchObjective:
         except EffscopeError:
             predicted = None  # no prediction: measure
         if predicted is None:
+            attrs["no_prediction"] = True  # a block call the table lacks: measured, and counted after the search
             return False
         attrs["predicted_latency_ms"] = predicted
         if not reject_rule(predicted, self.space.latency_budget.limit, self.predictor.mape):

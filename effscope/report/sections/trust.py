@@ -228,6 +228,7 @@ def predictor_screening(source: Source) -> Screening | None:
         rate = finite(info.get("false_rejection_rate"))
         facts += [
             ("screened (predicted before measuring)", info.get("screened")),
+            ("no prediction (a block call the table lacks; measured)", info.get("unpredicted", "not recorded")),
             ("skipped as predicted infeasible (not measured)", info.get("skipped")),
             ("rejections spot-checked (measured anyway)", f"{spot} of {info.get('rejected')}"),
             (
