@@ -135,6 +135,19 @@ def test_a_failed_design_is_a_row_and_the_calibration_goes_on(place, monkeypatch
     assert stored["params"]["n"] == 3
 
 
+def test_a_calibration_joins_a_study_searched_with_budget_ms(place, monkeypatch, capfd, images, fake_quality):
+    """--budget-ms changes the study's budgets: calibrate takes it too, or it could not join such a study."""
+    budget = ["--budget-ms", "7.5"]
+    code, _, err = effscope(monkeypatch, capfd, [*calibrate_args(place, images, 4), *budget])
+    assert code == 0, err
+    budgets = optuna.load_study(study_name="cal-cpu", storage="sqlite:///c.db").user_attrs["budgets"]
+    assert [b["limit"] for b in budgets] == [7.5]
+    code, _, err = effscope(monkeypatch, capfd, calibrate_args(place, images, 4))  # the space's own budget
+    one_sentence(code, err, "study 'cal-cpu' exists with other settings (changed: budgets)")
+    code, out, err = effscope(monkeypatch, capfd, [*calibrate_args(place, images, 4), *budget])
+    assert code == 0 and "4 design(s) were short-trained by an earlier run of this calibration and reused" in out
+
+
 def test_a_proxy_without_a_kendall_tau_says_why(place, monkeypatch, capfd, images, fake_quality):
     from effscope.search.calibrate import _no_tau
     from effscope.search.objectives import QualityError

@@ -399,12 +399,15 @@ def calibrate(
     study: str = typer.Option(None, "--study", help="Study the calibration is stored with (default <space>-<device>)."),
     device: str = typer.Option(None, "--device", help="cpu, cuda or cuda:N (replaces the space's)."),
     seed: int = typer.Option(None, "--seed", help="Seed of the design sample."),
+    budget_ms: float = typer.Option(
+        None, "--budget-ms", help="As the search's --budget-ms, to store the calibration with a study searched so."
+    ),
 ) -> None:
     """Short-train a sample of a space and report each proxy's Kendall tau against it (stored with the study)."""
     from effscope.search.calibrate import calibrate_proxies
     from effscope.search.space import load_space
 
-    sp = load_space(space).with_overrides(device=device, data=data, seed=seed)
+    sp = load_space(space).with_overrides(budget_ms=budget_ms, device=device, data=data, seed=seed)
     check_space_device(sp, device)
     with err.status("calibrating", spinner="dots") if err.is_terminal else _Null() as status:
 
