@@ -160,3 +160,20 @@ def test_an_interrupt_before_the_command_handles_it_still_says_interrupted(monke
     with pytest.raises(SystemExit) as ended:
         main()
     assert ended.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_no_rank_correlation_is_printed_for_fewer_than_4_targets(capsys):
+    from effscope.cli.profile import _show_records
+    from effscope.profile.record import Record
+
+    def records(n):
+        return [
+            Record(target=f"t{i}", kind="block", workload={}, counts={"macs": 10 * i}, latency={"latency_ms_p50": i})
+            for i in range(1, n + 1)
+        ]
+
+    _show_records(records(3), plans=[], by_module=None, paper=None, options=None)
+    three = " ".join(capsys.readouterr().out.split())
+    assert "across 3 targets: too few for a rank correlation (it needs 4" in three and "Spearman" not in three
+    _show_records(records(4), plans=[], by_module=None, paper=None, options=None)
+    assert "across 4 targets: Spearman 1.000, Kendall 1.000" in capsys.readouterr().out

@@ -277,13 +277,14 @@ def _show_records(
         out.print(f"protocol {paper.name}: {esc(paper.source)}{esc(changed)}")
     if len(records) > 2:
         from effscope.profile.run import rank_correlation
+        from effscope.stats import MIN_RANK_PAIRS
 
         corr = rank_correlation(records)
-        if corr["n"] > 2:  # fewer measured latencies (--no-latency, failures) make no ranking
-            out.print(
-                f"MACs vs measured p50 latency across {corr['n']} targets: "
-                f"Spearman {corr['spearman']:.3f}, Kendall {corr['kendall']:.3f}"
-            )
+        said = f"MACs vs measured p50 latency across {corr['n']} targets: "
+        if corr["n"] >= MIN_RANK_PAIRS:
+            out.print(said + f"Spearman {corr['spearman']:.3f}, Kendall {corr['kendall']:.3f}")
+        elif corr["n"] > 2:  # fewer measured latencies (--no-latency, failures) make no ranking to speak of
+            out.print(said + f"too few for a rank correlation (it needs {MIN_RANK_PAIRS}; with 2 it is always ±1)")
 
 
 @dataclass
