@@ -1035,6 +1035,8 @@ def _summary_presets(d: dict[str, Any]) -> list[str]:
 
 
 def _summary_zoo(d: dict[str, Any]) -> list[str]:
+    from effscope.stats import MIN_RANK_PAIRS
+
     rows = []
     for r in d["rows"]:
         ok = r["status"] == "ok"
@@ -1087,10 +1089,12 @@ def _summary_zoo(d: dict[str, Any]) -> list[str]:
             "than the GPU."
         )
     for label, c in d["correlations"].items():
-        lines.append(
-            f"\nMACs vs measured p50 latency, {label}: Spearman {c['spearman']:.3f}, "
-            f"Kendall {c['kendall']:.3f} (n={c['n']})"
+        ranked = (
+            f"Spearman {c['spearman']:.3f}, Kendall {c['kendall']:.3f}"
+            if c["n"] >= MIN_RANK_PAIRS
+            else "too few for a rank correlation"
         )
+        lines.append(f"\nMACs vs measured p50 latency, {label}: {ranked} (n={c['n']})")
     if d["not_run"]:
         lines.append(f"\nNot run for lack of time: {', '.join(d['not_run'])}")
     missing = sorted({f"{k}: {why}" for r in d["rows"] for k, why in r["missing"].items() if k == "energy_j_per_img"})

@@ -325,7 +325,10 @@ def test_summary_shows_every_step_and_never_prints_a_missing_number_as_zero(kit)
                         },
                     ],
                     "not_run": ["hilo (bf16 batch 64)", "vit (bf16 batch 64)"],
-                    "correlations": {},
+                    "correlations": {
+                        "bf16 batch 64": {"n": 3, "spearman": 1.0, "kendall": 1.0},
+                        "fp32 batch 1": {"n": 5, "spearman": 0.9, "kendall": 0.8},
+                    },
                 },
             },
             {
@@ -393,6 +396,8 @@ def test_summary_shows_every_step_and_never_prints_a_missing_number_as_zero(kit)
     assert "capture failed: operation not permitted" in graph_rows[1]
     assert "NVML has no energy counter here" in text
     assert "Not run for lack of time: hilo (bf16 batch 64), vit (bf16 batch 64)" in text
+    assert "bf16 batch 64: too few for a rank correlation (n=3)" in text  # 3 targets: no ±1 printed as a finding
+    assert "fp32 batch 1: Spearman 0.900, Kendall 0.800 (n=5)" in text
 
 
 def test_the_search_step_budgets_the_cuda_graph_replay_and_says_so(kit, tmp_path):
