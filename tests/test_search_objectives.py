@@ -116,7 +116,7 @@ def test_synflow_sums_the_magnitudes_of_layer_weights_so_its_sign_never_ranks():
     layers = [net[0], net[2], net[4]]  # the weights of 2 or more dimensions; not the norms' nor the biases
     net.zero_grad()
     net(x.double()).sum().backward()
-    assert value == pytest.approx(sum(float((m.weight * m.weight.grad).abs().sum()) for m in layers), rel=1e-9)
+    assert value == pytest.approx(sum(float((m.weight * m.weight.grad).detach().abs().sum()) for m in layers), rel=1e-9)
     assert value > 0
 
 
