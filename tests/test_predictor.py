@@ -190,7 +190,11 @@ def test_predictor_litv2_decomposition_matches_trace():
 def test_predictor_lut_build_tiny(tmp_path):
     space = _space(budget=5.0, heads="2", mlp="[1.0, 2.0, 4.0]")
     store = RecordStore(str(tmp_path / "lut.db"))
-    table = P.build_table(space, store=store, name="tiny", samples=2, holdout=1, device_name="dev")
+    lines = []
+    table = P.build_table(
+        space, store=store, name="tiny", samples=2, holdout=1, device_name="dev", on_progress=lines.append
+    )
+    assert lines[0].startswith("design 1/3: lut block: hilo") and lines[-1].startswith("design 3/3: lut holdout: hilo")
     assert len(table.entries) == 3 and table.validation["n_holdout"] == 1 and table.validation["n_train"] == 2
     assert all(e["latency_ms"] > 0 for e in table.entries)
     assert {r["role"] for r in table.rows} == {"train", "holdout"}

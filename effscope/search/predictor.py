@@ -552,6 +552,7 @@ class _Measurer:
     measured: int = 0
     cached: int = 0
     on_progress: Callable[[str], None] | None = None
+    design: str = ""  # which sampled design the measurements are for ("design 3/24"), for the progress lines
 
     def block(self, call: BlockCall) -> Record:
         from effscope.profile.record import canonical_key, measured_on
@@ -582,7 +583,7 @@ class _Measurer:
         from effscope.profile.target import resolve_target
 
         if self.on_progress is not None:
-            self.on_progress(f"lut {role}: {name} {'x'.join(map(str, wl.size or ()))} b{wl.batch}")
+            self.on_progress(f"{self.design}: lut {role}: {name} {'x'.join(map(str, wl.size or ()))} b{wl.batch}")
         rec = profile(
             [Plan(resolve_target(name, knobs), wl)],
             lut_options(self.space),
@@ -641,6 +642,7 @@ def build_table(
     rows: list[dict[str, Any]] = []
     try:
         for i, (ts, config) in enumerate(designs):
+            m.design = f"design {i + 1}/{len(designs)}"
             calls = decompose(ts.name, config, space.workload)
             total = 0.0
             for call in calls:
