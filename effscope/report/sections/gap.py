@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Gap",
     "GapSeries",
-    "MIN_RANK_DESIGNS",
     "SECTION",
     "correlations",
     "gap_figure",
@@ -65,7 +64,6 @@ class Gap:
 
 
 MIN_GAP_DESIGNS = 3
-MIN_RANK_DESIGNS = MIN_RANK_PAIRS  # the one rule for every rank correlation effscope reports
 
 
 def gap_section(source: Source) -> Gap | None:
@@ -213,13 +211,13 @@ def _too_few(n: int) -> str:
 
 def shown_correlations(g: Gap) -> Table:
     """The correlation table as the page prints it: rows named as shown (targets, size units), and no coefficient
-    where fewer than MIN_RANK_DESIGNS designs back it (it says so instead)."""
+    where fewer than MIN_RANK_PAIRS designs back it (it says so instead)."""
     rows = []
     for i, row in enumerate(g.correlations.rows):
         row = [g.shown.get(row[0], row[0]), *row[1:]]
         n_tp = g.n_throughput[i] if i < len(g.n_throughput) else row[1]
         for col, n in ((2, row[1]), (4, n_tp)):  # each (Spearman, Kendall) pair, by its own n
-            if col < len(row) and n < MIN_RANK_DESIGNS:
+            if col < len(row) and n < MIN_RANK_PAIRS:
                 row[col : col + 2] = [_too_few(n), ""]
         rows.append(row)
     return Table(g.correlations.columns, rows)
@@ -227,7 +225,7 @@ def shown_correlations(g: Gap) -> Table:
 
 def _headline(rho: Any, tau: Any, n: int) -> str:
     """A panel title's correlation line: ρ and τ, or why there is none."""
-    if n < MIN_RANK_DESIGNS:
+    if n < MIN_RANK_PAIRS:
         return _too_few(n)
     return f"Spearman ρ = {cell(rho)}, Kendall τ = {cell(tau)} (n = {n})"
 
