@@ -38,6 +38,7 @@ __all__ = [
     "check_sqlite_database",
     "tables_with_rows",
     "failure_reason",
+    "first_line",
     "sqlite_connection_pragmas",
     "write_table",
 ]
@@ -168,7 +169,7 @@ class RecordStore:
             self.engine = sa.create_engine(opened, future=True)
         except Exception as e:  # bad dialect, missing driver, malformed URL
             raise StoreError(
-                f"cannot open the record store '{mask_url(self.url)}' ({type(e).__name__}: {_first_line(e)}); "
+                f"cannot open the record store '{mask_url(self.url)}' ({type(e).__name__}: {first_line(e)}); "
                 "use an SQLite file path or an SQLAlchemy URL such as postgresql://user@host/dbname"
             ) from None
         if self.path is not None:  # read without the store's pragmas: its first connection switches the file to WAL
@@ -534,7 +535,7 @@ def _reader_url(url: str, writable: bool = True) -> str:
 
 def failure_reason(e: Exception, url: str) -> str:
     """A database error's first line, with what SQLite's terse answers mean and what to do about them."""
-    text = _first_line(e)
+    text = first_line(e)
     lowered = text.lower()
     path = sqlite_path(url)
     if "database is locked" in lowered:
@@ -661,6 +662,7 @@ def _sqlite_reader_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolE
     sqlite_connection_pragmas(dbapi_conn, wal=False)
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: BaseException) -> str:
+    """An error's first line (its type where it has no text), any password in it masked."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return mask_command(text)  # a driver may quote the URL it was given

@@ -71,11 +71,10 @@ def open_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | Non
 def open_error(url: str, e: BaseException) -> EffscopeError:
     """The one sentence for a study storage that Optuna cannot open (unreachable, another Optuna version's schema,
     damaged tables): what `search`, `report` and `export` say alike."""
-    from effscope.profile.store import StoreError
-    from effscope.urls import mask_command, mask_url
+    from effscope.profile.store import StoreError, first_line
+    from effscope.urls import mask_url
 
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return StoreError(f"cannot open the study storage '{mask_url(url)}': {mask_command(first)}")
+    return StoreError(f"cannot open the study storage '{mask_url(url)}': {first_line(e)}")
 
 
 def _create_rdb_storage(
@@ -135,11 +134,10 @@ def storage_cause(e: BaseException) -> BaseException | None:
 
 
 def storage_error(url: str, e: BaseException) -> EffscopeError:
-    from effscope.profile.store import StoreError
-    from effscope.urls import mask_command, mask_url
+    from effscope.profile.store import StoreError, first_line
+    from effscope.urls import mask_url
 
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return StoreError(f"cannot write the study storage '{mask_url(url)}': {mask_command(text)}")
+    return StoreError(f"cannot write the study storage '{mask_url(url)}': {first_line(e)}")
 
 
 # --------------------------------------------------------------------------------------------------- trial attributes
