@@ -337,8 +337,9 @@ def _checked_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _as_number(value: Any) -> int | float | None:
     """A table cell as the number it holds (numpy's, or text such as "12.5" or "1000"), or None where it holds none."""
-    if hasattr(value, "item") and not isinstance(value, str | bytes):  # a numpy scalar
-        value = value.item()
+    from effscope.report.data import _plain
+
+    value = _plain(value)
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
