@@ -372,7 +372,8 @@ def _device(device: object) -> str:
 def _grid(size: object) -> tuple[int, int] | None:
     """`size` as (H, W), with the command's --resolution / --tokens rule (run.parse_size): N or (H, W), integers in
     [1, MAX_SIDE]."""
-    from effscope.profile.run import MAX_SIDE, parse_size
+    from effscope.profile.record import MAX_SIDE
+    from effscope.profile.run import parse_size
 
     if size is None:
         return None

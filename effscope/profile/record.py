@@ -31,6 +31,10 @@ __all__ = [
 
 DTYPES = ("fp32", "bf16", "fp16")
 MODES = ("infer", "train")
+# The largest workload effscope measures or stores: far past any device's memory for these models, and inside
+# torch's integer sizes.
+MAX_BATCH = 1 << 20
+MAX_SIDE = 1 << 16  # pixels or tokens per side
 STATUSES = ("ok", "failed")
 # The sections that hold the measured numbers (the metric catalogue's, effscope.metrics, and the figures beside them).
 METRIC_SECTIONS = ("counts", "latency", "throughput", "memory", "energy", "reference", "roofline")
@@ -315,8 +319,8 @@ def is_finite_number(value: Any) -> bool:
     return isinstance(value, int) or math.isfinite(value)  # isfinite would overflow on an int past 1e308
 
 
-def _whole(value: Any, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+def _whole(value: Any, least: int, most: int | None = None) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least and (most is None or value <= most)
 
 
 def _value_problem(data: dict[str, Any]) -> str | None:
@@ -381,11 +385,13 @@ def _workload_problem(w: dict[str, Any]) -> str | None:
     def bad(key: str, allowed: str) -> str:
         return f"its workload.{key} must be {allowed}, but is {_shown(w[key])}"
 
-    if "batch" in w and not _whole(w["batch"], 1):
-        return bad("batch", "a whole number >= 1")
+    if "batch" in w and not _whole(w["batch"], 1, MAX_BATCH):
+        return bad("batch", f"a whole number in [1, {MAX_BATCH}]")
     size = w.get("size")
-    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(_whole(v, 1) for v in size)):
-        return bad("size", "null or [height, width], whole numbers >= 1")
+    if size is not None and not (
+        isinstance(size, list) and len(size) == 2 and all(_whole(v, 1, MAX_SIDE) for v in size)
+    ):
+        return bad("size", f"null or [height, width], whole numbers in [1, {MAX_SIDE}]")
     if w.get("threads") is not None and not _whole(w["threads"], 1):
         return bad("threads", "null or a whole number >= 1")
     # a roofline calibration's workload lists the dtypes it measured ("fp32,bf16")

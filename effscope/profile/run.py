@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from effscope.errors import SpecError
 from effscope.profile.env import usable_cpus
 from effscope.profile.measure import Job, Options
-from effscope.profile.record import DTYPES, MODES, Record, Workload
+from effscope.profile.record import DTYPES, MAX_BATCH, MAX_SIDE, MODES, Record, Workload
 from effscope.profile.target import Target, resolve_target
 
 if TYPE_CHECKING:
@@ -42,10 +42,6 @@ class Plan:
 
     target: Target
     workload: Workload
-
-
-MAX_BATCH = 1 << 20  # far past any device's memory for these models, and inside torch's integer sizes
-MAX_SIDE = 1 << 16  # pixels or tokens per side, likewise
 
 
 def parse_size(text: str | None, what: str) -> tuple[int, int] | None:
