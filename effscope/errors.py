@@ -7,6 +7,8 @@ keeps its traceback.
 from __future__ import annotations
 
 __all__ = [
+    "error_line",
+    "error_text",
     "EffscopeError",
     "KnobError",
     "UnknownNameError",
@@ -33,3 +35,14 @@ class InputSizeError(EffscopeError, ValueError):
 
 class SpecError(EffscopeError, ValueError):
     """A user-supplied specification (a `--set` value, a TOML file, ...) is malformed."""
+
+
+def error_line(e: BaseException) -> str:
+    """An error's first line of text, or its type's name where it has none (a bare KeyError())."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def error_text(e: BaseException) -> str:
+    """An unexpected error in one line, its type first: "ValueError: bad shape" (a bare error: its type alone)."""
+    return f"{type(e).__name__}: {error_line(e)}" if str(e).strip() else type(e).__name__

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from effscope.errors import EffscopeError
+from effscope.errors import EffscopeError, error_line, error_text
 from effscope.metrics import GRAPH_TIMED, MODULE_TIME_REPEATS, TIMED
 from effscope.profile.record import PROTOCOL, Record, Workload
 from effscope.profile.timing import LOW_CPU_UTIL
@@ -90,14 +90,14 @@ class Job:
 
 def describe_failure(e: BaseException, device: str) -> str:
     """One sentence for a failed measurement, naming out-of-memory plainly."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = error_line(e)
     if isinstance(e, torch.cuda.OutOfMemoryError):
         return f"out of memory on {device}: {text}"
     if isinstance(e, MemoryError) or "can't allocate memory" in text or "not enough memory" in text:
         return f"out of memory on {device}: {text}"
     if isinstance(e, EffscopeError):
         return text
-    return f"{type(e).__name__}: {text}"
+    return error_text(e)
 
 
 def run_job(job: Job, *, first_in_process: bool = True) -> Record:
@@ -520,7 +520,7 @@ def _cuda_graph_latency(forward: Callable[..., object], device: torch.device, op
     try:
         replay = capture_cuda_graph(lambda: forward(cache=False), device)  # autocast's cache must be off
     except RuntimeError as e:
-        why = f"CUDA graph capture failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        why = f"CUDA graph capture failed: {error_line(e)}"
         record.latency.update(dict.fromkeys(keys))
         record.missing.update(dict.fromkeys(keys, why))
         return

@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from effscope.errors import SpecError
+from effscope.errors import SpecError, error_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -210,7 +210,7 @@ def _dtype_support(device: torch.device, dtype: str) -> str | None:
     try:
         torch.mm(torch.ones(8, 8, dtype=t, device=device), torch.ones(8, 8, dtype=t, device=device))
     except RuntimeError as e:
-        return f"{dtype} matmul does not run on {device}: {str(e).splitlines()[0]}"
+        return f"{dtype} matmul does not run on {device}: {error_line(e)}"
     return None
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from effscope.errors import EffscopeError, SpecError
+from effscope.errors import EffscopeError, SpecError, error_line
 from effscope.profile.record import NotARecordError, Record
 from effscope.urls import DEFAULT_DB, database_url, mask_command, mask_url, sqlite_path
 
@@ -664,5 +664,4 @@ def _sqlite_reader_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolE
 
 def first_line(e: BaseException) -> str:
     """An error's first line (its type where it has no text), any password in it masked."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return mask_command(text)  # a driver may quote the URL it was given
+    return mask_command(error_line(e))  # a driver may quote the URL it was given

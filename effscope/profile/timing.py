@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from effscope.errors import SpecError
+from effscope.errors import SpecError, error_line
 
 if TYPE_CHECKING:
     from effscope.blocks.attention import CoreChoice
@@ -618,8 +618,7 @@ def _oom_reason(exc: BaseException) -> str | None:
     )
     if not is_oom:
         return None
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return f"out of memory: {first[:200]}"
+    return f"out of memory: {error_line(exc)[:200]}"
 
 
 def _free_memory(dev: torch.device) -> None:

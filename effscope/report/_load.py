@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from effscope.errors import error_line
 from effscope.report.data import (
     ReportError,
     Source,
@@ -380,8 +381,7 @@ def _json_kind(value: Any) -> str:
 
 def _not_a_table(path: Path, suffix: str, error: Exception) -> ReportError:
     """A file that its reader cannot parse: not what its suffix claims."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return ReportError(
-        f"cannot read records from '{path}': it is not a {suffix[1:].upper()} table ({text}); give a file "
+        f"cannot read records from '{path}': it is not a {suffix[1:].upper()} table ({error_line(error)}); give a file "
         "that effscope profile --json/--csv or effscope export wrote"
     )

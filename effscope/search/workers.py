@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from effscope.errors import EffscopeError
+from effscope.errors import EffscopeError, error_text
 from effscope.search.space import Space
 from effscope.search.storage import open_storage, sqlite_fast_commits, storage_cause, storage_error
 from effscope.search.study import DASHBOARD_ATTR, make_sampler
@@ -329,8 +329,7 @@ def worker_process(args: WorkerArgs, report: Connection) -> None:
         code = _report(report, str(e), 2)
     except Exception as e:
         traceback.print_exc()
-        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        code = _report(report, f"{type(e).__name__}: {text}" if text else type(e).__name__, 1)
+        code = _report(report, error_text(e), 1)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # the idle children see their pipes close and exit; nothing waits for their teardown
