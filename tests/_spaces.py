@@ -34,6 +34,30 @@ mlp_ratio = [1.0, 2.0]
 """
 
 
+# A LITv2 space of a few tiny designs for calibration (short training on a few images).
+SMALL_LITV2 = """
+[space]
+target = "litv2_s"
+[workload]
+size = [32, 32]
+threads = 1
+[objectives]
+quality = "synflow"
+[budgets]
+latency_ms = 100
+[train]
+steps = 2
+batch = 4
+val_images = 4
+[knobs]
+embed_dim = [16, 24]
+depths = [1, 1, 1, 1]
+num_heads = [1, 1, 2, 2]
+lofi_heads = [0, 1]
+window_size = [1, 2]
+"""  # 8 designs
+
+
 def tiny(tmp_path: Path, *, budget: float = 100.0, trials: int = 6, max_time: float = 0.05, name: str = "tiny"):
     path = tmp_path / f"{name}.toml"
     path.write_text(TINY.format(budget=budget, trials=trials, max_time=max_time))

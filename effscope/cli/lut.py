@@ -37,14 +37,13 @@ def build(
 ) -> None:
     """Measure the blocks of a sample of the space's designs, fit sum + correction, validate on held-out designs."""
     from effscope.cli.search import check_space_device
-    from effscope.profile.store import RecordStore
     from effscope.search.predictor import build_table
     from effscope.search.space import load_space
-    from effscope.urls import mask_url
+    from effscope.urls import database_url, mask_url
 
     sp = load_space(space).with_overrides(device=device)
     check_space_device(sp, device)
-    store = RecordStore(db)
+    url = database_url(db)
 
     def progress(text: str) -> None:
         err.print(text, markup=False, highlight=False)
@@ -53,7 +52,7 @@ def build(
         with sigterm_as_interrupt():
             table = build_table(
                 sp,
-                store=store,
+                store=url,  # opened once the options are checked: a refused build creates no database
                 name=name,
                 samples=samples,
                 holdout=holdout,
@@ -64,7 +63,7 @@ def build(
     except KeyboardInterrupt as e:  # typer would exit 130 silently
         measured = getattr(e, "measured", 0)
         kept = (
-            f"the {measured} measurement(s) taken are kept as Records in {mask_url(store.url)}, and a rebuild reuses "
+            f"the {measured} measurement(s) taken are kept as Records in {mask_url(url)}, and a rebuild reuses "
             "its block measurements"
             if measured
             else "nothing was measured"
@@ -74,7 +73,7 @@ def build(
     v = table.validation
     wholes = v["n_train"] + v["n_holdout"]  # every design is also measured whole: those measurements count too
     out.print(
-        f"latency table '{esc(table.name)}' (uid {table.uid}) in {shown_url(store.url)}: {len(table.entries)} block "
+        f"latency table '{esc(table.name)}' (uid {table.uid}) in {shown_url(url)}: {len(table.entries)} block "
         f"entries ({v['measured'] - wholes} measured, {v['cached']} reused from stored Records), {v['n_train']} "
         f"training and {v['n_holdout']} held-out designs measured whole, predicting {table.statistic}"
     )

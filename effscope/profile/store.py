@@ -39,6 +39,8 @@ __all__ = [
     "tables_with_rows",
     "failure_reason",
     "first_line",
+    "new_sqlite_file",
+    "remove_if_empty",
     "sqlite_connection_pragmas",
     "write_table",
 ]
@@ -484,6 +486,38 @@ def check_sqlite_database(url: str, opened: str | None = None) -> None:
         engine.dispose()
     if problem is not None:
         raise StoreError(not_effscope(str(path), problem))
+
+
+def new_sqlite_file(url: str) -> Path | None:
+    """The SQLite file of `url` when nothing is there yet: one this run will create, and may remove again when it
+    stores nothing in it (`remove_if_empty`). None for a file already there, which is never removed, or a server."""
+    path = sqlite_path(url)
+    return path if path is not None and not os.path.lexists(path) else None
+
+
+def remove_if_empty(path: Path) -> bool:
+    """Remove an SQLite file that `new_sqlite_file` named, with its -wal, -shm and -journal, when it holds no row (no
+    Record, latency table or study; Optuna stamps its version when it makes its tables): what a refused or failed
+    run leaves of no value. Every connection to it must be closed. A file that cannot be read is kept.
+
+    Returns:
+        whether it was removed.
+    """
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(reader_url(database_url(str(path))), future=True)  # creates nothing, not even the file
+    try:
+        names = [n for n in sa.inspect(engine).get_table_names() if n not in OPTUNA_VERSION_TABLES]
+        if tables_with_rows(engine, [n for n in names if not n.startswith("sqlite_")]):
+            return False
+    except Exception:  # gone, locked or damaged: kept as it is
+        return False
+    finally:
+        engine.dispose()
+    with contextlib.suppress(OSError):  # a courtesy: never in the way of the error the run reports
+        for end in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{end}").unlink(missing_ok=True)
+    return True
 
 
 def _may_write(path: Path) -> bool:

@@ -11,12 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from effscope.errors import SpecError
 from effscope.search.objectives import OBJECTIVES, PROXIES, label_for
 from effscope.search.space import Space, check_searchable, sample_designs
 from effscope.stats import MIN_RANK_PAIRS, kendall_tau
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import optuna
 
 __all__ = ["CAL_ROWS_ATTR", "CalibrationInterrupted", "CalibrationResult", "calibrate_proxies"]
 
@@ -66,7 +71,8 @@ def calibrate_proxies(
     Each design whose training succeeded is stored with the study as soon as it is done, so an interrupted or failed
     calibration keeps it and a re-run of the same space, data and settings reuses it. A design that fails is a row
     with the reason; the calibration goes on. The study's `calibration` attribute is written at the end, and only
-    when at least one design trained (it never replaces an earlier calibration with nothing).
+    when at least one design trained (it never replaces an earlier calibration with nothing); when none did (or
+    Ctrl-C came first), a study this call created is deleted again, and an SQLite file it created removed.
 
     Raises:
         EffscopeError: a block-level space, no --data, undecodable images, fewer than 3 samples or a space that
@@ -76,7 +82,7 @@ def calibrate_proxies(
     import dataclasses
 
     from effscope.knobs import to_jsonable
-    from effscope.profile.store import RecordStore
+    from effscope.profile.store import RecordStore, new_sqlite_file
     from effscope.search.imagefolder import open_imagefolder
     from effscope.search.objectives import QualityError, QualityProcess, evaluate
     from effscope.search.storage import open_storage, storage_url
@@ -102,13 +108,14 @@ def calibrate_proxies(
     designs = [
         (ts.name, config.knob_values()) for ts, config in sample_designs(space, samples, space.seed, asked="--samples")
     ]
+    device_name = device_name_for(space.workload)  # a CUDA device that is not there is refused here
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    RecordStore(url)
+    new_file = new_sqlite_file(url)  # removed again if no design trains
+    RecordStore(url).engine.dispose()  # the Record table, as every command makes it; no connection left open
     optuna_storage = open_storage(url)
-    device_name = device_name_for(space.workload)
-    study, _, _ = prepare_study(
+    study, created, _ = prepare_study(
         space,
         optuna_storage,
         name,
@@ -162,6 +169,8 @@ def calibrate_proxies(
                 on_design(i, len(designs), row)
     except KeyboardInterrupt:
         stored = sum(1 for r in rows if _ok(r.get("train")))
+        if created and not stored:
+            _discard_untrained(optuna_storage, name, new_file)
         raise CalibrationInterrupted(stored, name, url) from None
     finally:
         if proc is not None:
@@ -185,6 +194,8 @@ def calibrate_proxies(
             for k, v in taus.items()
         }
         study.set_user_attr("calibration", stored)
+    elif created:
+        _discard_untrained(optuna_storage, name, new_file)
     if reused:
         notes.insert(0, f"{reused} design(s) were short-trained by an earlier run of this calibration and reused")
     if OBJECTIVES[space.quality].is_proxy:
@@ -192,6 +203,19 @@ def calibrate_proxies(
         said = f"undefined ({c.get('why_missing')})" if c.get("kendall_tau") is None else f"{c['kendall_tau']:+.3f}"
         notes.append(f"this space searches {space.quality}: its Kendall tau against short training is {said} here")
     return CalibrationResult(name, url, int(space.train["steps"]), len(rows), rows, taus, notes, reused)
+
+
+def _discard_untrained(storage: optuna.storages.RDBStorage, name: str, new_file: Path | None) -> None:
+    """A calibration that trained no design stored nothing: it leaves neither the study nor the database file it
+    created (another calibration's designs stored in that study meanwhile keep it)."""
+    from effscope.profile.store import remove_if_empty
+    from effscope.search.storage import delete_unused_study
+
+    if CAL_ROWS_ATTR not in storage.get_study_system_attrs(storage.get_study_id_from_name(name)):
+        delete_unused_study(storage, name)
+    storage.engine.dispose()  # remove_if_empty needs every connection to the file closed
+    if new_file is not None:
+        remove_if_empty(new_file)
 
 
 def _no_tau(pairs: list[tuple[float, float]]) -> str:

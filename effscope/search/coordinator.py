@@ -220,13 +220,13 @@ def run_search(
     device_name = device_name_for(space.workload)
     identity = device_identity_for(space.workload)  # tells apart CPUs of one generic name (docs/search.md#storage)
     url = storage_url(storage)
-    RecordStore(url)  # creates the Record table (and an SQLite file) before any worker starts
     table = None
-    if predictor is not None:  # checked before the study exists: a bad name leaves no empty study behind
-        from effscope.search.predictor import check_compatible, load_table
+    if predictor is not None:  # read before anything is created: a refused table leaves no database or study
+        from effscope.search.predictor import check_compatible, find_table
 
-        table = load_table(RecordStore(url), predictor)
+        table = find_table(url, predictor)
         check_compatible(table, space, device_name, identity)
+    RecordStore(url)  # creates the Record table (and an SQLite file) before any worker starts
     optuna_storage = open_storage(url)
     try:
         study, created, notes = prepare_study(

@@ -57,6 +57,7 @@ __all__ = [
     "PredictorError",
     "build_table",
     "decompose",
+    "find_table",
     "fit_correction",
     "load_table",
     "metrics",
@@ -370,13 +371,12 @@ def _json_default(v: Any) -> Any:
     return str(v)
 
 
-def _lut_table(store: RecordStore):
+def _lut_table():
     import sqlalchemy as sa
 
-    meta = sa.MetaData()
-    table = sa.Table(
+    return sa.Table(
         "effscope_luts",
-        meta,
+        sa.MetaData(),
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("uid", sa.String(32), nullable=False, unique=True),
         sa.Column("name", sa.String(200), nullable=False, index=True),
@@ -385,13 +385,12 @@ def _lut_table(store: RecordStore):
         sa.Column("device", sa.String(200)),
         sa.Column("data", sa.Text, nullable=False),
     )
-    meta.create_all(store.engine)
-    return table
 
 
 def save_table(store: RecordStore, table: LatencyTable) -> None:
     """Append the table to `effscope_luts` in the Record store's database (never updated: a rebuild adds a row)."""
-    t = _lut_table(store)
+    t = _lut_table()
+    t.metadata.create_all(store.engine)
     with store.engine.begin() as conn:
         conn.execute(
             t.insert().values(
@@ -406,17 +405,17 @@ def save_table(store: RecordStore, table: LatencyTable) -> None:
 
 
 def load_table(store: RecordStore, name_or_uid: str) -> LatencyTable:
-    """The newest table of that name, or the table with that uid.
+    """The newest table of that name, or the table with that uid (read only: a store without tables gains none).
 
     Raises:
         PredictorError: no such table (the message lists the stored names).
     """
     import sqlalchemy as sa
 
-    from effscope.urls import mask_url
-
-    t = _lut_table(store)
+    t = _lut_table()
     with store.engine.connect() as conn:
+        if not sa.inspect(conn).has_table(t.name):
+            raise _no_table(name_or_uid, store.url, [])
         row = conn.execute(
             sa.select(t.c.data)
             .where((t.c.name == name_or_uid) | (t.c.uid == name_or_uid))
@@ -424,12 +423,31 @@ def load_table(store: RecordStore, name_or_uid: str) -> LatencyTable:
             .limit(1)
         ).first()
         if row is None:
-            names = sorted({n for (n,) in conn.execute(sa.select(t.c.name))})
-            raise PredictorError(
-                f"no latency table '{name_or_uid}' in {mask_url(store.url)} (stored: {', '.join(names) or 'none'}); "
-                "build one with `effscope lut build SPACE`"
-            )
+            raise _no_table(name_or_uid, store.url, sorted({n for (n,) in conn.execute(sa.select(t.c.name))}))
     return LatencyTable.from_json(row[0])
+
+
+def find_table(url: str, name_or_uid: str) -> LatencyTable:
+    """`load_table` from the database at `url`, opened to read: looking for a table creates nothing (no SQLite file,
+    no table), so a search refused for its --predictor leaves no database behind."""
+    import os
+
+    from effscope.profile.store import RecordStore
+    from effscope.urls import sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None and not os.path.lexists(path):  # a database not created yet holds no table
+        raise _no_table(name_or_uid, url, [])
+    return load_table(RecordStore(url, read_only=True), name_or_uid)
+
+
+def _no_table(name_or_uid: str, url: str, names: list[str]) -> PredictorError:
+    from effscope.urls import mask_url
+
+    return PredictorError(
+        f"no latency table '{name_or_uid}' in {mask_url(url)} (stored: {', '.join(names) or 'none'}); "
+        "build one with `effscope lut build SPACE`"
+    )
 
 
 # --------------------------------------------------------------------------------------------------- predicting
@@ -600,7 +618,7 @@ class _Measurer:
 def build_table(
     space: Space,
     *,
-    store: RecordStore,
+    store: RecordStore | str | None,
     name: str | None = None,
     samples: int = 16,
     holdout: int = 8,
@@ -617,9 +635,13 @@ def build_table(
     validate it. A block-level space's designs are single blocks, so its table is per knob point and the
     validation measures how well a table entry predicts an independent measurement of the same point.
 
+    `store` is a RecordStore, or the database to open as one (a path or URL; None: $EFFSCOPE_DB, else
+    ./effscope.db) once the options are checked, so that a refused build creates no database.
+
     Raises:
         PredictorError: a model that cannot be decomposed, a failed measurement, too few valid designs.
     """
+    from effscope.profile.store import RecordStore
     from effscope.profile.worker import Worker
     from effscope.search.space import check_searchable, sample_designs
     from effscope.search.study import check_name, default_study_name, device_identity_for, device_name_for
@@ -631,6 +653,8 @@ def build_table(
     check_searchable(space)
     seed = space.seed if seed is None else seed
     designs = sample_designs(space, samples + holdout, seed, asked="--samples + --holdout")
+    if not isinstance(store, RecordStore):  # opened once the options are checked: a refused build creates nothing
+        store = RecordStore(store)
     device_name = device_name or device_name_for(space.workload)
     identity = device_identity_for(space.workload)  # the CPU measuring here, whatever name the caller gave it
     n_train = max(2, round(len(designs) * samples / (samples + holdout)))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONSTRAINTS",
     "DASHBOARD_CONSTRAINTS",
+    "delete_unused_study",
     "named_constraints",
     "open_error",
     "open_storage",
@@ -95,6 +96,19 @@ def _create_rdb_storage(
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def delete_unused_study(storage: optuna.storages.BaseStorage, study_name: str) -> bool:
+    """Delete a study in which no trial ever started: it holds at most the presets its creation enqueued (creating
+    it again enqueues them again). For a study this run created and then stored nothing in; a study with any other
+    trial is kept. Returns whether it was deleted."""
+    from optuna.trial import TrialState
+
+    study_id = storage.get_study_id_from_name(study_name)
+    if any(t.state != TrialState.WAITING for t in storage.get_all_trials(study_id, deepcopy=False)):
+        return False
+    storage.delete_study(study_id)
+    return True
 
 
 def storage_url(storage: str | None) -> str:
