@@ -340,6 +340,8 @@ class Config:
             canonical = k.check(value, owner)
             if canonical is not value:
                 object.__setattr__(self, name, canonical)  # frozen: canonical form (tuples) set once here
+        for name, built in self.inert_knobs().items():
+            object.__setattr__(self, name, built)
         self.check()
 
     @classmethod
@@ -348,6 +350,12 @@ class Config:
 
     def check(self) -> None:
         """Rules that tie knobs together; raise KnobError with the rule, the values and the fix."""
+
+    def inert_knobs(self) -> dict[str, Any]:
+        """The knobs that, given the others, change nothing that is built, each with the value that says what is
+        built (HiLo at window_size 1: lofi_heads = heads). A config holds these values whatever it was given, so the
+        designs of one network are one design: measured once, counted once, keyed alike."""
+        return {}
 
     def derived(self) -> dict[str, Any]:
         """Figures derived from the knobs and reported beside them (e.g. HiLo's alpha)."""

@@ -95,7 +95,7 @@ def test_derived_alpha_and_window_one():
     assert HiLoBlockConfig().derived()["alpha"] == 0.75
     assert HiLoBlockConfig(lofi_heads=0).derived()["hifi_heads"] == 4
     msa = HiLoBlockConfig(window_size=1, lofi_heads=1)
-    assert msa.derived()["alpha"] == 1.0 and msa.derived()["lofi_heads_built"] == 4
+    assert msa.derived()["alpha"] == 1.0 and msa.lofi_heads == 4
     with pytest.raises(KnobError, match=r"`lofi_heads <= heads` must hold, but got \(lofi_heads=5, heads=4\)"):
         HiLoBlockConfig(lofi_heads=5)
 

@@ -233,6 +233,11 @@ class HiLoBlockConfig(Config):
     qkv_bias: bool = knob(True, Choice((True, False)), help="bias on the q, k, v projections")
     drop_path: float = knob(0.0, FloatRange(0.0, 0.9), help="stochastic depth rate (training only)")
 
+    def inert_knobs(self) -> dict[str, int]:
+        if self.window_size != 1:
+            return {}
+        return {"lofi_heads": lofi_heads_built(self.heads, self.lofi_heads, self.window_size)}
+
     def check(self) -> None:
         if self.lofi_heads > self.heads:
             self.fail("`lofi_heads <= heads`", lofi_heads=self.lofi_heads, heads=self.heads)
@@ -242,18 +247,11 @@ class HiLoBlockConfig(Config):
         """Token width: heads x head_dim."""
         return self.heads * self.head_dim
 
-    @property
-    def effective_lofi_heads(self) -> int:
-        """Lo-Fi heads actually built: all of them at window_size 1 (plain MSA)."""
-        return lofi_heads_built(self.heads, self.lofi_heads, self.window_size)
-
     def derived(self) -> dict[str, float | int]:
-        lofi = self.effective_lofi_heads
         return {
             "dim": self.dim,
-            "alpha": lofi / self.heads,  # LITv2's alpha; 1.0 at window_size 1
-            "lofi_heads_built": lofi,
-            "hifi_heads": self.heads - lofi,
+            "alpha": self.lofi_heads / self.heads,  # LITv2's alpha; 1.0 at window_size 1
+            "hifi_heads": self.heads - self.lofi_heads,
             "mlp_hidden": int(self.dim * self.mlp_ratio),
         }
 

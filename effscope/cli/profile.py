@@ -212,6 +212,7 @@ def profile(
         )
     )
     check_device(workload.device)
+    notes: list[str] = []
     if suite is not None:
         if set_ or size or grid:
             raise SpecError("--suite runs each target at its defaults; --set, --resolution and --tokens do not apply")
@@ -222,6 +223,7 @@ def profile(
         plans = []
         for target in expand_patterns(targets):
             resolved = resolve_target(target, assignments=set_)
+            notes += _ignored_settings(resolved, set_)
             if resolved.kind == "block" and size:
                 raise SpecError(f"'{target}' is a block: give its token grid with --tokens, not --resolution")
             if resolved.kind == "model" and grid:
@@ -238,6 +240,8 @@ def profile(
 
         check_report_output(report, protect=[url])
     with data_on_stdout(output):
+        for note in notes:
+            out.print(f"[dim]note: {esc(note)}[/dim]")
         store = RecordStore(url)
         command = command_line()
         run = _RunSoFar(total=len(plans))
@@ -484,6 +488,19 @@ def _print_missing(records: list[Record]) -> None:
     for (shown, why), targets in groups.items():
         who = "every target" if len(targets) == len(records) > 1 else ", ".join(targets)
         out.print(f"[dim]{esc(who)}: {esc(shown)} missing: {esc(why)}[/dim]")
+
+
+def _ignored_settings(target: Target, assignments: list[str]) -> list[str]:
+    """A note for each --set knob that the design ignores with the other knobs given: it is recorded as built."""
+    from effscope.knobs import format_value
+
+    inert = target.config.inert_knobs() if target.config is not None else {}
+    given = {text.partition("=")[0].strip() for text in assignments}
+    return [
+        f"{target.name} ignores {name} with these knobs; it is recorded as built, {name}={format_value(value)}"
+        for name, value in inert.items()
+        if name in given
+    ]
 
 
 def _output_format(output: str, json_out: str | None, csv_out: str | None) -> tuple[str, str | None, str | None]:

@@ -62,7 +62,14 @@ class LITv2Config(Config):
     mlp_ratio: float = knob(4.0, FloatRange(0.5, 8.0), help="DWMlp hidden width / dim")
     qkv_bias: bool = knob(True, Choice((True, False)), help="bias on the q, k, v projections")
     num_classes: int = knob(1000, IntRange(1, 100_000), help="classifier outputs", unit="classes")
-    drop_path_rate: float = knob(0.0, FloatRange(0.0, 0.9), help="stochastic depth at the last block (linear ramp)")
+    drop_path_rate: float = knob(
+        0.0, FloatRange(0.0, 0.9), help="stochastic depth at the last block (linear ramp; training only)"
+    )
+
+    def inert_knobs(self) -> dict[str, int]:
+        if self.window_size != 1:
+            return {}
+        return {"lofi_heads": lofi_heads_built(self.num_heads[2], self.lofi_heads, self.window_size)}
 
     def check(self) -> None:
         for i in _ATTENTION_STAGES:
@@ -82,12 +89,11 @@ class LITv2Config(Config):
         return tuple(self.embed_dim * 2**i for i in range(4))
 
     def derived(self) -> dict[str, float | int | tuple[int, ...]]:
-        lofi = lofi_heads_built(self.num_heads[2], self.lofi_heads, self.window_size)
         return {
             "dims": self.dims,
             "head_dims": tuple(self.dims[i] // self.num_heads[i] for i in _ATTENTION_STAGES),
-            "alpha": lofi / self.num_heads[2],  # stage 3's LITv2 alpha; 1.0 at window_size 1
-            "hifi_heads": self.num_heads[2] - lofi,
+            "alpha": self.lofi_heads / self.num_heads[2],  # stage 3's LITv2 alpha; 1.0 at window_size 1
+            "hifi_heads": self.num_heads[2] - self.lofi_heads,
         }
 
 

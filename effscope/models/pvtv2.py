@@ -15,7 +15,7 @@ from torch import nn
 
 from effscope.blocks._layers import init_transformer_weights
 from effscope.blocks.pvt import PVTBlock, PVTLinearSRABlock, PVTLinearSRAConfig, PVTSRAConfig
-from effscope.knobs import Choice, Config, FloatRange, IntRange, Seq, knob
+from effscope.knobs import Choice, Config, FloatRange, IntRange, Seq, knob, knobs_of
 from effscope.modules import DeviceLike, ImageModel
 from effscope.spec import Reference, register_model
 
@@ -68,8 +68,14 @@ class PVTv2Config(Config):
     )
     linear: bool = knob(False, Choice((False, True)), help="linear SRA (7x7 pooled keys/values, ReLU in the FFN): -Li")
     qkv_bias: bool = knob(True, Choice((True, False)), help="bias on the q and kv projections")
-    drop_path_rate: float = knob(0.0, FloatRange(0.0, 0.9), help="stochastic depth of the last block (linear ramp)")
+    drop_path_rate: float = knob(
+        0.0, FloatRange(0.0, 0.9), help="stochastic depth of the last block (linear ramp; training only)"
+    )
     num_classes: int = knob(1000, IntRange(1, 100_000), help="classifier outputs", unit="classes")
+
+    def inert_knobs(self) -> dict[str, tuple[int, ...]]:
+        # the linear variant pools keys and values to 7x7 at every stage; the published -Li config keeps the default
+        return {"sr_ratios": knobs_of(self)["sr_ratios"].default} if self.linear else {}
 
     def check(self) -> None:
         for i, (dim, heads) in enumerate(zip(self.embed_dims, self.num_heads, strict=True)):

@@ -37,11 +37,15 @@ class ViTDWConfig(Config):
     span: int = knob(
         1,
         IntRange(1, 4),
-        help="consecutive blocks one DW shortcut spans; a last group of depth % span blocks gets its own shortcut",
+        help="consecutive blocks one DW shortcut spans; a last group of depth % span blocks gets its own shortcut; "
+        "a span beyond depth is one shortcut around every block (recorded as span = depth)",
         unit="blocks",
     )
     kernels: tuple[int, ...] = knob((3,), Choice(KERNEL_CHOICES), help="kernel sizes of the parallel DW branches")
     num_classes: int = knob(100, IntRange(1, 100_000), help="classifier outputs", unit="classes")
+
+    def inert_knobs(self) -> dict[str, int]:
+        return {"span": self.depth} if self.span >= self.depth else {}  # one shortcut around all the blocks
 
     @property
     def dim(self) -> int:

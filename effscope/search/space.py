@@ -549,7 +549,9 @@ def sample_designs(
 ) -> list[tuple[TargetSpace, Config]]:
     """`n` distinct valid designs drawn at random from the space (its own sampling API, a RandomSampler).
 
-    An invalid draw (a cross-knob rule) is drawn again; drawing stops after PATIENCE draws in a row found nothing new.
+    Designs are told apart by the network they build: knobs a design ignores (Config.inert_knobs) take the value
+    that says what is built, so combinations differing only there are one design. An invalid draw (a cross-knob
+    rule) is drawn again; drawing stops after PATIENCE draws in a row found nothing new.
     A space of at most ENUMERATE_LIMIT knob combinations is then completed from the list of its valid designs (seeded
     order), so the answer is exact and quick even when `n` is all of them.
 
@@ -569,17 +571,18 @@ def sample_designs(
     seen: set[tuple[str, str]] = set()
     out: list[tuple[TargetSpace, Config]] = []
 
-    def add(ts: TargetSpace, overrides: dict[str, Any]) -> bool:
+    def add(ts: TargetSpace, overrides: dict[str, Any]) -> str:
+        """Whether the combination is a "new" design, "invalid" (breaks a rule) or the "same" as one found."""
         try:
             config = with_knobs(ts.base, overrides)
         except (KnobError, UnknownNameError, SpecError):
-            return False
+            return "invalid"
         key = (ts.name, repr(sorted(config.knob_values().items())))
         if key in seen:
-            return False
+            return "same"
         seen.add(key)
         out.append((ts, config))
-        return True
+        return "new"
 
     enumerable = bound is not None and bound <= ENUMERATE_LIMIT
     where = f"the {n} asked for" + (f" ({asked})" if asked else "")
@@ -604,7 +607,7 @@ def sample_designs(
                 ts, overrides = space.suggest(trial)
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 draws += 1
-                misses = 0 if add(ts, overrides) else misses + 1
+                misses = 0 if add(ts, overrides) == "new" else misses + 1
         finally:
             optuna.logging.set_verbosity(verbosity)
     if len(out) < n and enumerable:
@@ -617,15 +620,18 @@ def sample_designs(
             for values in itertools.product(*(_domain_values(d) for d in ts.domains.values())):
                 rest.append((ts, {**ts.pins, **dict(zip(names, values, strict=True))}))
         random.Random(seed).shuffle(rest)
+        invalid = 0
         for ts, overrides in rest:
             if len(out) >= n:
                 break
-            add(ts, overrides)
-        if len(out) < n and exact:
-            broken = f", {bound - len(out)} of them breaking a rule of the design" if bound != len(out) else ""
+            invalid += add(ts, overrides) == "invalid"
+        if len(out) < n and exact:  # every combination was tried: the counts are exact
+            same = bound - invalid - len(out)
+            why = [f"{invalid} break a rule of the design"] if invalid else []
+            why += [f"{same} build the same network as another (a knob the design then ignores)"] if same else []
             raise SpaceError(
-                f"space {space.name} holds {len(out)} distinct valid design(s) ({bound} knob combinations{broken}), "
-                f"fewer than {where}; ask for at most {len(out)}"
+                f"space {space.name} holds {len(out)} distinct valid design(s) "
+                f"({', '.join([f'{bound} knob combinations', *why])}), fewer than {where}; ask for at most {len(out)}"
             )
     if len(out) < n and exact:
         raise SpaceError(
