@@ -167,6 +167,20 @@ def test_no_global_tokens_is_plain_window_attention():
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
+def test_a_merge_without_global_tokens_builds_no_global_branch():
+    """Parameters that nothing uses would be counted in params and searched as capacity."""
+    without = LightViTMerge(LightViTMergeConfig(num_tokens=0))
+    with_tokens = LightViTMerge(LightViTMergeConfig(num_tokens=8))
+    assert without.norm_global is None and without.proj_global is None
+    global_branch = 2 * 128 + 128 * 256  # LayerNorm(in_dim) + Linear(in_dim, out_dim) without bias
+    assert sum(p.numel() for p in with_tokens.parameters()) - sum(p.numel() for p in without.parameters()) == (
+        global_branch
+    )
+    x, hw = without.example_args(2, (7, 9))
+    out, grid = without(x, hw)
+    assert out.shape == (2, 4 * 5, 256) and grid == (4, 5)
+
+
 def test_wrong_token_count_states_the_constraint():
     blk = LightViTBlock()
     with pytest.raises(InputSizeError, match="num_tokens"):

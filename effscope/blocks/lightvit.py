@@ -317,8 +317,10 @@ class LightViTMerge(TokenBlock):
         self.norm = nn.LayerNorm(4 * c.in_dim, **dd)
         self.reduction = nn.Linear(4 * c.in_dim, c.out_dim, bias=False, **dd)
         self.res_proj = nn.Linear(c.in_dim, c.out_dim, bias=False, **dd)
-        self.norm_global = nn.LayerNorm(c.in_dim, **dd)
-        self.proj_global = nn.Linear(c.in_dim, c.out_dim, bias=False, **dd)
+        # without global tokens (an effscope extension: LightViT always has them) the global branch is not built,
+        # so its parameters are not counted
+        self.norm_global = nn.LayerNorm(c.in_dim, **dd) if c.num_tokens else None
+        self.proj_global = nn.Linear(c.in_dim, c.out_dim, bias=False, **dd) if c.num_tokens else None
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
         nt = self.config.num_tokens
@@ -334,6 +336,8 @@ class LightViTMerge(TokenBlock):
         # (B, H2, a, W2, b, C) -> (B, H2, W2, b, a, C): channel block b*2 + a is offset (a, b) = the official order.
         s2d = grid.reshape(b, h2, 2, w2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h2 * w2, 4 * c)
         img = self.reduction(self.norm(s2d)) + self.res_proj(res.reshape(b, h2 * w2, c))
+        if not nt:
+            return img, (h2, w2)
         glb = self.proj_global(self.norm_global(x[:, :nt]))
         return torch.cat([glb, img], dim=1), (h2, w2)
 
