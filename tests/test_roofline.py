@@ -276,3 +276,24 @@ def test_cli_calibrate_then_profile_gets_the_bound(tmp_path):
 def test_cli_calibrate_bad_input_is_one_sentence():
     r = run("device", "--calibrate", "--gemm-sizes", "a,b")
     assert r.returncode == 2 and "--gemm-sizes takes integers in [1, 32768]" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(("stop", "code"), [("Terminated", 143), ("KeyboardInterrupt", 130)])
+def test_a_calibration_stopped_midway_says_so_and_leaves_no_database(tmp_path, monkeypatch, capfd, stop, code):
+    from _cli import effscope
+
+    from effscope.cli import _app
+    from effscope.profile import roofline
+
+    def stopped(*args, **kwargs):
+        raise _app.Terminated() if stop == "Terminated" else KeyboardInterrupt()
+
+    monkeypatch.setattr(roofline, "calibrate", stopped)
+    db = tmp_path / "d.db"
+    got, _, err = effscope(monkeypatch, capfd, ["device", "--calibrate", "--db", str(db)])
+    assert got == code and "interrupted: the calibration had not finished, so nothing was stored" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no empty database, -wal or -shm
+    kept = tmp_path / "kept.db"
+    RecordStore(str(kept)).add(Record(target="vit", kind="block", workload={}))
+    got, _, _ = effscope(monkeypatch, capfd, ["device", "--calibrate", "--db", str(kept)])
+    assert got == code and len(RecordStore(str(kept)).records()) == 1  # a database already there is kept

@@ -667,7 +667,8 @@ def _calibrate(
         calibration_table,
     )
     from effscope.profile.run import check_device, validate_workload
-    from effscope.profile.store import RecordStore
+    from effscope.profile.store import RecordStore, new_sqlite_file, remove_if_empty
+    from effscope.urls import database_url
 
     check_device(validate_workload(Workload(device=device, threads=threads)).device)
     sizes = None
@@ -690,15 +691,24 @@ def _calibrate(
     known = ("fp32", *AMP_DTYPES)
     if bad := [d for d in dtypes if d not in known]:
         raise SpecError(f"--dtype must be one of {', '.join(known)}, but got {', '.join(bad)}")
+    new_file = new_sqlite_file(database_url(db))  # removed again if the calibration is stopped before it is stored
     store = RecordStore(db)  # opened first: a bad --db fails before minutes of timing
-    cal = calibrate(
-        device,
-        dtypes=dtypes,
-        threads=threads,
-        sizes=sizes,
-        copy_bytes=copy_mib * 2**20 if copy_mib else None,
-        max_time_s=max_time,
-    )
+    try:
+        with sigterm_as_interrupt():  # `timeout`, a CI cancel: ended as Ctrl-C ends it, exit code 143
+            cal = calibrate(
+                device,
+                dtypes=dtypes,
+                threads=threads,
+                sizes=sizes,
+                copy_bytes=copy_mib * 2**20 if copy_mib else None,
+                max_time_s=max_time,
+            )
+    except KeyboardInterrupt as e:  # typer would exit 130 silently
+        store.engine.dispose()
+        if new_file is not None:
+            remove_if_empty(new_file)
+        err.print("interrupted: the calibration had not finished, so nothing was stored", markup=False)
+        raise typer.Exit(interrupt_exit_code(e)) from None
     record = cal.to_record(command=command_line())
     store.add(record)
     threads_note = f", {cal.threads} thread(s)" if cal.threads is not None else ""
