@@ -275,7 +275,9 @@ class CXVBlockConfig(Config):
         32, IntRange(8, 128, step=8), help="channels per head (inner width heads x head_dim)", unit="channels"
     )
     mlp_mult: int = knob(2, IntRange(1, 8), help="FFN hidden width / dim")
-    dropout: float = knob(0.5, FloatRange(0.0, 0.9), help="dropout after the attention output and in the FFN")
+    dropout: float = knob(
+        0.5, FloatRange(0.0, 0.9), help="dropout after the attention output and in the FFN (training only)"
+    )
 
     @property
     def inner_dim(self) -> int:

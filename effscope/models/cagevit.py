@@ -99,7 +99,7 @@ class CageViTConfig(Config):
     scorer_width: int = knob(64, IntRange(8, 512, step=8), help="channels of the scorer CNN", unit="channels")
     patch_size: int = knob(16, Choice((8, 16, 32)), help="patch side", unit="pixels")
     num_classes: int = knob(1000, IntRange(1, 100_000), help="classifier outputs", unit="classes")
-    drop_path_rate: float = knob(0.0, FloatRange(0.0, 0.9), help="stochastic depth of the last block")
+    drop_path_rate: float = knob(0.0, FloatRange(0.0, 0.9), help="stochastic depth of the last block (training only)")
 
     @property
     def dim(self) -> int:

@@ -66,7 +66,7 @@ class CXVConfig(Config):
     mlp_mult: int = knob(2, IntRange(1, 8), help="FFN hidden width / emb_dim")
     emb_kernel: int = knob(3, IntRange(1, 7, step=2), help="kernel of each layer's conv embedding", unit="pixels")
     emb_stride: int = knob(1, IntRange(1, 2), help="stride of each layer's conv embedding", unit="pixels")
-    dropout: float = knob(0.5, FloatRange(0.0, 0.9), help="dropout in attention output and FFN")
+    dropout: float = knob(0.5, FloatRange(0.0, 0.9), help="dropout in attention output and FFN (training only)")
     num_classes: int = 10
 
     def check(self) -> None:

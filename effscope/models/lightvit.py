@@ -87,7 +87,9 @@ class LightViTConfig(Config):
         1280, IntRange(64, 4096, step=64), help="width of the Linear-LN-GELU neck before pooling", unit="channels"
     )
     qkv_bias: bool = knob(True, Choice((True, False)), help="bias on the qkv and kv_global projections")
-    drop_path_rate: float = knob(0.1, FloatRange(0.0, 0.9), help="stochastic depth of the last block (linear ramp)")
+    drop_path_rate: float = knob(
+        0.1, FloatRange(0.0, 0.9), help="stochastic depth of the last block (linear ramp; training only)"
+    )
     num_classes: int = 1000
 
     @property

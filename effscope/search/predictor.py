@@ -65,7 +65,7 @@ __all__ = [
     "spot_check",
 ]
 
-INERT_KNOBS = ("drop_path", "drop_path_rate")  # training-only: equal modules at inference
+TRAINING_ONLY_KNOBS = ("drop_path", "drop_path_rate", "dropout")  # equal modules at inference
 SPOT_RATE = 0.05
 MARGIN_MAPES = 2.0  # reject above budget x (1 + 2 x MAPE)
 RIDGE = 1e-3  # relative ridge on standardized knob features: keeps a small training set from blowing up
@@ -116,7 +116,7 @@ class BlockCall:
 
 def _call(config: Config, size: tuple[int, int] | None, batch: int) -> BlockCall:
     knobs = config.knob_values()
-    for name in INERT_KNOBS:
+    for name in TRAINING_ONLY_KNOBS:
         if name in knobs:
             knobs[name] = 0.0
     return BlockCall(config.owner(), tuple(sorted(knobs.items())), tuple(size) if size else None, batch)
