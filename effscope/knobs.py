@@ -9,6 +9,9 @@ and Optuna distributions all read that one declaration.
 
         def check(self) -> None:  # rules that tie knobs together
             ...
+
+        def inert_knobs(self) -> dict[str, Any]:  # knobs the others make ignored, with the value built
+            return {"lofi_heads": self.heads} if self.window_size == 1 else {}
 """
 
 from __future__ import annotations

@@ -220,7 +220,7 @@ class HiLoBlockConfig(Config):
         3,
         IntRange(0, 64),
         help="heads on the Lo-Fi path (global attention to pooled K/V); the rest are Hi-Fi window heads; "
-        "ignored when window_size = 1 (plain MSA: every head is Lo-Fi, unpooled)",
+        "ignored when window_size = 1 (plain MSA: every head is Lo-Fi, unpooled; recorded as heads)",
         unit="heads",
     )
     window_size: int = knob(

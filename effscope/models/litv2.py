@@ -53,7 +53,8 @@ class LITv2Config(Config):
         10,
         _HILO["lofi_heads"].domain,
         help="Lo-Fi heads of the stage-3 HiLo blocks (alpha = lofi_heads / num_heads[2]); ignored when "
-        "window_size = 1. Stage 4 is always plain MSA (window 1, every head Lo-Fi, unpooled)",
+        "window_size = 1 (recorded as num_heads[2]). Stage 4 is always plain MSA (window 1, every head Lo-Fi, "
+        "unpooled)",
         unit="heads",
     )
     window_size: int = knob(

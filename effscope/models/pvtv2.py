@@ -64,7 +64,9 @@ class PVTv2Config(Config):
     )
     depths: tuple[int, ...] = knob((2, 2, 2, 2), Seq(IntRange(1, 48), length=4), help="blocks per stage", unit="blocks")
     sr_ratios: tuple[int, ...] = knob(
-        (8, 4, 2, 1), Seq(IntRange(1, 8), length=4), help="SRA reduction per stage (ignored when linear)"
+        (8, 4, 2, 1),
+        Seq(IntRange(1, 8), length=4),
+        help="SRA reduction per stage (ignored when linear: recorded as the default)",
     )
     linear: bool = knob(False, Choice((False, True)), help="linear SRA (7x7 pooled keys/values, ReLU in the FFN): -Li")
     qkv_bias: bool = knob(True, Choice((True, False)), help="bias on the q and kv projections")
