@@ -206,3 +206,27 @@ def test_a_study_is_deleted_only_while_no_trial_has_started(place):
     optuna.create_study(study_name="unused", storage=storage).enqueue_trial({"x": 1.0})
     assert not delete_unused_study(storage, "used") and delete_unused_study(storage, "unused")
     assert optuna.get_all_study_names(storage) == ["used"]
+
+
+def test_a_new_database_another_process_has_open_is_kept(place):
+    """That process may store there later (a profile measuring while a calibration beside it fails): removing the
+    file under it would lose what it stores."""
+    import subprocess
+    import sys
+
+    from effscope.profile.store import open_elsewhere
+
+    RecordStore("shared.db").engine.dispose()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time; sqlite3.connect('shared.db').execute('select 1'); "
+         "print('open', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert open_elsewhere(place / "shared.db")
+        assert not remove_if_empty(place / "shared.db") and (place / "shared.db").exists()
+    finally:
+        holder.kill()
+        holder.wait()  # reaped: its descriptors are gone
+    assert remove_if_empty(place / "shared.db") and _databases(place) == []

@@ -278,15 +278,19 @@ def test_cli_calibrate_bad_input_is_one_sentence():
     assert r.returncode == 2 and "--gemm-sizes takes integers in [1, 32768]" in r.stderr and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize(("stop", "code"), [("Terminated", 143), ("KeyboardInterrupt", 130)])
+@pytest.mark.parametrize(("stop", "code"), [("SIGTERM", 143), ("Ctrl-C", 130)])
 def test_a_calibration_stopped_midway_says_so_and_leaves_no_database(tmp_path, monkeypatch, capfd, stop, code):
+    import os
+    import signal
+
     from _cli import effscope
 
-    from effscope.cli import _app
     from effscope.profile import roofline
 
     def stopped(*args, **kwargs):
-        raise _app.Terminated() if stop == "Terminated" else KeyboardInterrupt()
+        if stop == "SIGTERM":  # as `timeout` or a CI cancel sends it: the command turns it into an interrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(roofline, "calibrate", stopped)
     db = tmp_path / "d.db"
@@ -297,3 +301,17 @@ def test_a_calibration_stopped_midway_says_so_and_leaves_no_database(tmp_path, m
     RecordStore(str(kept)).add(Record(target="vit", kind="block", workload={}))
     got, _, _ = effscope(monkeypatch, capfd, ["device", "--calibrate", "--db", str(kept)])
     assert got == code and len(RecordStore(str(kept)).records()) == 1  # a database already there is kept
+
+
+def test_a_calibration_refused_on_the_device_leaves_no_new_database(tmp_path, monkeypatch, capfd):
+    from _cli import effscope
+
+    from effscope.profile import roofline
+
+    def refused(*args, **kwargs):
+        raise SpecError("no dtype runs on cpu")
+
+    monkeypatch.setattr(roofline, "calibrate", refused)
+    code, _, err = effscope(monkeypatch, capfd, ["device", "--calibrate", "--db", str(tmp_path / "d.db")])
+    assert code == 2 and "no dtype runs on cpu" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -691,8 +691,9 @@ def _calibrate(
     known = ("fp32", *AMP_DTYPES)
     if bad := [d for d in dtypes if d not in known]:
         raise SpecError(f"--dtype must be one of {', '.join(known)}, but got {', '.join(bad)}")
-    new_file = new_sqlite_file(database_url(db))  # removed again if the calibration is stopped before it is stored
+    new_file = new_sqlite_file(database_url(db))  # removed again if the calibration ends before it is stored
     store = RecordStore(db)  # opened first: a bad --db fails before minutes of timing
+    cal = None
     try:
         with sigterm_as_interrupt():  # `timeout`, a CI cancel: ended as Ctrl-C ends it, exit code 143
             cal = calibrate(
@@ -704,11 +705,12 @@ def _calibrate(
                 max_time_s=max_time,
             )
     except KeyboardInterrupt as e:  # typer would exit 130 silently
-        store.engine.dispose()
-        if new_file is not None:
-            remove_if_empty(new_file)
         err.print("interrupted: the calibration had not finished, so nothing was stored", markup=False)
         raise typer.Exit(interrupt_exit_code(e)) from None
+    finally:
+        if cal is None and new_file is not None:  # stopped or refused: nothing to store
+            store.engine.dispose()
+            remove_if_empty(new_file)
     record = cal.to_record(command=command_line())
     store.add(record)
     threads_note = f", {cal.threads} thread(s)" if cal.threads is not None else ""

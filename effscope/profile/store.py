@@ -40,6 +40,7 @@ __all__ = [
     "failure_reason",
     "first_line",
     "new_sqlite_file",
+    "open_elsewhere",
     "remove_if_empty",
     "sqlite_connection_pragmas",
     "write_table",
@@ -498,13 +499,16 @@ def new_sqlite_file(url: str) -> Path | None:
 def remove_if_empty(path: Path) -> bool:
     """Remove an SQLite file that `new_sqlite_file` named, with its -wal, -shm and -journal, when it holds no row (no
     Record, latency table or study; Optuna stamps its version when it makes its tables): what a refused or failed
-    run leaves of no value. Every connection to it must be closed. A file that cannot be read is kept.
+    run leaves of no value. Every connection of this process to it must be closed. A file that cannot be read, or
+    that another process has open (it may be about to store there), is kept.
 
     Returns:
         whether it was removed.
     """
     import sqlalchemy as sa
 
+    if open_elsewhere(path):
+        return False
     engine = sa.create_engine(reader_url(database_url(str(path))), future=True)  # creates nothing, not even the file
     try:
         names = [n for n in sa.inspect(engine).get_table_names() if n not in OPTUNA_VERSION_TABLES]
@@ -518,6 +522,29 @@ def remove_if_empty(path: Path) -> bool:
         for end in ("", "-wal", "-shm", "-journal"):
             Path(f"{path}{end}").unlink(missing_ok=True)
     return True
+
+
+def open_elsewhere(path: Path) -> bool:
+    """Whether another process of this user has an SQLite file (or its -wal, -shm, journal) open, read from /proc;
+    True where that cannot be told (no /proc), so that what may be in use is never removed. Another user's
+    processes are not seen."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        return True
+    names = {os.path.realpath(f"{path}{end}") for end in ("", "-wal", "-shm", "-journal")}
+    mine = str(os.getpid())
+    for process in proc.iterdir():
+        if not process.name.isdigit() or process.name == mine:
+            continue
+        try:
+            fds = list((process / "fd").iterdir())
+        except OSError:  # another user's process, or one that ended meanwhile
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                if os.readlink(fd) in names:
+                    return True
+    return False
 
 
 def _may_write(path: Path) -> bool:

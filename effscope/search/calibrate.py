@@ -170,7 +170,7 @@ def calibrate_proxies(
     except KeyboardInterrupt:
         stored = sum(1 for r in rows if _ok(r.get("train")))
         if created and not stored:
-            _discard_untrained(optuna_storage, name, new_file)
+            _discard_untrained(optuna_storage, name, url, new_file)
         raise CalibrationInterrupted(stored, name, url) from None
     finally:
         if proc is not None:
@@ -195,7 +195,7 @@ def calibrate_proxies(
         }
         study.set_user_attr("calibration", stored)
     elif created:
-        _discard_untrained(optuna_storage, name, new_file)
+        _discard_untrained(optuna_storage, name, url, new_file)
     if reused:
         notes.insert(0, f"{reused} design(s) were short-trained by an earlier run of this calibration and reused")
     if OBJECTIVES[space.quality].is_proxy:
@@ -205,13 +205,17 @@ def calibrate_proxies(
     return CalibrationResult(name, url, int(space.train["steps"]), len(rows), rows, taus, notes, reused)
 
 
-def _discard_untrained(storage: optuna.storages.RDBStorage, name: str, new_file: Path | None) -> None:
+def _discard_untrained(storage: optuna.storages.RDBStorage, name: str, url: str, new_file: Path | None) -> None:
     """A calibration that trained no design stored nothing: it leaves neither the study nor the database file it
-    created (another calibration's designs stored in that study meanwhile keep it)."""
-    from effscope.profile.store import remove_if_empty
+    created. What may be in use is kept: a study in which another calibration stored designs meanwhile, and any
+    study of a database that another process has open or that lives on a server (where that cannot be told)."""
+    from effscope.profile.store import open_elsewhere, remove_if_empty
     from effscope.search.storage import delete_unused_study
+    from effscope.urls import sqlite_path
 
-    if CAL_ROWS_ATTR not in storage.get_study_system_attrs(storage.get_study_id_from_name(name)):
+    path = sqlite_path(url)
+    in_use = path is None or open_elsewhere(path)
+    if not in_use and CAL_ROWS_ATTR not in storage.get_study_system_attrs(storage.get_study_id_from_name(name)):
         delete_unused_study(storage, name)
     storage.engine.dispose()  # remove_if_empty needs every connection to the file closed
     if new_file is not None:
