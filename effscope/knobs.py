@@ -375,7 +375,10 @@ class Config:
 
 
 def with_knobs(config: Config, overrides: Mapping[str, Any]) -> Config:
-    """Return `config` with some knobs replaced, validated; unknown names suggest the closest knob."""
+    """Return `config` with some knobs replaced, validated; unknown names suggest the closest knob.
+
+    A knob `config` ignored holds its built value, not the one first given (HiLo at window_size 1: lofi_heads =
+    heads), so a window_size changed here keeps every head Lo-Fi: apply overrides to the config as first given."""
     declared = knobs_of(config)
     for name in overrides:
         if name not in declared:

@@ -98,21 +98,38 @@ def test_profile_notes_a_set_knob_it_records_as_built(tmp_path, monkeypatch, cap
     assert "note: hilo ignores lofi_heads with these knobs; it is recorded as built, lofi_heads=4" in err
 
 
-def test_a_search_measures_one_network_once_whatever_the_ignored_knob(tmp_path):
-    """Every sampled design of this space is one network (plain MSA: lofi_heads is ignored at window_size 1): the
-    first is measured, the others are cached repeats of it, and the front holds it once."""
-    import optuna
+def _msa_space(tmp_path, heads: str):
+    """The tiny HiLo space at window_size 1 only (plain MSA: lofi_heads is ignored), with these `heads`."""
     from _spaces import TINY, load
+
+    path = tmp_path / "msa.toml"
+    text = TINY.format(budget=100, trials=7, max_time=0.05)
+    text = text.replace("window_size = [2, 7]", "window_size = [1]").replace("heads = [1, 2]", f"heads = {heads}")
+    path.write_text(text.replace("mlp_ratio = [1.0, 2.0]", "mlp_ratio = 1.0"))
+    return load(path)
+
+
+def test_a_search_measures_each_network_once_whatever_the_ignored_knob(tmp_path):
+    """Two networks (heads 1 or 2) under 6 knob combinations: each is measured once, its other trials are cached
+    repeats of it."""
+    import json
+
+    import optuna
 
     from effscope.search.coordinator import run_search
 
-    path = tmp_path / "msa.toml"
-    text = TINY.format(budget=100, trials=5, max_time=0.05)
-    text = text.replace("window_size = [2, 7]", "window_size = [1]").replace("heads = [1, 2]", "heads = [2]")
-    path.write_text(text.replace("mlp_ratio = [1.0, 2.0]", "mlp_ratio = 1.0"))
-    run_search(load(path), storage=str(tmp_path / "s.db"), command="pytest")
+    run_search(_msa_space(tmp_path, "[1, 2]"), storage=str(tmp_path / "s.db"), command="pytest")
     trials = optuna.load_study(study_name="msa-cpu", storage=f"sqlite:///{tmp_path / 's.db'}").trials
-    sampled = [t for t in trials if "preset" not in t.user_attrs]
-    assert len(sampled) == 4 and {t.user_attrs["knobs"]["lofi_heads"] for t in sampled} == {2}
-    assert sorted(t.user_attrs["status"] for t in sampled) == ["cached", "cached", "cached", "measured"]
-    assert len({t.user_attrs["record_uid"] for t in sampled}) == 1
+    sampled = [t.user_attrs for t in trials if "preset" not in t.user_attrs]
+    assert len(sampled) == 6 and all(u["knobs"]["lofi_heads"] == u["knobs"]["heads"] for u in sampled)
+    networks = {json.dumps(u["knobs"], sort_keys=True) for u in sampled}
+    measured = [u for u in sampled if u["status"] == "measured"]
+    assert len(measured) == len(networks) == len({u["record_uid"] for u in sampled})
+    assert all(u["status"] in ("measured", "cached") for u in sampled)
+
+
+def test_a_space_of_one_network_is_refused(tmp_path):
+    from effscope.search.space import SpaceError, check_searchable
+
+    with pytest.raises(SpaceError, match="all 3 knob combinations build the same network"):
+        check_searchable(_msa_space(tmp_path, "[2]"))

@@ -474,8 +474,8 @@ def space_size(space: Space) -> int | None:
 
 def check_searchable(space: Space) -> None:
     """Refuse, before anything is stored, a space whose every trial would be the same design or would fail the same
-    way: no knob with two values, not one valid knob combination (counted when the space is small enough), or a
-    workload grid that no design fits (checked on the `meta` device).
+    way: no knob with two values, not one valid knob combination or one network only (counted when the space is
+    small enough), or a workload grid that no design fits (checked on the `meta` device).
 
     Raises:
         SpaceError: one sentence naming the file and what to change.
@@ -493,6 +493,12 @@ def check_searchable(space: Space) -> None:
         raise SpaceError(
             f"search space {space.path}: no design of the space is valid: all {size} knob combinations break a rule "
             f"({_first_rule(space)}); widen the knobs that the rule ties together"
+        )
+    if len(sampled) == 1 and size is not None and size <= ENUMERATE_LIMIT:  # counted exactly: one network
+        raise SpaceError(
+            f"search space {space.path}: all {size} knob combinations build the same network (the knobs the space "
+            "searches are ignored with the values of the others), so every trial would be the same design; give a "
+            "knob that changes the network two or more values"
         )
     _check_workload_fits(space, sampled)
 
