@@ -90,6 +90,17 @@ def test_a_refused_lut_build_creates_no_database(place, monkeypatch, capfd, opti
     assert _databases(place) == []
 
 
+def test_a_lut_build_names_an_unusable_database_before_it_draws_designs(place, monkeypatch, capfd):
+    # 100000 designs would take minutes to refuse; the missing folder is named first, before any drawing
+    args = ["lut", "build", str(tiny(place)), "--db", "no/such/folder/l.db", "--samples", "100000"]
+    code, _, err = effscope(monkeypatch, capfd, args)
+    assert code == 2 and "no/such/folder does not exist" in err and "asked for" not in err, err
+    Path("not-effscope.db").write_text("plain text")
+    code, _, err = effscope(monkeypatch, capfd, [*args[:3], "--db", "not-effscope.db"])
+    assert code == 2 and "not-effscope.db is not an SQLite database" in err, err
+    assert Path("not-effscope.db").read_text() == "plain text"
+
+
 # --------------------------------------------------------------------------------------------------- calibrate
 
 

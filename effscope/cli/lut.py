@@ -37,6 +37,7 @@ def build(
 ) -> None:
     """Measure the blocks of a sample of the space's designs, fit sum + correction, validate on held-out designs."""
     from effscope.cli.search import check_space_device
+    from effscope.profile.store import check_store_location
     from effscope.search.predictor import build_table
     from effscope.search.space import load_space
     from effscope.urls import database_url, mask_url
@@ -44,6 +45,7 @@ def build(
     sp = load_space(space).with_overrides(device=device)
     check_space_device(sp, device)
     url = database_url(db)
+    check_store_location(url)  # before the designs are drawn, which can take minutes; the store opens once they are
 
     def progress(text: str) -> None:
         err.print(text, markup=False, highlight=False)

@@ -39,6 +39,7 @@ __all__ = [
     "tables_with_rows",
     "failure_reason",
     "first_line",
+    "check_store_location",
     "new_sqlite_file",
     "open_elsewhere",
     "remove_if_empty",
@@ -487,6 +488,20 @@ def check_sqlite_database(url: str, opened: str | None = None) -> None:
         engine.dispose()
     if problem is not None:
         raise StoreError(not_effscope(str(path), problem))
+
+
+def check_store_location(url: str) -> None:
+    """Refuse what `RecordStore(url)` would refuse about an SQLite file (a folder, a missing folder, no permission,
+    another program's database), checked without creating anything: for a command that opens its store late.
+
+    Raises:
+        StoreError: one sentence naming the path.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        _check_sqlite_location(path, read_only=False)
+        if path.exists():  # opened to read: what is wrong with the file is said as the store says it
+            RecordStore(url, read_only=True).engine.dispose()
 
 
 def new_sqlite_file(url: str) -> Path | None:
