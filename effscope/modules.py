@@ -29,6 +29,22 @@ class ConfiguredModule(nn.Module):
 
     Config: ClassVar[type[Config]]
     default_size: ClassVar[tuple[int, int]] = (28, 28)  # token grid for blocks, image size for models
+    # What the module computes, as the measurement cache knows it: bump `revision` when a change alters its outputs,
+    # parameters or cost for some knob values, so that Records measured before are not reused (they are measured
+    # again). `parts` are the registered modules it builds, whose revisions count too (a test checks the list).
+    revision: ClassVar[int] = 1
+    parts: ClassVar[tuple[type[ConfiguredModule], ...]] = ()
+
+    @classmethod
+    def revisions(cls) -> dict[str, int]:
+        """The revisions above 1 of this module and of its parts, by class name: part of a Record's cache key, and
+        empty (absent from the key) while every one is 1, so keys made before revisions existed still match."""
+        out: dict[str, int] = {}
+        for part in cls.parts:
+            out.update(part.revisions())
+        if cls.revision > 1:
+            out[cls.__name__] = cls.revision
+        return out
 
     def __init__(
         self,

@@ -431,6 +431,7 @@ class PerformerBlock(CXVBlock):
     """
 
     Config = PerformerBlockConfig
+    revision = 2  # 2: the FAVOR+ stabiliser is one max over the whole key tensor, as the official code
 
     def _attention(self, c: PerformerBlockConfig, *, device: DeviceLike | None, dtype: torch.dtype | None):
         return PerformerAttention(

@@ -111,6 +111,7 @@ class DWShortcutBlock(TokenBlock):
     """
 
     Config = DWShortcutConfig
+    parts = (ViTBlock,)
 
     def __init__(
         self,

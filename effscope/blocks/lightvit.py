@@ -304,6 +304,8 @@ class LightViTMerge(TokenBlock):
     """
 
     Config = LightViTMergeConfig
+    # 2: an odd grid is zero-padded before the max pool, as the official code; no global branch at num_tokens 0
+    revision = 2
 
     def __init__(
         self,

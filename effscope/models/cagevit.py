@@ -132,6 +132,7 @@ class CageViT(ImageModel):
     """
 
     Config = CageViTConfig
+    parts = (CageViTBlock,)
 
     def __init__(
         self, config: CageViTConfig | None = None, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None

@@ -140,18 +140,21 @@ class CXVNet(ImageModel):
 class CNV(CXVNet):
     __doc__ = CXVNet.__doc__
     Config = CNVConfig
+    parts = (NystromBlock,)
     block = NystromBlock
 
 
 class CPV(CXVNet):
     __doc__ = CXVNet.__doc__
     Config = CPVConfig
+    parts = (PerformerBlock,)
     block = PerformerBlock
 
 
 class CLTV(CXVNet):
     __doc__ = CXVNet.__doc__
     Config = CLTVConfig
+    parts = (LinearBlock,)
     block = LinearBlock
 
 

@@ -125,6 +125,7 @@ class LightViT(ImageModel):
     """
 
     Config = LightViTConfig
+    parts = (LightViTBlock, LightViTMerge)
 
     def __init__(
         self,

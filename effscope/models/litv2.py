@@ -134,6 +134,7 @@ class LITv2(ImageModel):
     """
 
     Config = LITv2Config
+    parts = (HiLoBlock, ConvFFNBlock, DTM)
 
     def __init__(
         self, config: LITv2Config | None = None, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None

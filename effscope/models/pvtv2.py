@@ -102,6 +102,7 @@ class PVTv2(ImageModel):
     """
 
     Config = PVTv2Config
+    parts = (PVTBlock, PVTLinearSRABlock)
 
     def __init__(
         self, config: PVTv2Config | None = None, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None

@@ -70,6 +70,7 @@ class ViTDW(ImageModel):
     """
 
     Config = ViTDWConfig
+    parts = (DWShortcutBlock,)
 
     def __init__(
         self, config: ViTDWConfig | None = None, *, device: DeviceLike | None = None, dtype: torch.dtype | None = None

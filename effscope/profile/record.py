@@ -104,17 +104,23 @@ class Workload:
 PROTOCOL = "effscope-v2"
 
 
-def canonical_key(target: str, knobs: dict[str, Any], workload: Workload, device_name: str) -> str:
+def canonical_key(
+    target: str,
+    knobs: dict[str, Any],
+    workload: Workload,
+    device_name: str,
+    revisions: Mapping[str, int] | None = None,
+) -> str:
     """A stable key for (architecture, workload, device, timing protocol): equal keys mean the same measurement
-    (search cache)."""
+    (search cache). `revisions`: the target's module revisions above 1 (ConfiguredModule.revisions), so that a
+    Record of a block measured before its computation changed is not reused."""
     measured = workload.as_dict()
     if measured["mode"] == "infer":
         del measured["mode"]
-    payload = json.dumps(
-        {"target": target, "knobs": knobs, "workload": measured, "device": device_name, "protocol": PROTOCOL},
-        sort_keys=True,
-        default=str,
-    )
+    identity = {"target": target, "knobs": knobs, "workload": measured, "device": device_name, "protocol": PROTOCOL}
+    if revisions:  # absent while every revision is 1: keys made before revisions existed still match
+        identity["revisions"] = dict(revisions)
+    payload = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 

@@ -39,6 +39,11 @@ class Target:
     def derived(self) -> dict[str, Any]:
         return self.config.derived() if self.config is not None else {}
 
+    def revisions(self) -> dict[str, int]:
+        """Its modules' revisions above 1 (ConfiguredModule.revisions) for the cache key; none for user code."""
+        module = getattr(self.factory, "module", None)  # a registered target's Spec
+        return module.revisions() if module is not None else {}
+
     def build(self, device: DeviceLike | None = None) -> nn.Module:
         """Instantiate the module on `device` (fp32 parameters; autocast handles lower precision).
 

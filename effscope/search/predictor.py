@@ -313,6 +313,8 @@ class LatencyTable:
         rows: the measured designs (role "train" or "holdout"), with block_sum, measured and predicted latency.
         device_identity: the CPU it was measured on (effscope.profile.record.device_identity); None on a GPU and in a
             table built by an older effscope, which is matched by `device_name` alone.
+        revisions: the revisions above 1 of the blocks its designs build (`space_revisions`): a table measured
+            before a block changed is refused.
     """
 
     name: str
@@ -329,6 +331,7 @@ class LatencyTable:
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     device_identity: str | None = None
+    revisions: dict[str, int] = field(default_factory=dict)
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -512,6 +515,16 @@ def _forward_only(space: Space) -> None:
         )
 
 
+def space_revisions(space: Space) -> dict[str, int]:
+    """The revisions above 1 (ConfiguredModule.revisions) of every target of the space."""
+    from effscope.profile.target import resolve_target
+
+    out: dict[str, int] = {}
+    for ts in space.targets:
+        out.update(resolve_target(ts.name).revisions())
+    return out
+
+
 def check_compatible(table: LatencyTable, space: Space, device_name: str, device_identity: str | None = None) -> None:
     """Raise PredictorError unless the table was built for this space's target, workload, statistic and device (the
     same device name, and the same CPU where both the table and `device_identity` know it)."""
@@ -529,6 +542,8 @@ def check_compatible(table: LatencyTable, space: Space, device_name: str, device
         problems.append(f"device '{device_name}' of another CPU: {table.device_identity} vs {device_identity}")
     if table.statistic != space.latency_budget.statistic:
         problems.append(f"statistic {table.statistic} vs {space.latency_budget.statistic}")
+    if table.revisions != space_revisions(space):
+        problems.append("built before a block of the space was revised (its numbers are of the old block)")
     if problems:
         raise PredictorError(
             f"latency table '{table.name}' does not fit space {space.name} ({'; '.join(problems)}); build one with "
@@ -574,10 +589,11 @@ class _Measurer:
 
     def block(self, call: BlockCall) -> Record:
         from effscope.profile.record import canonical_key, measured_on
+        from effscope.spec import blocks
 
         wl = dataclasses.replace(self.space.workload, size=call.size, batch=call.batch)
         knobs = dict(call.knobs)
-        key = canonical_key(call.block, knobs, wl, self.device_name)
+        key = canonical_key(call.block, knobs, wl, self.device_name, blocks().get(call.block).module.revisions())
         rec = self.store.latest(key, where=measured_on(self.device_name, self.device_identity))
         if rec is not None and rec.latency.get(self.statistic) is not None:
             self.cached += 1
@@ -591,9 +607,11 @@ class _Measurer:
     def whole(self, ts: TargetSpace, config: Config, role: str) -> Record:
         """A design measured as a whole, always afresh (a cached Record may be one of the table's own entries)."""
         from effscope.profile.record import canonical_key
+        from effscope.profile.target import resolve_target
 
         knobs = config.knob_values()
-        key = canonical_key(ts.name, knobs, self.space.workload, self.device_name)
+        revisions = resolve_target(ts.name).revisions()
+        key = canonical_key(ts.name, knobs, self.space.workload, self.device_name, revisions)
         return self._run(ts.name, knobs, self.space.workload, key, role)
 
     def _run(self, name: str, knobs: dict, wl: Workload, key: str, role: str) -> Record:
@@ -723,6 +741,7 @@ def build_table(
         validation=validation,
         rows=rows,
         notes=_notes(space),
+        revisions=space_revisions(space),
     )
     save_table(store, table)
     return table

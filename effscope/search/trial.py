@@ -169,7 +169,7 @@ class SearchObjective:
             return self._finish(trial, attrs, quality=None, record=None, valid=False)
         attrs["knobs"] = to_jsonable(target.knobs())
 
-        key = canonical_key(target.name, target.knobs(), space.workload, self.device_name)
+        key = canonical_key(target.name, target.knobs(), space.workload, self.device_name, target.revisions())
         record = self._cached(key)
         early_quality = None  # (quality, why) when computed while the design was counted
         t0 = time.perf_counter()
