@@ -72,3 +72,18 @@ def test_a_latency_table_built_before_a_block_was_revised_is_refused(tmp_path):
     with pytest.raises(P.PredictorError, match="built before a block of the space was revised"):
         P.check_compatible(P.LatencyTable.from_json(old), space, "dev")
     P.check_compatible(table({"LightViTMerge": 2}), space, "dev")  # built with the current block
+
+
+def test_a_calibration_reuses_short_trained_designs_only_under_the_same_block_revisions(monkeypatch):
+    from effscope.blocks.lightvit import LightViTMerge
+    from effscope.search.calibrate import _rows_key
+    from effscope.search.space import parse_space
+
+    def space(target):
+        text = f'[space]\ntarget = "{target}"\n[budgets]\nlatency_ms = 10\n[knobs]\nqkv_bias = [true, false]\n'
+        return parse_space(text, name=target)
+
+    lightvit, litv2 = _rows_key(space("lightvit_t")), _rows_key(space("litv2_s"))
+    monkeypatch.setattr(LightViTMerge, "revision", 3)
+    assert _rows_key(space("lightvit_t")) != lightvit  # its merges changed: trained again
+    assert _rows_key(space("litv2_s")) == litv2  # builds no merge

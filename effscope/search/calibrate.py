@@ -241,6 +241,7 @@ def _rows_key(space: Space) -> str:
     from pathlib import Path
 
     from effscope.search.objectives import OBJECTIVES
+    from effscope.search.predictor import space_revisions
 
     what = {
         "train": space.train,
@@ -250,6 +251,8 @@ def _rows_key(space: Space) -> str:
         "workload": space.workload.as_dict(),
         "data": str(Path(space.data or "").expanduser().resolve()),
     }
+    if blocks := space_revisions(space):  # a revised block trains another network; absent while none is
+        what["block_revisions"] = blocks
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
