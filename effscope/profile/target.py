@@ -41,8 +41,9 @@ class Target:
 
     def revisions(self) -> dict[str, int]:
         """Its modules' revisions above 1 (ConfiguredModule.revisions) for the cache key; none for user code."""
-        module = getattr(self.factory, "module", None)  # a registered target's Spec
-        return module.revisions() if module is not None else {}
+        if self.kind == "custom" or self.factory is None:
+            return {}
+        return self.factory.module.revisions()  # a registered target's factory is its Spec
 
     def build(self, device: DeviceLike | None = None) -> nn.Module:
         """Instantiate the module on `device` (fp32 parameters; autocast handles lower precision).
