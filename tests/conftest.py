@@ -66,3 +66,18 @@ def postgres_url():
     finally:
         pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """An ImageFolder of 2 classes x 6 small PNG images (the calibration tests' data)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir()
+        for i in range(6):
+            Image.fromarray((rng.random((36, 36, 3)) * 255).astype(np.uint8)).save(root / c / f"{i}.png")
+    return root

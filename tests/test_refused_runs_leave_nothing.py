@@ -8,12 +8,10 @@ import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import optuna
 import pytest
 from _cli import effscope
 from _spaces import SMALL_LITV2, load, tiny
-from PIL import Image
 
 from effscope.profile.record import Record
 from effscope.profile.store import RecordStore, new_sqlite_file, remove_if_empty
@@ -102,18 +100,6 @@ def test_a_lut_build_names_an_unusable_database_before_it_draws_designs(place, m
 
 
 # --------------------------------------------------------------------------------------------------- calibrate
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    """2 classes x 6 small PNG images."""
-    root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(0)
-    for c in ("a", "b"):
-        (root / c).mkdir()
-        for i in range(6):
-            Image.fromarray((rng.random((36, 36, 3)) * 255).astype(np.uint8)).save(root / c / f"{i}.png")
-    return root
 
 
 class Training:

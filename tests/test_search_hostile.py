@@ -9,12 +9,10 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 from _cli import effscope
 from _spaces import SMALL_LITV2, TINY, load, tiny
-from PIL import Image
 
 from effscope.errors import SpecError
 from effscope.search.space import SpaceError, load_space, parse_space, sample_designs
@@ -47,18 +45,6 @@ def place(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("EFFSCOPE_DB", raising=False)
     return tmp_path
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    """2 classes x 6 small PNG images."""
-    root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(0)
-    for c in ("a", "b"):
-        (root / c).mkdir()
-        for i in range(6):
-            Image.fromarray((rng.random((36, 36, 3)) * 255).astype(np.uint8)).save(root / c / f"{i}.png")
-    return root
 
 
 def calibrate_args(tmp_path: Path, data: Path, samples: int) -> list[str]:
