@@ -245,7 +245,7 @@ def _run(job: Job, record: Record, first_in_process: bool) -> None:
         if opts.throughput and over_budget:
             why = "not timed: the latency repeats stopped early, the design being clearly over the latency budget"
             record.missing.update(dict.fromkeys(("throughput_img_s", "energy_j_per_img", "mean_power_w"), why))
-        if opts.throughput and not over_budget:
+        elif opts.throughput:
             _throughput(work, device, wl, opts, record)
             if not wl.flush_cache:  # only the latency repeats flush the caches: the two differ by design then
                 _check_throughput_against_latency(device, record)

@@ -433,13 +433,9 @@ def load_table(store: RecordStore, name_or_uid: str) -> LatencyTable:
 def find_table(url: str, name_or_uid: str) -> LatencyTable:
     """`load_table` from the database at `url`, opened to read: looking for a table creates nothing (no SQLite file,
     no table), so a search refused for its --predictor leaves no database behind."""
-    import os
+    from effscope.profile.store import RecordStore, new_sqlite_file
 
-    from effscope.profile.store import RecordStore
-    from effscope.urls import sqlite_path
-
-    path = sqlite_path(url)
-    if path is not None and not os.path.lexists(path):  # a database not created yet holds no table
+    if new_sqlite_file(url) is not None:  # a database not created yet holds no table
         raise _no_table(name_or_uid, url, [])
     return load_table(RecordStore(url, read_only=True), name_or_uid)
 
@@ -589,11 +585,11 @@ class _Measurer:
 
     def block(self, call: BlockCall) -> Record:
         from effscope.profile.record import canonical_key, measured_on
-        from effscope.spec import blocks
+        from effscope.profile.target import resolve_target
 
         wl = dataclasses.replace(self.space.workload, size=call.size, batch=call.batch)
         knobs = dict(call.knobs)
-        key = canonical_key(call.block, knobs, wl, self.device_name, blocks().get(call.block).module.revisions())
+        key = canonical_key(call.block, knobs, wl, self.device_name, resolve_target(call.block).revisions())
         rec = self.store.latest(key, where=measured_on(self.device_name, self.device_identity))
         if rec is not None and rec.latency.get(self.statistic) is not None:
             self.cached += 1
